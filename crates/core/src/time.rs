@@ -1,0 +1,91 @@
+//! Points in time as a type. JWT times are whole seconds since the Unix epoch (RFC 7519 §2).
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A point in time, in whole seconds since 1970-01-01T00:00:00Z.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub const fn from_unix(secs: i64) -> Self {
+        Self(secs)
+    }
+
+    pub fn now() -> Self {
+        let secs = match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_secs() as i64,
+            Err(e) => -(e.duration().as_secs() as i64),
+        };
+        Self(secs)
+    }
+
+    pub const fn unix(self) -> i64 {
+        self.0
+    }
+
+    /// Seconds from `now` until `self`; negative when `self` is in the past.
+    pub const fn seconds_after(self, now: Timestamp) -> i64 {
+        self.0 - now.0
+    }
+
+    pub const fn plus_secs(self, secs: i64) -> Self {
+        Self(self.0.saturating_add(secs))
+    }
+}
+
+/// RFC 3339 in UTC, e.g. `2026-11-24T17:52:35Z`.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let days = self.0.div_euclid(86_400);
+        let rem = self.0.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    }
+}
+
+/// Days since the epoch to a proleptic Gregorian date (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_as_utc_rfc3339() {
+        assert_eq!(Timestamp::from_unix(0).to_string(), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            Timestamp::from_unix(1_795_542_755).to_string(),
+            "2026-11-24T17:52:35Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix(951_782_400).to_string(),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(Timestamp::from_unix(-1).to_string(), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn seconds_after_is_signed() {
+        let now = Timestamp::from_unix(1000);
+        assert_eq!(Timestamp::from_unix(1060).seconds_after(now), 60);
+        assert_eq!(Timestamp::from_unix(940).seconds_after(now), -60);
+    }
+}
