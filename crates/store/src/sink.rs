@@ -1,0 +1,203 @@
+//! Token files: where they are (WLCG Bearer Token Discovery) and how they are written.
+//!
+//! A token file holds the bare token and a newline. It is written to a temporary file in
+//! the same directory, fsynced, given mode 0600 and renamed over the old one, so a reader
+//! sees either the old token or the new one, never a partial or empty file.
+
+use credkeeper_core::Secret;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("token file directory {0} does not exist")]
+    DirMissing(PathBuf),
+    #[error("{0} is not a directory")]
+    NotADir(PathBuf),
+    #[error("cannot write token file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read token file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where a token was found when reading by discovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenLocation {
+    /// The `BEARER_TOKEN` environment variable itself.
+    Environment,
+    File(PathBuf),
+}
+
+/// The effective user id, for the `bt_u<uid>` file names.
+pub fn uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail (POSIX).
+    unsafe { libc::geteuid() }
+}
+
+/// The file a token is written to: `$BEARER_TOKEN_FILE`, else `$XDG_RUNTIME_DIR/bt_u<uid>`,
+/// else `/tmp/bt_u<uid>`.
+pub fn default_path() -> PathBuf {
+    default_path_from(&|k| std::env::var_os(k))
+}
+
+fn default_path_from(env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    if let Some(p) = env("BEARER_TOKEN_FILE").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let name = format!("bt_u{}", uid());
+    match env("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
+        Some(dir) => Path::new(&dir).join(name),
+        None => Path::new("/tmp").join(name),
+    }
+}
+
+/// Find a token to read, in WLCG discovery order: `$BEARER_TOKEN`, `$BEARER_TOKEN_FILE`,
+/// `$XDG_RUNTIME_DIR/bt_u<uid>` if it exists, `/tmp/bt_u<uid>`.
+pub fn discover() -> Result<(TokenLocation, Secret), SinkError> {
+    if let Ok(token) = std::env::var("BEARER_TOKEN")
+        && !token.trim().is_empty()
+    {
+        return Ok((TokenLocation::Environment, Secret::new(token.trim())));
+    }
+    let mut path = default_path();
+    if std::env::var_os("BEARER_TOKEN_FILE").is_none_or(|p| p.is_empty()) && !path.exists() {
+        path = Path::new("/tmp").join(format!("bt_u{}", uid()));
+    }
+    let token = read(&path)?;
+    Ok((TokenLocation::File(path), token))
+}
+
+/// Read a token file, trimming the trailing newline.
+pub fn read(path: &Path) -> Result<Secret, SinkError> {
+    std::fs::read_to_string(path)
+        .map(|s| Secret::new(s.trim()))
+        .map_err(|source| SinkError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// A unique name for a temporary file in the same directory as `path`.
+pub(crate) fn temp_path_beside(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let unique = format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    path.with_file_name(unique)
+}
+
+/// Write `token` and a newline to `path` atomically with mode 0600.
+pub fn write_token(path: &Path, token: &Secret) -> Result<(), SinkError> {
+    let mut contents = Vec::with_capacity(token.expose().len() + 1);
+    contents.extend_from_slice(token.expose().as_bytes());
+    contents.push(b'\n');
+    let result = write_atomic(path, &contents, 0o600);
+    zeroize_vec(&mut contents);
+    result
+}
+
+fn zeroize_vec(v: &mut [u8]) {
+    v.iter_mut().for_each(|b| *b = 0);
+}
+
+/// Replace `path` with `contents` so that readers never see anything in between.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), SinkError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    match std::fs::metadata(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SinkError::DirMissing(dir));
+        }
+        Ok(m) if !m.is_dir() => return Err(SinkError::NotADir(dir)),
+        _ => {}
+    }
+    let tmp = temp_path_beside(path);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // The umask may have narrowed the mode; make it exactly what was asked.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // Make the rename itself durable.
+        std::fs::File::open(&dir)?.sync_all()
+    };
+    write().map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        SinkError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    #[test]
+    fn the_write_location_follows_wlcg_discovery() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        let u = uid();
+        assert_eq!(
+            default_path_from(&env(&[("BEARER_TOKEN_FILE", "/x/tok"), ("XDG_RUNTIME_DIR", "/run/u")])),
+            PathBuf::from("/x/tok")
+        );
+        assert_eq!(
+            default_path_from(&env(&[("XDG_RUNTIME_DIR", "/run/u")])),
+            PathBuf::from(format!("/run/u/bt_u{u}"))
+        );
+        assert_eq!(default_path_from(&env(&[])), PathBuf::from(format!("/tmp/bt_u{u}")));
+    }
+
+    #[test]
+    fn a_token_file_is_the_token_and_a_newline_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tok");
+        std::fs::write(&path, "old\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_token(&path, &Secret::new("abc.def.ghi")).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "abc.def.ghi\n");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+    }
+
+    #[test]
+    fn a_missing_directory_is_named_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nope/tok");
+        let err = write_token(&path, &Secret::new("t")).unwrap_err();
+        assert!(matches!(err, SinkError::DirMissing(_)), "{err}");
+        assert!(err.to_string().contains("nope"));
+        let file_as_dir = dir.path().join("f");
+        std::fs::write(&file_as_dir, "").unwrap();
+        let err = write_token(&file_as_dir.join("tok"), &Secret::new("t")).unwrap_err();
+        assert!(matches!(err, SinkError::NotADir(_)), "{err}");
+    }
+}
