@@ -1,1 +1,146 @@
-fn main(){}
+//! The `credkeeper` command: flags in, library calls, messages and exit codes out.
+//!
+//! Each subcommand lives in `cmd/<name>.rs` and only turns flags into calls on the
+//! library crates; errors become one-line messages here. Exit codes: 0 success,
+//! 1 failure, 2 usage error, 130 interrupted.
+
+mod cmd;
+mod config;
+mod prompt;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "credkeeper",
+    version,
+    about = "Get, keep fresh and hand out OAuth2/OIDC tokens for automated workloads",
+    long_about = "credkeeper gets OAuth2/OIDC bearer tokens and keeps them fresh.\n\n\
+        `credkeeper login` does the one interactive login; afterwards `credkeeper get` \
+        puts a valid token in a file (WLCG Bearer Token Discovery) without a human, \
+        reusing the token already there when it has enough time left.",
+    after_help = "Exit status: 0 success, 1 failure, 2 usage error, 130 interrupted.\n\
+        Configuration: flags override CREDKEEPER_* variables, which override the \
+        config file (--config, default $XDG_CONFIG_HOME/credkeeper/config.toml)."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: config::Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Put a valid token in a file, reusing the one there when it has --minsecs left
+    Get(cmd::get::Args),
+    /// Log in once interactively (device code, or --browser) and store the refresh token
+    Login(cmd::login::LoginArgs),
+    /// Revoke and delete the stored refresh token for an issuer
+    Logout(cmd::login::LogoutArgs),
+    /// Inspect or verify a token
+    #[command(subcommand)]
+    Token(cmd::token::Command),
+}
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// A failure whose message has already been shown, carrying its exit code.
+#[derive(Debug)]
+pub struct Exit(pub u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.0)
+    }
+}
+impl std::error::Error for Exit {}
+
+fn init_logging(global: &config::Global) {
+    let level = if global.quiet {
+        "error"
+    } else {
+        match global.verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CREDKEEPER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("credkeeper={level}")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match global.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.without_time().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("credkeeper: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = run(cli) => r,
+            _ = tokio::signal::ctrl_c() => {
+                prompt::clear_line();
+                eprintln!("credkeeper: interrupted; nothing was changed");
+                Err(Exit(130).into())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => match e.downcast_ref::<Exit>() {
+            Some(Exit(code)) => ExitCode::from(*code),
+            None => {
+                eprintln!("credkeeper: {}", one_line(&e));
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause a message already quotes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = config::Settings::load(&cli.global)?;
+    match cli.command {
+        Command::Get(args) => cmd::get::run(args, &settings).await,
+        Command::Login(args) => cmd::login::login(args, &settings).await,
+        Command::Logout(args) => cmd::login::logout(args, &settings).await,
+        Command::Token(c) => cmd::token::run(c, &settings).await,
+    }
+}

@@ -250,7 +250,10 @@ pub(crate) mod tests {
             JwtError::Base64("header")
         );
         let not_json = format!("{}.e30.", URL_SAFE_NO_PAD.encode("[1]"));
-        assert_eq!(Jwt::decode(&not_json).unwrap_err(), JwtError::Json("header"));
+        assert_eq!(
+            Jwt::decode(&not_json).unwrap_err(),
+            JwtError::Json("header")
+        );
         let bad_exp = unsigned(serde_json::json!({}), serde_json::json!({"exp": "soon"}));
         let err = Jwt::decode(&bad_exp).unwrap_err();
         assert!(err.to_string().contains("`exp`"), "{err}");

@@ -86,16 +86,24 @@ mod tests {
         };
         assert_eq!(
             req.check(&jwt, now),
-            Err(Shortfall::TooShort { remaining: 500, wanted: 600 })
+            Err(Shortfall::TooShort {
+                remaining: 500,
+                wanted: 600
+            })
         );
         req.min_secs = 0;
         req.audience = Some("https://other".into());
-        assert!(matches!(req.check(&jwt, now), Err(Shortfall::Audience { .. })));
+        assert!(matches!(
+            req.check(&jwt, now),
+            Err(Shortfall::Audience { .. })
+        ));
         req.audience = None;
         req.scopes = ScopeSet::parse("write:/d");
         assert_eq!(
             req.check(&jwt, now),
-            Err(Shortfall::Scopes { missing: "write:/d".into() })
+            Err(Shortfall::Scopes {
+                missing: "write:/d".into()
+            })
         );
         assert_eq!(
             req.check(&jwt, Timestamp::from_unix(1600)),

@@ -211,7 +211,10 @@ mod tests {
 
     #[test]
     fn plain_scopes_match_exactly() {
-        assert!(covers("openid offline_access compute.read", "compute.read openid"));
+        assert!(covers(
+            "openid offline_access compute.read",
+            "compute.read openid"
+        ));
         assert!(!covers("compute.read", "compute.modify"));
         assert!(!covers("openid", "read:/x"));
         assert!(covers("anything", ""));
@@ -221,7 +224,11 @@ mod tests {
     fn missing_names_what_is_not_covered() {
         let granted = ScopeSet::parse("read:/a");
         let wanted = ScopeSet::parse("read:/a/b read:/c");
-        let missing: Vec<String> = granted.missing(&wanted).iter().map(|s| s.to_string()).collect();
+        let missing: Vec<String> = granted
+            .missing(&wanted)
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(missing, ["read:/c"]);
     }
 }

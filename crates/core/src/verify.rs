@@ -154,8 +154,9 @@ pub fn verify(
         alg: format!("{alg:?}"),
         why: "the key's parameters are malformed",
     })?;
-    let ok = jsonwebtoken::crypto::verify(jwt.signature(), jwt.signing_input().as_bytes(), &key, alg)
-        .unwrap_or(false);
+    let ok =
+        jsonwebtoken::crypto::verify(jwt.signature(), jwt.signing_input().as_bytes(), &key, alg)
+            .unwrap_or(false);
     if !ok {
         return Err(VerifyError::BadSignature);
     }
@@ -168,7 +169,10 @@ pub fn verify(
 }
 
 fn kid_of(jwk: &Jwk) -> String {
-    jwk.common.key_id.clone().unwrap_or_else(|| "(no kid)".into())
+    jwk.common
+        .key_id
+        .clone()
+        .unwrap_or_else(|| "(no kid)".into())
 }
 
 fn select_key<'k>(jwt: &Jwt, keys: &'k JwkSet, alg: Algorithm) -> Result<&'k Jwk, VerifyError> {

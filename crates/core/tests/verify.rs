@@ -78,9 +78,18 @@ fn forge(header: Value, claims: &Value, signature: &str) -> Jwt {
 
 #[test]
 fn rs256_es256_and_eddsa_tokens_verify_against_the_jwks() {
-    for (alg, kid) in [(Algorithm::ES256, "ec"), (Algorithm::RS256, "rsa"), (Algorithm::EdDSA, "ed")] {
-        let v = verify(&sign(alg, kid, &claims()), &keyset(), &expect(), Timestamp::from_unix(NOW))
-            .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+    for (alg, kid) in [
+        (Algorithm::ES256, "ec"),
+        (Algorithm::RS256, "rsa"),
+        (Algorithm::EdDSA, "ed"),
+    ] {
+        let v = verify(
+            &sign(alg, kid, &claims()),
+            &keyset(),
+            &expect(),
+            Timestamp::from_unix(NOW),
+        )
+        .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
         assert_eq!(v.key_id.as_deref(), Some(kid));
         assert_eq!(v.profile, Profile::Wlcg1);
     }
@@ -126,8 +135,15 @@ fn hs256_keyed_with_the_public_key_is_refused() {
 #[test]
 fn an_algorithm_that_does_not_fit_the_key_is_refused() {
     let es = sign(Algorithm::ES256, "ec", &claims());
-    let jwt = forge(json!({"alg": "RS256", "kid": "ec"}), &claims(), es.signature());
-    assert!(matches!(check(&jwt, &expect()), Err(VerifyError::KeyMismatch { .. })));
+    let jwt = forge(
+        json!({"alg": "RS256", "kid": "ec"}),
+        &claims(),
+        es.signature(),
+    );
+    assert!(matches!(
+        check(&jwt, &expect()),
+        Err(VerifyError::KeyMismatch { .. })
+    ));
 }
 
 #[test]
@@ -147,7 +163,11 @@ fn expiry_not_before_and_issued_at_allow_a_small_leeway() {
     c["exp"] = json!(NOW - 31);
     let err = check(&sign(Algorithm::ES256, "ec", &c), &expect()).unwrap_err();
     assert!(matches!(err, VerifyError::Expired { ago: 31, .. }), "{err}");
-    assert!(err.to_string().contains("expired at 2027-01-15T07:59:29Z (31 seconds ago)"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("expired at 2027-01-15T07:59:29Z (31 seconds ago)"),
+        "{err}"
+    );
 
     let mut c = claims();
     c["nbf"] = json!(NOW + 120);
@@ -163,7 +183,10 @@ fn expiry_not_before_and_issued_at_allow_a_small_leeway() {
     ));
     let mut c = claims();
     c.as_object_mut().unwrap().remove("exp");
-    assert_eq!(check(&sign(Algorithm::ES256, "ec", &c), &expect()), Err(VerifyError::NoExpiry));
+    assert_eq!(
+        check(&sign(Algorithm::ES256, "ec", &c), &expect()),
+        Err(VerifyError::NoExpiry)
+    );
 }
 
 #[test]
@@ -205,6 +228,9 @@ fn profiles_are_told_apart_and_their_claims_required() {
     let err = check(&sci, &e).unwrap_err();
     assert_eq!(
         err,
-        VerifyError::ProfileClaim { profile: "scitokens:2.0", claim: "aud" }
+        VerifyError::ProfileClaim {
+            profile: "scitokens:2.0",
+            claim: "aud"
+        }
     );
 }

@@ -1,1 +1,29 @@
-//! placeholder
+//! credkeeper-oidc: the OAuth2 / OpenID Connect client.
+//!
+//! What it is for: talking to an issuer — discovery ([`discover`]), its keys
+//! ([`KeyCache`]), and every grant credkeeper uses through [`Client`]: refresh, client
+//! credentials, the device flow (RFC 8628), authorization code with PKCE on a loopback
+//! redirect (RFC 7636, RFC 8252, [`loopback`]), token exchange (RFC 8693) and revocation
+//! (RFC 7009). HTTPS is required except for loopback issuers when the caller allows it.
+//!
+//! What it is not: it keeps no credentials and prints nothing. Which grant to use when,
+//! and where tokens go, is the caller's business.
+
+mod client;
+mod discovery;
+mod error;
+mod http;
+mod keys;
+pub mod loopback;
+mod pkce;
+mod token;
+
+pub use client::{
+    ACCESS_TOKEN_TYPE, Client, ClientAuth, DeviceAuthorization, DevicePoll, TokenRequest,
+};
+pub use discovery::{ProviderMetadata, UrlPolicy, discover};
+pub use error::OidcError;
+pub use http::Http;
+pub use keys::{KeyCache, TrustError};
+pub use pkce::{Pkce, random_state};
+pub use token::TokenResponse;

@@ -45,15 +45,21 @@ pub enum StoreError {
     Backend { path: String, message: String },
     #[error("credential store key: {0}")]
     Seal(#[from] crate::SealError),
-    #[error("the stored credential for {issuer} could not be decrypted with the store key (was the key file replaced?)")]
+    #[error(
+        "the stored credential for {issuer} could not be decrypted with the store key (was the key file replaced?)"
+    )]
     Undecryptable { issuer: String },
 }
 
 /// Long-lived credentials, sealed at rest. Implementations must make every write durable
 /// before returning: a rotated refresh token is often the only valid one left.
 pub trait CredentialStore: Send + Sync {
-    fn put(&self, key: &CredentialKey, refresh_token: &Secret, scope: Option<&str>)
-    -> Result<(), StoreError>;
+    fn put(
+        &self,
+        key: &CredentialKey,
+        refresh_token: &Secret,
+        scope: Option<&str>,
+    ) -> Result<(), StoreError>;
     fn get(&self, key: &CredentialKey) -> Result<Option<StoredCredential>, StoreError>;
     /// Returns whether there was something to delete.
     fn delete(&self, key: &CredentialKey) -> Result<bool, StoreError>;

@@ -69,7 +69,9 @@ mod tests {
         let f = dir.path().join("secret");
         std::fs::write(&f, "s3cret\n").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = read_private(&f, "client-secret file").unwrap_err().to_string();
+        let err = read_private(&f, "client-secret file")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("readable by others (mode 0644)"), "{err}");
         assert!(err.contains(&format!("chmod 600 {}", f.display())), "{err}");
         assert!(!err.contains("s3cret"));

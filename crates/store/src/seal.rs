@@ -179,16 +179,28 @@ mod tests {
 
         let sealed = ring.seal(b"refresh-token", b"row-a").unwrap();
         assert!(!sealed.bytes.windows(13).any(|w| w == b"refresh-token"));
-        assert_eq!(ring.open(&sealed.key_id, &sealed.bytes, b"row-a").unwrap(), b"refresh-token");
-        assert!(matches!(ring.open(&sealed.key_id, &sealed.bytes, b"row-b"), Err(SealError::Open)));
+        assert_eq!(
+            ring.open(&sealed.key_id, &sealed.bytes, b"row-a").unwrap(),
+            b"refresh-token"
+        );
+        assert!(matches!(
+            ring.open(&sealed.key_id, &sealed.bytes, b"row-b"),
+            Err(SealError::Open)
+        ));
 
         let mut damaged = sealed.bytes.clone();
         *damaged.last_mut().unwrap() ^= 1;
-        assert!(matches!(ring.open(&sealed.key_id, &damaged, b"row-a"), Err(SealError::Open)));
+        assert!(matches!(
+            ring.open(&sealed.key_id, &damaged, b"row-a"),
+            Err(SealError::Open)
+        ));
 
         // The same file opens the same values in a later process.
         let again = KeyRing::open_or_create(&path).unwrap();
-        assert_eq!(again.open(&sealed.key_id, &sealed.bytes, b"row-a").unwrap(), b"refresh-token");
+        assert_eq!(
+            again.open(&sealed.key_id, &sealed.bytes, b"row-a").unwrap(),
+            b"refresh-token"
+        );
     }
 
     #[test]

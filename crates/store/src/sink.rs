@@ -88,7 +88,10 @@ pub fn read(path: &Path) -> Result<Secret, SinkError> {
 /// A unique name for a temporary file in the same directory as `path`.
 pub(crate) fn temp_path_beside(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let unique = format!(
         ".{name}.{}.{}.tmp",
         std::process::id(),
@@ -165,14 +168,20 @@ mod tests {
         };
         let u = uid();
         assert_eq!(
-            default_path_from(&env(&[("BEARER_TOKEN_FILE", "/x/tok"), ("XDG_RUNTIME_DIR", "/run/u")])),
+            default_path_from(&env(&[
+                ("BEARER_TOKEN_FILE", "/x/tok"),
+                ("XDG_RUNTIME_DIR", "/run/u")
+            ])),
             PathBuf::from("/x/tok")
         );
         assert_eq!(
             default_path_from(&env(&[("XDG_RUNTIME_DIR", "/run/u")])),
             PathBuf::from(format!("/run/u/bt_u{u}"))
         );
-        assert_eq!(default_path_from(&env(&[])), PathBuf::from(format!("/tmp/bt_u{u}")));
+        assert_eq!(
+            default_path_from(&env(&[])),
+            PathBuf::from(format!("/tmp/bt_u{u}"))
+        );
     }
 
     #[test]
@@ -185,7 +194,11 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "abc.def.ghi\n");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 
     #[test]

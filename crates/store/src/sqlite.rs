@@ -107,7 +107,9 @@ impl CredentialStore for SqliteStore {
         refresh_token: &Secret,
         scope: Option<&str>,
     ) -> Result<(), StoreError> {
-        let sealed = self.keys.seal(refresh_token.expose().as_bytes(), &key.aad())?;
+        let sealed = self
+            .keys
+            .seal(refresh_token.expose().as_bytes(), &key.aad())?;
         self.conn()
             .execute(
                 "INSERT INTO credential (issuer, client_id, identity, key_id, sealed, scope, updated_at)
@@ -150,12 +152,11 @@ impl CredentialStore for SqliteStore {
         let Some((key_id, sealed, scope, updated)) = row else {
             return Ok(None);
         };
-        let plain = self
-            .keys
-            .open(&key_id, &sealed, &key.aad())
-            .map_err(|_| StoreError::Undecryptable {
+        let plain = self.keys.open(&key_id, &sealed, &key.aad()).map_err(|_| {
+            StoreError::Undecryptable {
                 issuer: key.issuer.clone(),
-            })?;
+            }
+        })?;
         let token = String::from_utf8(plain).map_err(|_| StoreError::Undecryptable {
             issuer: key.issuer.clone(),
         })?;
@@ -206,8 +207,12 @@ mod tests {
         {
             let store = SqliteStore::open(dir.path()).unwrap();
             assert!(store.get(&key).unwrap().is_none());
-            store.put(&key, &Secret::new("rt-1-very-secret"), Some("read")).unwrap();
-            store.put(&key, &Secret::new("rt-2-very-secret"), Some("read")).unwrap();
+            store
+                .put(&key, &Secret::new("rt-1-very-secret"), Some("read"))
+                .unwrap();
+            store
+                .put(&key, &Secret::new("rt-2-very-secret"), Some("read"))
+                .unwrap();
             assert_eq!(store.list().unwrap(), vec![key.clone()]);
         }
         let store = SqliteStore::open(dir.path()).unwrap();
@@ -216,7 +221,10 @@ mod tests {
         assert_eq!(got.scope.as_deref(), Some("read"));
         for entry in std::fs::read_dir(dir.path()).unwrap() {
             let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-            assert!(!bytes.windows(11).any(|w| w == b"very-secret"), "clear text on disk");
+            assert!(
+                !bytes.windows(11).any(|w| w == b"very-secret"),
+                "clear text on disk"
+            );
         }
         assert!(store.delete(&key).unwrap());
         assert!(!store.delete(&key).unwrap());
@@ -232,7 +240,10 @@ mod tests {
             .put(&key, &Secret::new("rt"), None)
             .unwrap();
         std::fs::remove_file(dir.path().join("store.key")).unwrap();
-        let err = SqliteStore::open(dir.path()).unwrap().get(&key).unwrap_err();
+        let err = SqliteStore::open(dir.path())
+            .unwrap()
+            .get(&key)
+            .unwrap_err();
         assert!(matches!(err, StoreError::Undecryptable { .. }), "{err}");
     }
 }

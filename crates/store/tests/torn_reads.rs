@@ -9,7 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 /// Two tokens of very different lengths, so a torn read would show as a wrong length
 /// or a mix of characters.
 fn token(i: usize) -> String {
-    let (c, len) = if i % 2 == 0 { ('a', 4000) } else { ('b', 9000) };
+    let (c, len) = if i.is_multiple_of(2) {
+        ('a', 4000)
+    } else {
+        ('b', 9000)
+    };
     std::iter::repeat_n(c, len).collect()
 }
 
@@ -42,7 +46,10 @@ fn readers_see_only_whole_tokens_while_the_file_is_rewritten() {
     for r in readers {
         r.join().expect("a reader saw a torn token");
     }
-    assert!(reads.load(Ordering::Relaxed) > 100, "readers must actually have raced the writer");
+    assert!(
+        reads.load(Ordering::Relaxed) > 100,
+        "readers must actually have raced the writer"
+    );
     let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
     assert_eq!(leftovers, 1, "no temporary files are left behind");
 }

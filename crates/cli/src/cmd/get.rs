@@ -1,0 +1,81 @@
+//! `credkeeper get`: a valid token in a file, with htgettoken/igwn-robot-get flags.
+
+use crate::config::{IssuerArgs, Settings};
+use crate::prompt::Terminal;
+use anyhow::Context;
+use credkeeper_core::{Requirements, ScopeSet};
+use credkeeper_refresher::{LOCAL_IDENTITY, Refresher};
+use credkeeper_store::sink;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Sources, in order: the token already in the out file when it has \
+--minsecs left and the asked audience and scopes (no network); the stored refresh token; \
+client credentials (with --client-secret-file); with a terminal, a device-code login.\n\n\
+Out file: -o, else $BEARER_TOKEN_FILE, else $XDG_RUNTIME_DIR/bt_u<uid>, else /tmp/bt_u<uid>."
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub issuer: IssuerArgs,
+    /// Reuse the existing token if it has at least this many seconds left
+    #[arg(short, long, env = "CREDKEEPER_MINSECS", value_name = "SECONDS")]
+    pub minsecs: Option<i64>,
+    /// Where to write the token (`-` for standard output)
+    #[arg(short, long, visible_alias = "bearertokenfile", value_name = "FILE")]
+    pub outfile: Option<PathBuf>,
+    /// Exchange this access token for the requested one (RFC 8693 token exchange)
+    #[arg(long, value_name = "FILE")]
+    pub subject_token_file: Option<PathBuf>,
+}
+
+/// htgettoken's default.
+const DEFAULT_MINSECS: i64 = 60;
+
+pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
+    let resolved = settings.resolve(&args.issuer)?;
+    let out = super::Out::choose(args.outfile, settings);
+
+    let want = Requirements {
+        min_secs: args
+            .minsecs
+            .or(settings.file.minsecs)
+            .unwrap_or(DEFAULT_MINSECS),
+        audience: resolved.audience.clone(),
+        scopes: ScopeSet::parse(resolved.scopes.as_deref().unwrap_or("")),
+    };
+    // Reuse before network: a good token in the file needs no issuer, no store, no discovery.
+    if let Some(done) = credkeeper_refresher::reusable(out.existing().as_ref(), &want) {
+        tracing::info!(
+            "{} in {out} ({} s left)",
+            done.origin.describe(),
+            done.remaining.unwrap_or_default()
+        );
+        return Ok(());
+    }
+
+    let subject = match &args.subject_token_file {
+        Some(p) => Some(sink::read(p).context("subject token")?),
+        None => None,
+    };
+    let client = super::connect(&resolved, settings).await?;
+    let store = super::open_store(settings)?;
+    let refresher = Refresher {
+        client: &client,
+        store: &store,
+        identity: LOCAL_IDENTITY,
+    };
+    let request = super::token_request(&resolved);
+    let obtained = refresher
+        .obtain(&want, &request, subject.as_ref(), &Terminal::new(true))
+        .await?;
+    out.deliver(&obtained.token)?;
+    tracing::info!(
+        "{}; written to {out} ({} s left)",
+        obtained.origin.describe(),
+        obtained
+            .remaining
+            .map_or("unknown".into(), |r| r.to_string())
+    );
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! `credkeeper login` and `credkeeper logout`.
+
+use crate::config::{IssuerArgs, Settings};
+use crate::prompt::Terminal;
+use credkeeper_refresher::{LOCAL_IDENTITY, Refresher, login_request};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "The device flow shows a code, a link and a QR code to approve on any \
+device. --browser instead opens a browser on this machine (authorization code with PKCE, \
+redirected to a loopback port). The refresh token is stored encrypted in the state directory; \
+the access token is written like `credkeeper get` writes it."
+)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    pub issuer: IssuerArgs,
+    /// Log in through a browser on this machine instead of the device flow
+    #[arg(long)]
+    pub browser: bool,
+    /// With --browser: print the login URL but do not start a browser
+    #[arg(long, requires = "browser")]
+    pub no_open: bool,
+    /// Where to write the access token (`-` for standard output)
+    #[arg(short, long, visible_alias = "bearertokenfile", value_name = "FILE")]
+    pub outfile: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct LogoutArgs {
+    #[command(flatten)]
+    pub issuer: IssuerArgs,
+}
+
+pub async fn login(args: LoginArgs, settings: &Settings) -> anyhow::Result<()> {
+    let resolved = settings.resolve(&args.issuer)?;
+    let client = super::connect(&resolved, settings).await?;
+    let store = super::open_store(settings)?;
+    let refresher = Refresher {
+        client: &client,
+        store: &store,
+        identity: LOCAL_IDENTITY,
+    };
+    let request = login_request(&super::token_request(&resolved));
+    let prompt = Terminal::new(!args.no_open);
+    let obtained = if args.browser {
+        refresher.login_browser(&request, &prompt).await?
+    } else {
+        refresher.login_device(&request, &prompt).await?
+    };
+    let out = super::Out::choose(args.outfile, settings);
+    out.deliver(&obtained.token)?;
+    eprintln!(
+        "Refresh token stored for {}; access token written to {out}.",
+        resolved.issuer
+    );
+    Ok(())
+}
+
+pub async fn logout(args: LogoutArgs, settings: &Settings) -> anyhow::Result<()> {
+    let resolved = settings.resolve(&args.issuer)?;
+    let client = super::connect(&resolved, settings).await?;
+    let store = super::open_store(settings)?;
+    let refresher = Refresher {
+        client: &client,
+        store: &store,
+        identity: LOCAL_IDENTITY,
+    };
+    match refresher.logout().await? {
+        (false, _) => eprintln!("No stored credential for {}.", resolved.issuer),
+        (true, None) => eprintln!(
+            "Logged out of {}: refresh token revoked and deleted.",
+            resolved.issuer
+        ),
+        (true, Some(e)) => eprintln!(
+            "Logged out of {}: refresh token deleted; the issuer did not confirm revocation ({e}).",
+            resolved.issuer
+        ),
+    }
+    Ok(())
+}

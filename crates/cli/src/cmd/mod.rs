@@ -1,0 +1,69 @@
+//! One module per subcommand; each turns flags into library calls.
+
+pub mod get;
+pub mod login;
+pub mod token;
+
+use crate::config::{Resolved, Settings};
+use credkeeper_oidc::{Client, Http, TokenRequest};
+use credkeeper_store::SqliteStore;
+
+/// Discover the issuer and build its client.
+pub async fn connect(r: &Resolved, settings: &Settings) -> anyhow::Result<Client> {
+    let http = Http::new()?;
+    let meta = credkeeper_oidc::discover(&http, &r.issuer, settings.policy).await?;
+    Ok(Client::new(http, meta, &r.client_id, r.auth.clone()))
+}
+
+pub fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
+    Ok(SqliteStore::open(&settings.state_dir)?)
+}
+
+pub fn token_request(r: &Resolved) -> TokenRequest {
+    TokenRequest {
+        scopes: r.scopes.clone(),
+        audience: r.audience.clone(),
+    }
+}
+
+/// Where a token goes: a file (atomic, 0600) or standard output (`-o -`).
+pub enum Out {
+    Stdout,
+    File(std::path::PathBuf),
+}
+
+impl Out {
+    /// `-o` if given, else the config file's `outfile`, else WLCG discovery.
+    pub fn choose(flag: Option<std::path::PathBuf>, settings: &Settings) -> Out {
+        match flag.or_else(|| settings.file.outfile.clone()) {
+            Some(p) if p.as_os_str() == "-" => Out::Stdout,
+            Some(p) => Out::File(p),
+            None => Out::File(credkeeper_store::sink::default_path()),
+        }
+    }
+
+    pub fn deliver(&self, token: &credkeeper_core::Secret) -> anyhow::Result<()> {
+        match self {
+            Out::Stdout => println!("{}", token.expose()),
+            Out::File(path) => credkeeper_store::sink::write_token(path, token)?,
+        }
+        Ok(())
+    }
+
+    /// The token there now, if any.
+    pub fn existing(&self) -> Option<credkeeper_core::Secret> {
+        match self {
+            Out::Stdout => None,
+            Out::File(path) => credkeeper_store::sink::read(path).ok(),
+        }
+    }
+}
+
+impl std::fmt::Display for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Out::Stdout => f.write_str("standard output"),
+            Out::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Everything that can go wrong talking to an issuer, each with a message a user can act on.
+
+/// An error from an issuer or on the way to it. Messages never contain tokens or secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url} answered HTTP {status} with {content_type}, not JSON")]
+    NotJson {
+        url: String,
+        status: u16,
+        content_type: String,
+    },
+    #[error("{url} answered JSON that is not a valid {what}: {reason}")]
+    BadResponse {
+        url: String,
+        what: &'static str,
+        reason: String,
+    },
+    /// An OAuth error response (RFC 6749 §5.2, RFC 8628 §3.5).
+    #[error("the issuer refused: {code}{}", .description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    OAuth {
+        code: String,
+        description: Option<String>,
+    },
+    #[error("{0}")]
+    InsecureUrl(String),
+    #[error("the issuer's discovery document names issuer {found}, not {expected}")]
+    IssuerMismatch { expected: String, found: String },
+    #[error("the issuer offers no {0}")]
+    Unsupported(&'static str),
+    #[error("the device code expired before the login was completed; run the login again")]
+    DeviceExpired,
+    #[error("the login was denied at the issuer")]
+    AccessDenied,
+    #[error(
+        "the browser login returned to this program with a wrong state; it was not started here"
+    )]
+    StateMismatch,
+    #[error("loopback redirect listener: {0}")]
+    Loopback(String),
+    #[error("the issuer has no key `{0}` even after fetching its key set again")]
+    KeyNotFound(String),
+}
+
+impl OidcError {
+    /// The OAuth error code, if the issuer sent one.
+    pub fn oauth_code(&self) -> Option<&str> {
+        match self {
+            OidcError::OAuth { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The issuer no longer honours the grant (revoked, expired or already used refresh
+    /// token): only a new login helps.
+    pub fn is_invalid_grant(&self) -> bool {
+        self.oauth_code() == Some("invalid_grant")
+    }
+
+    /// The issuer could not be reached at all (as opposed to answering badly).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, OidcError::Unreachable { .. })
+    }
+}

@@ -1,0 +1,166 @@
+//! HTTP with the timeouts and retries every issuer call needs.
+//!
+//! Reads (discovery, keys) are retried with exponential backoff and jitter on connection
+//! failures and 5xx answers. Token requests are retried only when the connection failed,
+//! because a request the issuer did receive may already have used up a refresh token.
+
+use crate::OidcError;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+const ATTEMPTS: u32 = 3;
+const FIRST_BACKOFF: Duration = Duration::from_millis(300);
+
+#[derive(Clone)]
+pub struct Http {
+    client: reqwest::Client,
+}
+
+impl Http {
+    pub fn new() -> Result<Http, OidcError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("credkeeper/", env!("CARGO_PKG_VERSION")))
+            // A token endpoint that redirects is misconfigured; following it could post
+            // credentials somewhere else.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| OidcError::Unreachable {
+                url: "(HTTP client)".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Http { client })
+    }
+
+    /// GET a JSON document, retrying transient failures.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        what: &'static str,
+    ) -> Result<T, OidcError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .client
+                .get(url)
+                .header("accept", "application/json")
+                .send()
+                .await;
+            let transient = match &result {
+                Err(_) => true,
+                Ok(r) => r.status().is_server_error(),
+            };
+            if transient && attempt < ATTEMPTS {
+                backoff(attempt).await;
+                continue;
+            }
+            let response = result.map_err(|e| unreachable(url, &e))?;
+            let (status, value) = read_json(url, response).await?;
+            if let Some(e) = crate::token::oauth_error(&value) {
+                return Err(e);
+            }
+            if !(200..300).contains(&status) {
+                return Err(OidcError::Status {
+                    url: url.to_string(),
+                    status,
+                });
+            }
+            return serde_json::from_value(value).map_err(|e| OidcError::BadResponse {
+                url: url.to_string(),
+                what,
+                reason: e.to_string(),
+            });
+        }
+    }
+
+    /// POST a form and return the status and JSON body; OAuth error bodies (4xx with
+    /// JSON) are returned, not turned into errors, so the caller can read them.
+    pub async fn post_form(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> Result<(u16, serde_json::Value), OidcError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = self
+                .client
+                .post(url)
+                .header("accept", "application/json")
+                .form(form);
+            if let Some((user, pass)) = basic {
+                // RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding.
+                req = req.basic_auth(form_encode(user), Some(form_encode(pass)));
+            }
+            match req.send().await {
+                Err(e) if e.is_connect() && attempt < ATTEMPTS => backoff(attempt).await,
+                Err(e) => return Err(unreachable(url, &e)),
+                Ok(response) => return read_json(url, response).await,
+            }
+        }
+    }
+}
+
+fn form_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+async fn backoff(attempt: u32) {
+    let base = FIRST_BACKOFF * 2u32.pow(attempt - 1);
+    let jitter = Duration::from_millis(u64::from(jitter_ms()) % (base.as_millis() as u64 / 2 + 1));
+    tokio::time::sleep(base + jitter).await;
+}
+
+fn jitter_ms() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    u32::from_le_bytes(b)
+}
+
+fn unreachable(url: &str, e: &reqwest::Error) -> OidcError {
+    // The innermost cause ("Connection refused") is what a user can act on.
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        reason = s.to_string();
+        source = s.source();
+    }
+    if e.is_timeout() {
+        reason = "timed out".into();
+    }
+    OidcError::Unreachable {
+        url: url.to_string(),
+        reason,
+    }
+}
+
+/// The status and JSON body of a response; a body that is not JSON is an error that
+/// names the status and content type (never the body, which might echo a secret).
+async fn read_json(
+    url: &str,
+    response: reqwest::Response,
+) -> Result<(u16, serde_json::Value), OidcError> {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("no content type")
+        .to_string();
+    let bytes = response.bytes().await.map_err(|e| unreachable(url, &e))?;
+    if bytes.is_empty() && (200..300).contains(&status) {
+        // Revocation (RFC 7009 §2.2) answers 200 with no body.
+        return Ok((status, serde_json::Value::Null));
+    }
+    match serde_json::from_slice(&bytes) {
+        Ok(value) => Ok((status, value)),
+        Err(_) => Err(OidcError::NotJson {
+            url: url.to_string(),
+            status,
+            content_type,
+        }),
+    }
+}

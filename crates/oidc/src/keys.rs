@@ -1,0 +1,123 @@
+//! An issuer's signing keys (its JWKS), fetched through discovery and cached.
+//!
+//! The cache lives in memory and, when given a directory, on disk for an hour, so
+//! repeated `token verify` runs do not refetch. An unknown key id triggers one refetch
+//! (the issuer may have rotated its keys) before the token is refused.
+
+use crate::discovery::{UrlPolicy, discover};
+use crate::{Http, OidcError};
+use credkeeper_core::verify::{Expectations, Verified, VerifyError, verify};
+use credkeeper_core::{Jwt, Timestamp};
+use jsonwebtoken::jwk::JwkSet;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+const TTL_SECS: i64 = 3600;
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Entry {
+    fetched: i64,
+    keys: JwkSet,
+}
+
+/// Why a token could not be verified: the issuer could not be asked, or the answer
+/// says the token is not to be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error(transparent)]
+    Issuer(#[from] OidcError),
+    #[error(transparent)]
+    Token(#[from] VerifyError),
+}
+
+pub struct KeyCache {
+    http: Http,
+    policy: UrlPolicy,
+    dir: Option<PathBuf>,
+    memory: Mutex<HashMap<String, Entry>>,
+}
+
+impl KeyCache {
+    pub fn new(http: Http, policy: UrlPolicy, dir: Option<PathBuf>) -> KeyCache {
+        KeyCache {
+            http,
+            policy,
+            dir,
+            memory: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Verify `jwt` as a token of `issuer`: keys from the issuer's discovery document,
+    /// then every check in `expect` (whose `issuer` is set to `issuer`).
+    pub async fn verify(
+        &self,
+        jwt: &Jwt,
+        issuer: &str,
+        expect: &Expectations,
+    ) -> Result<Verified, TrustError> {
+        // Refuse `none`/HS* before any network call: no key could make them acceptable.
+        credkeeper_core::verify::accepted_algorithm(jwt)?;
+        let expect = Expectations {
+            issuer: Some(issuer.to_string()),
+            ..expect.clone()
+        };
+        let now = Timestamp::now();
+        if let Some(entry) = self.cached(issuer, now) {
+            match verify(jwt, &entry.keys, &expect, now) {
+                Err(VerifyError::UnknownKey(_)) => {}
+                other => return Ok(other?),
+            }
+        }
+        let keys = self.fetch(issuer).await?;
+        match verify(jwt, &keys, &expect, now) {
+            Err(VerifyError::UnknownKey(kid)) => Err(OidcError::KeyNotFound(kid).into()),
+            other => Ok(other?),
+        }
+    }
+
+    fn file(&self, issuer: &str) -> Option<PathBuf> {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, issuer.as_bytes());
+        let name: String = digest.as_ref()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.dir
+            .as_ref()
+            .map(|d| d.join(format!("jwks-{name}.json")))
+    }
+
+    fn cached(&self, issuer: &str, now: Timestamp) -> Option<Entry> {
+        let fresh = |e: &Entry| now.unix() - e.fetched < TTL_SECS;
+        let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = memory.get(issuer).filter(|e| fresh(e)) {
+            return Some(e.clone());
+        }
+        drop(memory);
+        let text = std::fs::read(self.file(issuer)?).ok()?;
+        serde_json::from_slice::<Entry>(&text).ok().filter(fresh)
+    }
+
+    async fn fetch(&self, issuer: &str) -> Result<JwkSet, OidcError> {
+        let meta = discover(&self.http, issuer, self.policy).await?;
+        let uri = meta.jwks_uri.ok_or(OidcError::Unsupported("JWKS URI"))?;
+        let keys: JwkSet = self.http.get_json(&uri, "JWK set").await?;
+        let entry = Entry {
+            fetched: Timestamp::now().unix(),
+            keys: keys.clone(),
+        };
+        if let (Some(file), Some(dir)) = (self.file(issuer), &self.dir) {
+            // A cache that cannot be written only costs a refetch next time.
+            let _ = std::fs::create_dir_all(dir);
+            if let Ok(bytes) = serde_json::to_vec(&entry) {
+                let _ = credkeeper_store::sink::write_atomic(&file, &bytes, 0o644);
+            }
+        }
+        self.memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(issuer.to_string(), entry);
+        Ok(keys)
+    }
+}

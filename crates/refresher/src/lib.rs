@@ -1,0 +1,307 @@
+//! credkeeper-refresher: decides when a token is fresh enough and which source renews it.
+//!
+//! What it is for: the one place that knows the order of sources. First [`reusable`]:
+//! a token that still meets the [`Requirements`] is used as it is, before any network
+//! call (not even discovery). Then [`Refresher::obtain`]: token exchange when a subject
+//! token is given, else a refresh with the stored refresh token (committing a rotated one
+//! before anything else), else client credentials for a confidential client, else the
+//! device flow when someone is there to approve it. [`Refresher::login_device`] and [`Refresher::login_browser`] are the
+//! interactive first logins whose refresh token every later call lives on.
+//!
+//! What it is not: it neither prints nor writes token files; it reports what happens
+//! through [`Prompt`] and returns the token to the caller's sink.
+
+use credkeeper_core::{Jwt, Requirements, Secret, Timestamp};
+use credkeeper_oidc::{Client, DeviceAuthorization, OidcError, Pkce, TokenRequest, TokenResponse};
+use credkeeper_store::{CredentialKey, CredentialStore, StoreError};
+
+/// The identity name under which a local user's credentials are stored.
+pub const LOCAL_IDENTITY: &str = "default";
+
+/// How a token was obtained, for logs and `-v` output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Reused,
+    Refreshed,
+    ClientCredentials,
+    Exchanged,
+    DeviceLogin,
+    BrowserLogin,
+}
+
+impl Origin {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Origin::Reused => "reused the existing token",
+            Origin::Refreshed => "refreshed with the stored refresh token",
+            Origin::ClientCredentials => "obtained with client credentials",
+            Origin::Exchanged => "obtained by token exchange",
+            Origin::DeviceLogin => "obtained through a device login",
+            Origin::BrowserLogin => "obtained through a browser login",
+        }
+    }
+}
+
+/// A token ready for a sink.
+#[derive(Debug)]
+pub struct Obtained {
+    pub token: Secret,
+    pub origin: Origin,
+    /// Seconds left when obtained, if known.
+    pub remaining: Option<i64>,
+}
+
+/// The user-facing side of an interactive login. Implemented by the command line.
+pub trait Prompt {
+    /// Whether a human can answer (a terminal is attached).
+    fn interactive(&self) -> bool;
+    /// Show the device flow's code and URL; polling starts after this returns.
+    fn device_code(&self, device: &DeviceAuthorization);
+    /// Show (and, where possible, open) the browser login URL.
+    fn browser_url(&self, url: &str);
+    /// The login finished, successfully or not.
+    fn login_finished(&self, ok: bool);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error(
+        "the stored refresh token for {issuer} was refused ({reason}); log in again with `credkeeper login --issuer {issuer}`"
+    )]
+    NeedLogin { issuer: String, reason: String },
+    #[error(
+        "no stored credential for {issuer} and no terminal to log in from; run `credkeeper login --issuer {issuer}` interactively once first"
+    )]
+    NotInteractive { issuer: String },
+    #[error(
+        "the issuer {issuer} answered without a refresh token; ask for the `offline_access` scope"
+    )]
+    NoRefreshToken { issuer: String },
+    #[error("the issuer returned a token that is not usable: {0}")]
+    Unusable(String),
+    #[error(transparent)]
+    Issuer(#[from] OidcError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One issuer and client, with the store that holds its refresh tokens.
+pub struct Refresher<'a> {
+    pub client: &'a Client,
+    pub store: &'a dyn CredentialStore,
+    pub identity: &'a str,
+}
+
+impl Refresher<'_> {
+    fn key(&self) -> CredentialKey {
+        CredentialKey::new(
+            &self.client.metadata().issuer,
+            self.client.client_id(),
+            self.identity,
+        )
+    }
+
+    fn issuer(&self) -> String {
+        self.client.metadata().issuer.clone()
+    }
+
+    /// Get a new token meeting `want`, trying the network sources in order. Call
+    /// [`reusable`] first.
+    pub async fn obtain(
+        &self,
+        want: &Requirements,
+        request: &TokenRequest,
+        subject_token: Option<&Secret>,
+        prompt: &dyn Prompt,
+    ) -> Result<Obtained, RefreshError> {
+        if let Some(subject) = subject_token {
+            let response = self.client.exchange(subject, request).await?;
+            return finish(response, Origin::Exchanged, want);
+        }
+        if let Some(stored) = self.store.get(&self.key())? {
+            return self.refresh(&stored.refresh_token, request, want).await;
+        }
+        if self.client.is_confidential() {
+            let response = self.client.client_credentials(request).await?;
+            return finish(response, Origin::ClientCredentials, want);
+        }
+        if !prompt.interactive() {
+            return Err(RefreshError::NotInteractive {
+                issuer: self.issuer(),
+            });
+        }
+        let obtained = self.login_device(&login_request(request), prompt).await?;
+        check_fresh(obtained, want)
+    }
+
+    async fn refresh(
+        &self,
+        refresh_token: &Secret,
+        request: &TokenRequest,
+        want: &Requirements,
+    ) -> Result<Obtained, RefreshError> {
+        let response = match self.client.refresh(refresh_token, request).await {
+            Err(e) if e.is_invalid_grant() => {
+                return Err(RefreshError::NeedLogin {
+                    issuer: self.issuer(),
+                    reason: e.to_string(),
+                });
+            }
+            other => other?,
+        };
+        // The old refresh token may already be dead: commit the new one before the
+        // access token goes anywhere.
+        if let Some(rotated) = &response.refresh_token {
+            self.store
+                .put(&self.key(), rotated, response.scope.as_deref())?;
+            tracing::debug!("stored the rotated refresh token");
+        }
+        finish(response, Origin::Refreshed, want)
+    }
+
+    /// The device flow (RFC 8628): show the code, wait for approval, store the refresh token.
+    pub async fn login_device(
+        &self,
+        request: &TokenRequest,
+        prompt: &dyn Prompt,
+    ) -> Result<Obtained, RefreshError> {
+        let device = self.client.start_device(request).await?;
+        prompt.device_code(&device);
+        let result = self.client.wait_for_device(&device).await;
+        prompt.login_finished(result.is_ok());
+        self.keep_login(result?, Origin::DeviceLogin)
+    }
+
+    /// Authorization code with PKCE on a loopback redirect (RFC 8252).
+    pub async fn login_browser(
+        &self,
+        request: &TokenRequest,
+        prompt: &dyn Prompt,
+    ) -> Result<Obtained, RefreshError> {
+        let redirect = credkeeper_oidc::loopback::Redirect::bind().await?;
+        let pkce = Pkce::new();
+        let state = credkeeper_oidc::random_state();
+        let url = self
+            .client
+            .authorization_url(redirect.uri(), request, &pkce, &state)?;
+        prompt.browser_url(&url);
+        let result = async {
+            let code = redirect.wait_for_code(&state).await?;
+            self.client
+                .exchange_code(&code, redirect.uri(), &pkce)
+                .await
+        }
+        .await;
+        prompt.login_finished(result.is_ok());
+        self.keep_login(result?, Origin::BrowserLogin)
+    }
+
+    fn keep_login(
+        &self,
+        response: TokenResponse,
+        origin: Origin,
+    ) -> Result<Obtained, RefreshError> {
+        let rt = response
+            .refresh_token
+            .as_ref()
+            .ok_or_else(|| RefreshError::NoRefreshToken {
+                issuer: self.issuer(),
+            })?;
+        self.store.put(&self.key(), rt, response.scope.as_deref())?;
+        finish(response, origin, &Requirements::default())
+    }
+
+    /// Revoke the stored refresh token at the issuer (when it offers revocation) and
+    /// delete it. Returns whether anything was stored; a failed revocation is returned as
+    /// the second value and the credential is deleted all the same.
+    pub async fn logout(&self) -> Result<(bool, Option<OidcError>), RefreshError> {
+        let Some(stored) = self.store.get(&self.key())? else {
+            return Ok((false, None));
+        };
+        let revoked = match self
+            .client
+            .revoke(&stored.refresh_token, "refresh_token")
+            .await
+        {
+            Ok(()) | Err(OidcError::Unsupported(_)) => None,
+            Err(e) => Some(e),
+        };
+        self.store.delete(&self.key())?;
+        Ok((true, revoked))
+    }
+}
+
+/// What a first login asks for: the caller's request plus `offline_access` (without
+/// which no refresh token is issued) and `openid` (which `offline_access` belongs to).
+pub fn login_request(request: &TokenRequest) -> TokenRequest {
+    let mut scopes: Vec<&str> = request
+        .scopes
+        .as_deref()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    for needed in ["offline_access", "openid"] {
+        if !scopes.contains(&needed) {
+            scopes.insert(0, needed);
+        }
+    }
+    TokenRequest {
+        scopes: Some(scopes.join(" ")),
+        audience: request.audience.clone(),
+    }
+}
+
+/// The token already at the sink, if it still meets `want`. No network.
+pub fn reusable(existing: Option<&Secret>, want: &Requirements) -> Option<Obtained> {
+    let jwt = Jwt::decode(existing?.expose()).ok()?;
+    let now = Timestamp::now();
+    match want.check(&jwt, now) {
+        Ok(()) => Some(Obtained {
+            token: jwt.raw().clone(),
+            origin: Origin::Reused,
+            remaining: jwt.remaining(now),
+        }),
+        Err(shortfall) => {
+            tracing::debug!("not reusing the existing token: {shortfall}");
+            None
+        }
+    }
+}
+
+fn finish(
+    response: TokenResponse,
+    origin: Origin,
+    want: &Requirements,
+) -> Result<Obtained, RefreshError> {
+    let now = Timestamp::now();
+    let remaining = match Jwt::decode(response.access_token.expose()) {
+        Ok(jwt) => jwt.remaining(now),
+        // Opaque tokens are legal; their lifetime is what the response says.
+        Err(_) => response.expires_at(now).map(|e| e.seconds_after(now)),
+    };
+    check_fresh(
+        Obtained {
+            token: response.access_token,
+            origin,
+            remaining,
+        },
+        want,
+    )
+}
+
+/// A brand-new token that cannot meet `--minsecs` is worth knowing about, but it is still
+/// the best there is: the issuer decides lifetimes. Warn rather than fail.
+fn check_fresh(obtained: Obtained, want: &Requirements) -> Result<Obtained, RefreshError> {
+    if let Some(r) = obtained.remaining {
+        if r <= 0 {
+            return Err(RefreshError::Unusable("it has already expired".into()));
+        }
+        if r < want.min_secs {
+            tracing::warn!(
+                "the issuer's token lives {r} s, less than the {} s asked for",
+                want.min_secs
+            );
+        }
+    }
+    Ok(obtained)
+}
