@@ -77,6 +77,7 @@ fn init_logging(global: &config::Global) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     match global.log_format {
         LogFormat::Json => builder.json().init(),

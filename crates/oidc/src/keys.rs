@@ -59,6 +59,7 @@ impl KeyCache {
     ) -> Result<Verified, TrustError> {
         // Refuse `none`/HS* before any network call: no key could make them acceptable.
         credkeeper_core::verify::accepted_algorithm(jwt)?;
+        credkeeper_core::verify::check_issuer(jwt, issuer)?;
         let expect = Expectations {
             issuer: Some(issuer.to_string()),
             ..expect.clone()

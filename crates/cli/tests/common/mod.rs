@@ -1,0 +1,309 @@
+//! Shared test harness: a real OpenID Provider (`oidc-provider` from npm) started on
+//! loopback by `tests/testbed/start-op.sh`, the `credkeeper` binary run in an isolated
+//! home, and the headless browser (`tests/testbed/op-browser.sh`) that approves logins.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub fn testbed() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/testbed")
+}
+
+/// A running OpenID Provider, stopped when dropped.
+pub struct Op {
+    state: tempfile::TempDir,
+    pub env: HashMap<String, String>,
+    extra: Vec<(String, String)>,
+}
+
+impl Op {
+    pub fn start() -> Op {
+        Op::start_with(&[])
+    }
+
+    /// Start with extra environment (OP_AT_TTL, OP_DEVICE_TTL, ...).
+    pub fn start_with(extra: &[(&str, &str)]) -> Op {
+        let state = tempfile::tempdir().unwrap();
+        let extra: Vec<(String, String)> = extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut op = Op {
+            state,
+            env: HashMap::new(),
+            extra,
+        };
+        op.run_start(None);
+        op
+    }
+
+    fn run_start(&mut self, port: Option<&str>) {
+        let mut cmd = Command::new(testbed().join("start-op.sh"));
+        cmd.arg(self.state.path());
+        if let Some(p) = port {
+            cmd.arg(p);
+        }
+        cmd.envs(self.extra.iter().map(|(k, v)| (k, v)));
+        let out = cmd.output().expect("run start-op.sh");
+        assert!(
+            out.status.success(),
+            "start-op.sh failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(self.state.path().join("op.env")).unwrap();
+        self.env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        self.env
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} not in op.env"))
+    }
+
+    pub fn issuer(&self) -> &str {
+        self.get("OP_ISSUER")
+    }
+
+    pub fn stop(&self) {
+        let _ = Command::new(testbed().join("stop-op.sh"))
+            .arg(self.state.path())
+            .output();
+    }
+
+    /// Stop and start again on the same port: the provider forgets every grant and token
+    /// (in-memory storage) but keeps its signing keys.
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = self.get("OP_PORT").to_string();
+        self.run_start(Some(&port));
+    }
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An isolated user: its own HOME, state, cache and config directories, and no
+/// inherited credkeeper or WLCG variables.
+pub struct User {
+    pub home: tempfile::TempDir,
+}
+
+impl User {
+    pub fn new() -> User {
+        User {
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.home.path().join(name)
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_credkeeper"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CREDKEEPER_")
+                || k.starts_with("BEARER_TOKEN")
+                || k.starts_with("XDG_")
+            {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("HOME", self.home.path())
+            .env("XDG_RUNTIME_DIR", self.home.path())
+            .env("CREDKEEPER_INSECURE_LOOPBACK", "true")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// A file holding `secret` with `mode`.
+    pub fn secret_file(&self, name: &str, secret: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.path(name);
+        std::fs::write(&p, secret).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    /// Run to completion with `args`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = self.cmd().args(args).output().expect("run credkeeper");
+        Run::from(out)
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "expected success:\n{}\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn fails(self, code: i32, message: &str) -> Run {
+        assert_eq!(
+            self.code, code,
+            "exit code:\n{}\n{}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            self.stderr.contains(message),
+            "stderr lacks {message:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// Assert no secret value reached the output.
+    #[track_caller]
+    pub fn never_shows(self, secrets: &[&str]) -> Run {
+        for s in secrets {
+            assert!(
+                !self.stdout.contains(s) && !self.stderr.contains(s),
+                "output shows a secret"
+            );
+        }
+        self
+    }
+}
+
+/// A credkeeper run in the background whose stderr is read line by line.
+pub struct Spawned {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Spawned {
+    pub fn start(mut cmd: Command) -> Spawned {
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn credkeeper");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Spawned {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait for a stderr line containing `marker` and return the text after it.
+    pub fn wait_for(&mut self, marker: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("no line with {marker:?}; saw {:?}", self.seen));
+            self.seen.push(line.clone());
+            if let Some(i) = line.find(marker) {
+                return line[i + marker.len()..].trim().to_string();
+            }
+        }
+    }
+
+    /// Wait for exit; returns the code and the rest of stderr.
+    pub fn finish(mut self) -> (i32, String) {
+        let status = self.child.wait().unwrap();
+        let rest: Vec<String> = self.lines.iter().collect();
+        self.seen.extend(rest);
+        (status.code().unwrap_or(-1), self.seen.join("\n"))
+    }
+}
+
+/// Approve a device code as `login` in the headless browser.
+pub fn approve_device(op: &Op, user_code: &str, login: &str) {
+    let out = Command::new(testbed().join("op-browser.sh"))
+        .args(["device", op.issuer(), user_code, login])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "device approval failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Complete a browser login for `auth_url` as `login`, delivering the redirect.
+pub fn browser_login(auth_url: &str, login: &str) {
+    let out = Command::new(testbed().join("op-browser.sh"))
+        .args(["login", auth_url, login, "--deliver"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "browser login failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Decode a JWT's claims without checking anything (test inspection only).
+pub fn claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let part = token.trim().split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// `credkeeper login` through the device flow, approved headlessly; returns its stderr.
+pub fn device_login(user: &User, op: &Op, client_id: &str, extra: &[&str]) -> String {
+    let mut cmd = user.cmd();
+    cmd.args(["login", "--issuer", op.issuer(), "--client-id", client_id])
+        .args(extra);
+    let mut login = Spawned::start(cmd);
+    let code = login.wait_for("enter the code:");
+    approve_device(op, &code, "alice");
+    let (status, stderr) = login.finish();
+    assert_eq!(status, 0, "login failed:\n{stderr}");
+    stderr
+}
