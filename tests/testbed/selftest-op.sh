@@ -160,6 +160,11 @@ http -d grant_type=$DEVICE_GRANT -d client_id=device-client -d device_code="$DC"
 DEV_AT=$(jget access_token) DEV_RT=$(jget refresh_token)
 check_eq "device: tokens (sub=alice, scope, RT and ID token present)" "200 alice read yes yes" \
   "$CODE $(claim "$DEV_AT" sub) $(jget scope) $([ -n "$DEV_RT" ] && echo yes) $([ -n "$(jget id_token)" ] && echo yes)"
+http -d client_id=robot-client-post -d client_secret=robot-post-secret -d grant_type=$TE \
+  -d subject_token="$DEV_AT" -d subject_token_type=$TT_AT "$OP_TOKEN_ENDPOINT"
+check_eq "exchange of alice's token: sub=alice, act.sub=robot-client-post, scope inherited" \
+  "200 alice robot-client-post read" \
+  "$CODE $(claim "$(jget access_token)" sub) $(claim "$(jget access_token)" act.sub) $(jget scope)"
 http -d grant_type=refresh_token -d client_id=device-client -d refresh_token="$DEV_RT" "$OP_TOKEN_ENDPOINT"
 DEV_RT2=$(jget refresh_token)
 check_eq "device-client (public) refresh: 200, RT rotated, AT still for alice" "200 yes alice" \

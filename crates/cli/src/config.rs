@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// Flags every subcommand takes.
 #[derive(Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Config file (TOML)
     #[arg(long, global = true, env = "CREDKEEPER_CONFIG", value_name = "FILE")]
@@ -50,6 +51,7 @@ pub enum AuthMethod {
 
 /// Which issuer and client, and what to ask for. Shared by `get`, `login` and `logout`.
 #[derive(Args, Clone, Default)]
+#[command(next_help_heading = "Issuer and client")]
 pub struct IssuerArgs {
     /// Issuer URL (OIDC discovery is used to find its endpoints)
     #[arg(long, env = "CREDKEEPER_ISSUER", value_name = "URL")]

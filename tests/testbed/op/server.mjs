@@ -180,8 +180,8 @@ if (env.OP_CLIENTS_FILE) {
 
 // Scopes the current request has in play (request parameter, or the code / device code /
 // refresh token being redeemed), so that dynamic scopes survive to the token endpoint.
-function scopesInPlay(ctx, extra = []) {
-  const out = new Set(extra);
+function scopesInPlay(ctx) {
+  const out = new Set();
   const add = (s) => { if (typeof s === 'string') for (const x of s.split(' ')) if (x) out.add(x); };
   const oidc = ctx?.oidc;
   if (oidc) {

@@ -16,8 +16,6 @@ client credentials (with --client-secret-file); with a terminal, a device-code l
 Out file: -o, else $BEARER_TOKEN_FILE, else $XDG_RUNTIME_DIR/bt_u<uid>, else /tmp/bt_u<uid>."
 )]
 pub struct Args {
-    #[command(flatten)]
-    pub issuer: IssuerArgs,
     /// Reuse the existing token if it has at least this many seconds left
     #[arg(short, long, env = "CREDKEEPER_MINSECS", value_name = "SECONDS")]
     pub minsecs: Option<i64>,
@@ -27,6 +25,8 @@ pub struct Args {
     /// Exchange this access token for the requested one (RFC 8693 token exchange)
     #[arg(long, value_name = "FILE")]
     pub subject_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub issuer: IssuerArgs,
 }
 
 /// htgettoken's default.

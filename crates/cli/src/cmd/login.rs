@@ -13,8 +13,6 @@ redirected to a loopback port). The refresh token is stored encrypted in the sta
 the access token is written like `credkeeper get` writes it."
 )]
 pub struct LoginArgs {
-    #[command(flatten)]
-    pub issuer: IssuerArgs,
     /// Log in through a browser on this machine instead of the device flow
     #[arg(long)]
     pub browser: bool,
@@ -24,6 +22,8 @@ pub struct LoginArgs {
     /// Where to write the access token (`-` for standard output)
     #[arg(short, long, visible_alias = "bearertokenfile", value_name = "FILE")]
     pub outfile: Option<PathBuf>,
+    #[command(flatten)]
+    pub issuer: IssuerArgs,
 }
 
 #[derive(clap::Args)]
