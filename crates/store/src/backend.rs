@@ -37,6 +37,31 @@ pub struct StoredCredential {
     /// Scopes the issuer granted with it (space-separated), when it said.
     pub scope: Option<String>,
     pub updated: Timestamp,
+    /// The last access token obtained with it, if cached.
+    pub access: Option<CachedToken>,
+    pub health: Health,
+}
+
+/// An access token kept so it can be handed out again while it is fresh.
+#[derive(Clone, Debug)]
+pub struct CachedToken {
+    pub token: Secret,
+    pub expires: Timestamp,
+    pub issued: Timestamp,
+    pub scope: Option<String>,
+}
+
+/// How refreshing a credential has been going.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Set when only a new interactive login can help (e.g. `invalid_grant`).
+    pub needs_login: Option<String>,
+    /// Consecutive failed refreshes, for backoff.
+    pub failures: u32,
+    pub next_attempt: Option<Timestamp>,
+    /// Set while a refresh is in flight. Still set when the credential is next read
+    /// means the process died mid-refresh, possibly after the issuer rotated the token.
+    pub refresh_started: Option<Timestamp>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,4 +89,14 @@ pub trait CredentialStore: Send + Sync {
     /// Returns whether there was something to delete.
     fn delete(&self, key: &CredentialKey) -> Result<bool, StoreError>;
     fn list(&self) -> Result<Vec<CredentialKey>, StoreError>;
+
+    /// Cache the access token obtained with the credential at `key`.
+    fn put_access(&self, key: &CredentialKey, token: &CachedToken) -> Result<(), StoreError>;
+    /// Record the refresher's view of the credential (failures, backoff, needs-login,
+    /// refresh in flight).
+    fn set_health(&self, key: &CredentialKey, health: &Health) -> Result<(), StoreError>;
+
+    /// The PHC-format hash of a robot's secret (never the secret itself).
+    fn robot_secret_hash(&self, robot: &str) -> Result<Option<String>, StoreError>;
+    fn set_robot_secret_hash(&self, robot: &str, phc: &str) -> Result<(), StoreError>;
 }

@@ -17,6 +17,8 @@ mod seal;
 pub mod sink;
 mod sqlite;
 
-pub use backend::{CredentialKey, CredentialStore, StoreError, StoredCredential};
+pub use backend::{
+    CachedToken, CredentialKey, CredentialStore, Health, StoreError, StoredCredential,
+};
 pub use seal::{KeyRing, SealError};
 pub use sqlite::SqliteStore;

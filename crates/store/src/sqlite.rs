@@ -1,6 +1,8 @@
 //! The embedded backend: one SQLite file under the state directory.
 
-use crate::backend::{CredentialKey, CredentialStore, StoreError, StoredCredential};
+use crate::backend::{
+    CachedToken, CredentialKey, CredentialStore, Health, StoreError, StoredCredential,
+};
 use crate::seal::KeyRing;
 use credkeeper_core::{Secret, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -9,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &["CREATE TABLE credential (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE credential (
         issuer     TEXT NOT NULL,
         client_id  TEXT NOT NULL,
         identity   TEXT NOT NULL,
@@ -18,7 +21,22 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE credential (
         scope      TEXT,
         updated_at INTEGER NOT NULL,
         PRIMARY KEY (issuer, client_id, identity)
-    )"];
+    )",
+    "ALTER TABLE credential ADD COLUMN access_key_id TEXT;
+     ALTER TABLE credential ADD COLUMN access_sealed BLOB;
+     ALTER TABLE credential ADD COLUMN access_expires INTEGER;
+     ALTER TABLE credential ADD COLUMN access_issued INTEGER;
+     ALTER TABLE credential ADD COLUMN access_scope TEXT;
+     ALTER TABLE credential ADD COLUMN needs_login TEXT;
+     ALTER TABLE credential ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE credential ADD COLUMN next_attempt INTEGER;
+     ALTER TABLE credential ADD COLUMN refresh_started INTEGER;
+     CREATE TABLE robot_secret (
+        robot      TEXT PRIMARY KEY,
+        phc        TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+     );",
+];
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -64,6 +82,27 @@ impl SqliteStore {
         // A panic while holding the lock cannot leave SQLite half-written: every change
         // is one statement or one transaction.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Open a sealed value of the credential at `key`; `part` tells the refresh token
+    /// (empty) from the access token, so one cannot be swapped for the other.
+    fn unseal(
+        &self,
+        key: &CredentialKey,
+        key_id: &str,
+        sealed: &[u8],
+        part: &[u8],
+    ) -> Result<Secret, StoreError> {
+        let undecryptable = || StoreError::Undecryptable {
+            issuer: key.issuer.clone(),
+        };
+        let plain = self
+            .keys
+            .open(key_id, sealed, &[key.aad(), part.to_vec()].concat())
+            .map_err(|_| undecryptable())?;
+        String::from_utf8(plain)
+            .map(Secret::new)
+            .map_err(|_| undecryptable())
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
@@ -116,7 +155,9 @@ impl CredentialStore for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (issuer, client_id, identity) DO UPDATE SET
                    key_id = excluded.key_id, sealed = excluded.sealed,
-                   scope = excluded.scope, updated_at = excluded.updated_at",
+                   scope = excluded.scope, updated_at = excluded.updated_at,
+                   needs_login = NULL, failures = 0, next_attempt = NULL,
+                   refresh_started = NULL",
                 params![
                     key.issuer,
                     key.client_id,
@@ -135,35 +176,52 @@ impl CredentialStore for SqliteStore {
         let row = self
             .conn()
             .query_row(
-                "SELECT key_id, sealed, scope, updated_at FROM credential
-                 WHERE issuer = ?1 AND client_id = ?2 AND identity = ?3",
+                "SELECT key_id, sealed, scope, updated_at, access_key_id, access_sealed,
+                        access_expires, access_issued, access_scope, needs_login, failures,
+                        next_attempt, refresh_started
+                 FROM credential WHERE issuer = ?1 AND client_id = ?2 AND identity = ?3",
                 params![key.issuer, key.client_id, key.identity],
                 |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                        r.get::<_, i64>(3)?,
-                    ))
+                    Ok(Row {
+                        key_id: r.get(0)?,
+                        sealed: r.get(1)?,
+                        scope: r.get(2)?,
+                        updated: r.get(3)?,
+                        access_key_id: r.get(4)?,
+                        access_sealed: r.get(5)?,
+                        access_expires: r.get(6)?,
+                        access_issued: r.get(7)?,
+                        access_scope: r.get(8)?,
+                        health: Health {
+                            needs_login: r.get(9)?,
+                            failures: r.get(10)?,
+                            next_attempt: r.get::<_, Option<i64>>(11)?.map(Timestamp::from_unix),
+                            refresh_started: r.get::<_, Option<i64>>(12)?.map(Timestamp::from_unix),
+                        },
+                    })
                 },
             )
             .optional()
             .map_err(|e| self.err(e))?;
-        let Some((key_id, sealed, scope, updated)) = row else {
+        let Some(row) = row else {
             return Ok(None);
         };
-        let plain = self.keys.open(&key_id, &sealed, &key.aad()).map_err(|_| {
-            StoreError::Undecryptable {
-                issuer: key.issuer.clone(),
-            }
-        })?;
-        let token = String::from_utf8(plain).map_err(|_| StoreError::Undecryptable {
-            issuer: key.issuer.clone(),
-        })?;
+        let refresh_token = self.unseal(key, &row.key_id, &row.sealed, b"")?;
+        let access = match (row.access_key_id, row.access_sealed, row.access_expires) {
+            (Some(kid), Some(sealed), Some(expires)) => Some(CachedToken {
+                token: self.unseal(key, &kid, &sealed, b"access")?,
+                expires: Timestamp::from_unix(expires),
+                issued: Timestamp::from_unix(row.access_issued.unwrap_or(expires)),
+                scope: row.access_scope,
+            }),
+            _ => None,
+        };
         Ok(Some(StoredCredential {
-            refresh_token: Secret::new(token),
-            scope,
-            updated: Timestamp::from_unix(updated),
+            refresh_token,
+            scope: row.scope,
+            updated: Timestamp::from_unix(row.updated),
+            access,
+            health: row.health,
         }))
     }
 
@@ -194,6 +252,86 @@ impl CredentialStore for SqliteStore {
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
+
+    fn put_access(&self, key: &CredentialKey, token: &CachedToken) -> Result<(), StoreError> {
+        let sealed = self.keys.seal(
+            token.token.expose().as_bytes(),
+            &[key.aad(), b"access".to_vec()].concat(),
+        )?;
+        self.conn()
+            .execute(
+                "UPDATE credential SET access_key_id = ?4, access_sealed = ?5, access_expires = ?6,
+                        access_issued = ?7, access_scope = ?8
+                 WHERE issuer = ?1 AND client_id = ?2 AND identity = ?3",
+                params![
+                    key.issuer,
+                    key.client_id,
+                    key.identity,
+                    sealed.key_id,
+                    sealed.bytes,
+                    token.expires.unix(),
+                    token.issued.unix(),
+                    token.scope
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn set_health(&self, key: &CredentialKey, health: &Health) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE credential SET needs_login = ?4, failures = ?5, next_attempt = ?6,
+                        refresh_started = ?7
+                 WHERE issuer = ?1 AND client_id = ?2 AND identity = ?3",
+                params![
+                    key.issuer,
+                    key.client_id,
+                    key.identity,
+                    health.needs_login,
+                    health.failures,
+                    health.next_attempt.map(Timestamp::unix),
+                    health.refresh_started.map(Timestamp::unix)
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn robot_secret_hash(&self, robot: &str) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT phc FROM robot_secret WHERE robot = ?1",
+                params![robot],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    fn set_robot_secret_hash(&self, robot: &str, phc: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO robot_secret (robot, phc, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (robot) DO UPDATE SET phc = excluded.phc, updated_at = excluded.updated_at",
+                params![robot, phc, Timestamp::now().unix()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+struct Row {
+    key_id: String,
+    sealed: Vec<u8>,
+    scope: Option<String>,
+    updated: i64,
+    access_key_id: Option<String>,
+    access_sealed: Option<Vec<u8>>,
+    access_expires: Option<i64>,
+    access_issued: Option<i64>,
+    access_scope: Option<String>,
+    health: Health,
 }
 
 #[cfg(test)]
@@ -229,6 +367,54 @@ mod tests {
         assert!(store.delete(&key).unwrap());
         assert!(!store.delete(&key).unwrap());
         assert!(store.get(&key).unwrap().is_none());
+    }
+
+    #[test]
+    fn access_tokens_and_health_are_kept_and_a_new_login_clears_the_health() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let key = CredentialKey::new("https://iss", "client", "robot");
+        store.put(&key, &Secret::new("rt"), None).unwrap();
+        let cached = CachedToken {
+            token: Secret::new("access-token-value"),
+            expires: Timestamp::from_unix(2000),
+            issued: Timestamp::from_unix(1000),
+            scope: Some("read".into()),
+        };
+        store.put_access(&key, &cached).unwrap();
+        let health = Health {
+            needs_login: Some("invalid_grant".into()),
+            failures: 3,
+            next_attempt: Some(Timestamp::from_unix(1500)),
+            refresh_started: None,
+        };
+        store.set_health(&key, &health).unwrap();
+        let got = store.get(&key).unwrap().unwrap();
+        let access = got.access.unwrap();
+        assert_eq!(access.token.expose(), "access-token-value");
+        assert_eq!(access.expires, Timestamp::from_unix(2000));
+        assert_eq!(got.health, health);
+        let db = std::fs::read(dir.path().join("credentials.db")).unwrap();
+        let wal = std::fs::read(dir.path().join("credentials.db-wal")).unwrap_or_default();
+        for bytes in [db, wal] {
+            assert!(!bytes.windows(18).any(|w| w == b"access-token-value"));
+        }
+        store.put(&key, &Secret::new("rt2"), None).unwrap();
+        assert_eq!(store.get(&key).unwrap().unwrap().health, Health::default());
+    }
+
+    #[test]
+    fn robot_secrets_are_kept_as_given_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.robot_secret_hash("ci").unwrap(), None);
+        store
+            .set_robot_secret_hash("ci", "$argon2id$v=19$x")
+            .unwrap();
+        assert_eq!(
+            store.robot_secret_hash("ci").unwrap().as_deref(),
+            Some("$argon2id$v=19$x")
+        );
     }
 
     #[test]
