@@ -13,7 +13,7 @@
 
 use credkeeper_core::{Jwt, Requirements, Secret, Timestamp};
 use credkeeper_oidc::{Client, DeviceAuthorization, OidcError, Pkce, TokenRequest, TokenResponse};
-use credkeeper_store::{CredentialKey, CredentialStore, StoreError};
+use credkeeper_store::{CredentialKey, CredentialStore, Health, StoreError, StoredCredential};
 
 /// The identity name under which a local user's credentials are stored.
 pub const LOCAL_IDENTITY: &str = "default";
@@ -119,7 +119,7 @@ impl Refresher<'_> {
             return finish(response, Origin::Exchanged, want);
         }
         if let Some(stored) = self.store.get(&self.key())? {
-            return self.refresh(&stored.refresh_token, request, want).await;
+            return self.refresh(&stored, request, want).await;
         }
         if self.client.is_confidential() {
             let response = self.client.client_credentials(request).await?;
@@ -136,27 +136,71 @@ impl Refresher<'_> {
 
     async fn refresh(
         &self,
-        refresh_token: &Secret,
+        stored: &StoredCredential,
         request: &TokenRequest,
         want: &Requirements,
     ) -> Result<Obtained, RefreshError> {
-        let response = match self.client.refresh(refresh_token, request).await {
-            Err(e) if e.is_invalid_grant() => {
-                return Err(RefreshError::NeedLogin {
-                    issuer: self.issuer(),
-                    reason: e.to_string(),
-                });
-            }
-            other => other?,
-        };
-        // The old refresh token may already be dead: commit the new one before the
-        // access token goes anywhere.
-        if let Some(rotated) = &response.refresh_token {
-            self.store
-                .put(&self.key(), rotated, response.scope.as_deref())?;
-            tracing::debug!("stored the rotated refresh token");
-        }
+        let response = self.refresh_stored(stored, request).await?;
         finish(response, Origin::Refreshed, want)
+    }
+
+    /// Refresh the stored credential, keeping its health: a rotated refresh token is
+    /// committed before the response is returned; `invalid_grant` marks the credential as
+    /// needing a new login (and later calls fail at once instead of asking the issuer
+    /// again); other failures count towards backoff. A refresh that was in flight when
+    /// the process died is recognised by its leftover mark and named in the error if the
+    /// issuer then refuses the old refresh token.
+    pub async fn refresh_stored(
+        &self,
+        stored: &StoredCredential,
+        request: &TokenRequest,
+    ) -> Result<TokenResponse, RefreshError> {
+        let key = self.key();
+        if let Some(reason) = &stored.health.needs_login {
+            return Err(RefreshError::NeedLogin {
+                issuer: self.issuer(),
+                reason: reason.clone(),
+            });
+        }
+        let interrupted = stored.health.refresh_started;
+        let mut health = Health {
+            refresh_started: Some(Timestamp::now()),
+            ..stored.health.clone()
+        };
+        self.store.set_health(&key, &health)?;
+        match self.client.refresh(&stored.refresh_token, request).await {
+            Ok(response) => {
+                match &response.refresh_token {
+                    // One statement stores the new token and clears the in-flight mark.
+                    Some(rotated) => self.store.put(&key, rotated, response.scope.as_deref())?,
+                    None => self.store.set_health(&key, &Health::default())?,
+                }
+                Ok(response)
+            }
+            Err(e) if e.is_invalid_grant() => {
+                let reason = match interrupted {
+                    Some(at) => format!(
+                        "{e}; a refresh started at {at} never finished, so the issuer may have rotated the refresh token then"
+                    ),
+                    None => e.to_string(),
+                };
+                health.needs_login = Some(reason.clone());
+                health.refresh_started = None;
+                self.store.set_health(&key, &health)?;
+                Err(RefreshError::NeedLogin {
+                    issuer: self.issuer(),
+                    reason,
+                })
+            }
+            Err(e) => {
+                health.failures += 1;
+                health.next_attempt =
+                    Some(Timestamp::now().plus_secs(backoff_secs(health.failures)));
+                health.refresh_started = None;
+                self.store.set_health(&key, &health)?;
+                Err(e.into())
+            }
+        }
     }
 
     /// The device flow (RFC 8628): show the code, wait for approval, store the refresh token.
@@ -304,4 +348,34 @@ fn check_fresh(obtained: Obtained, want: &Requirements) -> Result<Obtained, Refr
         }
     }
     Ok(obtained)
+}
+
+/// Exponential backoff with jitter: about 2^failures seconds, at most five minutes,
+/// scaled by a random factor in [0.5, 1.5) so failing credentials spread out.
+pub fn backoff_secs(failures: u32) -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    let base = 2f64.powi(failures.min(9) as i32).min(300.0);
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let factor = 0.5 + (random % 1000) as f64 / 1000.0;
+    (base * factor).ceil() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_five_minutes_with_jitter() {
+        for failures in 1..20 {
+            let b = backoff_secs(failures);
+            let base = 2f64.powi(failures.min(9) as i32).min(300.0);
+            assert!(
+                (base * 0.5).floor() as i64 <= b && b <= (base * 1.5).ceil() as i64,
+                "{failures}: {b}"
+            );
+        }
+        assert!(backoff_secs(30) <= 450);
+    }
 }

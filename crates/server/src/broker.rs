@@ -1,0 +1,476 @@
+//! The broker's core, independent of HTTP: who may have which token, and where it comes
+//! from — the cache, the local issuer, or a provider through the stored credential.
+
+use crate::audit::{Audit, Event};
+use crate::config::{Config, ProviderSection, RobotSection, fill};
+use crate::issuer::{Grant, LocalIssuer};
+use crate::metrics::{DenyLabels, Metrics, VendLabels};
+use crate::robots::SecretCheck;
+use credkeeper_core::{Jwt, ScopeSet, Secret, Timestamp};
+use credkeeper_oidc::{Client, ClientAuth, Http, TokenRequest, UrlPolicy};
+use credkeeper_refresher::{RefreshError, Refresher};
+use credkeeper_store::{CachedToken, CredentialKey, CredentialStore};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The name of the broker's own issuer among the providers.
+pub const LOCAL: &str = "local";
+
+/// A token request (`POST /api/v1/token`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenAsk {
+    /// A configured provider, or `local` (the default) for the broker's own issuer.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Space- or comma-separated.
+    #[serde(default)]
+    pub scopes: Option<String>,
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Return a cached token only if it has at least this many seconds left.
+    #[serde(default)]
+    pub minsecs: Option<i64>,
+    /// Ask for a shorter lifetime than the policy's longest.
+    #[serde(default)]
+    pub lifetime: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenGiven {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub scope: String,
+    pub audience: String,
+    pub provider: String,
+}
+
+/// Why a request was not served; `code` is stable for clients to act on.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status for the code.
+    pub fn status(&self) -> u16 {
+        match self.code {
+            "unauthenticated" => 401,
+            "forbidden" => 403,
+            "unknown_provider" => 404,
+            "needs_login" => 409,
+            "bad_request" => 400,
+            "provider_error" => 502,
+            _ => 500,
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    robot: String,
+    provider: String,
+    scope: String,
+    audience: String,
+}
+
+pub struct Broker {
+    pub config: Config,
+    pub issuer: LocalIssuer,
+    pub store: Arc<dyn CredentialStore>,
+    pub audit: Audit,
+    pub metrics: Metrics,
+    pub secrets: SecretCheck,
+    http: Http,
+    policy: UrlPolicy,
+    clients: tokio::sync::Mutex<HashMap<String, Arc<Client>>>,
+    cache: Mutex<HashMap<CacheKey, (Secret, Timestamp)>>,
+    /// One refresh at a time per credential: two concurrent refreshes of a rotating
+    /// refresh token would make the provider revoke the grant.
+    locks: Mutex<HashMap<CredentialKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Broker {
+    pub fn new(
+        config: Config,
+        issuer: LocalIssuer,
+        store: Arc<dyn CredentialStore>,
+        audit: Audit,
+        policy: UrlPolicy,
+    ) -> Result<Broker, credkeeper_oidc::OidcError> {
+        Ok(Broker {
+            config,
+            issuer,
+            store,
+            audit,
+            metrics: Metrics::new(),
+            secrets: SecretCheck::default(),
+            http: Http::new()?,
+            policy,
+            clients: tokio::sync::Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Check a robot's secret. Unknown robots and wrong secrets get the same answer.
+    pub async fn authenticate(&self, robot: &str, secret: &Secret) -> Result<(), Refusal> {
+        let wrong = || Refusal::new("unauthenticated", "robot name or secret is wrong");
+        let Some(r) = self.config.robot(robot) else {
+            return Err(wrong());
+        };
+        if !r.auth.secret {
+            return Err(Refusal::new(
+                "unauthenticated",
+                format!("robot `{robot}` does not authenticate with a secret"),
+            ));
+        }
+        match self.secrets.verify(&self.store, robot, secret).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(wrong()),
+            Err(e) => Err(Refusal::new("internal", e.to_string())),
+        }
+    }
+
+    /// Audit and count a refusal that happened before [`Broker::vend`] (authentication,
+    /// an unreadable request).
+    pub fn record_refusal(&self, robot: &str, refusal: &Refusal) {
+        self.audit.record(Event {
+            time: Timestamp::now().to_string(),
+            robot: robot.to_string(),
+            auth: "secret",
+            provider: String::new(),
+            scope: String::new(),
+            audience: String::new(),
+            result: "denied",
+            source: None,
+            code: Some(refusal.code),
+            reason: Some(refusal.message.clone()),
+            expires: None,
+        });
+        self.metrics
+            .denied
+            .get_or_create(&DenyLabels {
+                robot: robot.into(),
+                provider: String::new(),
+                code: refusal.code.into(),
+            })
+            .inc();
+    }
+
+    /// Serve `ask` for the authenticated `robot`, auditing the outcome.
+    pub async fn vend(&self, robot: &str, ask: &TokenAsk) -> Result<TokenGiven, Refusal> {
+        let provider = ask.provider.clone().unwrap_or_else(|| LOCAL.into());
+        let result = self.vend_inner(robot, &provider, ask).await;
+        let (scope, audience) = match &result {
+            Ok((given, _)) => (given.scope.clone(), given.audience.clone()),
+            Err(_) => (
+                ask.scopes.clone().unwrap_or_default(),
+                ask.audience.clone().unwrap_or_default(),
+            ),
+        };
+        let mut event = Event {
+            time: Timestamp::now().to_string(),
+            robot: robot.to_string(),
+            auth: "secret",
+            provider: provider.clone(),
+            scope,
+            audience,
+            result: "vended",
+            source: None,
+            code: None,
+            reason: None,
+            expires: None,
+        };
+        match &result {
+            Ok((given, source)) => {
+                event.source = Some(source);
+                event.expires = Some(Timestamp::now().unix() + given.expires_in);
+                self.metrics
+                    .vended
+                    .get_or_create(&VendLabels {
+                        robot: robot.into(),
+                        provider,
+                        source: source.to_string(),
+                    })
+                    .inc();
+            }
+            Err(refusal) => {
+                event.result = if refusal.status() < 500 {
+                    "denied"
+                } else {
+                    "failed"
+                };
+                event.code = Some(refusal.code);
+                event.reason = Some(refusal.message.clone());
+                self.metrics
+                    .denied
+                    .get_or_create(&DenyLabels {
+                        robot: robot.into(),
+                        provider,
+                        code: refusal.code.into(),
+                    })
+                    .inc();
+            }
+        }
+        self.audit.record(event);
+        result.map(|(given, _)| given)
+    }
+
+    async fn vend_inner(
+        &self,
+        robot: &str,
+        provider: &str,
+        ask: &TokenAsk,
+    ) -> Result<(TokenGiven, &'static str), Refusal> {
+        let r = self
+            .config
+            .robot(robot)
+            .ok_or_else(|| Refusal::new("unauthenticated", "robot name or secret is wrong"))?;
+        if !r.providers.iter().any(|p| p == provider) {
+            return Err(Refusal::new(
+                "forbidden",
+                format!("robot `{robot}` may not use provider `{provider}`"),
+            ));
+        }
+        let section = match provider {
+            LOCAL => None,
+            name => Some(self.config.provider(name).ok_or_else(|| {
+                Refusal::new("unknown_provider", format!("no provider named `{name}`"))
+            })?),
+        };
+        let (scope, audience) = self.decide(r, section, ask)?;
+        let minsecs = ask.minsecs.unwrap_or(60).max(0);
+        let key = CacheKey {
+            robot: robot.into(),
+            provider: provider.into(),
+            scope: scope.clone(),
+            audience: audience.clone(),
+        };
+        let given = |token: &Secret, expires: Timestamp| TokenGiven {
+            access_token: token.expose().to_string(),
+            token_type: "Bearer",
+            expires_in: expires.seconds_after(Timestamp::now()),
+            scope: scope.clone(),
+            audience: audience.clone(),
+            provider: provider.into(),
+        };
+        if let Some((token, expires)) = self.cached(&key, minsecs) {
+            return Ok((given(&token, expires), "cached"));
+        }
+        let (token, expires, source) = match section {
+            None => {
+                let lifetime = [ask.lifetime, r.max_lifetime, Some(self.issuer.lifetime())]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(self.issuer.lifetime());
+                let (token, expires) = self
+                    .issuer
+                    .sign(&Grant {
+                        subject: r.username(),
+                        audience: &audience,
+                        scope: &scope,
+                        lifetime,
+                    })
+                    .map_err(|e| Refusal::new("internal", e.to_string()))?;
+                (token, expires, "signed")
+            }
+            Some(p) => {
+                self.from_provider(robot, p, &scope, &audience, minsecs)
+                    .await?
+            }
+        };
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (token.clone(), expires));
+        Ok((given(&token, expires), source))
+    }
+
+    /// The scopes and audience to grant, or why not.
+    fn decide(
+        &self,
+        robot: &RobotSection,
+        provider: Option<&ProviderSection>,
+        ask: &TokenAsk,
+    ) -> Result<(String, String), Refusal> {
+        let default_scope = match provider {
+            None => fill(&self.config.issuer.authz_template, robot.username()),
+            Some(p) => p.scopes.clone().unwrap_or_default(),
+        };
+        let asked = ask
+            .scopes
+            .as_deref()
+            .map(|s| {
+                s.split([',', ' '])
+                    .filter(|x| !x.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .filter(|s| !s.is_empty());
+        let scope = asked.unwrap_or(default_scope);
+        let requested = ScopeSet::parse(&scope);
+        if requested.iter().count() != scope.split_whitespace().count() {
+            return Err(Refusal::new(
+                "bad_request",
+                format!("scope `{scope}` has a path that climbs above `/`"),
+            ));
+        }
+        let allowed = robot.allowed_scopes();
+        let missing = allowed.missing(&requested);
+        if !missing.is_empty() {
+            let names: Vec<String> = missing.iter().map(|s| s.to_string()).collect();
+            return Err(Refusal::new(
+                "forbidden",
+                format!(
+                    "robot `{}` may not have scope {}",
+                    robot.name,
+                    names.join(" ")
+                ),
+            ));
+        }
+        let audience = match (&ask.audience, provider) {
+            (Some(a), _) => {
+                if !robot.may_use_audience(a) {
+                    return Err(Refusal::new(
+                        "forbidden",
+                        format!("robot `{}` may not ask for audience {a}", robot.name),
+                    ));
+                }
+                a.clone()
+            }
+            (None, None) => self.config.issuer.audience.clone(),
+            (None, Some(p)) => p.audience.clone().unwrap_or_default(),
+        };
+        Ok((scope, audience))
+    }
+
+    fn cached(&self, key: &CacheKey, minsecs: i64) -> Option<(Secret, Timestamp)> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let (token, expires) = cache.get(key)?;
+        (expires.seconds_after(Timestamp::now()) >= minsecs.max(1))
+            .then(|| (token.clone(), *expires))
+    }
+
+    /// The client for a configured provider, discovered on first use.
+    pub async fn client(&self, p: &ProviderSection) -> Result<Arc<Client>, Refusal> {
+        let mut clients = self.clients.lock().await;
+        if let Some(c) = clients.get(&p.name) {
+            return Ok(c.clone());
+        }
+        let meta = credkeeper_oidc::discover(&self.http, &p.issuer, self.policy)
+            .await
+            .map_err(|e| Refusal::new("provider_error", format!("provider `{}`: {e}", p.name)))?;
+        let auth = match &p.client_secret_file {
+            None => ClientAuth::None,
+            Some(f) => ClientAuth::Basic(Secret::new(
+                credkeeper_store::perm::read_private(f, "client-secret file")
+                    .map_err(|e| Refusal::new("internal", e.to_string()))?,
+            )),
+        };
+        let client = Arc::new(Client::new(self.http.clone(), meta, &p.client_id, auth));
+        clients.insert(p.name.clone(), client.clone());
+        Ok(client)
+    }
+
+    pub fn lock_for(&self, key: &CredentialKey) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone()
+    }
+
+    async fn from_provider(
+        &self,
+        robot: &str,
+        p: &ProviderSection,
+        scope: &str,
+        audience: &str,
+        minsecs: i64,
+    ) -> Result<(Secret, Timestamp, &'static str), Refusal> {
+        let client = self.client(p).await?;
+        let key = CredentialKey::new(&client.metadata().issuer, client.client_id(), robot);
+        let request = TokenRequest {
+            scopes: Some(scope.to_string()).filter(|s| !s.is_empty()),
+            audience: Some(audience.to_string()).filter(|a| !a.is_empty()),
+        };
+        let lock = self.lock_for(&key);
+        let _held = lock.lock().await;
+        let stored = self
+            .store
+            .get(&key)
+            .map_err(|e| Refusal::new("internal", e.to_string()))?;
+        let Some(stored) = stored else {
+            if client.is_confidential() {
+                let response = client.client_credentials(&request).await.map_err(|e| {
+                    Refusal::new("provider_error", format!("provider `{}`: {e}", p.name))
+                })?;
+                let expires = expiry(&response.access_token, response.expires_in);
+                return Ok((response.access_token, expires, "client_credentials"));
+            }
+            return Err(Refusal::new(
+                "needs_login",
+                format!(
+                    "no credential stored for robot `{robot}` at provider `{}`; a human must log in once for it",
+                    p.name
+                ),
+            ));
+        };
+        // The refresher keeps the provider's full token fresh in the store; use it when it
+        // already fits the request.
+        if let Some(access) = &stored.access
+            && fits(access, scope, audience, minsecs)
+        {
+            return Ok((access.token.clone(), access.expires, "cached"));
+        }
+        let refresher = Refresher {
+            client: &client,
+            store: self.store.as_ref(),
+            identity: robot,
+        };
+        let response = refresher.refresh_stored(&stored, &request).await.map_err(|e| match e {
+            RefreshError::NeedLogin { reason, .. } => Refusal::new(
+                "needs_login",
+                format!("the credential of robot `{robot}` at provider `{}` needs a new login: {reason}", p.name),
+            ),
+            other => Refusal::new("provider_error", format!("provider `{}`: {other}", p.name)),
+        })?;
+        let expires = expiry(&response.access_token, response.expires_in);
+        Ok((response.access_token, expires, "refreshed"))
+    }
+}
+
+/// When a token expires: its `exp` if it is a JWT, else what the response said.
+pub fn expiry(token: &Secret, expires_in: Option<i64>) -> Timestamp {
+    Jwt::decode(token.expose())
+        .ok()
+        .and_then(|j| j.expires())
+        .unwrap_or_else(|| Timestamp::now().plus_secs(expires_in.unwrap_or(0)))
+}
+
+fn fits(access: &CachedToken, scope: &str, audience: &str, minsecs: i64) -> bool {
+    let Ok(jwt) = Jwt::decode(access.token.expose()) else {
+        return false;
+    };
+    let want = credkeeper_core::Requirements {
+        min_secs: minsecs,
+        audience: Some(audience.to_string()).filter(|a| !a.is_empty()),
+        scopes: ScopeSet::parse(scope),
+    };
+    // Exact scopes only: a broader cached token must not leak rights the robot did not ask for.
+    want.check(&jwt, Timestamp::now()).is_ok() && jwt.scopes() == ScopeSet::parse(scope)
+}

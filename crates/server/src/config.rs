@@ -1,0 +1,575 @@
+//! The broker's configuration: one TOML file, every scalar of the single sections
+//! overridable by `CREDKEEPER_<SECTION>_<KEY>` (e.g. `CREDKEEPER_SERVER_LISTEN`), validated
+//! at start with errors that name the file, the key and the line.
+
+use credkeeper_core::ScopeSet;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+#[error("config {file}{}: {key}: {message}", .line.map(|l| format!(" line {l}")).unwrap_or_default())]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub issuer: IssuerSection,
+    #[serde(default, rename = "provider")]
+    pub providers: Vec<ProviderSection>,
+    #[serde(default, rename = "robot")]
+    pub robots: Vec<RobotSection>,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub refresher: RefresherSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    pub state_dir: Option<PathBuf>,
+    /// JSON-lines audit log; `-` for standard output. Default: `<state_dir>/audit.log`.
+    pub audit_log: Option<PathBuf>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: default_listen(),
+            state_dir: None,
+            audit_log: None,
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8787))
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum Algorithm {
+    #[default]
+    ES256,
+    RS256,
+    EdDSA,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenProfile {
+    /// `ver: scitoken:2.0`
+    #[default]
+    Scitokens,
+    /// `wlcg.ver: "1.0"`
+    Wlcg,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerSection {
+    /// The `iss` of the tokens it signs; default `http://<listen>`.
+    pub url: Option<String>,
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// PKCS#8 PEM private key (0600). Default: generated at `<state_dir>/issuer-<alg>.pem`.
+    pub key_file: Option<PathBuf>,
+    /// Default: the RFC 7638 thumbprint of the public key.
+    pub key_id: Option<String>,
+    /// Seconds.
+    #[serde(default = "default_lifetime")]
+    pub lifetime: i64,
+    /// Scopes a token carries when the caller asks for none, with `{username}`
+    /// replaced (the credmon's LOCAL_CREDMON_AUTHZ_TEMPLATE).
+    #[serde(default = "default_template")]
+    pub authz_template: String,
+    #[serde(default)]
+    pub profile: TokenProfile,
+    /// Audience when the caller asks for none.
+    #[serde(default = "default_audience")]
+    pub audience: String,
+}
+
+impl Default for IssuerSection {
+    fn default() -> Self {
+        IssuerSection {
+            url: None,
+            algorithm: Algorithm::default(),
+            key_file: None,
+            key_id: None,
+            lifetime: default_lifetime(),
+            authz_template: default_template(),
+            profile: TokenProfile::default(),
+            audience: default_audience(),
+        }
+    }
+}
+
+fn default_lifetime() -> i64 {
+    1200
+}
+fn default_template() -> String {
+    "read:/user/{username} write:/user/{username}".into()
+}
+fn default_audience() -> String {
+    "https://wlcg.cern.ch/jwt/v1/any".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    pub name: String,
+    /// Issuer URL; its discovery document is `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub scopes: Option<String>,
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Extra parameters for the authorization request.
+    #[serde(default)]
+    pub auth_params: std::collections::BTreeMap<String, String>,
+}
+
+/// How a robot proves who it is. Only `secret` is served today; the other forms are
+/// accepted in the file so configurations can be written ahead.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RobotAuth {
+    /// A robot secret, hashed in the store (`credkeeper robot-secret NAME`).
+    #[serde(default)]
+    pub secret: bool,
+    /// Kerberos principal (SPNEGO).
+    pub kerberos_principal: Option<String>,
+    /// A signed JWT (e.g. a Kubernetes service-account token): issuer and subject.
+    pub jwt_issuer: Option<String>,
+    pub jwt_subject: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RobotSection {
+    pub name: String,
+    #[serde(default)]
+    pub auth: RobotAuth,
+    /// Replaces `{username}` in scope templates; default: the robot's name.
+    pub username: Option<String>,
+    /// Providers it may use; `local` is the broker's own issuer.
+    #[serde(default)]
+    pub providers: Vec<String>,
+    /// Scopes it may ask for (a request is allowed when these cover it).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Audiences it may ask for; `*` allows any.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Longest token lifetime it may get, in seconds.
+    pub max_lifetime: Option<i64>,
+}
+
+impl RobotSection {
+    pub fn username(&self) -> &str {
+        self.username.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The scopes it may ask for, templates filled in.
+    pub fn allowed_scopes(&self) -> ScopeSet {
+        ScopeSet::parse(&fill(&self.scopes.join(" "), self.username()))
+    }
+
+    pub fn may_use_audience(&self, aud: &str) -> bool {
+        self.audiences.iter().any(|a| a == "*" || a == aud)
+    }
+}
+
+/// Replace `{username}` in a scope template.
+pub fn fill(template: &str, username: &str) -> String {
+    template.replace("{username}", username)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// `sqlite` (embedded, the default). The store interface takes other backends.
+    pub backend: Option<String>,
+    /// Default: `<state_dir>/` (credentials.db and store.key there).
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefresherSection {
+    /// Refresh when less than this share of a token's lifetime is left.
+    #[serde(default = "default_share")]
+    pub share: f64,
+    /// Seconds between passes.
+    #[serde(default = "default_interval")]
+    pub interval: u64,
+    /// Refreshes in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+impl Default for RefresherSection {
+    fn default() -> Self {
+        RefresherSection {
+            share: default_share(),
+            interval: default_interval(),
+            concurrency: default_concurrency(),
+        }
+    }
+}
+
+fn default_share() -> f64 {
+    0.5
+}
+fn default_interval() -> u64 {
+    30
+}
+fn default_concurrency() -> usize {
+    16
+}
+
+/// Sections whose scalars `CREDKEEPER_<SECTION>_<KEY>` may override.
+const OVERRIDABLE: &[&str] = &["server", "issuer", "store", "refresher"];
+
+impl Config {
+    /// Read, apply environment overrides, and validate.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: None,
+            key: "(file)".into(),
+            message: e.to_string(),
+        })?;
+        Config::parse(&file, &text, std::env::vars())
+    }
+
+    pub fn parse(
+        file: &str,
+        text: &str,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let err = |e: toml::de::Error| {
+            let line = e.span().map(|s| line_at(text, s.start));
+            // The key is what stands before `=` on the offending line.
+            let key = line
+                .and_then(|l| text.lines().nth(l - 1))
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim().to_string())
+                .unwrap_or_else(|| "(syntax)".into());
+            ConfigError {
+                file: file.to_string(),
+                line,
+                key,
+                message: e.message().to_string(),
+            }
+        };
+        // Parse the file as written first, so errors point at its lines.
+        let mut table: toml::Table = toml::from_str(text).map_err(err)?;
+        toml::from_str::<Config>(text).map_err(err)?;
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("CREDKEEPER_") else {
+                continue;
+            };
+            let rest = rest.to_ascii_lowercase();
+            let Some((section, key)) = OVERRIDABLE
+                .iter()
+                .find_map(|s| rest.strip_prefix(&format!("{s}_")).map(|k| (*s, k)))
+            else {
+                continue;
+            };
+            let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value));
+            if let toml::Value::Table(t) = table
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+            {
+                t.insert(key.to_string(), value);
+            }
+        }
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError {
+                    file: file.to_string(),
+                    line: None,
+                    key: "(environment override)".into(),
+                    message: e.message().to_string(),
+                })?;
+        config.validate(file, text)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &str, text: &str) -> Result<(), ConfigError> {
+        let fail = |key: String, needle: &str, message: String| ConfigError {
+            file: file.to_string(),
+            line: line_of(text, needle),
+            key,
+            message,
+        };
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let key = |k: &str| format!("provider[{i}].{k}");
+            if p.name == "local" {
+                return Err(fail(
+                    key("name"),
+                    &q(&p.name),
+                    "`local` is the broker's own issuer; pick another name".into(),
+                ));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(fail(
+                    key("name"),
+                    &q(&p.name),
+                    format!("provider `{}` is defined twice", p.name),
+                ));
+            }
+            if url::Url::parse(&p.issuer).is_err() {
+                return Err(fail(
+                    key("issuer"),
+                    &q(&p.issuer),
+                    format!("`{}` is not a URL", p.issuer),
+                ));
+            }
+            if let Some(f) = &p.client_secret_file
+                && let Err(e) = credkeeper_store::perm::check_private(f, "client-secret file")
+            {
+                return Err(fail(
+                    key("client_secret_file"),
+                    &f.display().to_string(),
+                    e.to_string(),
+                ));
+            }
+        }
+        let mut robots = std::collections::HashSet::new();
+        for (i, r) in self.robots.iter().enumerate() {
+            let key = |k: &str| format!("robot[{i}].{k}");
+            if !robots.insert(r.name.as_str()) {
+                return Err(fail(
+                    key("name"),
+                    &q(&r.name),
+                    format!("robot `{}` is defined twice", r.name),
+                ));
+            }
+            if r.name.is_empty()
+                || !r
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@/".contains(c))
+            {
+                return Err(fail(
+                    key("name"),
+                    &q(&r.name),
+                    "use letters, digits and - _ . @ / only".into(),
+                ));
+            }
+            for p in &r.providers {
+                if p != "local" && !names.contains(p.as_str()) {
+                    return Err(fail(
+                        key("providers"),
+                        &q(p),
+                        format!(
+                            "no provider named `{p}` (known: local{})",
+                            names.iter().map(|n| format!(", {n}")).collect::<String>()
+                        ),
+                    ));
+                }
+            }
+            for s in &r.scopes {
+                if credkeeper_core::Scope::parse(&fill(s, r.username())).is_none() {
+                    return Err(fail(
+                        key("scopes"),
+                        &q(s),
+                        format!("scope `{s}` climbs above `/`"),
+                    ));
+                }
+            }
+            if let Some(l) = r.max_lifetime
+                && l <= 0
+            {
+                return Err(fail(
+                    key("max_lifetime"),
+                    "max_lifetime",
+                    "must be a positive number of seconds".into(),
+                ));
+            }
+        }
+        if self.issuer.lifetime <= 0 {
+            return Err(fail(
+                "issuer.lifetime".into(),
+                "lifetime",
+                "must be a positive number of seconds".into(),
+            ));
+        }
+        if !(self.refresher.share > 0.0 && self.refresher.share < 1.0) {
+            return Err(fail(
+                "refresher.share".into(),
+                "share",
+                "must be between 0 and 1 (e.g. 0.5)".into(),
+            ));
+        }
+        if self.refresher.concurrency == 0 {
+            return Err(fail(
+                "refresher.concurrency".into(),
+                "concurrency",
+                "must be at least 1".into(),
+            ));
+        }
+        if let Some(b) = &self.store.backend
+            && b != "sqlite"
+        {
+            return Err(fail(
+                "store.backend".into(),
+                "backend",
+                format!("unknown backend `{b}` (this build has: sqlite)"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn robot(&self, name: &str) -> Option<&RobotSection> {
+        self.robots.iter().find(|r| r.name == name)
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&ProviderSection> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+}
+
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn q(value: &str) -> String {
+    format!("\"{value}\"")
+}
+
+/// The line where `needle` first appears, for errors about values found after parsing.
+fn line_of(text: &str, needle: &str) -> Option<usize> {
+    text.find(needle).map(|i| line_at(text, i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse("c.toml", text, std::iter::empty()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8787");
+        assert_eq!(c.issuer.algorithm, Algorithm::ES256);
+        assert_eq!(c.issuer.profile, TokenProfile::Scitokens);
+    }
+
+    #[test]
+    fn each_config_error_names_the_key_and_line() {
+        let cases = [
+            ("[server]\nlisten = 5\n", "line 2", "listen"),
+            ("[server]\nlisen = \"x\"\n", "line 2", "lisen"),
+            ("[issuer]\nalgorithm = \"HS256\"\n", "line 2", "HS256"),
+            (
+                "[[robot]]\nname = \"ci\"\nproviders = [\"iam\"]\n",
+                "line 3",
+                "no provider named `iam`",
+            ),
+            (
+                "[[provider]]\nname = \"local\"\nissuer = \"https://x\"\nclient_id = \"c\"\n",
+                "line 2",
+                "provider[0].name",
+            ),
+            (
+                "[[provider]]\nname = \"a\"\nissuer = \"not a url\"\nclient_id = \"c\"\n",
+                "line 3",
+                "provider[0].issuer",
+            ),
+            (
+                "[[robot]]\nname = \"a\"\n[[robot]]\nname = \"a\"\n",
+                "robot[1].name",
+                "defined twice",
+            ),
+            (
+                "[[robot]]\nname = \"ci\"\nscopes = [\"read:/../etc\"]\n",
+                "line 3",
+                "climbs above",
+            ),
+            ("[refresher]\nshare = 1.5\n", "line 2", "refresher.share"),
+            ("[issuer]\nlifetime = -1\n", "line 2", "issuer.lifetime"),
+            (
+                "[store]\nbackend = \"postgres\"\n",
+                "line 2",
+                "unknown backend",
+            ),
+        ];
+        for (text, where_, what) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(
+                err.contains(where_) && err.contains(what),
+                "{text:?} -> {err}"
+            );
+            assert!(err.starts_with("config c.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_client_secret_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s");
+        std::fs::write(&f, "x").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = format!(
+            "[[provider]]\nname = \"a\"\nissuer = \"https://x\"\nclient_id = \"c\"\nclient_secret_file = \"{}\"\n",
+            f.display()
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(err.contains("line 5") && err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn environment_variables_override_single_sections() {
+        let env = [
+            (
+                "CREDKEEPER_SERVER_LISTEN".to_string(),
+                "127.0.0.1:9999".to_string(),
+            ),
+            ("CREDKEEPER_ISSUER_LIFETIME".to_string(), "60".to_string()),
+            (
+                "CREDKEEPER_ISSUER_URL".to_string(),
+                "https://broker.example".to_string(),
+            ),
+        ];
+        let c = Config::parse("c.toml", "[issuer]\nlifetime = 600\n", env.into_iter()).unwrap();
+        assert_eq!(c.server.listen.port(), 9999);
+        assert_eq!(c.issuer.lifetime, 60);
+        assert_eq!(c.issuer.url.as_deref(), Some("https://broker.example"));
+    }
+
+    #[test]
+    fn templates_fill_in_the_username() {
+        let c = parse("[[robot]]\nname = \"ci\"\nusername = \"ligo-ci\"\nscopes = [\"read:/user/{username}\"]\n").unwrap();
+        assert!(
+            c.robots[0]
+                .allowed_scopes()
+                .covers(&ScopeSet::parse("read:/user/ligo-ci/x"))
+        );
+    }
+}

@@ -1,0 +1,192 @@
+//! The refresher loop: keeps every stored provider credential's access token fresh.
+//!
+//! A credential is due when its cached token has less than `share` of its lifetime left
+//! (or none is cached) and its backoff has passed. Due credentials are refreshed
+//! concurrently, at most `concurrency` at a time; a failing provider only delays its own
+//! credentials. `invalid_grant` marks a credential as needing a new login, after which it
+//! is reported (metrics, API errors) and not retried until someone logs in again.
+
+use crate::broker::{Broker, expiry};
+use crate::metrics::RefreshLabels;
+use credkeeper_core::Timestamp;
+use credkeeper_oidc::TokenRequest;
+use credkeeper_refresher::{RefreshError, Refresher};
+use credkeeper_store::{CachedToken, CredentialKey, StoredCredential};
+use std::sync::Arc;
+
+/// What one pass saw, for logs and tests.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub refreshed: usize,
+    pub failed: usize,
+    pub needs_login: usize,
+    pub fresh: usize,
+}
+
+fn due(stored: &StoredCredential, share: f64, now: Timestamp) -> bool {
+    if stored.health.needs_login.is_some() {
+        return false;
+    }
+    if stored.health.next_attempt.is_some_and(|t| t > now) {
+        return false;
+    }
+    match &stored.access {
+        None => true,
+        Some(a) => {
+            let lifetime = (a.expires.unix() - a.issued.unix()).max(1) as f64;
+            (a.expires.seconds_after(now) as f64) < lifetime * share
+        }
+    }
+}
+
+/// One pass over every stored credential of a configured provider.
+pub async fn pass(broker: &Arc<Broker>) -> PassReport {
+    let share = broker.config.refresher.share;
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(
+        broker.config.refresher.concurrency,
+    ));
+    let keys = match broker.store.list() {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!("refresher: cannot list credentials: {e}");
+            return PassReport::default();
+        }
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for key in keys {
+        let broker = broker.clone();
+        let semaphore = semaphore.clone();
+        tasks.spawn(async move {
+            let _permit = semaphore.acquire_owned().await.ok()?;
+            Some(refresh_one(&broker, &key, share).await)
+        });
+    }
+    let mut report = PassReport::default();
+    let mut earliest: Option<i64> = None;
+    while let Some(done) = tasks.join_next().await {
+        match done.ok().flatten() {
+            Some(Outcome::Fresh(left)) => {
+                report.fresh += 1;
+                earliest = Some(earliest.map_or(left, |e| e.min(left)));
+            }
+            Some(Outcome::Refreshed(left)) => {
+                report.refreshed += 1;
+                earliest = Some(earliest.map_or(left, |e| e.min(left)));
+            }
+            Some(Outcome::NeedsLogin) => report.needs_login += 1,
+            Some(Outcome::Failed) => report.failed += 1,
+            Some(Outcome::Skipped) | None => {}
+        }
+    }
+    broker.metrics.needs_login.set(report.needs_login as i64);
+    broker.metrics.earliest_expiry.set(earliest.unwrap_or(0));
+    report
+}
+
+enum Outcome {
+    Fresh(i64),
+    Refreshed(i64),
+    NeedsLogin,
+    Failed,
+    Skipped,
+}
+
+async fn refresh_one(broker: &Broker, key: &CredentialKey, share: f64) -> Outcome {
+    let Some(provider) = broker.config.providers.iter().find(|p| {
+        // Match on the configured issuer; discovery may add or drop a trailing slash.
+        p.issuer.trim_end_matches('/') == key.issuer.trim_end_matches('/')
+            && p.client_id == key.client_id
+    }) else {
+        return Outcome::Skipped;
+    };
+    let lock = broker.lock_for(key);
+    let _held = lock.lock().await;
+    let now = Timestamp::now();
+    let stored = match broker.store.get(key) {
+        Ok(Some(s)) => s,
+        _ => return Outcome::Skipped,
+    };
+    if stored.health.needs_login.is_some() {
+        return Outcome::NeedsLogin;
+    }
+    if !due(&stored, share, now) {
+        return match &stored.access {
+            Some(a) => Outcome::Fresh(a.expires.seconds_after(now)),
+            None => Outcome::Skipped,
+        };
+    }
+    let count = |outcome: &str| {
+        broker
+            .metrics
+            .refreshes
+            .get_or_create(&RefreshLabels {
+                provider: provider.name.clone(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    };
+    let client = match broker.client(provider).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("refresher: {e}");
+            count("failed");
+            return Outcome::Failed;
+        }
+    };
+    let refresher = Refresher {
+        client: &client,
+        store: broker.store.as_ref(),
+        identity: &key.identity,
+    };
+    let request = TokenRequest {
+        scopes: provider.scopes.clone(),
+        audience: provider.audience.clone(),
+    };
+    match refresher.refresh_stored(&stored, &request).await {
+        Ok(response) => {
+            let expires = expiry(&response.access_token, response.expires_in);
+            let cached = CachedToken {
+                token: response.access_token,
+                expires,
+                issued: Timestamp::now(),
+                scope: response.scope,
+            };
+            if let Err(e) = broker.store.put_access(key, &cached) {
+                tracing::error!(
+                    "refresher: cannot cache the access token of {}: {e}",
+                    key.identity
+                );
+            }
+            count("ok");
+            Outcome::Refreshed(expires.seconds_after(Timestamp::now()))
+        }
+        Err(RefreshError::NeedLogin { reason, .. }) => {
+            tracing::warn!(
+                "refresher: {} at {} needs a new login: {reason}",
+                key.identity,
+                provider.name
+            );
+            count("needs_login");
+            Outcome::NeedsLogin
+        }
+        Err(e) => {
+            tracing::warn!("refresher: {} at {}: {e}", key.identity, provider.name);
+            count("failed");
+            Outcome::Failed
+        }
+    }
+}
+
+/// Run passes every `interval` seconds until `stop` resolves.
+pub async fn run(broker: Arc<Broker>, stop: impl std::future::Future<Output = ()>) {
+    let interval = std::time::Duration::from_secs(broker.config.refresher.interval.max(1));
+    tokio::pin!(stop);
+    loop {
+        let report = pass(&broker).await;
+        tracing::debug!("refresher pass: {report:?}");
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = &mut stop => return,
+        }
+    }
+}

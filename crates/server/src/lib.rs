@@ -1,0 +1,165 @@
+//! credkeeper-server: the broker behind `credkeeper serve`.
+//!
+//! What it is for: holding robots' and users' long-lived credentials and handing out
+//! tokens under a policy. [`broker`] decides who may have which token and where it comes
+//! from (cache, the [`issuer`] that signs the broker's own tokens, or a provider through
+//! the stored credential); [`keeper`] keeps stored credentials fresh; [`http`] is the
+//! HTTP face (robot API, discovery + JWKS, health, metrics); [`audit`] writes one JSON
+//! line per vend or denial; [`config`] reads and validates the TOML file.
+//!
+//! What it is not: the command line. `credkeeper serve` parses flags and calls [`start`].
+
+pub mod audit;
+pub mod broker;
+pub mod config;
+pub mod http;
+pub mod issuer;
+pub mod keeper;
+pub mod metrics;
+pub mod robots;
+
+use broker::Broker;
+use config::{Config, RobotAuth, RobotSection};
+use credkeeper_core::Secret;
+use credkeeper_oidc::UrlPolicy;
+use credkeeper_store::{CredentialStore, SqliteStore};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] credkeeper_store::StoreError),
+    #[error(transparent)]
+    Issuer(#[from] issuer::IssuerError),
+    #[error("audit log {path}: {source}")]
+    Audit {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Http(#[from] credkeeper_oidc::OidcError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A broker bound to its address, ready to serve.
+pub struct Bound {
+    pub broker: Arc<Broker>,
+    pub addr: SocketAddr,
+    listener: tokio::net::TcpListener,
+}
+
+/// Bind the listener, open the store and the issuer key, and build the broker.
+pub async fn start(
+    config: Config,
+    state_dir: &Path,
+    policy: UrlPolicy,
+) -> Result<Bound, ServeError> {
+    let addr = config.server.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen { addr, source })?;
+    let addr = listener.local_addr()?;
+    let store_dir = config
+        .store
+        .path
+        .clone()
+        .unwrap_or_else(|| state_dir.to_path_buf());
+    let store: Arc<dyn CredentialStore> = Arc::new(SqliteStore::open(&store_dir)?);
+    let url = config
+        .issuer
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let issuer = issuer::LocalIssuer::open(&config.issuer, &url, state_dir)?;
+    let audit_path = config
+        .server
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| state_dir.join("audit.log"));
+    let audit = audit::Audit::open(&audit_path).map_err(|source| ServeError::Audit {
+        path: audit_path.clone(),
+        source,
+    })?;
+    let broker = Arc::new(Broker::new(config, issuer, store, audit, policy)?);
+    Ok(Bound {
+        broker,
+        addr,
+        listener,
+    })
+}
+
+impl Bound {
+    /// Serve until `shutdown` resolves, then finish the requests in flight. The refresher
+    /// loop runs beside the server.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let keeper = tokio::spawn(keeper::run(self.broker.clone(), {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.changed().await;
+            }
+        }));
+        let app = http::router(self.broker.clone());
+        let result = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            })
+            .await;
+        let _ = keeper.await;
+        result.map_err(ServeError::Io)
+    }
+}
+
+/// The `serve --dev` configuration: the local issuer and one robot, `dev`, that may ask
+/// for any storage or compute scope and any audience, for up to an hour.
+pub fn dev_config(listen: SocketAddr) -> Config {
+    let mut config = Config::default();
+    config.server.listen = listen;
+    config.robots.push(RobotSection {
+        name: "dev".into(),
+        auth: RobotAuth {
+            secret: true,
+            ..Default::default()
+        },
+        username: None,
+        providers: vec![broker::LOCAL.into()],
+        scopes: [
+            "read:/",
+            "write:/",
+            "storage.stage:/",
+            "compute.read",
+            "compute.create",
+            "compute.modify",
+            "compute.cancel",
+        ]
+        .map(String::from)
+        .to_vec(),
+        audiences: vec!["*".into()],
+        max_lifetime: Some(3600),
+    });
+    config
+}
+
+/// Give `robot` a new secret and write it to `path` (mode 0600).
+pub fn issue_robot_secret(
+    store: &dyn CredentialStore,
+    robot: &str,
+    path: &Path,
+) -> Result<Secret, ServeError> {
+    let secret = robots::new_secret(store, robot)?;
+    credkeeper_store::sink::write_token(path, &secret)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(secret)
+}
