@@ -118,6 +118,11 @@ fn xdg(var: &str, fallback: &str) -> Option<PathBuf> {
         .or_else(|| home().map(|h| h.join(fallback)))
 }
 
+/// `$XDG_DATA_HOME/credkeeper`, else `~/.local/share/credkeeper`.
+pub fn default_state_dir() -> Option<PathBuf> {
+    xdg("XDG_DATA_HOME", ".local/share").map(|d| d.join("credkeeper"))
+}
+
 impl Settings {
     pub fn load(global: &Global) -> anyhow::Result<Settings> {
         let default_config =
@@ -131,7 +136,7 @@ impl Settings {
             .state_dir
             .clone()
             .or_else(|| file.state_dir.clone())
-            .or_else(|| xdg("XDG_DATA_HOME", ".local/share").map(|d| d.join("credkeeper")))
+            .or_else(default_state_dir)
             .context("no state directory: set --state-dir, CREDKEEPER_STATE_DIR or HOME")?;
         let cache_dir = xdg("XDG_CACHE_HOME", ".cache").map(|d| d.join("credkeeper"));
         let policy = UrlPolicy {

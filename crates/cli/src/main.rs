@@ -42,6 +42,10 @@ enum Command {
     /// Inspect or verify a token
     #[command(subcommand)]
     Token(cmd::token::Command),
+    /// Run the broker: robot token API, local issuer, refresher (`--dev`: zero config)
+    Serve(cmd::serve::Args),
+    /// Give a broker robot a new secret (stored hashed; written once to a 0600 file)
+    RobotSecret(cmd::serve::RobotSecretArgs),
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
@@ -99,6 +103,10 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        // The broker shuts down gracefully on its own signals; other commands stop at once.
+        if let Command::Serve(args) = cli.command {
+            return cmd::serve::run(args, &cli.global).await;
+        }
         tokio::select! {
             r = run(cli) => r,
             _ = tokio::signal::ctrl_c() => {
@@ -137,11 +145,18 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The broker's commands read the broker's config; the rest read the client's.
+    match cli.command {
+        Command::RobotSecret(args) => return cmd::serve::robot_secret(args, &cli.global),
+        Command::Serve(args) => return cmd::serve::run(args, &cli.global).await,
+        _ => {}
+    }
     let settings = config::Settings::load(&cli.global)?;
     match cli.command {
         Command::Get(args) => cmd::get::run(args, &settings).await,
         Command::Login(args) => cmd::login::login(args, &settings).await,
         Command::Logout(args) => cmd::login::logout(args, &settings).await,
         Command::Token(c) => cmd::token::run(c, &settings).await,
+        Command::Serve(_) | Command::RobotSecret(_) => unreachable!("handled above"),
     }
 }

@@ -41,6 +41,9 @@ pub enum OidcError {
     StateMismatch,
     #[error("loopback redirect listener: {0}")]
     Loopback(String),
+    /// The credkeeper broker refused a request (its JSON error).
+    #[error("the broker refused: {message} ({code})")]
+    Refused { code: String, message: String },
     #[error("the issuer has no key `{0}` even after fetching its key set again")]
     KeyNotFound(String),
 }

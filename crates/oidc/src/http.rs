@@ -104,6 +104,33 @@ impl Http {
     }
 }
 
+impl Http {
+    /// POST a JSON body with HTTP Basic credentials; returns the status and JSON answer.
+    /// Retried only when the connection failed.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        basic: (&str, &str),
+    ) -> Result<(u16, serde_json::Value), OidcError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let req = self
+                .client
+                .post(url)
+                .header("accept", "application/json")
+                .basic_auth(basic.0, Some(basic.1))
+                .json(body);
+            match req.send().await {
+                Err(e) if e.is_connect() && attempt < ATTEMPTS => backoff(attempt).await,
+                Err(e) => return Err(unreachable(url, &e)),
+                Ok(response) => return read_json(url, response).await,
+            }
+        }
+    }
+}
+
 fn form_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

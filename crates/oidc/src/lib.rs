@@ -5,10 +5,12 @@
 //! credentials, the device flow (RFC 8628), authorization code with PKCE on a loopback
 //! redirect (RFC 7636, RFC 8252, [`loopback`]), token exchange (RFC 8693) and revocation
 //! (RFC 7009). HTTPS is required except for loopback issuers when the caller allows it.
+//! [`broker`] is the client of a credkeeper broker's robot API, one more token source.
 //!
 //! What it is not: it keeps no credentials and prints nothing. Which grant to use when,
 //! and where tokens go, is the caller's business.
 
+pub mod broker;
 mod client;
 mod discovery;
 mod error;

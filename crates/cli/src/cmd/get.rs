@@ -25,6 +25,18 @@ pub struct Args {
     /// Exchange this access token for the requested one (RFC 8693 token exchange)
     #[arg(long, value_name = "FILE")]
     pub subject_token_file: Option<PathBuf>,
+    /// Ask a credkeeper broker instead of the issuer (with --robot and --secret-file)
+    #[arg(long, value_name = "URL", env = "CREDKEEPER_SERVER", requires_all = ["robot", "secret_file"])]
+    pub server: Option<String>,
+    /// The broker robot to authenticate as
+    #[arg(long, value_name = "NAME", env = "CREDKEEPER_ROBOT")]
+    pub robot: Option<String>,
+    /// File holding the robot's secret (mode 0600)
+    #[arg(long, value_name = "FILE", env = "CREDKEEPER_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// With --server: the broker's provider to get the token from [default: local]
+    #[arg(long, value_name = "NAME", requires = "server")]
+    pub provider: Option<String>,
     #[command(flatten)]
     pub issuer: IssuerArgs,
 }
@@ -33,14 +45,14 @@ pub struct Args {
 const DEFAULT_MINSECS: i64 = 60;
 
 pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
+    let out = super::Out::choose(args.outfile.clone(), settings);
+    let min_secs = args.minsecs.or(settings.file.minsecs).unwrap_or(DEFAULT_MINSECS);
+    if let Some(server) = &args.server {
+        return from_broker(&args, server, min_secs, settings, &out).await;
+    }
     let resolved = settings.resolve(&args.issuer)?;
-    let out = super::Out::choose(args.outfile, settings);
-
     let want = Requirements {
-        min_secs: args
-            .minsecs
-            .or(settings.file.minsecs)
-            .unwrap_or(DEFAULT_MINSECS),
+        min_secs,
         audience: resolved.audience.clone(),
         scopes: ScopeSet::parse(resolved.scopes.as_deref().unwrap_or("")),
     };
@@ -77,5 +89,61 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
             .remaining
             .map_or("unknown".into(), |r| r.to_string())
     );
+    Ok(())
+}
+
+/// `get --server`: the same reuse-first rule and file sink, with the broker as the source.
+async fn from_broker(
+    args: &Args,
+    server: &str,
+    min_secs: i64,
+    settings: &Settings,
+    out: &super::Out,
+) -> anyhow::Result<()> {
+    let f = &settings.file;
+    let scopes = args
+        .issuer
+        .scopes
+        .clone()
+        .or_else(|| f.scopes.clone())
+        .map(|s| crate::config::normalise_scopes(&s));
+    let audience = args.issuer.audience.clone().or_else(|| f.audience.clone());
+    let want = Requirements {
+        min_secs,
+        audience: audience.clone(),
+        scopes: ScopeSet::parse(scopes.as_deref().unwrap_or("")),
+    };
+    if let Some(done) = credkeeper_refresher::reusable(out.existing().as_ref(), &want) {
+        tracing::info!(
+            "{} in {out} ({} s left)",
+            done.origin.describe(),
+            done.remaining.unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let (Some(robot), Some(secret_file)) = (&args.robot, &args.secret_file) else {
+        anyhow::bail!("--server needs --robot NAME and --secret-file FILE");
+    };
+    let secret = credkeeper_core::Secret::new(credkeeper_store::perm::read_private(
+        secret_file,
+        "robot secret file",
+    )?);
+    let client = credkeeper_oidc::broker::BrokerClient::new(
+        credkeeper_oidc::Http::new()?,
+        server,
+        settings.policy,
+        robot,
+        secret,
+    )?;
+    let token = client
+        .token(&credkeeper_oidc::broker::BrokerAsk {
+            provider: args.provider.clone(),
+            scopes,
+            audience,
+            minsecs: min_secs,
+        })
+        .await?;
+    out.deliver(&token.access_token)?;
+    tracing::info!("obtained from the broker; written to {out} ({} s left)", token.expires_in);
     Ok(())
 }

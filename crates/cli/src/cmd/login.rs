@@ -22,6 +22,10 @@ pub struct LoginArgs {
     /// Where to write the access token (`-` for standard output)
     #[arg(short, long, visible_alias = "bearertokenfile", value_name = "FILE")]
     pub outfile: Option<PathBuf>,
+    /// Store the refresh token for this broker robot instead of yourself (run on the
+    /// broker's host with its --state-dir: the one human login a robot identity needs)
+    #[arg(long, value_name = "NAME")]
+    pub robot: Option<String>,
     #[command(flatten)]
     pub issuer: IssuerArgs,
 }
@@ -39,7 +43,7 @@ pub async fn login(args: LoginArgs, settings: &Settings) -> anyhow::Result<()> {
     let refresher = Refresher {
         client: &client,
         store: &store,
-        identity: LOCAL_IDENTITY,
+        identity: args.robot.as_deref().unwrap_or(LOCAL_IDENTITY),
     };
     let request = login_request(&super::token_request(&resolved));
     let prompt = Terminal::new(!args.no_open);
@@ -51,8 +55,9 @@ pub async fn login(args: LoginArgs, settings: &Settings) -> anyhow::Result<()> {
     let out = super::Out::choose(args.outfile, settings);
     out.deliver(&obtained.token)?;
     eprintln!(
-        "Refresh token stored for {}; access token written to {out}.",
-        resolved.issuer
+        "Refresh token stored for {}{}; access token written to {out}.",
+        resolved.issuer,
+        args.robot.map(|r| format!(" (robot `{r}`)")).unwrap_or_default()
     );
     Ok(())
 }

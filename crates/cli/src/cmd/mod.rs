@@ -2,6 +2,7 @@
 
 pub mod get;
 pub mod login;
+pub mod serve;
 pub mod token;
 
 use crate::config::{Resolved, Settings};
