@@ -105,6 +105,16 @@ fn a_token_with_minsecs_left_is_reused_without_any_network() {
         .fails(1, "cannot reach");
     robot_get(&user, &op, &out, &["--scopes", "write", "--minsecs", "30"]).fails(1, "cannot reach");
     assert_eq!(read(&out), first, "the old token is kept");
+    // A token from another issuer is never reused for this one.
+    let other = Op::start();
+    robot_get(
+        &user,
+        &other,
+        &out,
+        &["--scopes", "read", "--minsecs", "30"],
+    )
+    .ok();
+    assert_eq!(claims(&read(&out))["iss"], other.issuer());
 }
 
 #[test]

@@ -6,6 +6,8 @@ use crate::{Jwt, ScopeSet, Timestamp};
 #[derive(Clone, Debug, Default)]
 pub struct Requirements {
     pub min_secs: i64,
+    /// The issuer the token must name (`iss`); `None` accepts any.
+    pub issuer: Option<String>,
     pub audience: Option<String>,
     pub scopes: ScopeSet,
 }
@@ -21,6 +23,8 @@ pub enum Shortfall {
     TooShort { remaining: i64, wanted: i64 },
     #[error("the token is not for audience {wanted}")]
     Audience { wanted: String },
+    #[error("the token is from issuer {found}, not {wanted}")]
+    Issuer { found: String, wanted: String },
     #[error("the token lacks scope {missing}")]
     Scopes { missing: String },
 }
@@ -35,6 +39,14 @@ impl Requirements {
             return Err(Shortfall::TooShort {
                 remaining,
                 wanted: self.min_secs,
+            });
+        }
+        if let Some(wanted) = &self.issuer
+            && jwt.issuer().map(|i| i.trim_end_matches('/')) != Some(wanted.trim_end_matches('/'))
+        {
+            return Err(Shortfall::Issuer {
+                found: jwt.issuer().unwrap_or("nowhere").to_string(),
+                wanted: wanted.clone(),
             });
         }
         if let Some(wanted) = &self.audience
@@ -70,6 +82,7 @@ mod tests {
         let jwt = token(json!({"exp": 5000, "aud": "https://s", "scope": "read:/d write:/d"}));
         let req = Requirements {
             min_secs: 3600,
+            issuer: None,
             audience: Some("https://s".into()),
             scopes: ScopeSet::parse("read:/d/x"),
         };
@@ -98,6 +111,12 @@ mod tests {
             Err(Shortfall::Audience { .. })
         ));
         req.audience = None;
+        req.issuer = Some("https://other-issuer".into());
+        assert!(matches!(
+            req.check(&jwt, now),
+            Err(Shortfall::Issuer { .. })
+        ));
+        req.issuer = None;
         req.scopes = ScopeSet::parse("write:/d");
         assert_eq!(
             req.check(&jwt, now),

@@ -288,7 +288,7 @@ impl Broker {
                 (token, expires, "signed")
             }
             Some(p) => {
-                self.from_provider(robot, p, &scope, &audience, minsecs)
+                self.via_provider(robot, p, &scope, &audience, minsecs)
                     .await?
             }
         };
@@ -394,7 +394,7 @@ impl Broker {
             .clone()
     }
 
-    async fn from_provider(
+    async fn via_provider(
         &self,
         robot: &str,
         p: &ProviderSection,
@@ -468,6 +468,7 @@ fn fits(access: &CachedToken, scope: &str, audience: &str, minsecs: i64) -> bool
     };
     let want = credkeeper_core::Requirements {
         min_secs: minsecs,
+        issuer: None,
         audience: Some(audience.to_string()).filter(|a| !a.is_empty()),
         scopes: ScopeSet::parse(scope),
     };

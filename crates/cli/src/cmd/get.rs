@@ -46,13 +46,17 @@ const DEFAULT_MINSECS: i64 = 60;
 
 pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     let out = super::Out::choose(args.outfile.clone(), settings);
-    let min_secs = args.minsecs.or(settings.file.minsecs).unwrap_or(DEFAULT_MINSECS);
+    let min_secs = args
+        .minsecs
+        .or(settings.file.minsecs)
+        .unwrap_or(DEFAULT_MINSECS);
     if let Some(server) = &args.server {
         return from_broker(&args, server, min_secs, settings, &out).await;
     }
     let resolved = settings.resolve(&args.issuer)?;
     let want = Requirements {
         min_secs,
+        issuer: Some(resolved.issuer.clone()),
         audience: resolved.audience.clone(),
         scopes: ScopeSet::parse(resolved.scopes.as_deref().unwrap_or("")),
     };
@@ -108,8 +112,11 @@ async fn from_broker(
         .or_else(|| f.scopes.clone())
         .map(|s| crate::config::normalise_scopes(&s));
     let audience = args.issuer.audience.clone().or_else(|| f.audience.clone());
+    // The broker's providers have issuers this side does not know; the file's token is
+    // judged by lifetime, audience and scopes only.
     let want = Requirements {
         min_secs,
+        issuer: None,
         audience: audience.clone(),
         scopes: ScopeSet::parse(scopes.as_deref().unwrap_or("")),
     };
@@ -144,6 +151,9 @@ async fn from_broker(
         })
         .await?;
     out.deliver(&token.access_token)?;
-    tracing::info!("obtained from the broker; written to {out} ({} s left)", token.expires_in);
+    tracing::info!(
+        "obtained from the broker; written to {out} ({} s left)",
+        token.expires_in
+    );
     Ok(())
 }

@@ -57,7 +57,9 @@ pub async fn login(args: LoginArgs, settings: &Settings) -> anyhow::Result<()> {
     eprintln!(
         "Refresh token stored for {}{}; access token written to {out}.",
         resolved.issuer,
-        args.robot.map(|r| format!(" (robot `{r}`)")).unwrap_or_default()
+        args.robot
+            .map(|r| format!(" (robot `{r}`)"))
+            .unwrap_or_default()
     );
     Ok(())
 }

@@ -8,11 +8,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
-#[command(after_help = "Configuration: --config FILE (TOML: [server], [issuer], [[provider]], \
+#[command(
+    after_help = "Configuration: --config FILE (TOML: [server], [issuer], [[provider]], \
 [[robot]], [store], [refresher]; see README). With --dev no file is needed: the local issuer \
 and one robot, `dev`, whose secret is written to <state-dir>/dev-robot.secret, and the \
 `credkeeper get` command that fetches a token is printed on standard output.\n\n\
-Stops on SIGTERM or SIGINT after finishing the requests in flight.")]
+Stops on SIGTERM or SIGINT after finishing the requests in flight."
+)]
 pub struct Args {
     /// Zero-configuration development broker on 127.0.0.1
     #[arg(long)]
@@ -32,7 +34,11 @@ pub struct RobotSecretArgs {
 }
 
 fn state_dir(global: &Global, config: &Config, dev: bool) -> anyhow::Result<PathBuf> {
-    if let Some(d) = global.state_dir.clone().or_else(|| config.server.state_dir.clone()) {
+    if let Some(d) = global
+        .state_dir
+        .clone()
+        .or_else(|| config.server.state_dir.clone())
+    {
         return Ok(d);
     }
     if dev {
@@ -40,7 +46,8 @@ fn state_dir(global: &Global, config: &Config, dev: bool) -> anyhow::Result<Path
         let dir = std::env::temp_dir().join(format!("credkeeper-dev-{}", std::process::id()));
         return Ok(dir);
     }
-    crate::config::default_state_dir().context("no state directory: set --state-dir or [server] state_dir")
+    crate::config::default_state_dir()
+        .context("no state directory: set --state-dir or [server] state_dir")
 }
 
 fn load(global: &Global) -> anyhow::Result<Config> {
@@ -69,7 +76,8 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
         config.server.listen = listen;
     }
     let state = state_dir(global, &config, args.dev)?;
-    std::fs::create_dir_all(&state).with_context(|| format!("cannot create state directory {}", state.display()))?;
+    std::fs::create_dir_all(&state)
+        .with_context(|| format!("cannot create state directory {}", state.display()))?;
     std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .with_context(|| format!("cannot make {} private", state.display()))?;
     let policy = UrlPolicy {
@@ -77,13 +85,19 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
     };
     let bound = credkeeper_server::start(config, &state, policy).await?;
     let url = bound.broker.issuer.url().to_string();
-    eprintln!("credkeeper broker listening on http://{} (issuer {url})", bound.addr);
+    eprintln!(
+        "credkeeper broker listening on http://{} (issuer {url})",
+        bound.addr
+    );
     eprintln!("state in {}", state.display());
     if args.dev {
         let secret_file = state.join("dev-robot.secret");
         credkeeper_server::issue_robot_secret(bound.broker.store.as_ref(), "dev", &secret_file)?;
         let exe = std::env::current_exe().unwrap_or_else(|_| "credkeeper".into());
-        eprintln!("dev robot `dev`: secret in {} (mode 0600). Fetch a token with:", secret_file.display());
+        eprintln!(
+            "dev robot `dev`: secret in {} (mode 0600). Fetch a token with:",
+            secret_file.display()
+        );
         // The one line a newcomer copies: on standard output, alone.
         println!(
             "{} --insecure-loopback get --server {url} --robot dev --secret-file {} -o {}",
@@ -102,7 +116,10 @@ pub fn robot_secret(args: RobotSecretArgs, global: &Global) -> anyhow::Result<()
         .robot(&args.robot)
         .with_context(|| format!("no [[robot]] named `{}` in the config", args.robot))?;
     if !robot.auth.secret {
-        anyhow::bail!("robot `{}` does not authenticate with a secret (set auth.secret = true)", args.robot);
+        anyhow::bail!(
+            "robot `{}` does not authenticate with a secret (set auth.secret = true)",
+            args.robot
+        );
     }
     let state = state_dir(global, &config, false)?;
     let store_dir = config.store.path.clone().unwrap_or(state);

@@ -307,3 +307,126 @@ pub fn device_login(user: &User, op: &Op, client_id: &str, extra: &[&str]) -> St
     assert_eq!(status, 0, "login failed:\n{stderr}");
     stderr
 }
+
+/// A running `credkeeper serve`, stopped with SIGTERM when dropped.
+pub struct Broker {
+    pub child: Option<Child>,
+    pub url: String,
+    pub state: PathBuf,
+    pub stdout_first_line: String,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Broker {
+    /// `credkeeper serve` with `args` for `user`, on a free port, state in `state`.
+    pub fn start(user: &User, state: &Path, args: &[&str]) -> Broker {
+        let mut cmd = user.cmd();
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn credkeeper serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        let url = loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("broker did not start: {seen:?}"));
+            if let Some(rest) = line.strip_prefix("credkeeper broker listening on ") {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+            seen.push(line);
+        };
+        let stdout_first_line = if args.contains(&"--dev") {
+            let mut out = BufReader::new(child.stdout.take().unwrap());
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            line.trim().to_string()
+        } else {
+            String::new()
+        };
+        Broker {
+            child: Some(child),
+            url,
+            state: state.to_path_buf(),
+            stdout_first_line,
+            lines,
+        }
+    }
+
+    /// SIGTERM, then wait; returns the exit code and what it wrote on stderr since start.
+    pub fn stop(&mut self) -> (i32, String) {
+        let Some(mut child) = self.child.take() else {
+            return (0, String::new());
+        };
+        // SAFETY: kill(2) on our own child, which has not been waited for yet.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        let rest: Vec<String> = self.lines.try_iter().collect();
+        (status.code().unwrap_or(-1), rest.join("\n"))
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<(&str, &str)>,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
+            .arg(format!("{}{path}", self.url));
+        if let Some((u, p)) = auth {
+            cmd.arg("-u").arg(format!("{u}:{p}"));
+        }
+        if let Some(b) = body {
+            cmd.args(["-H", "content-type: application/json", "--data-binary", b]);
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The testbed's Python with the SciTokens reference library (installed on first use).
+pub fn scitokens_python() -> PathBuf {
+    let out = Command::new(testbed().join("setup-python.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "setup-python.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+}

@@ -1,0 +1,310 @@
+#!/usr/bin/env bash
+# bench/run.sh - `credkeeper get` side by side with oidc-agent's `oidc-token`, against the
+# test OpenID Provider of tests/testbed (npm oidc-provider on 127.0.0.1).
+#
+#   (a) reuse:   a valid access token is already in place, asked for >= 300 s of lifetime
+#                credkeeper get -m 300 -o FILE          vs  oidc-token -t 300 ACCOUNT
+#   (b) refresh: a real refresh_token grant at the provider on every run
+#                credkeeper get -m 999999 -o FILE       vs  oidc-token -t 999999 ACCOUNT
+#   (c) peak RSS of each command (/usr/bin/time -v, "Maximum resident set size"),
+#       plus the high-water mark of the oidc-agent daemon that oidc-token talks to.
+#
+# Non-interactive and idempotent: installs what is missing (oidc-agent-cli, hyperfine, time),
+# builds credkeeper (release), and runs everything in a fresh mktemp directory: its own OP
+# (OP_AT_TTL=3600), its own oidc-agent (own socket, own OIDC_CONFIG_DIR and HOME), its own
+# credkeeper state directory. Both the OP and the agent are stopped on exit.
+#
+# Knobs (environment): BENCH_RUNS (50) BENCH_WARMUP (5) BENCH_RSS_RUNS (10)
+#   BENCH_KEEP=1 keeps the work directory; BENCH_NO_BUILD=1 skips cargo (uses
+#   target/release/credkeeper as it is); BENCH_JSON_DIR=DIR copies hyperfine's JSON there.
+# Output: a markdown table on stdout (progress and hyperfine's own report on stderr).
+# Exit status: 0 = measured and the goal holds (credkeeper's reuse median < 5 ms and below
+# oidc-token's); 3 = measured, goal not met; 1 = error (the work directory is then kept).
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$BENCH_DIR/.." && pwd)
+TESTBED=$ROOT/tests/testbed
+. "$TESTBED/lib.sh"
+
+RUNS=${BENCH_RUNS:-50}
+WARMUP=${BENCH_WARMUP:-5}
+RSS_RUNS=${BENCH_RSS_RUNS:-10}
+GOAL_MS=5
+[ "$RUNS" -ge 30 ] || die "BENCH_RUNS must be >= 30"
+
+# --- tools -----------------------------------------------------------------------------------
+apt_install oidc-agent-cli hyperfine time
+for t in oidc-agent oidc-gen oidc-token oidc-add hyperfine /usr/bin/time curl; do
+  command -v "$t" >/dev/null || die "$t not found after installing"
+done
+
+if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
+  log "cargo build --release -p credkeeper"
+  (cd "$ROOT" && cargo build --release -p credkeeper >&2)
+fi
+CK=$ROOT/target/release/credkeeper
+[ -x "$CK" ] || die "$CK missing (build it, or unset BENCH_NO_BUILD)"
+
+# --- isolated work directory and cleanup --------------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/credkeeper-bench.XXXXXX")
+OP_STATE=$WORK/op
+AGENT_PIDS=()
+BG_PIDS=()
+cleanup() {
+  local rc=$? p
+  set +e
+  for p in "${BG_PIDS[@]}"; do
+    pid_alive "$p" && kill -TERM "$p" 2>/dev/null
+  done
+  for p in "${AGENT_PIDS[@]}"; do
+    stop_pid "$p" "oidc-agent --socket-path=$WORK/agent/" >/dev/null 2>&1
+  done
+  "$TESTBED/stop-op.sh" "$OP_STATE" >/dev/null 2>&1
+  if [ "${BENCH_KEEP:-0}" = 1 ] || { [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ]; }; then
+    log "work directory kept: $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Nothing below reads or writes the real user's files: HOME, XDG dirs, the oidc-agent config
+# dir and the credkeeper state dir all live under $WORK; inherited settings are dropped.
+# (cargo ran above, with the real HOME.)
+for v in $(compgen -e); do
+  case $v in
+    CREDKEEPER_* | BEARER_TOKEN* | XDG_* | OIDC_*) unset "$v" ;;
+  esac
+done
+export HOME=$WORK/home
+export XDG_CONFIG_HOME=$HOME/.config XDG_DATA_HOME=$HOME/.local/share XDG_CACHE_HOME=$HOME/.cache
+export XDG_RUNTIME_DIR=$WORK/run
+export OIDC_CONFIG_DIR=$WORK/oidc-config
+export CREDKEEPER_STATE_DIR=$WORK/credkeeper-state
+mkdir -p "$HOME" "$XDG_RUNTIME_DIR" "$OIDC_CONFIG_DIR" "$WORK/agent"
+chmod 700 "$XDG_RUNTIME_DIR" "$OIDC_CONFIG_DIR" "$WORK/agent"
+
+# --- OpenID Provider ---------------------------------------------------------------------
+OP_AT_TTL=3600 "$TESTBED/start-op.sh" "$OP_STATE"
+ISSUER=$(env_read "$OP_STATE/op.env" OP_ISSUER)
+OP_LOG=$(env_read "$OP_STATE/op.env" OP_LOG)
+# oidc-agent 4.2.6 always authenticates at the token and device endpoints with HTTP Basic
+# (an empty secret for a public client), which the provider rejects for the public
+# device-client (token_endpoint_auth_method none). Both tools therefore use the confidential
+# robot-client (device_code + refresh_token grants), with the same secret.
+CLIENT_ID=$(env_read "$OP_STATE/op.env" OP_ROBOT_CLIENT_ID)
+CLIENT_SECRET=$(env_read "$OP_STATE/op.env" OP_ROBOT_CLIENT_SECRET)
+SECRET_FILE=$WORK/client-secret
+(umask 077 && printf '%s' "$CLIENT_SECRET" >"$SECRET_FILE")
+SCOPES="openid offline_access"
+
+# Count provider log lines matching a pattern (the provider logs every request and grant).
+op_count() { grep -c -- "$1" "$OP_LOG" || true; }
+
+# device_login NAME OUTFILE COMMAND...: run COMMAND in the background (stdout+stderr to
+# OUTFILE), approve the user code it prints as alice with the headless browser, wait for it.
+device_login() {
+  local name=$1 out=$2 pid code i rc=0
+  shift 2
+  "$@" </dev/null >"$out" 2>&1 &
+  pid=$!
+  BG_PIDS+=("$pid")
+  code=
+  for ((i = 0; i < 300; i++)); do
+    code=$(grep -o 'enter the code: [A-Z0-9-]*' "$out" | head -n 1 | awk '{print $4}') || true
+    [ -n "$code" ] && break
+    pid_alive "$pid" || break
+    sleep 0.1
+  done
+  [ -n "$code" ] || { grep -v $'\e' "$out" >&2 || true; die "$name printed no user code"; }
+  "$TESTBED/op-browser.sh" device "$ISSUER" "$code" alice >/dev/null
+  wait "$pid" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    grep -v $'\e' "$out" >&2 || true
+    die "$name device login failed (exit $rc)"
+  fi
+  log "$name: device login approved ($code)"
+}
+
+# --- oidc-agent + account ----------------------------------------------------------------
+AGENT_JSON=$(oidc-agent --socket-path="$WORK/agent/oidc-agent.sock" --json --quiet)
+export OIDC_SOCK
+OIDC_SOCK=$(json_get socket <<<"$AGENT_JSON")
+AGENT_PID=$(json_get dpid <<<"$AGENT_JSON")
+AGENT_PIDS+=("$AGENT_PID")
+export OIDCD_PID=$AGENT_PID
+[ -S "$OIDC_SOCK" ] || die "oidc-agent socket $OIDC_SOCK missing"
+log "oidc-agent pid $AGENT_PID on $OIDC_SOCK"
+
+ACCOUNT=bench
+export OIDC_ENCRYPTION_PW=bench-encryption-password
+device_login oidc-gen "$WORK/oidc-gen.out" \
+  oidc-gen "$ACCOUNT" --issuer="$ISSUER" --client-id="$CLIENT_ID" --client-secret="$CLIENT_SECRET" \
+  --scope="$SCOPES" --flow=device --pw-env --no-url-call --confirm-default --prompt=none
+oidc-add -a 2>/dev/null | grep -qx "$ACCOUNT" || die "account $ACCOUNT not loaded in the agent"
+
+# --- credkeeper login --------------------------------------------------------------------
+TOKEN_FILE=$WORK/run/bt_bench
+# No --scopes: `login` always asks for "openid offline_access" (what oidc-gen is given), and
+# `get` without --scopes accepts the token in the file whatever its scopes.
+CK_ARGS=(--insecure-loopback get --issuer "$ISSUER" --client-id "$CLIENT_ID"
+  --client-secret-file "$SECRET_FILE" -o "$TOKEN_FILE")
+device_login "credkeeper login" "$WORK/credkeeper-login.out" \
+  "$CK" --insecure-loopback login --issuer "$ISSUER" --client-id "$CLIENT_ID" \
+  --client-secret-file "$SECRET_FILE" -o "$TOKEN_FILE"
+
+# Both sides now hold a valid access token (3600 s) for alice from the same client.
+"$CK" "${CK_ARGS[@]}" -m 300 || die "credkeeper get -m 300 failed"
+oidc-token -t 300 "$ACCOUNT" >/dev/null || die "oidc-token -t 300 failed"
+for who in credkeeper oidc-agent; do
+  if [ $who = credkeeper ]; then tok=$(cat "$TOKEN_FILE"); else tok=$(oidc-token -t 300 "$ACCOUNT"); fi
+  jwt_payload "$tok" | "$TESTBED_PYTHON" -c 'import json, sys, time
+c = json.load(sys.stdin); left = c["exp"] - time.time()
+sub, cid = c["sub"], c["client_id"]
+assert sub == "alice" and cid == sys.argv[1] and left > 300, c
+print(f"[run.sh] {sys.argv[2]} holds a token for {sub} via {cid}, {left:.0f} s left", file=sys.stderr)' \
+    "$CLIENT_ID" "$who"
+done
+
+# The agent side of oidc-token: both oidc-agent processes. VmHWM (peak RSS) is reset here,
+# after the account setup (oidc-gen's password hashing makes the agent peak at ~70 MiB), so
+# the value read at the end is the peak while serving the benchmark runs.
+agent_pids() { printf '%s\n' "$AGENT_PID"; cat "/proc/$AGENT_PID/task/"*/children 2>/dev/null | tr ' ' '\n' | grep . || true; }
+agent_kib() {
+  local field=$1 total=0 p v
+  for p in $(agent_pids); do
+    v=$(sed -n "s/^$field:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$p/status" 2>/dev/null) || v=0
+    total=$((total + ${v:-0}))
+  done
+  printf '%s\n' "$total"
+}
+AGENT_SETUP_HWM=$(agent_kib VmHWM)
+for p in $(agent_pids); do echo 5 >"/proc/$p/clear_refs" 2>/dev/null || log "cannot reset VmHWM of $p"; done
+
+CK_REUSE="$CK ${CK_ARGS[*]} -m 300"
+PEER_REUSE="oidc-token -t 300 $ACCOUNT"
+CK_REFRESH="$CK ${CK_ARGS[*]} -m 999999"
+PEER_REFRESH="oidc-token -t 999999 $ACCOUNT"
+# hyperfine -N and max_rss split these command lines on spaces: no word may hold one.
+case "$WORK$ROOT" in *[[:space:]]*) die "paths with spaces are not supported: $WORK $ROOT" ;; esac
+
+JSON_DIR=$WORK/results
+mkdir -p "$JSON_DIR"
+HF=(hyperfine -N --style basic --warmup "$WARMUP" --runs "$RUNS")
+
+# --- (a) reuse ---------------------------------------------------------------------------
+before=$(wc -l <"$OP_LOG")
+log "(a) reuse: $RUNS runs each"
+# /bin/true is the floor: what starting any process costs here.
+FLOOR=$(command -v true)
+case $FLOOR in /*) ;; *) FLOOR=/bin/true ;; esac
+"${HF[@]}" --export-json "$JSON_DIR/reuse.json" -n credkeeper "$CK_REUSE" -n oidc-token "$PEER_REUSE" \
+  -n floor "$FLOOR" >&2
+after=$(wc -l <"$OP_LOG")
+[ "$after" -eq "$before" ] || die "the provider saw $((after - before)) log lines during the reuse runs (expected none)"
+
+# --- (b) refresh -------------------------------------------------------------------------
+# Each side separately, so the provider log proves every run was a refresh_token grant.
+bench_refresh() {
+  local name=$1 cmd=$2 rt0 cc0 rt1 cc1 n
+  rt0=$(op_count "grant.success client=$CLIENT_ID grant_type=refresh_token")
+  cc0=$(op_count "grant_type=client_credentials")
+  "${HF[@]}" --export-json "$JSON_DIR/refresh-$name.json" -n "$name" "$cmd" >&2
+  rt1=$(op_count "grant.success client=$CLIENT_ID grant_type=refresh_token")
+  cc1=$(op_count "grant_type=client_credentials")
+  n=$((rt1 - rt0))
+  [ "$n" -ge $((RUNS + WARMUP)) ] || die "$name: only $n refresh grants for $((RUNS + WARMUP)) runs"
+  [ "$cc1" -eq "$cc0" ] || die "$name: client_credentials grants seen during the refresh runs"
+  log "$name: $n refresh_token grants at the provider for $((RUNS + WARMUP)) runs"
+}
+log "(b) refresh: $RUNS runs each"
+bench_refresh credkeeper "$CK_REFRESH"
+bench_refresh oidc-token "$PEER_REFRESH"
+
+# --- (c) peak RSS ------------------------------------------------------------------------
+# max_rss NAME CMD: largest "Maximum resident set size" (KiB) over RSS_RUNS runs.
+max_rss() {
+  local name=$1 cmd=$2 i kib best=0
+  for ((i = 0; i < RSS_RUNS; i++)); do
+    # shellcheck disable=SC2086  # cmd is a plain word list (see above)
+    /usr/bin/time -v -o "$WORK/time.out" $cmd >/dev/null 2>"$WORK/time.err" \
+      || { cat "$WORK/time.err" >&2; die "$name failed under /usr/bin/time"; }
+    kib=$(sed -n 's/^\s*Maximum resident set size (kbytes): //p' "$WORK/time.out")
+    [ "$kib" -gt "$best" ] && best=$kib
+  done
+  printf '%s\n' "$best"
+}
+log "(c) peak RSS: $RSS_RUNS runs each"
+RSS_CK_REUSE=$(max_rss credkeeper "$CK_REUSE")
+RSS_PEER_REUSE=$(max_rss oidc-token "$PEER_REUSE")
+RSS_CK_REFRESH=$(max_rss credkeeper "$CK_REFRESH")
+RSS_PEER_REFRESH=$(max_rss oidc-token "$PEER_REFRESH")
+AGENT_HWM=$(agent_kib VmHWM)
+AGENT_RSS=$(agent_kib VmRSS)
+
+# --- report ------------------------------------------------------------------------------
+CPU=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)
+rc=0
+"$TESTBED_PYTHON" - "$JSON_DIR" "$GOAL_MS" "$RUNS" "$WARMUP" "$RSS_RUNS" \
+  "$RSS_CK_REUSE" "$RSS_PEER_REUSE" "$RSS_CK_REFRESH" "$RSS_PEER_REFRESH" \
+  "$AGENT_HWM" "$AGENT_RSS" "$AGENT_SETUP_HWM" "$(nproc)" "$CPU" "$("$CK" --version 2>/dev/null || echo credkeeper)" \
+  "$(oidc-agent --version 2>/dev/null | head -n 1)" "$(hyperfine --version)" \
+  "$CK_REUSE" "$PEER_REUSE" "$CK_REFRESH" "$PEER_REFRESH" "$ROOT" <<'PY' || rc=$?
+import json, os, sys
+(d, goal, runs, warmup, rss_runs, rss_ck_reuse, rss_peer_reuse, rss_ck_refresh,
+ rss_peer_refresh, agent_hwm, agent_rss, agent_setup_hwm, nproc, cpu, ck_ver, peer_ver, hf_ver,
+ ck_reuse, peer_reuse, ck_refresh, peer_refresh, root) = sys.argv[1:]
+goal = float(goal)
+
+def load(name, which=0):
+    return json.load(open(os.path.join(d, name)))["results"][which]
+
+def ms(x):
+    return x * 1000.0
+
+def mib(kib):
+    return f"{int(kib) / 1024:.1f} MiB"
+
+def row(label, r, ratio, rss):
+    return (f"| {label} | {ms(r['median']):.2f} | {ms(r['mean']):.2f} ± {ms(r['stddev']):.2f} "
+            f"| {ms(r['min']):.2f} | {ms(r['user'] + r['system']):.2f} | {ratio} | {rss} |")
+
+ck_a, peer_a, floor = load("reuse.json", 0), load("reuse.json", 1), load("reuse.json", 2)
+ck_b, peer_b = load("refresh-credkeeper.json"), load("refresh-oidc-token.json")
+ra = peer_a["median"] / ck_a["median"]
+rb = peer_b["median"] / ck_b["median"]
+short = lambda c: c.replace(root + "/", "")
+
+print(f"machine: {nproc} CPUs, {cpu}; {ck_ver}; {peer_ver}; {hf_ver}")
+print(f"hyperfine -N, {warmup} warmup + {runs} runs per command; peak RSS = max over {rss_runs} runs of /usr/bin/time -v")
+print()
+print("| command | median ms | mean ± σ ms | min ms | user+sys ms | ratio oidc-token/credkeeper (median) | max RSS |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+print(row("(a) reuse: `credkeeper get -m 300`", ck_a, "1", mib(rss_ck_reuse)))
+print(row("(a) reuse: `oidc-token -t 300`", peer_a, f"{ra:.2f}", mib(rss_peer_reuse)))
+print(row("floor: `/bin/true` (process start only)", floor, "", ""))
+print(row("(b) refresh: `credkeeper get -m 999999`", ck_b, "1", mib(rss_ck_refresh)))
+print(row("(b) refresh: `oidc-token -t 999999`", peer_b, f"{rb:.2f}", mib(rss_peer_refresh)))
+print(f"| oidc-agent daemon (both processes) serving (a)–(c) | | | | | | {mib(agent_hwm)} |")
+print()
+print(f"oidc-agent daemon: VmHWM {mib(agent_setup_hwm)} after account setup (reset before the runs), "
+      f"VmRSS {mib(agent_rss)} at the end")
+print()
+print("commands (paths under the mktemp work directory):")
+for c in (ck_reuse, peer_reuse, ck_refresh, peer_refresh):
+    print(f"  {short(c)}")
+print()
+med = ms(ck_a["median"])
+ok = med < goal and ck_a["median"] < peer_a["median"]
+print(f"goal (reuse: credkeeper median < {goal:g} ms and below oidc-token): "
+      f"{'MET' if ok else 'NOT MET'} ({med:.2f} ms vs {ms(peer_a['median']):.2f} ms)")
+sys.exit(0 if ok else 3)
+PY
+
+if [ -n "${BENCH_JSON_DIR:-}" ]; then
+  mkdir -p "$BENCH_JSON_DIR" && cp "$JSON_DIR"/*.json "$BENCH_JSON_DIR"/
+fi
+exit "$rc"

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# setup-python.sh [--check] - create/refresh tests/testbed/venv with the pinned Python peers.
+#
+# Idempotent and non-interactive. When the venv already holds exactly the pinned versions
+# (and every dependency recorded at install time) nothing else runs: the check-only path
+# takes well under a second. Concurrent runs are serialised with flock.
+#
+# --check  only check; exit 0 when the venv is complete, 1 otherwise (never installs).
+# Prints the venv's python on stdout when the venv is ready; logs go to stderr.
+#
+# pip's cache lives in tests/testbed/.cache/pip, the venv in tests/testbed/venv (both ignored).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+# Top-level pins: one requirement per line. Add further peers here (gssapi, htgettoken, ...).
+PY_PINS=(
+  scitokens==1.9.7
+)
+# Versions of the dependencies the pins pull in (pip constraints: they only pin what is
+# installed anyway, they install nothing by themselves). Keeps reruns reproducible.
+PY_CONSTRAINTS=(
+  # scitokens 1.9.7
+  cryptography==50.0.2
+  cffi==2.1.1
+  pycparser==3.12
+  PyJWT==2.15.1
+  requests==2.34.2
+  certifi==2026.10.19.post1
+  charset-normalizer==3.5.2
+  idna==3.20
+  urllib3==2.8.0
+)
+
+VENV=$TESTBED_DIR/venv
+VPY=$VENV/bin/python
+STAMP=$VENV/.testbed-pins
+CACHE=$TESTBED_DIR/.cache
+LOCK=$CACHE/python-setup.lock
+
+CHECK_ONLY=0
+case ${1:-} in
+  --check) CHECK_ONLY=1 ;;
+  "") ;;
+  *) die "usage: $0 [--check]" ;;
+esac
+
+# The stamp's first line is the pin set (plus constraints) it was installed for; the other
+# lines are `pip freeze` of the finished venv. The venv is complete when the pin set is the
+# same and every frozen distribution is still installed at its version (metadata look-ups
+# only: no imports, no pip).
+pin_key() { printf '%s ' "${PY_PINS[@]}" "--" "${PY_CONSTRAINTS[@]}"; }
+
+venv_ok() {
+  [ -x "$VPY" ] && [ -f "$STAMP" ] || return 1
+  "$VPY" -I -c 'import sys
+from importlib.metadata import version, PackageNotFoundError
+lines = open(sys.argv[1]).read().splitlines()
+if not lines or lines[0] != sys.argv[2]:
+    sys.exit(1)
+for line in lines[1:]:
+    name, _, want = line.partition("==")
+    try:
+        if version(name) != want:
+            sys.exit(1)
+    except PackageNotFoundError:
+        sys.exit(1)' "$STAMP" "$(pin_key)" 2>/dev/null
+}
+
+if venv_ok; then
+  echo "$VPY"
+  exit 0
+fi
+[ "$CHECK_ONLY" -eq 1 ] && exit 1
+
+mkdir -p "$CACHE"
+exec 9>"$LOCK"
+flock -w 600 9 || die "timed out waiting for $LOCK"
+# another run may have finished the job while we waited
+if venv_ok; then
+  echo "$VPY"
+  exit 0
+fi
+
+t0=$(now_ms)
+# Base interpreter: the real one behind a pyenv shim (lib.sh), never a venv's own python.
+BASE_PY=$("$TESTBED_PYTHON" -c 'import sys; print(getattr(sys, "_base_executable", "") or sys.executable)')
+if ! "$BASE_PY" -c 'import venv, ensurepip' 2>/dev/null; then
+  # Debian's python3 ships venv/ensurepip separately
+  apt_install python3-venv
+fi
+
+# Reuse an existing venv only when its interpreter still runs and is the same base version.
+want_ver=$("$BASE_PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+have_ver=$("$VPY" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)
+rm -f "$STAMP"
+if [ -d "$VENV" ] && [ "$have_ver" != "$want_ver" ]; then
+  log "removing unusable venv $VENV (python '${have_ver:-broken}', want $want_ver)"
+  rm -rf "$VENV"
+fi
+if [ ! -x "$VPY" ]; then
+  log "creating venv $VENV with $BASE_PY ($want_ver)"
+  "$BASE_PY" -m venv "$VENV" >&2
+fi
+
+constraints=$(mktemp "$CACHE/python-constraints.XXXXXX")
+trap 'rm -f "$constraints"' EXIT
+printf '%s\n' "${PY_CONSTRAINTS[@]}" >"$constraints"
+log "pip install ${PY_PINS[*]}"
+PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1 "$VPY" -m pip install -q \
+  --cache-dir "$CACHE/pip" -c "$constraints" "${PY_PINS[@]}" >&2
+
+# Record what was installed (the stamp is written last: a half-done install never passes).
+{
+  pin_key
+  echo
+  PIP_DISABLE_PIP_VERSION_CHECK=1 "$VPY" -m pip freeze --all --exclude-editable 2>/dev/null \
+    | grep -E '^[A-Za-z0-9._-]+==' || true
+} >"$STAMP.tmp"
+mv -f "$STAMP.tmp" "$STAMP"
+venv_ok || die "venv incomplete after install (see $STAMP)"
+log "venv ready in $(( $(now_ms) - t0 )) ms: $(sed -n '2,$p' "$STAMP" | tr '\n' ' ')"
+echo "$VPY"
