@@ -17,6 +17,7 @@ use std::sync::Arc;
 /// What one pass saw, for logs and tests.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PassReport {
+    pub credentials: usize,
     pub refreshed: usize,
     pub failed: usize,
     pub needs_login: usize,
@@ -52,6 +53,8 @@ pub async fn pass(broker: &Arc<Broker>) -> PassReport {
             return PassReport::default();
         }
     };
+    let started = std::time::Instant::now();
+    let total = keys.len();
     let mut tasks = tokio::task::JoinSet::new();
     for key in keys {
         let broker = broker.clone();
@@ -61,7 +64,10 @@ pub async fn pass(broker: &Arc<Broker>) -> PassReport {
             Some(refresh_one(&broker, &key, share).await)
         });
     }
-    let mut report = PassReport::default();
+    let mut report = PassReport {
+        credentials: total,
+        ..Default::default()
+    };
     let mut earliest: Option<i64> = None;
     while let Some(done) = tasks.join_next().await {
         match done.ok().flatten() {
@@ -80,6 +86,17 @@ pub async fn pass(broker: &Arc<Broker>) -> PassReport {
     }
     broker.metrics.needs_login.set(report.needs_login as i64);
     broker.metrics.earliest_expiry.set(earliest.unwrap_or(0));
+    if report.refreshed + report.failed > 0 {
+        tracing::info!(
+            "refresher pass over {} credentials in {} ms: {} refreshed, {} failed, {} need login, {} fresh",
+            report.credentials,
+            started.elapsed().as_millis(),
+            report.refreshed,
+            report.failed,
+            report.needs_login,
+            report.fresh
+        );
+    }
     report
 }
 
