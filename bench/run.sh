@@ -14,21 +14,27 @@
 # (OP_AT_TTL=3600), its own oidc-agent (own socket, own OIDC_CONFIG_DIR and HOME), its own
 # credkeeper state directory. Both the OP and the agent are stopped on exit.
 #
-# Knobs (environment): BENCH_RUNS (50) BENCH_WARMUP (5) BENCH_RSS_RUNS (10)
+# Knobs (environment): BENCH_RUNS (50, per command) BENCH_ROUNDS (5: the runs are split
+#   into that many blocks alternating between the commands) BENCH_WARMUP (3, per block)
+#   BENCH_RSS_RUNS (10)
 #   BENCH_KEEP=1 keeps the work directory; BENCH_NO_BUILD=1 skips cargo (uses
 #   target/release/credkeeper as it is); BENCH_JSON_DIR=DIR copies hyperfine's JSON there.
 # Output: a markdown table on stdout (progress and hyperfine's own report on stderr).
 # Exit status: 0 = measured and the goal holds (credkeeper's reuse median < 5 ms and below
-# oidc-token's); 3 = measured, goal not met; 1 = error (the work directory is then kept).
+# oidc-token's); 3 = measured, goal not met; 4 = the machine was too busy for a verdict (the
+# /bin/true floor moved by more than half between blocks): rerun; 1 = error (the work
+# directory is then kept).
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
 TESTBED=$ROOT/tests/testbed
+# shellcheck source=../tests/testbed/lib.sh
 . "$TESTBED/lib.sh"
 
 RUNS=${BENCH_RUNS:-50}
-WARMUP=${BENCH_WARMUP:-5}
+ROUNDS=${BENCH_ROUNDS:-5}
+WARMUP=${BENCH_WARMUP:-3}
 RSS_RUNS=${BENCH_RSS_RUNS:-10}
 GOAL_MS=5
 [ "$RUNS" -ge 30 ] || die "BENCH_RUNS must be >= 30"
@@ -48,9 +54,12 @@ CK=$ROOT/target/release/credkeeper
 
 # --- isolated work directory and cleanup --------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/credkeeper-bench.XXXXXX")
+# hyperfine -N and max_rss split the command lines on spaces: no path may hold one.
+case "$WORK$ROOT" in *[[:space:]]*) rm -rf "$WORK"; die "paths with spaces are not supported: $WORK $ROOT" ;; esac
 OP_STATE=$WORK/op
 AGENT_PIDS=()
 BG_PIDS=()
+# shellcheck disable=SC2317  # called through the EXIT trap
 cleanup() {
   local rc=$? p
   set +e
@@ -61,7 +70,7 @@ cleanup() {
     stop_pid "$p" "oidc-agent --socket-path=$WORK/agent/" >/dev/null 2>&1
   done
   "$TESTBED/stop-op.sh" "$OP_STATE" >/dev/null 2>&1
-  if [ "${BENCH_KEEP:-0}" = 1 ] || { [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ]; }; then
+  if [ "${BENCH_KEEP:-0}" = 1 ] || { [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ] && [ "$rc" -ne 4 ]; }; then
     log "work directory kept: $WORK"
   else
     rm -rf "$WORK"
@@ -188,41 +197,73 @@ CK_REUSE="$CK ${CK_ARGS[*]} -m 300"
 PEER_REUSE="oidc-token -t 300 $ACCOUNT"
 CK_REFRESH="$CK ${CK_ARGS[*]} -m 999999"
 PEER_REFRESH="oidc-token -t 999999 $ACCOUNT"
-# hyperfine -N and max_rss split these command lines on spaces: no word may hold one.
-case "$WORK$ROOT" in *[[:space:]]*) die "paths with spaces are not supported: $WORK $ROOT" ;; esac
 
 JSON_DIR=$WORK/results
 mkdir -p "$JSON_DIR"
-HF=(hyperfine -N --style basic --warmup "$WARMUP" --runs "$RUNS")
-
-# --- (a) reuse ---------------------------------------------------------------------------
-before=$(wc -l <"$OP_LOG")
-log "(a) reuse: $RUNS runs each"
 # /bin/true is the floor: what starting any process costs here.
 FLOOR=$(command -v true)
 case $FLOOR in /*) ;; *) FLOOR=/bin/true ;; esac
-"${HF[@]}" --export-json "$JSON_DIR/reuse.json" -n credkeeper "$CK_REUSE" -n oidc-token "$PEER_REUSE" \
-  -n floor "$FLOOR" >&2
+
+# Runs are split into ROUNDS blocks that alternate between the commands (and reverse their
+# order every other round), so a change in machine load hits both sides alike instead of
+# whichever happened to run second. The report merges the blocks.
+PER=$(((RUNS + ROUNDS - 1) / ROUNDS))
+[ "$PER" -ge 2 ] || die "BENCH_RUNS / BENCH_ROUNDS must be >= 2"
+TOTAL=$((PER * ROUNDS))
+
+# block PHASE NAME ROUND CMD: one hyperfine invocation, JSON to results/PHASE-NAME-ROUND.json.
+block() {
+  local phase=$1 name=$2 round=$3 cmd=$4
+  hyperfine -N --style none --warmup "$WARMUP" --runs "$PER" \
+    --export-json "$JSON_DIR/$phase-$name-$round.json" -n "$name" "$cmd" >/dev/null \
+    || die "hyperfine failed for $phase $name: $cmd"
+}
+
+# (b) a block whose every run must be a refresh_token grant at the provider.
+declare -A REFRESH_GRANTS=()
+refresh_block() {
+  local name=$1 round=$2 cmd=$3 rt0 cc0 rt1 cc1 n
+  rt0=$(op_count "grant.success client=$CLIENT_ID grant_type=refresh_token")
+  cc0=$(op_count "grant_type=client_credentials")
+  block refresh "$name" "$round" "$cmd"
+  rt1=$(op_count "grant.success client=$CLIENT_ID grant_type=refresh_token")
+  cc1=$(op_count "grant_type=client_credentials")
+  n=$((rt1 - rt0))
+  [ "$n" -ge $((PER + WARMUP)) ] || die "$name: only $n refresh grants for $((PER + WARMUP)) runs"
+  [ "$cc1" -eq "$cc0" ] || die "$name: client_credentials grants seen during the refresh runs"
+  REFRESH_GRANTS[$name]=$((${REFRESH_GRANTS[$name]:-0} + n))
+}
+
+# --- (a) reuse ---------------------------------------------------------------------------
+log "(a) reuse: $ROUNDS blocks x $PER runs (+ $WARMUP warmup) per command"
+before=$(wc -l <"$OP_LOG")
+for ((r = 0; r < ROUNDS; r++)); do
+  if ((r % 2 == 0)); then order=(credkeeper oidc-token floor); else order=(floor oidc-token credkeeper); fi
+  for who in "${order[@]}"; do
+    case $who in
+      credkeeper) block reuse credkeeper "$r" "$CK_REUSE" ;;
+      oidc-token) block reuse oidc-token "$r" "$PEER_REUSE" ;;
+      floor) block reuse floor "$r" "$FLOOR" ;;
+    esac
+  done
+done
 after=$(wc -l <"$OP_LOG")
 [ "$after" -eq "$before" ] || die "the provider saw $((after - before)) log lines during the reuse runs (expected none)"
 
 # --- (b) refresh -------------------------------------------------------------------------
-# Each side separately, so the provider log proves every run was a refresh_token grant.
-bench_refresh() {
-  local name=$1 cmd=$2 rt0 cc0 rt1 cc1 n
-  rt0=$(op_count "grant.success client=$CLIENT_ID grant_type=refresh_token")
-  cc0=$(op_count "grant_type=client_credentials")
-  "${HF[@]}" --export-json "$JSON_DIR/refresh-$name.json" -n "$name" "$cmd" >&2
-  rt1=$(op_count "grant.success client=$CLIENT_ID grant_type=refresh_token")
-  cc1=$(op_count "grant_type=client_credentials")
-  n=$((rt1 - rt0))
-  [ "$n" -ge $((RUNS + WARMUP)) ] || die "$name: only $n refresh grants for $((RUNS + WARMUP)) runs"
-  [ "$cc1" -eq "$cc0" ] || die "$name: client_credentials grants seen during the refresh runs"
-  log "$name: $n refresh_token grants at the provider for $((RUNS + WARMUP)) runs"
-}
-log "(b) refresh: $RUNS runs each"
-bench_refresh credkeeper "$CK_REFRESH"
-bench_refresh oidc-token "$PEER_REFRESH"
+log "(b) refresh: $ROUNDS blocks x $PER runs (+ $WARMUP warmup) per command"
+for ((r = 0; r < ROUNDS; r++)); do
+  if ((r % 2 == 0)); then order=(credkeeper oidc-token); else order=(oidc-token credkeeper); fi
+  for who in "${order[@]}"; do
+    case $who in
+      credkeeper) refresh_block credkeeper "$r" "$CK_REFRESH" ;;
+      oidc-token) refresh_block oidc-token "$r" "$PEER_REFRESH" ;;
+    esac
+  done
+done
+for who in credkeeper oidc-token; do
+  log "$who: ${REFRESH_GRANTS[$who]} refresh_token grants at the provider for $((TOTAL + ROUNDS * WARMUP)) runs"
+done
 
 # --- (c) peak RSS ------------------------------------------------------------------------
 # max_rss NAME CMD: largest "Maximum resident set size" (KiB) over RSS_RUNS runs.
@@ -247,20 +288,32 @@ AGENT_RSS=$(agent_kib VmRSS)
 
 # --- report ------------------------------------------------------------------------------
 CPU=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)
+REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git --no-optional-locks -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then REV="$REV+changes"; fi
+CK_VER="$("$CK" --version 2>/dev/null || echo credkeeper) (tree $REV, binary $(($(stat -c %s "$CK") / 1024)) KiB)"
 rc=0
-"$TESTBED_PYTHON" - "$JSON_DIR" "$GOAL_MS" "$RUNS" "$WARMUP" "$RSS_RUNS" \
+"$TESTBED_PYTHON" - "$JSON_DIR" "$GOAL_MS" "$TOTAL" "$WARMUP" "$RSS_RUNS" "$ROUNDS" \
   "$RSS_CK_REUSE" "$RSS_PEER_REUSE" "$RSS_CK_REFRESH" "$RSS_PEER_REFRESH" \
-  "$AGENT_HWM" "$AGENT_RSS" "$AGENT_SETUP_HWM" "$(nproc)" "$CPU" "$("$CK" --version 2>/dev/null || echo credkeeper)" \
+  "$AGENT_HWM" "$AGENT_RSS" "$AGENT_SETUP_HWM" "$(nproc)" "$CPU" "$CK_VER" \
   "$(oidc-agent --version 2>/dev/null | head -n 1)" "$(hyperfine --version)" \
   "$CK_REUSE" "$PEER_REUSE" "$CK_REFRESH" "$PEER_REFRESH" "$ROOT" <<'PY' || rc=$?
-import json, os, sys
-(d, goal, runs, warmup, rss_runs, rss_ck_reuse, rss_peer_reuse, rss_ck_refresh,
+import glob, json, os, statistics, sys
+(d, goal, runs, warmup, rss_runs, rounds, rss_ck_reuse, rss_peer_reuse, rss_ck_refresh,
  rss_peer_refresh, agent_hwm, agent_rss, agent_setup_hwm, nproc, cpu, ck_ver, peer_ver, hf_ver,
  ck_reuse, peer_reuse, ck_refresh, peer_refresh, root) = sys.argv[1:]
 goal = float(goal)
 
-def load(name, which=0):
-    return json.load(open(os.path.join(d, name)))["results"][which]
+def load(phase, name):
+    """Merge the blocks of one command: all run times, CPU time weighted by runs."""
+    times, cpu, block_medians = [], 0.0, []
+    for f in sorted(glob.glob(os.path.join(d, f"{phase}-{name}-*.json"))):
+        r = json.load(open(f))["results"][0]
+        times += r["times"]
+        cpu += (r["user"] + r["system"]) * len(r["times"])
+        block_medians.append(r["median"])
+    return {"median": statistics.median(times), "mean": statistics.mean(times),
+            "stddev": statistics.stdev(times), "min": min(times),
+            "cpu": cpu / len(times), "n": len(times), "blocks": block_medians}
 
 def ms(x):
     return x * 1000.0
@@ -270,16 +323,18 @@ def mib(kib):
 
 def row(label, r, ratio, rss):
     return (f"| {label} | {ms(r['median']):.2f} | {ms(r['mean']):.2f} ± {ms(r['stddev']):.2f} "
-            f"| {ms(r['min']):.2f} | {ms(r['user'] + r['system']):.2f} | {ratio} | {rss} |")
+            f"| {ms(r['min']):.2f} | {ms(r['cpu']):.2f} | {ratio} | {rss} |")
 
-ck_a, peer_a, floor = load("reuse.json", 0), load("reuse.json", 1), load("reuse.json", 2)
-ck_b, peer_b = load("refresh-credkeeper.json"), load("refresh-oidc-token.json")
+ck_a, peer_a, floor = load("reuse", "credkeeper"), load("reuse", "oidc-token"), load("reuse", "floor")
+ck_b, peer_b = load("refresh", "credkeeper"), load("refresh", "oidc-token")
+assert all(x["n"] == int(runs) for x in (ck_a, peer_a, floor, ck_b, peer_b))
 ra = peer_a["median"] / ck_a["median"]
 rb = peer_b["median"] / ck_b["median"]
 short = lambda c: c.replace(root + "/", "")
 
 print(f"machine: {nproc} CPUs, {cpu}; {ck_ver}; {peer_ver}; {hf_ver}")
-print(f"hyperfine -N, {warmup} warmup + {runs} runs per command; peak RSS = max over {rss_runs} runs of /usr/bin/time -v")
+print(f"hyperfine -N, {runs} runs per command in {rounds} alternating blocks ({warmup} warmup runs each); "
+      f"peak RSS = max over {rss_runs} runs of /usr/bin/time -v")
 print()
 print("| command | median ms | mean ± σ ms | min ms | user+sys ms | ratio oidc-token/credkeeper (median) | max RSS |")
 print("|---|---:|---:|---:|---:|---:|---:|")
@@ -297,11 +352,15 @@ print("commands (paths under the mktemp work directory):")
 for c in (ck_reuse, peer_reuse, ck_refresh, peer_refresh):
     print(f"  {short(c)}")
 print()
+fb = floor["blocks"]
+print(f"floor per block (median ms): {' '.join(f'{ms(x):.2f}' for x in fb)}")
+noisy = max(fb) > 1.5 * min(fb)
 med = ms(ck_a["median"])
 ok = med < goal and ck_a["median"] < peer_a["median"]
+verdict = "NO VERDICT, machine busy (floor moved > 50 % between blocks): rerun" if noisy else ("MET" if ok else "NOT MET")
 print(f"goal (reuse: credkeeper median < {goal:g} ms and below oidc-token): "
-      f"{'MET' if ok else 'NOT MET'} ({med:.2f} ms vs {ms(peer_a['median']):.2f} ms)")
-sys.exit(0 if ok else 3)
+      f"{verdict} ({med:.2f} ms vs {ms(peer_a['median']):.2f} ms)")
+sys.exit(4 if noisy else 0 if ok else 3)
 PY
 
 if [ -n "${BENCH_JSON_DIR:-}" ]; then

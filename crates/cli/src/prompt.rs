@@ -38,6 +38,15 @@ pub fn clear_line() {
     }
 }
 
+/// Show a URL as a QR code on a terminal, for a phone to open.
+pub fn show_link(url: &str) {
+    if std::io::stderr().is_terminal()
+        && let Some(code) = qr(url)
+    {
+        eprintln!("\n{code}");
+    }
+}
+
 fn qr(text: &str) -> Option<String> {
     let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
     Some(
@@ -59,11 +68,7 @@ impl credkeeper_refresher::Prompt for Terminal {
         eprintln!("and enter the code: {}", d.user_code);
         if let Some(url) = complete {
             eprintln!("or open this link, which carries the code: {url}");
-            if std::io::stderr().is_terminal()
-                && let Some(code) = qr(url)
-            {
-                eprintln!("\n{code}");
-            }
+            show_link(url);
         }
         self.spin(format!(
             "Waiting for the login to be approved (the code expires in {} s)",

@@ -29,6 +29,13 @@ pub struct BrokerToken {
     pub scope: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+pub struct LoginLink {
+    pub url: String,
+    pub expires_in: i64,
+    pub identity: String,
+}
+
 impl BrokerClient {
     pub fn new(
         http: Http,
@@ -46,20 +53,32 @@ impl BrokerClient {
         })
     }
 
-    pub async fn token(&self, ask: &BrokerAsk) -> Result<BrokerToken, OidcError> {
-        let mut body = serde_json::json!({ "minsecs": ask.minsecs });
-        for (k, v) in [
-            ("provider", &ask.provider),
-            ("scopes", &ask.scopes),
-            ("audience", &ask.audience),
-        ] {
-            if let Some(v) = v {
-                body[k] = serde_json::Value::String(v.clone());
-            }
-        }
+    /// A one-time web login link: for this robot, or for `user` when the robot may make
+    /// links for users.
+    pub async fn login_link(&self, user: Option<&str>) -> Result<LoginLink, OidcError> {
+        let body = match user {
+            Some(u) => serde_json::json!({ "user": u }),
+            None => serde_json::json!({}),
+        };
+        let url = self
+            .endpoint
+            .replace("/api/v1/token", "/api/v1/login-links");
+        let value = self.call(&url, &body).await?;
+        serde_json::from_value(value).map_err(|e| OidcError::BadResponse {
+            url,
+            what: "login link response",
+            reason: e.to_string(),
+        })
+    }
+
+    async fn call(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, OidcError> {
         let (status, value) = self
             .http
-            .post_json(&self.endpoint, &body, (&self.robot, self.secret.expose()))
+            .post_json(url, body, (&self.robot, self.secret.expose()))
             .await?;
         if let (Some(code), Some(message)) = (
             value.get("error").and_then(|v| v.as_str()),
@@ -72,10 +91,25 @@ impl BrokerClient {
         }
         if !(200..300).contains(&status) {
             return Err(OidcError::Status {
-                url: self.endpoint.clone(),
+                url: url.to_string(),
                 status,
             });
         }
+        Ok(value)
+    }
+
+    pub async fn token(&self, ask: &BrokerAsk) -> Result<BrokerToken, OidcError> {
+        let mut body = serde_json::json!({ "minsecs": ask.minsecs });
+        for (k, v) in [
+            ("provider", &ask.provider),
+            ("scopes", &ask.scopes),
+            ("audience", &ask.audience),
+        ] {
+            if let Some(v) = v {
+                body[k] = serde_json::Value::String(v.clone());
+            }
+        }
+        let value = self.call(&self.endpoint, &body).await?;
         serde_json::from_value(value).map_err(|e| OidcError::BadResponse {
             url: self.endpoint.clone(),
             what: "broker token response",

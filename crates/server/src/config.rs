@@ -176,6 +176,10 @@ pub struct RobotSection {
     pub audiences: Vec<String>,
     /// Longest token lifetime it may get, in seconds.
     pub max_lifetime: Option<i64>,
+    /// May make web login links for users (`POST /api/v1/login-links` with a `user`),
+    /// as a batch system's credential daemon does.
+    #[serde(default)]
+    pub login_links: bool,
 }
 
 impl RobotSection {

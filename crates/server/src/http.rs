@@ -21,6 +21,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .merge(crate::web::router())
         .with_state(broker)
 }
 

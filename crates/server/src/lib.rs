@@ -5,7 +5,8 @@
 //! from (cache, the [`issuer`] that signs the broker's own tokens, or a provider through
 //! the stored credential); [`keeper`] keeps stored credentials fresh; [`http`] is the
 //! HTTP face (robot API, discovery + JWKS, health, metrics); [`audit`] writes one JSON
-//! line per vend or denial; [`config`] reads and validates the TOML file.
+//! line per vend or denial; [`web`] is the login pages; [`config`] reads and validates
+//! the TOML file.
 //!
 //! What it is not: the command line. `credkeeper serve` parses flags and calls [`start`].
 
@@ -17,6 +18,7 @@ pub mod issuer;
 pub mod keeper;
 pub mod metrics;
 pub mod robots;
+pub mod web;
 
 use broker::Broker;
 use config::{Config, RobotAuth, RobotSection};
@@ -148,6 +150,7 @@ pub fn dev_config(listen: SocketAddr) -> Config {
         .to_vec(),
         audiences: vec!["*".into()],
         max_lifetime: Some(3600),
+        login_links: false,
     });
     config
 }

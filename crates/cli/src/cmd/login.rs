@@ -22,10 +22,21 @@ pub struct LoginArgs {
     /// Where to write the access token (`-` for standard output)
     #[arg(short, long, visible_alias = "bearertokenfile", value_name = "FILE")]
     pub outfile: Option<PathBuf>,
-    /// Store the refresh token for this broker robot instead of yourself (run on the
-    /// broker's host with its --state-dir: the one human login a robot identity needs)
+    /// Store the refresh token for this broker robot instead of yourself. Without
+    /// --server: directly in the store of --state-dir (on the broker's host); with
+    /// --server: the robot that asks the broker for a web login link
     #[arg(long, value_name = "NAME")]
     pub robot: Option<String>,
+    /// Get a one-time web login link from this credkeeper broker (with --robot and
+    /// --secret-file) and show it instead of logging in here
+    #[arg(long, value_name = "URL", requires_all = ["robot", "secret_file"])]
+    pub server: Option<String>,
+    /// With --server: the robot's secret file (0600)
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// With --server: make the link for this user (the robot needs `login_links = true`)
+    #[arg(long, value_name = "NAME", requires = "server")]
+    pub user: Option<String>,
     #[command(flatten)]
     pub issuer: IssuerArgs,
 }
@@ -37,6 +48,9 @@ pub struct LogoutArgs {
 }
 
 pub async fn login(args: LoginArgs, settings: &Settings) -> anyhow::Result<()> {
+    if let Some(server) = &args.server {
+        return link(&args, server, settings).await;
+    }
     let resolved = settings.resolve(&args.issuer)?;
     let client = super::connect(&resolved, settings).await?;
     let store = super::open_store(settings)?;
@@ -84,5 +98,33 @@ pub async fn logout(args: LogoutArgs, settings: &Settings) -> anyhow::Result<()>
             resolved.issuer
         ),
     }
+    Ok(())
+}
+
+/// `login --server`: the broker makes a one-time link; a human opens it in a browser.
+async fn link(args: &LoginArgs, server: &str, settings: &Settings) -> anyhow::Result<()> {
+    let (Some(robot), Some(secret_file)) = (&args.robot, &args.secret_file) else {
+        anyhow::bail!("--server needs --robot NAME and --secret-file FILE");
+    };
+    let secret = credkeeper_core::Secret::new(credkeeper_store::perm::read_private(
+        secret_file,
+        "robot secret file",
+    )?);
+    let client = credkeeper_oidc::broker::BrokerClient::new(
+        credkeeper_oidc::Http::new()?,
+        server,
+        settings.policy,
+        robot,
+        secret,
+    )?;
+    let link = client.login_link(args.user.as_deref()).await?;
+    eprintln!(
+        "Open this link in a browser within {} minutes to log in for {} (it works once):",
+        link.expires_in / 60,
+        link.identity
+    );
+    crate::prompt::show_link(&link.url);
+    // The link on standard output alone, for scripts.
+    println!("{}", link.url);
     Ok(())
 }

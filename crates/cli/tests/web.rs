@@ -1,0 +1,265 @@
+//! The broker's web login pages: one-time links, sessions, CSRF, and a provider login
+//! completed against the real test provider — over plain HTTP with a cookie jar here, and
+//! in headless Chromium in `web_chromium`.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+/// A browser's worth of cookies, driven with curl.
+struct Jar {
+    file: tempfile::NamedTempFile,
+}
+
+struct Page {
+    status: u16,
+    body: String,
+    location: String,
+}
+
+impl Jar {
+    fn new() -> Jar {
+        Jar {
+            file: tempfile::NamedTempFile::new().unwrap(),
+        }
+    }
+
+    fn request(&self, method: &str, url: &str, form: &[(&str, &str)]) -> Page {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-s",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code} %{redirect_url}",
+            "-c",
+        ])
+        .arg(self.file.path())
+        .arg("-b")
+        .arg(self.file.path())
+        .arg(url);
+        for (k, v) in form {
+            cmd.arg("--data-urlencode").arg(format!("{k}={v}"));
+        }
+        let out = String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned();
+        let (body, tail) = out.rsplit_once('\n').unwrap();
+        let (status, location) = tail.split_once(' ').unwrap_or((tail, ""));
+        Page {
+            status: status.parse().unwrap(),
+            body: body.to_string(),
+            location: location.to_string(),
+        }
+    }
+}
+
+fn csrf(body: &str) -> String {
+    let i = body.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    body[i..].split('"').next().unwrap().to_string()
+}
+
+fn setup(op: &Op, user: &User) -> Broker {
+    let secret = user.secret_file("op.secret", "robot-secret", 0o600);
+    let config = user.path("broker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[provider]]
+name = "op"
+issuer = "{}"
+client_id = "robot-client"
+client_secret_file = "{}"
+scopes = "read"
+
+[[robot]]
+name = "ci"
+auth = {{ secret = true }}
+providers = ["op"]
+scopes = ["read"]
+
+[[robot]]
+name = "credd"
+auth = {{ secret = true }}
+login_links = true
+"#,
+            op.issuer(),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let state = user.path("state");
+    for robot in ["ci", "credd"] {
+        user.run(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "robot-secret",
+            robot,
+            "-o",
+            user.path(&format!("{robot}.secret")).to_str().unwrap(),
+        ])
+        .ok();
+    }
+    Broker::start(user, &state, &["--config", config.to_str().unwrap()])
+}
+
+fn link(user: &User, broker: &Broker, robot: &str, extra: &[&str]) -> Run {
+    let secret = user.path(&format!("{robot}.secret"));
+    let mut args = vec![
+        "login",
+        "--server",
+        &broker.url,
+        "--robot",
+        robot,
+        "--secret-file",
+        secret.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    user.run(&args)
+}
+
+#[test]
+fn a_one_time_link_opens_one_session_and_never_again() {
+    let op = Op::start();
+    let user = User::new();
+    let broker = setup(&op, &user);
+    let url = link(&user, &broker, "ci", &[])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    assert!(url.starts_with(&format!("{}/login/", broker.url)), "{url}");
+
+    let browser = Jar::new();
+    let opened = browser.request("GET", &url, &[]);
+    assert_eq!(opened.status, 303);
+    let page = browser.request("GET", &format!("{}/web", broker.url), &[]);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Signed in as robot ci"), "{}", page.body);
+    assert!(page.body.contains("data-provider=\"op\""));
+
+    // The same link again, from anywhere: refused.
+    let again = Jar::new().request("GET", &url, &[]);
+    assert_eq!(again.status, 403);
+    assert!(again.body.contains("already used"), "{}", again.body);
+    // No session, no page.
+    assert_eq!(
+        Jar::new()
+            .request("GET", &format!("{}/web", broker.url), &[])
+            .status,
+        401
+    );
+    // A form without the session's CSRF token is refused.
+    let forged = browser.request(
+        "POST",
+        &format!("{}/web/login/op", broker.url),
+        &[("csrf", "guess")],
+    );
+    assert_eq!(forged.status, 403);
+}
+
+#[test]
+fn only_a_robot_with_login_links_may_make_links_for_users() {
+    let op = Op::start();
+    let user = User::new();
+    let broker = setup(&op, &user);
+    link(&user, &broker, "ci", &["--user", "alice"]).fails(1, "may not make login links for users");
+    let url = link(&user, &broker, "credd", &["--user", "alice"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let browser = Jar::new();
+    browser.request("GET", &url, &[]);
+    let page = browser.request("GET", &format!("{}/web", broker.url), &[]);
+    assert!(page.body.contains("Signed in as alice"), "{}", page.body);
+}
+
+#[test]
+fn a_provider_login_stores_the_credential_for_the_session_identity_only() {
+    let op = Op::start();
+    let user = User::new();
+    let broker = setup(&op, &user);
+    let url = link(&user, &broker, "ci", &[])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let browser = Jar::new();
+    browser.request("GET", &url, &[]);
+    let page = browser.request("GET", &format!("{}/web", broker.url), &[]);
+    let start = browser.request(
+        "POST",
+        &format!("{}/web/login/op", broker.url),
+        &[("csrf", &csrf(&page.body))],
+    );
+    assert_eq!(start.status, 303);
+    let auth_url = start.location;
+    for needed in [
+        "code_challenge_method=S256",
+        "nonce=",
+        "state=",
+        "prompt=consent",
+    ] {
+        assert!(auth_url.contains(needed), "{auth_url}");
+    }
+
+    // Another browser cannot complete a login this session started.
+    let thief = Jar::new();
+    let out = Command::new(testbed().join("op-browser.sh"))
+        .args(["login", &auth_url, "alice"])
+        .env("OP_BROWSER_JAR", thief.file.path())
+        .output()
+        .unwrap();
+    let redirect = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(redirect.contains("code="), "{redirect}");
+    let stolen = thief.request("GET", &redirect, &[]);
+    assert_eq!(stolen.status, 403, "{}", stolen.body);
+
+    // The real session completes a fresh login.
+    let page = browser.request("GET", &format!("{}/web", broker.url), &[]);
+    let start = browser.request(
+        "POST",
+        &format!("{}/web/login/op", broker.url),
+        &[("csrf", &csrf(&page.body))],
+    );
+    let out = Command::new(testbed().join("op-browser.sh"))
+        .args(["login", &start.location, "alice"])
+        .env("OP_BROWSER_JAR", browser.file.path())
+        .output()
+        .unwrap();
+    let redirect = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let back = browser.request("GET", &redirect, &[]);
+    assert_eq!(back.status, 303, "{}", back.body);
+    let page = browser.request("GET", &format!("{}/web", broker.url), &[]);
+    assert!(page.body.contains("Logged in to op"), "{}", page.body);
+    assert!(
+        page.body.contains("current token valid until"),
+        "{}",
+        page.body
+    );
+
+    // The robot now gets tokens from its stored credential.
+    let secret = read(&user.path("ci.secret"));
+    let (code, body) = broker.http(
+        "POST",
+        "/api/v1/token",
+        Some(("ci", secret.trim())),
+        Some(r#"{"provider":"op","scopes":"read"}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(claims(v["access_token"].as_str().unwrap())["sub"], "alice");
+
+    // Revoke from the page.
+    let revoked = browser.request(
+        "POST",
+        &format!("{}/web/revoke/op", broker.url),
+        &[("csrf", &csrf(&page.body))],
+    );
+    assert_eq!(revoked.status, 303);
+    let page = browser.request("GET", &format!("{}/web", broker.url), &[]);
+    assert!(page.body.contains("Revoked and deleted"), "{}", page.body);
+    assert!(page.body.contains("no credential stored"), "{}", page.body);
+}

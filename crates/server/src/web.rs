@@ -1,0 +1,603 @@
+//! The web login pages: a one-time link opens a session for one identity (a user, or a
+//! robot whose first login a human completes); the session logs in to providers with
+//! authorization code + PKCE, and lists and revokes what is stored.
+//!
+//! Plain server-rendered HTML, no JavaScript. Protections: one-time links that expire;
+//! an HttpOnly, SameSite=Lax session cookie (Secure when the broker's URL is https); a
+//! per-session CSRF token in every form; `state`, `nonce` and PKCE on every provider
+//! login, with the `state` bound to the session that started it.
+//!
+//! Links, sessions and pending logins live in memory: a restarted broker forgets them,
+//! which fails closed (the user asks for a new link).
+
+use crate::broker::{Broker, Refusal, expiry};
+use crate::config::ProviderSection;
+use crate::http::Robot;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use credkeeper_core::{Jwt, Secret, Timestamp};
+use credkeeper_oidc::{OidcError, Pkce, TokenRequest};
+use credkeeper_store::{CachedToken, CredentialKey};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+const LINK_SECS: i64 = 600;
+const SESSION_SECS: i64 = 1800;
+const PENDING_SECS: i64 = 600;
+const COOKIE: &str = "ck_session";
+
+/// Whose credentials a session manages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identity {
+    User(String),
+    Robot(String),
+}
+
+impl Identity {
+    /// The store identity. Users are prefixed so no user name can reach a robot's
+    /// credentials (robot names cannot contain `:`).
+    pub fn store_name(&self) -> String {
+        match self {
+            Identity::User(u) => format!("user:{u}"),
+            Identity::Robot(r) => r.clone(),
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Identity::User(u) => u.clone(),
+            Identity::Robot(r) => format!("robot {r}"),
+        }
+    }
+}
+
+struct Session {
+    identity: Identity,
+    csrf: String,
+    expires: Timestamp,
+    flash: Option<String>,
+}
+
+struct Pending {
+    session: String,
+    provider: String,
+    pkce: Pkce,
+    nonce: String,
+    expires: Timestamp,
+}
+
+#[derive(Default)]
+pub struct WebState {
+    /// SHA-256 of the link token → identity and expiry. Removed when used.
+    links: Mutex<HashMap<[u8; 32], (Identity, Timestamp)>>,
+    sessions: Mutex<HashMap<String, Session>>,
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+fn random() -> String {
+    let mut b = [0u8; 32];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
+    d.as_ref().try_into().unwrap_or([0u8; 32])
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl WebState {
+    /// Mint a one-time link token for `identity`.
+    pub fn mint(&self, identity: Identity) -> String {
+        let token = random();
+        let now = Timestamp::now();
+        let mut links = lock(&self.links);
+        links.retain(|_, (_, exp)| *exp > now);
+        links.insert(digest(&token), (identity, now.plus_secs(LINK_SECS)));
+        token
+    }
+
+    /// Use up a link: valid once, before it expires.
+    fn redeem(&self, token: &str) -> Option<Identity> {
+        let (identity, expires) = lock(&self.links).remove(&digest(token))?;
+        (expires > Timestamp::now()).then_some(identity)
+    }
+}
+
+pub fn router() -> Router<Arc<Broker>> {
+    Router::new()
+        .route("/api/v1/login-links", post(mint_link))
+        .route("/login/{token}", get(open_link))
+        .route("/web", get(page))
+        .route("/web/login/{provider}", post(start_login))
+        .route("/web/revoke/{provider}", post(revoke))
+        .route("/callback", get(callback))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LinkAsk {
+    /// A user to make the link for; absent: the robot itself.
+    user: Option<String>,
+}
+
+/// `POST /api/v1/login-links`: a robot gets a link for itself, or, when its policy has
+/// `login_links = true` (a batch system's credential daemon), for a user.
+async fn mint_link(
+    State(broker): State<Arc<Broker>>,
+    Robot(robot): Robot,
+    body: Option<Json<LinkAsk>>,
+) -> Result<Json<serde_json::Value>, Refusal> {
+    let ask = body.map(|Json(a)| a).unwrap_or_default();
+    let identity = match ask.user {
+        None => Identity::Robot(robot.clone()),
+        Some(user) => {
+            let allowed = broker.config.robot(&robot).is_some_and(|r| r.login_links);
+            if !allowed {
+                let refusal = Refusal {
+                    code: "forbidden",
+                    message: format!("robot `{robot}` may not make login links for users"),
+                };
+                broker.record_refusal(&robot, &refusal);
+                return Err(refusal);
+            }
+            if user.is_empty()
+                || !user
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+            {
+                return Err(Refusal {
+                    code: "bad_request",
+                    message: "user names are letters, digits and - _ . @".into(),
+                });
+            }
+            Identity::User(user)
+        }
+    };
+    let token = broker.web.mint(identity.clone());
+    Ok(Json(serde_json::json!({
+        "url": format!("{}/login/{token}", broker.issuer.url()),
+        "expires_in": LINK_SECS,
+        "identity": identity.store_name(),
+    })))
+}
+
+fn session_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(&format!("{COOKIE}="))
+                .map(str::to_string)
+        })
+}
+
+fn page_response(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t} · credkeeper</title>\
+         <meta name=\"viewport\" content=\"width=device-width\"></head><body><h1>{t}</h1>{body}</body></html>",
+        t = esc(title)
+    );
+    let mut r = (status, Html(html)).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; form-action 'self' https: http:; frame-ancestors 'none'",
+        ),
+    );
+    r
+}
+
+/// A page that explains why the request cannot go on.
+struct PageError {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        page_response(
+            self.status,
+            "Cannot continue",
+            &format!("<p class=\"error\">{}</p>", esc(&self.message)),
+        )
+    }
+}
+
+fn error_page(status: StatusCode, message: &str) -> PageError {
+    PageError {
+        status,
+        message: message.to_string(),
+    }
+}
+
+/// HTML-escape text.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+async fn open_link(State(broker): State<Arc<Broker>>, Path(token): Path<String>) -> Response {
+    let Some(identity) = broker.web.redeem(&token) else {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "This login link is not valid: it was already used, it expired, or it never existed. Ask for a new one.",
+        )
+        .into_response();
+    };
+    let id = random();
+    lock(&broker.web.sessions).insert(
+        id.clone(),
+        Session {
+            identity,
+            csrf: random(),
+            expires: Timestamp::now().plus_secs(SESSION_SECS),
+            flash: None,
+        },
+    );
+    let secure = if broker.issuer.url().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie =
+        format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_SECS}{secure}");
+    let mut r = Redirect::to("/web").into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// The session of the request, if valid (and not expired).
+fn with_session<T>(
+    broker: &Broker,
+    headers: &HeaderMap,
+    f: impl FnOnce(&str, &mut Session) -> T,
+) -> Option<T> {
+    let id = session_id(headers)?;
+    let mut sessions = lock(&broker.web.sessions);
+    let now = Timestamp::now();
+    sessions.retain(|_, s| s.expires > now);
+    let s = sessions.get_mut(&id)?;
+    Some(f(&id, s))
+}
+
+fn providers_for<'a>(broker: &'a Broker, identity: &Identity) -> Vec<&'a ProviderSection> {
+    broker
+        .config
+        .providers
+        .iter()
+        .filter(|p| match identity {
+            Identity::User(_) => true,
+            Identity::Robot(r) => broker
+                .config
+                .robot(r)
+                .is_some_and(|r| r.providers.contains(&p.name)),
+        })
+        .collect()
+}
+
+fn no_session() -> PageError {
+    error_page(
+        StatusCode::UNAUTHORIZED,
+        "You are not signed in, or your session expired. Open a new login link.",
+    )
+}
+
+async fn page(State(broker): State<Arc<Broker>>, headers: HeaderMap) -> Response {
+    let Some((identity, csrf, flash)) = with_session(&broker, &headers, |_, s| {
+        (s.identity.clone(), s.csrf.clone(), s.flash.take())
+    }) else {
+        return no_session().into_response();
+    };
+    let mut body = format!("<p id=\"who\">Signed in as {}</p>", esc(&identity.label()));
+    if let Some(f) = flash {
+        body.push_str(&format!("<p class=\"flash\">{}</p>", esc(&f)));
+    }
+    let now = Timestamp::now();
+    for p in providers_for(&broker, &identity) {
+        let stored = match broker.client(p).await {
+            Ok(client) => {
+                let key = CredentialKey::new(
+                    &client.metadata().issuer,
+                    client.client_id(),
+                    &identity.store_name(),
+                );
+                broker.store.get(&key).ok().flatten()
+            }
+            Err(_) => None,
+        };
+        let status = match &stored {
+            None => "no credential stored".to_string(),
+            Some(s) => match (&s.health.needs_login, &s.access) {
+                (Some(reason), _) => format!("needs a new login: {reason}"),
+                (None, Some(a)) if a.expires > now => format!(
+                    "stored; current token valid until {} ({} s)",
+                    a.expires,
+                    a.expires.seconds_after(now)
+                ),
+                _ => format!("stored (refresh token saved {})", s.updated),
+            },
+        };
+        let name = esc(&p.name);
+        body.push_str(&format!(
+            "<section class=\"provider\" data-provider=\"{name}\"><h2>{name}</h2>\
+             <p><span class=\"status\">{}</span></p>\
+             <form method=\"post\" action=\"/web/login/{name}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <button type=\"submit\">Log in to {name}</button></form>",
+            esc(&status)
+        ));
+        if stored.is_some() {
+            body.push_str(&format!(
+                "<form method=\"post\" action=\"/web/revoke/{name}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                 <button type=\"submit\">Revoke</button></form>"
+            ));
+        }
+        body.push_str("</section>");
+    }
+    page_response(StatusCode::OK, "credkeeper", &body)
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+/// The session's identity if the form's CSRF token matches it.
+fn checked(
+    broker: &Broker,
+    headers: &HeaderMap,
+    form: &CsrfForm,
+) -> Result<(String, Identity), PageError> {
+    with_session(broker, headers, |id, s| {
+        aws_lc_rs::constant_time::verify_slices_are_equal(s.csrf.as_bytes(), form.csrf.as_bytes())
+            .map(|_| (id.to_string(), s.identity.clone()))
+            .map_err(|_| {
+                error_page(
+                    StatusCode::FORBIDDEN,
+                    "The form is stale or was not sent by this page; go back and try again.",
+                )
+            })
+    })
+    .unwrap_or_else(|| Err(no_session()))
+}
+
+fn provider_of<'a>(
+    broker: &'a Broker,
+    identity: &Identity,
+    name: &str,
+) -> Result<&'a ProviderSection, PageError> {
+    providers_for(broker, identity)
+        .into_iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| {
+            error_page(
+                StatusCode::NOT_FOUND,
+                &format!("No provider `{name}` here."),
+            )
+        })
+}
+
+async fn start_login(
+    State(broker): State<Arc<Broker>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    let (session, identity) = checked(&broker, &headers, &form)?;
+    let p = provider_of(&broker, &identity, &name)?;
+    let client = broker
+        .client(p)
+        .await
+        .map_err(|e| error_page(StatusCode::BAD_GATEWAY, &e.message))?;
+    let request = credkeeper_refresher::login_request(&TokenRequest {
+        scopes: p.scopes.clone(),
+        audience: p.audience.clone(),
+    });
+    let pkce = Pkce::new();
+    let state = random();
+    let nonce = random();
+    let redirect = format!("{}/callback", broker.issuer.url());
+    let bad_gateway =
+        |e: &dyn std::fmt::Display| error_page(StatusCode::BAD_GATEWAY, &e.to_string());
+    let url = client
+        .authorization_url(&redirect, &request, &pkce, &state)
+        .map_err(|e| bad_gateway(&e))?;
+    let mut url = url::Url::parse(&url).map_err(|e| bad_gateway(&e))?;
+    url.query_pairs_mut()
+        .append_pair("nonce", &nonce)
+        .extend_pairs(p.auth_params.iter());
+    let now = Timestamp::now();
+    let mut pending = lock(&broker.web.pending);
+    pending.retain(|_, x| x.expires > now);
+    pending.insert(
+        state,
+        Pending {
+            session,
+            provider: p.name.clone(),
+            pkce,
+            nonce,
+            expires: now.plus_secs(PENDING_SECS),
+        },
+    );
+    Ok(Redirect::to(url.as_str()).into_response())
+}
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+fn set_flash(broker: &Broker, session: &str, text: String) {
+    if let Some(s) = lock(&broker.web.sessions).get_mut(session) {
+        s.flash = Some(text);
+    }
+}
+
+async fn callback(
+    State(broker): State<Arc<Broker>>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Result<Response, PageError> {
+    let state = q
+        .state
+        .ok_or_else(|| error_page(StatusCode::BAD_REQUEST, "The provider sent no state."))?;
+    let pending = {
+        let mut all = lock(&broker.web.pending);
+        let entry = all.get(&state).ok_or_else(|| {
+            error_page(
+                StatusCode::BAD_REQUEST,
+                "This login was not started here, or it took too long. Start it again.",
+            )
+        })?;
+        // The login must finish in the browser session that started it; another
+        // browser presenting the state neither finishes nor cancels it.
+        if session_id(&headers).as_deref() != Some(entry.session.as_str()) {
+            return Err(error_page(
+                StatusCode::FORBIDDEN,
+                "This login was started in another browser session.",
+            ));
+        }
+        all.remove(&state)
+            .filter(|p| p.expires > Timestamp::now())
+            .ok_or_else(|| {
+                error_page(
+                    StatusCode::BAD_REQUEST,
+                    "This login took too long. Start it again.",
+                )
+            })?
+    };
+    let identity =
+        with_session(&broker, &headers, |_, s| s.identity.clone()).ok_or_else(no_session)?;
+    let outcome = finish_login(
+        &broker,
+        &identity,
+        &pending,
+        q.code,
+        q.error,
+        q.error_description,
+    )
+    .await;
+    let text = match outcome {
+        Ok(()) => format!(
+            "Logged in to {}: the refresh token is stored.",
+            pending.provider
+        ),
+        Err(e) => format!("Login to {} failed: {e}", pending.provider),
+    };
+    set_flash(&broker, &pending.session, text);
+    Ok(Redirect::to("/web").into_response())
+}
+
+async fn finish_login(
+    broker: &Broker,
+    identity: &Identity,
+    pending: &Pending,
+    code: Option<String>,
+    error: Option<String>,
+    description: Option<String>,
+) -> Result<(), String> {
+    if let Some(code) = error {
+        return Err(OidcError::OAuth { code, description }.to_string());
+    }
+    let code = Secret::new(code.ok_or("the provider sent no code")?);
+    let p = broker
+        .config
+        .provider(&pending.provider)
+        .ok_or("the provider is gone")?;
+    let client = broker.client(p).await.map_err(|e| e.message)?;
+    let redirect = format!("{}/callback", broker.issuer.url());
+    let response = client
+        .exchange_code(&code, &redirect, &pending.pkce)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Received straight from the token endpoint, so its signature need not be checked
+    // (OIDC Core §3.1.3.7); its nonce must still be ours.
+    if let Some(id_token) = &response.id_token {
+        let nonce = Jwt::decode(id_token.expose())
+            .ok()
+            .and_then(|j| j.str_claim("nonce").map(str::to_string));
+        if nonce.as_deref() != Some(pending.nonce.as_str()) {
+            return Err("the ID token's nonce does not match this login".into());
+        }
+    }
+    let rt = response.refresh_token.as_ref().ok_or(
+        "the provider returned no refresh token (is offline_access allowed for this client?)",
+    )?;
+    let key = CredentialKey::new(
+        &client.metadata().issuer,
+        client.client_id(),
+        &identity.store_name(),
+    );
+    broker
+        .store
+        .put(&key, rt, response.scope.as_deref())
+        .map_err(|e| e.to_string())?;
+    let cached = CachedToken {
+        expires: expiry(&response.access_token, response.expires_in),
+        token: response.access_token,
+        issued: Timestamp::now(),
+        scope: response.scope,
+    };
+    broker
+        .store
+        .put_access(&key, &cached)
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        "web login: {} stored a credential at {}",
+        identity.store_name(),
+        p.name
+    );
+    Ok(())
+}
+
+async fn revoke(
+    State(broker): State<Arc<Broker>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    let (session, identity) = checked(&broker, &headers, &form)?;
+    let p = provider_of(&broker, &identity, &name)?;
+    let client = broker
+        .client(p)
+        .await
+        .map_err(|e| error_page(StatusCode::BAD_GATEWAY, &e.message))?;
+    let refresher = credkeeper_refresher::Refresher {
+        client: &client,
+        store: broker.store.as_ref(),
+        identity: &identity.store_name(),
+    };
+    let text = match refresher.logout().await {
+        Ok((true, None)) => format!("Revoked and deleted the credential for {name}."),
+        Ok((true, Some(e))) => format!(
+            "Deleted the credential for {name}; the provider did not confirm revocation ({e})."
+        ),
+        Ok((false, _)) => format!("Nothing was stored for {name}."),
+        Err(e) => format!("Could not revoke: {e}"),
+    };
+    set_flash(&broker, &session, text);
+    Ok(Redirect::to("/web").into_response())
+}
