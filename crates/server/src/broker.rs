@@ -3,10 +3,10 @@
 
 use crate::audit::{Audit, Event};
 use crate::config::{Config, ProviderSection, RobotSection, fill};
-use crate::issuer::{Grant, LocalIssuer};
 use crate::metrics::{DenyLabels, Metrics, VendLabels};
 use crate::robots::SecretCheck;
 use credkeeper_core::{Jwt, ScopeSet, Secret, Timestamp};
+use credkeeper_issuer::{Grant, LocalIssuer};
 use credkeeper_oidc::{Client, ClientAuth, Http, TokenRequest, UrlPolicy};
 use credkeeper_refresher::{RefreshError, Refresher};
 use credkeeper_store::{CachedToken, CredentialKey, CredentialStore};
@@ -282,7 +282,7 @@ impl Broker {
                     .issuer
                     .sign(&Grant {
                         subject: r.username(),
-                        audience: &audience,
+                        audience: Some(serde_json::Value::String(audience.clone())),
                         scope: &scope,
                         lifetime,
                     })

@@ -57,13 +57,7 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8787))
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-pub enum Algorithm {
-    #[default]
-    ES256,
-    RS256,
-    EdDSA,
-}
+pub use credkeeper_issuer::Algorithm;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -98,6 +92,29 @@ pub struct IssuerSection {
     /// Audience when the caller asks for none.
     #[serde(default = "default_audience")]
     pub audience: String,
+}
+
+impl IssuerSection {
+    /// The issuer's settings: `url` is the tokens' `iss`, the key defaults to a file
+    /// generated in `state_dir`.
+    pub fn settings(&self, url: &str, state_dir: &Path) -> credkeeper_issuer::Settings {
+        let generated = state_dir.join(format!("issuer-{:?}.pem", self.algorithm).to_lowercase());
+        credkeeper_issuer::Settings {
+            url: url.to_string(),
+            algorithm: self.algorithm,
+            key_file: self.key_file.clone().unwrap_or(generated),
+            generate: self.key_file.is_none(),
+            public_key_file: None,
+            key_id: self.key_id.clone(),
+            lifetime: self.lifetime,
+            version: Some(match self.profile {
+                TokenProfile::Scitokens => {
+                    credkeeper_issuer::VersionClaim::Ver("scitoken:2.0".into())
+                }
+                TokenProfile::Wlcg => credkeeper_issuer::VersionClaim::Wlcg("1.0".into()),
+            }),
+        }
+    }
 }
 
 impl Default for IssuerSection {

@@ -2,7 +2,7 @@
 //!
 //! What it is for: holding robots' and users' long-lived credentials and handing out
 //! tokens under a policy. [`broker`] decides who may have which token and where it comes
-//! from (cache, the [`issuer`] that signs the broker's own tokens, or a provider through
+//! from (cache, the local issuer that signs the broker's own tokens, or a provider through
 //! the stored credential); [`keeper`] keeps stored credentials fresh; [`http`] is the
 //! HTTP face (robot API, discovery + JWKS, health, metrics); [`audit`] writes one JSON
 //! line per vend or denial; [`web`] is the login pages; [`config`] reads and validates
@@ -14,7 +14,6 @@ pub mod audit;
 pub mod broker;
 pub mod config;
 pub mod http;
-pub mod issuer;
 pub mod keeper;
 pub mod metrics;
 pub mod robots;
@@ -39,7 +38,7 @@ pub enum ServeError {
     #[error(transparent)]
     Store(#[from] credkeeper_store::StoreError),
     #[error(transparent)]
-    Issuer(#[from] issuer::IssuerError),
+    Issuer(#[from] credkeeper_issuer::IssuerError),
     #[error("audit log {path}: {source}")]
     Audit {
         path: PathBuf,
@@ -80,7 +79,7 @@ pub async fn start(
         .url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let issuer = issuer::LocalIssuer::open(&config.issuer, &url, state_dir)?;
+    let issuer = credkeeper_issuer::LocalIssuer::open(&config.issuer.settings(&url, state_dir))?;
     let audit_path = config
         .server
         .audit_log
