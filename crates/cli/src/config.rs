@@ -92,7 +92,8 @@ pub struct FileConfig {
 pub struct Settings {
     pub file: FileConfig,
     pub state_dir: PathBuf,
-    pub cache_dir: Option<PathBuf>,
+    /// Issuers' discovery documents and keys.
+    pub cache: credkeeper_oidc::DiskCache,
     pub policy: UrlPolicy,
 }
 
@@ -138,7 +139,9 @@ impl Settings {
             .or_else(|| file.state_dir.clone())
             .or_else(default_state_dir)
             .context("no state directory: set --state-dir, CREDKEEPER_STATE_DIR or HOME")?;
-        let cache_dir = xdg("XDG_CACHE_HOME", ".cache").map(|d| d.join("credkeeper"));
+        let cache = credkeeper_oidc::DiskCache::new(
+            xdg("XDG_CACHE_HOME", ".cache").map(|d| d.join("credkeeper")),
+        );
         let policy = UrlPolicy {
             allow_insecure_loopback: global.insecure_loopback
                 || file.insecure_loopback.unwrap_or(false),
@@ -146,7 +149,7 @@ impl Settings {
         Ok(Settings {
             file,
             state_dir,
-            cache_dir,
+            cache,
             policy,
         })
     }

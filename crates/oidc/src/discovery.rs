@@ -44,7 +44,7 @@ pub(crate) fn is_loopback(url: &Url) -> bool {
 }
 
 /// The parts of the issuer metadata credkeeper uses.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 pub struct ProviderMetadata {
     pub issuer: String,
     pub token_endpoint: String,
@@ -100,6 +100,43 @@ pub async fn discover(
         }
     }
     Ok(meta)
+}
+
+/// [`discover`], served from `cache` when it was fetched less than an hour ago. The
+/// cached document is checked against `policy` again: a policy can be stricter now.
+pub async fn discover_cached(
+    http: &Http,
+    issuer: &str,
+    policy: UrlPolicy,
+    cache: &crate::DiskCache,
+) -> Result<ProviderMetadata, OidcError> {
+    if let Some(meta) = cache.get::<ProviderMetadata>("discovery", issuer)
+        && check_endpoints(&meta, policy).is_ok()
+        && policy.check("issuer", issuer).is_ok()
+    {
+        return Ok(meta);
+    }
+    let meta = discover(http, issuer, policy).await?;
+    cache.put("discovery", issuer, &meta);
+    Ok(meta)
+}
+
+fn check_endpoints(meta: &ProviderMetadata, policy: UrlPolicy) -> Result<(), OidcError> {
+    policy.check("token endpoint", &meta.token_endpoint)?;
+    for (what, url) in [
+        ("authorization endpoint", &meta.authorization_endpoint),
+        (
+            "device authorization endpoint",
+            &meta.device_authorization_endpoint,
+        ),
+        ("JWKS URI", &meta.jwks_uri),
+        ("revocation endpoint", &meta.revocation_endpoint),
+    ] {
+        if let Some(url) = url {
+            policy.check(what, url)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

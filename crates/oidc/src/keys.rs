@@ -4,19 +4,17 @@
 //! repeated `token verify` runs do not refetch. An unknown key id triggers one refetch
 //! (the issuer may have rotated its keys) before the token is refused.
 
-use crate::discovery::{UrlPolicy, discover};
-use crate::{Http, OidcError};
+use crate::discovery::{UrlPolicy, discover_cached};
+use crate::{DiskCache, Http, OidcError};
 use credkeeper_core::verify::{Expectations, Verified, VerifyError, verify};
 use credkeeper_core::{Jwt, Timestamp};
 use jsonwebtoken::jwk::JwkSet;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 const TTL_SECS: i64 = 3600;
 
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone)]
 struct Entry {
     fetched: i64,
     keys: JwkSet,
@@ -35,16 +33,16 @@ pub enum TrustError {
 pub struct KeyCache {
     http: Http,
     policy: UrlPolicy,
-    dir: Option<PathBuf>,
+    disk: DiskCache,
     memory: Mutex<HashMap<String, Entry>>,
 }
 
 impl KeyCache {
-    pub fn new(http: Http, policy: UrlPolicy, dir: Option<PathBuf>) -> KeyCache {
+    pub fn new(http: Http, policy: UrlPolicy, disk: DiskCache) -> KeyCache {
         KeyCache {
             http,
             policy,
-            dir,
+            disk,
             memory: Mutex::new(HashMap::new()),
         }
     }
@@ -65,8 +63,8 @@ impl KeyCache {
             ..expect.clone()
         };
         let now = Timestamp::now();
-        if let Some(entry) = self.cached(issuer, now) {
-            match verify(jwt, &entry.keys, &expect, now) {
+        if let Some(keys) = self.cached(issuer, now) {
+            match verify(jwt, &keys, &expect, now) {
                 Err(VerifyError::UnknownKey(_)) => {}
                 other => return Ok(other?),
             }
@@ -78,47 +76,33 @@ impl KeyCache {
         }
     }
 
-    fn file(&self, issuer: &str) -> Option<PathBuf> {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, issuer.as_bytes());
-        let name: String = digest.as_ref()[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        self.dir
-            .as_ref()
-            .map(|d| d.join(format!("jwks-{name}.json")))
-    }
-
-    fn cached(&self, issuer: &str, now: Timestamp) -> Option<Entry> {
-        let fresh = |e: &Entry| now.unix() - e.fetched < TTL_SECS;
+    fn cached(&self, issuer: &str, now: Timestamp) -> Option<JwkSet> {
         let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = memory.get(issuer).filter(|e| fresh(e)) {
-            return Some(e.clone());
+        if let Some(e) = memory
+            .get(issuer)
+            .filter(|e| now.unix() - e.fetched < TTL_SECS)
+        {
+            return Some(e.keys.clone());
         }
         drop(memory);
-        let text = std::fs::read(self.file(issuer)?).ok()?;
-        serde_json::from_slice::<Entry>(&text).ok().filter(fresh)
+        self.disk.get("jwks", issuer)
     }
 
     async fn fetch(&self, issuer: &str) -> Result<JwkSet, OidcError> {
-        let meta = discover(&self.http, issuer, self.policy).await?;
+        let meta = discover_cached(&self.http, issuer, self.policy, &self.disk).await?;
         let uri = meta.jwks_uri.ok_or(OidcError::Unsupported("JWKS URI"))?;
         let keys: JwkSet = self.http.get_json(&uri, "JWK set").await?;
-        let entry = Entry {
-            fetched: Timestamp::now().unix(),
-            keys: keys.clone(),
-        };
-        if let (Some(file), Some(dir)) = (self.file(issuer), &self.dir) {
-            // A cache that cannot be written only costs a refetch next time.
-            let _ = std::fs::create_dir_all(dir);
-            if let Ok(bytes) = serde_json::to_vec(&entry) {
-                let _ = credkeeper_store::sink::write_atomic(&file, &bytes, 0o644);
-            }
-        }
+        self.disk.put("jwks", issuer, &keys);
         self.memory
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(issuer.to_string(), entry);
+            .insert(
+                issuer.to_string(),
+                Entry {
+                    fetched: Timestamp::now().unix(),
+                    keys: keys.clone(),
+                },
+            );
         Ok(keys)
     }
 }

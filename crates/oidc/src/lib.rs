@@ -11,6 +11,7 @@
 //! and where tokens go, is the caller's business.
 
 pub mod broker;
+mod cache;
 mod client;
 mod discovery;
 mod error;
@@ -20,10 +21,11 @@ pub mod loopback;
 mod pkce;
 mod token;
 
+pub use cache::DiskCache;
 pub use client::{
     ACCESS_TOKEN_TYPE, Client, ClientAuth, DeviceAuthorization, DevicePoll, TokenRequest,
 };
-pub use discovery::{ProviderMetadata, UrlPolicy, discover};
+pub use discovery::{ProviderMetadata, UrlPolicy, discover, discover_cached};
 pub use error::OidcError;
 pub use http::Http;
 pub use keys::{KeyCache, TrustError};

@@ -84,7 +84,11 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     let request = super::token_request(&resolved);
     let obtained = refresher
         .obtain(&want, &request, subject.as_ref(), &Terminal::new(true))
-        .await?;
+        .await
+        .inspect_err(|_| {
+            // The cached endpoints may be what failed; rediscover next time.
+            settings.cache.forget("discovery", &resolved.issuer);
+        })?;
     out.deliver(&obtained.token)?;
     tracing::info!(
         "{}; written to {out} ({} s left)",

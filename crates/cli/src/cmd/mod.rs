@@ -9,10 +9,11 @@ use crate::config::{Resolved, Settings};
 use credkeeper_oidc::{Client, Http, TokenRequest};
 use credkeeper_store::SqliteStore;
 
-/// Discover the issuer and build its client.
+/// Discover the issuer (from the cache when fresh) and build its client.
 pub async fn connect(r: &Resolved, settings: &Settings) -> anyhow::Result<Client> {
     let http = Http::new()?;
-    let meta = credkeeper_oidc::discover(&http, &r.issuer, settings.policy).await?;
+    let meta = credkeeper_oidc::discover_cached(&http, &r.issuer, settings.policy, &settings.cache)
+        .await?;
     Ok(Client::new(http, meta, &r.client_id, r.auth.clone()))
 }
 

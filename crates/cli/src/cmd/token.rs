@@ -193,7 +193,7 @@ async fn verify(args: VerifyArgs, settings: &Settings) -> anyhow::Result<()> {
         profile: args.profile,
         leeway: args.leeway,
     };
-    let keys = KeyCache::new(Http::new()?, settings.policy, settings.cache_dir.clone());
+    let keys = KeyCache::new(Http::new()?, settings.policy, settings.cache.clone());
     let verified = keys
         .verify(&jwt, &issuer, &expect)
         .await
