@@ -46,6 +46,8 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Give a broker robot a new secret (stored hashed; written once to a 0600 file)
     RobotSecret(cmd::serve::RobotSecretArgs),
+    /// Keep an HTCondor credential directory fresh (scitokens-credmon compatible)
+    Credmon(cmd::credmon::Args),
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
@@ -104,8 +106,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         // The broker shuts down gracefully on its own signals; other commands stop at once.
-        if let Command::Serve(args) = cli.command {
-            return cmd::serve::run(args, &cli.global).await;
+        match cli.command {
+            Command::Serve(args) => return cmd::serve::run(args, &cli.global).await,
+            Command::Credmon(args) => return cmd::credmon::run(args, &cli.global).await,
+            _ => {}
         }
         tokio::select! {
             r = run(cli) => r,
@@ -149,6 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::RobotSecret(args) => return cmd::serve::robot_secret(args, &cli.global),
         Command::Serve(args) => return cmd::serve::run(args, &cli.global).await,
+        Command::Credmon(args) => return cmd::credmon::run(args, &cli.global).await,
         _ => {}
     }
     let settings = config::Settings::load(&cli.global)?;
@@ -157,6 +162,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(args) => cmd::login::login(args, &settings).await,
         Command::Logout(args) => cmd::login::logout(args, &settings).await,
         Command::Token(c) => cmd::token::run(c, &settings).await,
-        Command::Serve(_) | Command::RobotSecret(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::RobotSecret(_) | Command::Credmon(_) => {
+            unreachable!("handled above")
+        }
     }
 }

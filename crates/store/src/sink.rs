@@ -116,6 +116,18 @@ fn zeroize_vec(v: &mut [u8]) {
 
 /// Replace `path` with `contents` so that readers never see anything in between.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), SinkError> {
+    write_atomic_via(None, path, contents, mode)
+}
+
+/// [`write_atomic`] with the temporary file in `temp_dir` (on the same file system)
+/// instead of beside `path` — the HTCondor credmon convention, so that readers of a
+/// user's directory never see temporary names.
+pub fn write_atomic_via(
+    temp_dir: Option<&Path>,
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+) -> Result<(), SinkError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -127,7 +139,10 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), SinkE
         Ok(m) if !m.is_dir() => return Err(SinkError::NotADir(dir)),
         _ => {}
     }
-    let tmp = temp_path_beside(path);
+    let tmp = match temp_dir {
+        Some(t) => t.join(temp_path_beside(path).file_name().unwrap_or_default()),
+        None => temp_path_beside(path),
+    };
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)

@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns flags into library calls.
 
+pub mod credmon;
 pub mod get;
 pub mod login;
 pub mod serve;

@@ -1,0 +1,424 @@
+//! `credkeeper credmon` on a directory in the scitokens-credmon layout: OAuth refreshes
+//! against the real test provider, local-mode tokens verified by the SciTokens library,
+//! upstream's file shapes and modes, and none of upstream's failure modes.
+
+mod common;
+use common::*;
+use serde_json::{Value, json};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A refresh token for `client` through the device flow, approved headlessly (what the
+/// credmon's web app would have stored in a `.top`).
+fn refresh_token(op: &Op, client: &str, secret: &str) -> String {
+    let curl = |args: &[&str]| -> Value {
+        let out = Command::new("curl").arg("-s").args(args).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let user = format!("{client}:{secret}");
+    let device = curl(&[
+        "-u",
+        &user,
+        "--data-urlencode",
+        "scope=openid offline_access read",
+        op.get("OP_DEVICE_AUTHORIZATION_ENDPOINT"),
+    ]);
+    approve_device(op, device["user_code"].as_str().unwrap(), "alice");
+    let token = curl(&[
+        "-u",
+        &user,
+        "-d",
+        "grant_type=urn:ietf:params:oauth:grant-type:device_code",
+        "-d",
+        &format!("device_code={}", device["device_code"].as_str().unwrap()),
+        op.get("OP_TOKEN_ENDPOINT"),
+    ]);
+    token["refresh_token"]
+        .as_str()
+        .expect("a refresh token")
+        .to_string()
+}
+
+fn write(path: &Path, contents: &str, mode: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().mode() & 0o7777
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&read(path)).unwrap()
+}
+
+struct Fixture {
+    user: User,
+    dir: PathBuf,
+    key: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let user = User::new();
+        let dir = user.path("oauth_credentials");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2770)).unwrap();
+        let key = user.path("scitokens-private.pem");
+        Fixture { user, dir, key }
+    }
+
+    /// An OAuth credential as the credmon's web app leaves it.
+    fn oauth(&self, user: &str, token: &str, rt: &str, op: &Op) {
+        let d = self.dir.join(user);
+        write(
+            &d.join(format!("{token}.top")),
+            &json!({"refresh_token": rt}).to_string(),
+            0o400,
+        );
+        write(
+            &d.join(format!("{token}.use")),
+            &json!({"access_token": "expired", "expires_in": 0}).to_string(),
+            0o400,
+        );
+        write(
+            &d.join(format!("{token}.meta")),
+            &json!({
+                "client_id": "robot-client",
+                "client_secret": "robot-secret",
+                "token_url": op.get("OP_TOKEN_ENDPOINT"),
+                "use_refresh_token": true
+            })
+            .to_string(),
+            0o400,
+        );
+    }
+
+    fn credmon(&self, extra_env: &[(&str, &str)], args: &[&str]) -> Command {
+        let mut cmd = self.user.cmd();
+        cmd.arg("credmon")
+            .args(args)
+            .env("_CONDOR_SEC_CREDENTIAL_DIRECTORY_OAUTH", &self.dir)
+            .env("_CONDOR_LOCAL_CREDMON_PRIVATE_KEY", &self.key)
+            .env(
+                "_CONDOR_LOCAL_CREDMON_PUBLIC_KEY",
+                self.user.path("scitokens.pem"),
+            )
+            .env("_CONDOR_LOCAL_CREDMON_ISSUER", "https://credmon.example")
+            .env("CONDOR_CONFIG", "ONLY_ENV");
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    fn once(&self, extra_env: &[(&str, &str)]) -> Run {
+        Run::from(self.credmon(extra_env, &["--once", "-v"]).output().unwrap())
+    }
+}
+
+#[test]
+fn an_oauth_pass_refreshes_like_upstream_and_one_bad_credential_starves_nobody() {
+    let op = Op::start();
+    let f = Fixture::new();
+    let rt = refresh_token(&op, "robot-client", "robot-secret");
+    // Users sort around the broken one, so a pass that stopped at it would miss some.
+    f.oauth("alice", "op", &rt, &op);
+    f.oauth("carol", "op", "revoked-or-never-valid", &op);
+    f.oauth("zed", "op_handle", &rt, &op);
+    let run = f.once(&[]).ok();
+    assert!(
+        run.stderr.contains("2 refreshed") && run.stderr.contains("1 need login"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(&rt), "no refresh token in the log");
+
+    for (user, token) in [("alice", "op"), ("zed", "op_handle")] {
+        let use_path = f.dir.join(user).join(format!("{token}.use"));
+        let used = json(&use_path);
+        let at = used["access_token"].as_str().unwrap();
+        assert_eq!(claims(at)["sub"], "alice");
+        assert_eq!(used["token_type"], "Bearer");
+        assert!(
+            used["scope"].is_array(),
+            "scope is a list, as oauthlib writes it: {used}"
+        );
+        let expires_at = used["expires_at"].as_i64().unwrap();
+        let expires_in = used["expires_in"].as_i64().unwrap();
+        assert!((expires_at - expires_in - credkeeper_core::Timestamp::now().unix()).abs() < 10);
+        assert!(used.get("refresh_token").is_none());
+        assert_eq!(mode(&use_path), 0o400);
+        let top = json(&f.dir.join(user).join(format!("{token}.top")));
+        assert!(top["refresh_token"].as_str().is_some_and(|s| !s.is_empty()));
+    }
+    // The broken one is reported and left as it was.
+    assert_eq!(json(&f.dir.join("carol/op.use"))["access_token"], "expired");
+    let status = Run::from(f.credmon(&[], &["status", "--json"]).output().unwrap()).ok();
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    let carol = &status["credentials"]["carol/op"];
+    assert!(
+        carol["needs_login"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_grant"),
+        "{status}"
+    );
+    // The contract files: pid without a newline, CREDMON_COMPLETE, no temporary files.
+    let pid = read(&f.dir.join("pid"));
+    assert!(
+        !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()),
+        "{pid:?}"
+    );
+    assert!(f.dir.join("CREDMON_COMPLETE").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&f.dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Next pass: nothing is due, and the credential needing login is not retried.
+    let again = f.once(&[]).ok();
+    assert!(
+        again.stderr.contains("0 refreshed") && again.stderr.contains("1 need login"),
+        "{}",
+        again.stderr
+    );
+    // A new login (a new .top) puts it back in the pass.
+    std::fs::remove_file(f.dir.join("carol/op.top")).unwrap();
+    write(
+        &f.dir.join("carol/op.top"),
+        &json!({"refresh_token": rt}).to_string(),
+        0o400,
+    );
+    let repaired = f.once(&[]).ok();
+    assert!(
+        repaired.stderr.contains("1 refreshed"),
+        "{}",
+        repaired.stderr
+    );
+}
+
+#[test]
+fn bad_files_are_skipped_with_a_reason_and_never_followed() {
+    let op = Op::start();
+    let f = Fixture::new();
+    let rt = refresh_token(&op, "robot-client", "robot-secret");
+    f.oauth("alice", "op", &rt, &op);
+    // A truncated .meta, a .top others can read, a symlinked .top, an invalid user name.
+    f.oauth("bob", "op", &rt, &op);
+    std::fs::set_permissions(
+        f.dir.join("bob/op.meta"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::write(f.dir.join("bob/op.meta"), "{\"client_id\": \"robot-cl").unwrap();
+    f.oauth("dora", "op", &rt, &op);
+    std::fs::set_permissions(
+        f.dir.join("dora/op.top"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    f.oauth("eve", "op", &rt, &op);
+    let secret_elsewhere = f.user.path("elsewhere.top");
+    write(
+        &secret_elsewhere,
+        &json!({"refresh_token": rt}).to_string(),
+        0o400,
+    );
+    std::fs::remove_file(f.dir.join("eve/op.top")).unwrap();
+    std::os::unix::fs::symlink(&secret_elsewhere, f.dir.join("eve/op.top")).unwrap();
+    std::fs::create_dir(f.dir.join("bad name")).unwrap();
+
+    let run = f.once(&[]).ok();
+    assert!(run.stderr.contains("1 refreshed"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("bob/op.meta is not valid JSON"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("dora/op.top is readable by others (mode 0644)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("eve/op.top is a symlink; not followed"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("\"bad name\": not a valid user name"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(json(&f.dir.join("eve/op.use"))["access_token"], "expired");
+}
+
+#[test]
+fn local_mode_signs_upstreams_claims_and_the_broker_serves_its_keys() {
+    let f = Fixture::new();
+    // A key as sites have them: SEC1 PEM made by openssl.
+    let ok = Command::new("openssl")
+        .args([
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+        ])
+        .arg(&f.key)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::fs::set_permissions(&f.key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // credkeeper serve publishes the same key as the local issuer's JWKS.
+    let config = f.user.path("broker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[issuer]\nkey_file = \"{}\"\nkey_id = \"local\"\n",
+            f.key.display()
+        ),
+    )
+    .unwrap();
+    let broker = Broker::start(
+        &f.user,
+        &f.user.path("broker-state"),
+        &["--config", config.to_str().unwrap()],
+    );
+
+    write(&f.dir.join("bob/scitokens.top"), "bob@foo", 0o600);
+    write(&f.dir.join("carl/scitokens.top"), "carl@foo", 0o600);
+    let env = [
+        ("_CONDOR_LOCAL_CREDMON_ISSUER", broker.url.as_str()),
+        ("_CONDOR_LOCAL_CREDMON_CARL_TOKEN_VERSION", ""),
+        ("_CONDOR_LOCAL_CREDMON_TOKEN_LIFETIME", "900"),
+    ];
+    let run = f.once(&env).ok();
+    assert!(run.stderr.contains("2 signed"), "{}", run.stderr);
+    let used = json(&f.dir.join("bob/scitokens.use"));
+    assert_eq!(used["expires_in"], 900);
+    let token = used["access_token"].as_str().unwrap();
+    let header: Value = {
+        use base64::Engine;
+        let h = token.split('.').next().unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(h)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        header,
+        json!({"alg": "ES256", "kid": "local", "typ": "JWT"})
+    );
+    let c = claims(token);
+    let mut names: Vec<&str> = c.as_object().unwrap().keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["exp", "iat", "iss", "jti", "nbf", "scope", "sub"],
+        "upstream's claim set"
+    );
+    assert_eq!(c["sub"], "bob");
+    assert_eq!(c["scope"], "read:/user/bob write:/user/bob");
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 900);
+    assert_eq!(mode(&f.dir.join("bob/scitokens.use")), 0o400);
+    let token_file = f.user.path("bob.token");
+    std::fs::write(&token_file, token).unwrap();
+    f.user
+        .run(&[
+            "token",
+            "verify",
+            token_file.to_str().unwrap(),
+            "--issuer",
+            &broker.url,
+        ])
+        .ok();
+
+    // The newer options: aud and ver, which the SciTokens library's Enforcer needs.
+    std::fs::remove_file(f.dir.join("bob/scitokens.use")).unwrap();
+    let env = [
+        ("_CONDOR_LOCAL_CREDMON_ISSUER", broker.url.as_str()),
+        ("_CONDOR_LOCAL_CREDMON_TOKEN_VERSION", "scitoken:2.0"),
+        (
+            "_CONDOR_LOCAL_CREDMON_TOKEN_AUDIENCE",
+            "https://storage.example",
+        ),
+    ];
+    f.once(&env).ok();
+    let token = json(&f.dir.join("bob/scitokens.use"))["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(claims(&token)["aud"], json!(["https://storage.example"]));
+    std::fs::write(&token_file, &token).unwrap();
+    let python = scitokens_python();
+    let out = Command::new(&python)
+        .arg(testbed().join("verify_scitoken.py"))
+        .arg(format!("@{}", token_file.display()))
+        .arg(&broker.url)
+        .args([
+            "--insecure",
+            "--audience",
+            "https://storage.example",
+            "--authz",
+            "write",
+            "--path",
+            "/user/bob/out",
+        ])
+        .arg("--cache-dir")
+        .arg(f.user.path("sci-cache"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn local_keys_are_generated_when_missing_and_sighup_scans_now() {
+    let f = Fixture::new();
+    write(&f.dir.join("bob/scitokens.top"), "bob", 0o600);
+    let mut daemon =
+        Spawned::start(f.credmon(&[("_CONDOR_CREDMON_OAUTH_SCAN_INTERVAL", "3600")], &["-v"]));
+    daemon.wait_for("pass over 1 users");
+    assert_eq!(mode(&f.key), 0o600);
+    assert_eq!(mode(&f.user.path("scitokens.pem")), 0o644);
+    assert!(read(&f.user.path("scitokens.pem")).contains("BEGIN PUBLIC KEY"));
+    let pid = read(&f.dir.join("pid"));
+    assert_eq!(pid, daemon.child.id().to_string());
+
+    std::fs::remove_file(f.dir.join("bob/scitokens.use")).unwrap();
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGHUP) };
+    let start = Instant::now();
+    while !f.dir.join("bob/scitokens.use").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "SIGHUP did not start a pass"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
+    let (code, _) = daemon.finish();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_credential_directory_open_to_others_is_refused() {
+    let f = Fixture::new();
+    std::fs::set_permissions(&f.dir, std::fs::Permissions::from_mode(0o2777)).unwrap();
+    f.once(&[]).fails(1, "is open to others (mode 2777)");
+}

@@ -1,0 +1,740 @@
+//! One credmon pass over the credential directory: refresh OAuth tokens that are due,
+//! sign local tokens that are due, clean up stale key files, touch `CREDMON_COMPLETE`.
+//!
+//! Unlike upstream, one bad credential never stops the pass: each is handled on its own,
+//! with backoff after failures, and a credential whose refresh token the provider refused
+//! (`invalid_grant`) is reported and left alone until its `.top` changes.
+
+use crate::settings::{LocalProvider, Settings};
+use crate::status::{CredStatus, Status};
+use credkeeper_core::{Jwt, Secret, Timestamp};
+use credkeeper_issuer::{Grant, LocalIssuer};
+use credkeeper_oidc::{Http, OidcError, UrlPolicy};
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Key files older than this are the CredD's leftovers (upstream: 12 hours, by ctime).
+const KEY_FILE_MAX_AGE: i64 = 12 * 3600;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    pub users: usize,
+    pub refreshed: usize,
+    pub signed: usize,
+    pub failed: usize,
+    pub needs_login: usize,
+    pub skipped: usize,
+    pub idle: usize,
+}
+
+#[derive(Clone, Debug)]
+enum Work {
+    Refresh {
+        user: String,
+        token: String,
+    },
+    Sign {
+        user: String,
+        token: String,
+        provider: usize,
+    },
+}
+
+/// What was learnt about a `.use` the last time it was read, valid while its ctime and
+/// the `.meta`'s mtime stay the same: an idle pass then needs only `stat` calls.
+#[derive(Clone, Copy)]
+struct Seen {
+    use_ctime: (i64, i64),
+    meta_mtime: i64,
+    renew_at: Option<f64>,
+}
+
+pub struct Credmon {
+    pub settings: Settings,
+    http: Http,
+    policy: UrlPolicy,
+    issuers: Mutex<HashMap<String, Arc<LocalIssuer>>>,
+    status: Mutex<Status>,
+    seen: Mutex<HashMap<PathBuf, Seen>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// HTCondor's `okay_for_oauth_filename` characters; never a leading dot.
+fn safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-+=_.".contains(c))
+}
+
+fn is_key_file(name: &str) -> bool {
+    name.len() == 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+}
+
+/// Read a file without following a symlink, refusing anything but a regular file.
+fn read_plain(path: &Path) -> Result<Vec<u8>, String> {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => "is a symlink; not followed".to_string(),
+            _ => e.to_string(),
+        })?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(bytes)
+}
+
+/// A secret file (`.top`, `.meta`) must be owned by root, this process or the user
+/// directory's owner, and be private.
+fn check_secret_file(path: &Path, dir_owner: u32) -> Result<(), String> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    if meta.file_type().is_symlink() {
+        return Err("is a symlink; not followed".into());
+    }
+    let euid = credkeeper_store::sink::uid();
+    if ![0, euid, dir_owner].contains(&meta.uid()) {
+        return Err(format!(
+            "is owned by uid {}, not root, this credmon or the directory's owner",
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "is readable by others (mode {mode:04o}); run `chmod 600 {}`",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+fn read_json_object(path: &Path) -> Result<Map<String, Value>, String> {
+    let bytes = read_plain(path)?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err("is not a JSON object".into()),
+        Err(e) => Err(format!("is not valid JSON ({e})")),
+    }
+}
+
+fn mtime(path: &Path) -> Option<i64> {
+    std::fs::symlink_metadata(path).ok().map(|m| m.mtime())
+}
+
+/// Tells one version of a file from the next, even within the same second.
+fn fingerprint(path: &Path) -> Option<String> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| format!("{}:{}.{:09}", m.ino(), m.mtime(), m.mtime_nsec()))
+}
+
+impl Credmon {
+    pub fn new(settings: Settings, policy: UrlPolicy) -> Result<Credmon, OidcError> {
+        let status = Status::load(&settings.cred_dir);
+        Ok(Credmon {
+            settings,
+            http: Http::new()?,
+            policy,
+            issuers: Mutex::new(HashMap::new()),
+            status: Mutex::new(status),
+            seen: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn status(&self) -> Status {
+        lock(&self.status).clone()
+    }
+
+    fn dir(&self) -> &Path {
+        &self.settings.cred_dir
+    }
+
+    /// One full pass. `stop` is checked between credentials, so a signal ends the pass
+    /// after the file being written is complete.
+    pub async fn pass(self: &Arc<Self>, stop: &tokio::sync::watch::Receiver<bool>) -> PassReport {
+        let me = self.clone();
+        let scanned = tokio::task::spawn_blocking(move || me.scan()).await;
+        let (work, mut report) = scanned.unwrap_or_default();
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(self.settings.concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        for item in work {
+            if *stop.borrow() {
+                break;
+            }
+            let me = self.clone();
+            let permit = semaphore.clone().acquire_owned().await;
+            tasks.spawn(async move {
+                let _permit = permit;
+                me.handle(item).await
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Outcome::Refreshed) => report.refreshed += 1,
+                Ok(Outcome::Signed) => report.signed += 1,
+                Ok(Outcome::NeedsLogin) => report.needs_login += 1,
+                Ok(Outcome::Failed) | Err(_) => report.failed += 1,
+            }
+        }
+        let status = {
+            let mut s = lock(&self.status);
+            s.last_pass = Some(Timestamp::now().unix());
+            s.clone()
+        };
+        if let Err(e) = status.save(self.dir()) {
+            tracing::warn!("cannot save the status file: {e}");
+        }
+        touch(&self.dir().join("CREDMON_COMPLETE"));
+        report
+    }
+
+    /// Walk the directory and decide what is due. Blocking file I/O only.
+    fn scan(&self) -> (Vec<Work>, PassReport) {
+        let mut work = Vec::new();
+        let mut report = PassReport::default();
+        let dir = self.dir().to_path_buf();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(
+                    "cannot read the credential directory {}: {e}",
+                    dir.display()
+                );
+                return (work, report);
+            }
+        };
+        // Sub-second precision, as upstream compares float times: a `.use` written a
+        // moment ago with `expires_in: 0` is due at once.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(ft) = entry.file_type() else { continue };
+            if ft.is_file() && is_key_file(&name) {
+                self.maybe_remove_key_file(&entry.path(), now);
+                continue;
+            }
+            if !ft.is_dir() {
+                if ft.is_symlink() {
+                    tracing::warn!(
+                        "skipping {}: a symlink in the credential directory is never followed",
+                        entry.path().display()
+                    );
+                }
+                continue;
+            }
+            if !safe_name(&name) {
+                tracing::warn!("skipping directory {name:?}: not a valid user name");
+                report.skipped += 1;
+                continue;
+            }
+            report.users += 1;
+            self.scan_user(&entry.path(), &name, now, &mut work, &mut report);
+        }
+        (work, report)
+    }
+
+    fn maybe_remove_key_file(&self, path: &Path, now: f64) {
+        if let Ok(meta) = std::fs::symlink_metadata(path)
+            && now as i64 - meta.ctime() > KEY_FILE_MAX_AGE
+        {
+            match std::fs::remove_file(path) {
+                Ok(()) => {
+                    tracing::info!("removed key file {} (older than 12 hours)", path.display())
+                }
+                Err(e) => tracing::warn!("cannot remove stale key file {}: {e}", path.display()),
+            }
+        }
+    }
+
+    fn scan_user(
+        &self,
+        dir: &Path,
+        user: &str,
+        now: f64,
+        work: &mut Vec<Work>,
+        report: &mut PassReport,
+    ) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            tracing::warn!("cannot read {}", dir.display());
+            report.skipped += 1;
+            return;
+        };
+        let mut names = Vec::new();
+        for e in entries.flatten() {
+            names.push(e.file_name().to_string_lossy().into_owned());
+        }
+        for name in &names {
+            if let Some(token) = name.strip_suffix(".meta") {
+                if !safe_name(token) {
+                    tracing::warn!("skipping {}/{name}: not a valid token name", dir.display());
+                    report.skipped += 1;
+                    continue;
+                }
+                match self.oauth_due(dir, user, token, now) {
+                    Due::Yes => work.push(Work::Refresh {
+                        user: user.into(),
+                        token: token.into(),
+                    }),
+                    Due::No => report.idle += 1,
+                    Due::NeedsLogin => report.needs_login += 1,
+                    Due::Skip => report.skipped += 1,
+                }
+            } else if let Some(token) = name.strip_suffix(".top") {
+                // Local tokens: `<provider>.top` or `<provider>_<handle>.top` without a `.meta`.
+                if names.iter().any(|n| n == &format!("{token}.meta")) || !safe_name(token) {
+                    continue;
+                }
+                let provider = token.split('_').next().unwrap_or(token);
+                let Some(index) = self.settings.local.iter().position(|p| p.name == provider)
+                else {
+                    continue;
+                };
+                if self.local_due(dir, token, now) {
+                    work.push(Work::Sign {
+                        user: user.into(),
+                        token: token.into(),
+                        provider: index,
+                    });
+                } else {
+                    report.idle += 1;
+                }
+            }
+        }
+    }
+
+    fn key(user: &str, token: &str) -> String {
+        format!("{user}/{token}")
+    }
+
+    fn oauth_due(&self, dir: &Path, user: &str, token: &str, now: f64) -> Due {
+        let top = dir.join(format!("{token}.top"));
+        let meta_path = dir.join(format!("{token}.meta"));
+        let use_path = dir.join(format!("{token}.use"));
+        if let Some(s) = lock(&self.status).credentials.get(&Self::key(user, token)) {
+            if s.needs_login.is_some() && s.top_stamp == fingerprint(&top) {
+                return Due::NeedsLogin;
+            }
+            if s.needs_login.is_none() && s.next_attempt.is_some_and(|t| t as f64 > now) {
+                return Due::No;
+            }
+        }
+        let Ok(use_meta) = std::fs::symlink_metadata(&use_path) else {
+            return Due::Yes;
+        };
+        if use_meta.file_type().is_symlink() {
+            tracing::warn!("skipping {}: a symlink; not followed", use_path.display());
+            return Due::Skip;
+        }
+        let use_ctime = (use_meta.ctime(), use_meta.ctime_nsec());
+        let meta_mtime = mtime(&meta_path).unwrap_or_default();
+        let cached = lock(&self.seen).get(&use_path).copied();
+        let renew_at = match cached {
+            Some(s) if s.use_ctime == use_ctime && s.meta_mtime == meta_mtime => s.renew_at,
+            _ => {
+                let ctime = use_ctime.0 as f64 + use_ctime.1 as f64 / 1e9;
+                let renew_at = self.oauth_renew_at(&use_path, &meta_path, ctime);
+                lock(&self.seen).insert(
+                    use_path.clone(),
+                    Seen {
+                        use_ctime,
+                        meta_mtime,
+                        renew_at,
+                    },
+                );
+                renew_at
+            }
+        };
+        match renew_at {
+            Some(at) if now <= at => Due::No,
+            None if !self.use_refreshes(&meta_path) => Due::No,
+            _ => Due::Yes,
+        }
+    }
+
+    fn use_refreshes(&self, meta: &Path) -> bool {
+        read_json_object(meta)
+            .ok()
+            .and_then(|m| m.get("use_refresh_token").and_then(Value::as_bool))
+            .unwrap_or(true)
+    }
+
+    /// When the `.use` is due for renewal (upstream rule: its ctime plus the token's
+    /// lifetime times the fraction); `None` when it can never be renewed (the `.meta`
+    /// says not to) — and `Some(0)` (now) when the `.use` is unreadable.
+    fn oauth_renew_at(&self, use_path: &Path, meta_path: &Path, ctime: f64) -> Option<f64> {
+        let meta = read_json_object(meta_path).ok();
+        if meta
+            .as_ref()
+            .and_then(|m| m.get("use_refresh_token"))
+            .and_then(Value::as_bool)
+            == Some(false)
+        {
+            return None;
+        }
+        let Ok(used) = read_json_object(use_path) else {
+            return Some(0.0);
+        };
+        let Some(expires_in) = used.get("expires_in").and_then(Value::as_f64) else {
+            return Some(0.0);
+        };
+        let token_url = meta
+            .as_ref()
+            .and_then(|m| m.get("token_url"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        // Box hands out short-lived tokens and wants them used longer (upstream rule).
+        let fraction = if token_url.starts_with("https://") && token_url.contains(".box.com") {
+            0.95
+        } else {
+            self.settings.refresh_fraction
+        };
+        Some(ctime + expires_in * fraction)
+    }
+
+    fn local_due(&self, dir: &Path, token: &str, now: f64) -> bool {
+        let use_path = dir.join(format!("{token}.use"));
+        let Ok(meta) = std::fs::symlink_metadata(&use_path) else {
+            return true;
+        };
+        if meta.file_type().is_symlink() {
+            tracing::warn!("skipping {}: a symlink; not followed", use_path.display());
+            return false;
+        }
+        let use_ctime = (meta.ctime(), meta.ctime_nsec());
+        if let Some(s) = lock(&self.seen).get(&use_path).copied()
+            && s.use_ctime == use_ctime
+        {
+            return s.renew_at.is_none_or(|at| now > at);
+        }
+        let renew_at = read_plain(&use_path).ok().and_then(|bytes| {
+            match serde_json::from_slice::<Map<String, Value>>(&bytes) {
+                Ok(m) => m.get("expires_in").and_then(Value::as_f64).map(|e| {
+                    meta.ctime() as f64
+                        + meta.ctime_nsec() as f64 / 1e9
+                        + e * self.settings.refresh_fraction
+                }),
+                // A bare token (TOKEN_USE_JSON = false): half of its own lifetime.
+                Err(_) => Jwt::decode(&String::from_utf8_lossy(&bytes))
+                    .ok()
+                    .and_then(|j| {
+                        let (iat, exp) = (j.issued_at()?.unix(), j.expires()?.unix());
+                        Some(iat as f64 + (exp - iat) as f64 * self.settings.refresh_fraction)
+                    }),
+            }
+        });
+        lock(&self.seen).insert(
+            use_path,
+            Seen {
+                use_ctime,
+                meta_mtime: 0,
+                renew_at,
+            },
+        );
+        renew_at.is_none_or(|at| now > at)
+    }
+
+    async fn handle(self: Arc<Self>, work: Work) -> Outcome {
+        match work {
+            Work::Refresh { user, token } => self.refresh(&user, &token).await,
+            Work::Sign {
+                user,
+                token,
+                provider,
+            } => {
+                let me = self.clone();
+                tokio::task::spawn_blocking(move || me.sign(&user, &token, provider))
+                    .await
+                    .unwrap_or(Outcome::Failed)
+            }
+        }
+    }
+
+    fn record(&self, user: &str, token: &str, kind: &str, f: impl FnOnce(&mut CredStatus)) {
+        let mut status = lock(&self.status);
+        let entry = status
+            .credentials
+            .entry(Self::key(user, token))
+            .or_insert_with(|| CredStatus {
+                user: user.into(),
+                token: token.into(),
+                kind: kind.into(),
+                ..Default::default()
+            });
+        f(entry);
+    }
+
+    fn fail(&self, user: &str, token: &str, kind: &str, error: String) -> Outcome {
+        tracing::warn!("{user}/{token}: {error}");
+        let now = Timestamp::now().unix();
+        self.record(user, token, kind, |s| {
+            s.failures += 1;
+            s.next_attempt = Some(now + credkeeper_refresher::backoff_secs(s.failures));
+            s.last_error = Some(error);
+        });
+        Outcome::Failed
+    }
+
+    /// Refresh `<user>/<token>` exactly as upstream does: a form POST to the `.meta`'s
+    /// token URL with client id, client secret and refresh token, no scope.
+    async fn refresh(&self, user: &str, token: &str) -> Outcome {
+        let dir = self.dir().join(user);
+        let top_path = dir.join(format!("{token}.top"));
+        let meta_path = dir.join(format!("{token}.meta"));
+        let dir_owner = std::fs::symlink_metadata(&dir)
+            .map(|m| m.uid())
+            .unwrap_or(0);
+        let prepared = (|| -> Result<_, String> {
+            for p in [&top_path, &meta_path] {
+                check_secret_file(p, dir_owner).map_err(|e| format!("{} {e}", p.display()))?;
+            }
+            let top =
+                read_json_object(&top_path).map_err(|e| format!("{} {e}", top_path.display()))?;
+            let meta =
+                read_json_object(&meta_path).map_err(|e| format!("{} {e}", meta_path.display()))?;
+            let rt = top
+                .get("refresh_token")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| format!("{} holds no refresh token", top_path.display()))?
+                .to_string();
+            let field = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
+            let token_url = field("token_url")
+                .ok_or_else(|| format!("{} has no token_url", meta_path.display()))?;
+            let client_id = field("client_id")
+                .ok_or_else(|| format!("{} has no client_id", meta_path.display()))?;
+            let provider = token
+                .split('_')
+                .next()
+                .unwrap_or(token)
+                .to_ascii_uppercase();
+            // The secret need not sit in `.meta` when the provider is configured here.
+            let secret = match field("client_secret") {
+                Some(s) => s,
+                None => match self
+                    .settings
+                    .config
+                    .get(&format!("{provider}_CLIENT_SECRET_FILE"))
+                {
+                    Some(f) => {
+                        credkeeper_store::perm::read_private(Path::new(&f), "client-secret file")
+                            .map_err(|e| e.to_string())?
+                    }
+                    None => String::new(),
+                },
+            };
+            self.policy
+                .check("token URL", &token_url)
+                .map_err(|e| e.to_string())?;
+            Ok((
+                top,
+                Secret::new(rt),
+                token_url,
+                client_id,
+                Secret::new(secret),
+            ))
+        })();
+        let (mut top, rt, token_url, client_id, secret) = match prepared {
+            Ok(x) => x,
+            Err(e) => return self.fail(user, token, "oauth", e),
+        };
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", client_id.as_str()),
+            ("client_secret", secret.expose()),
+            ("refresh_token", rt.expose()),
+        ];
+        let answer = self.http.post_form(&token_url, &form, None).await;
+        let response = match answer {
+            Ok((_, body)) if body.get("error").is_some() => {
+                let code = body["error"].as_str().unwrap_or("error").to_string();
+                let desc = body
+                    .get("error_description")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                Err(OidcError::OAuth {
+                    code,
+                    description: desc,
+                })
+            }
+            Ok((status, _)) if !(200..300).contains(&status) => Err(OidcError::Status {
+                url: token_url.clone(),
+                status,
+            }),
+            Ok((_, Value::Object(m)))
+                if m.get("access_token").and_then(Value::as_str).is_some() =>
+            {
+                Ok(m)
+            }
+            Ok(_) => Err(OidcError::BadResponse {
+                url: token_url.clone(),
+                what: "token response",
+                reason: "no access_token".into(),
+            }),
+            Err(e) => Err(e),
+        };
+        let mut response = match response {
+            Ok(r) => r,
+            Err(e) if e.is_invalid_grant() => {
+                tracing::warn!("{user}/{token}: needs a new login: {e}");
+                let top_stamp = fingerprint(&top_path);
+                self.record(user, token, "oauth", |s| {
+                    s.needs_login = Some(e.to_string());
+                    s.top_stamp = top_stamp;
+                    s.last_error = Some(e.to_string());
+                });
+                return Outcome::NeedsLogin;
+            }
+            Err(e) => return self.fail(user, token, "oauth", e.to_string()),
+        };
+        let new_rt = response.remove("refresh_token");
+        let now = Timestamp::now().unix();
+        // The `.use` shape oauthlib gives upstream: `scope` as a list, `expires_at` added.
+        if let Some(Value::String(s)) = response.get("scope").cloned() {
+            response.insert(
+                "scope".into(),
+                json!(s.split_whitespace().collect::<Vec<_>>()),
+            );
+        }
+        let expires_at = response
+            .get("expires_in")
+            .and_then(Value::as_i64)
+            .map(|e| now + e);
+        if let Some(at) = expires_at {
+            response.insert("expires_at".into(), json!(at));
+        }
+        if let Some(Value::String(rt)) = new_rt {
+            top.insert("refresh_token".into(), json!(rt));
+        }
+        // `.use` before `.top`, as upstream: a job never sees a token older than its `.top`.
+        let written = self
+            .write(
+                &dir.join(format!("{token}.use")),
+                &Value::Object(response).to_string(),
+            )
+            .and_then(|_| self.write(&top_path, &Value::Object(top).to_string()));
+        if let Err(e) = written {
+            return self.fail(user, token, "oauth", e);
+        }
+        tracing::info!("refreshed {user}/{token}");
+        self.record(user, token, "oauth", |s| {
+            *s = CredStatus {
+                user: user.into(),
+                token: token.into(),
+                kind: "oauth".into(),
+                expires_at,
+                last_refresh: Some(now),
+                ..Default::default()
+            };
+        });
+        Outcome::Refreshed
+    }
+
+    fn issuer(&self, provider: &LocalProvider) -> Result<Arc<LocalIssuer>, String> {
+        let mut issuers = lock(&self.issuers);
+        if let Some(i) = issuers.get(&provider.name) {
+            return Ok(i.clone());
+        }
+        let issuer = Arc::new(LocalIssuer::open(&provider.issuer).map_err(|e| e.to_string())?);
+        issuers.insert(provider.name.clone(), issuer.clone());
+        Ok(issuer)
+    }
+
+    /// Sign a local token for `user` with the claims upstream's local mode uses.
+    fn sign(&self, user: &str, token: &str, index: usize) -> Outcome {
+        let provider = &self.settings.local[index];
+        let issuer = match self.issuer(provider) {
+            Ok(i) => i,
+            Err(e) => return self.fail(user, token, "local", e),
+        };
+        let scope = provider.authz_template.replace("{username}", user);
+        let audience = (!provider.audience.is_empty()).then(|| json!(provider.audience));
+        let grant = Grant {
+            subject: user,
+            scope: &scope,
+            audience,
+            lifetime: provider.issuer.lifetime,
+        };
+        let (jwt, expires) = match issuer.sign(&grant) {
+            Ok(x) => x,
+            Err(e) => return self.fail(user, token, "local", e.to_string()),
+        };
+        let contents = if provider.use_json {
+            json!({"access_token": jwt.expose(), "expires_in": provider.issuer.lifetime})
+                .to_string()
+        } else {
+            format!("{}\n", jwt.expose())
+        };
+        if let Err(e) = self.write(
+            &self.dir().join(user).join(format!("{token}.use")),
+            &contents,
+        ) {
+            return self.fail(user, token, "local", e);
+        }
+        tracing::info!("signed a local token for {user}/{token}");
+        let now = Timestamp::now().unix();
+        self.record(user, token, "local", |s| {
+            *s = CredStatus {
+                user: user.into(),
+                token: token.into(),
+                kind: "local".into(),
+                expires_at: Some(expires.unix()),
+                last_refresh: Some(now),
+                ..Default::default()
+            };
+        });
+        Outcome::Signed
+    }
+
+    /// Write a credential file as upstream does: a temporary file in the credential
+    /// directory's root, mode 0400, renamed into place.
+    fn write(&self, path: &Path, contents: &str) -> Result<(), String> {
+        credkeeper_store::sink::write_atomic_via(Some(self.dir()), path, contents.as_bytes(), 0o400)
+            .map_err(|e| e.to_string())
+    }
+}
+
+enum Due {
+    Yes,
+    No,
+    NeedsLogin,
+    Skip,
+}
+
+enum Outcome {
+    Refreshed,
+    Signed,
+    NeedsLogin,
+    Failed,
+}
+
+/// Create `path` if needed and set its modification time to now.
+pub fn touch(path: &Path) {
+    let result = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    if let Err(e) = result {
+        tracing::warn!("cannot touch {}: {e}", path.display());
+    }
+}
