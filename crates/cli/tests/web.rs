@@ -263,3 +263,134 @@ fn a_provider_login_stores_the_credential_for_the_session_identity_only() {
     assert!(page.body.contains("Revoked and deleted"), "{}", page.body);
     assert!(page.body.contains("no credential stored"), "{}", page.body);
 }
+
+#[test]
+fn a_credd_key_file_login_writes_the_credential_directory_like_the_credmon_web_app() {
+    use std::os::unix::fs::PermissionsExt;
+    let op = Op::start();
+    let user = User::new();
+    let cred_dir = user.path("oauth_credentials");
+    std::fs::create_dir(&cred_dir).unwrap();
+    std::fs::set_permissions(&cred_dir, std::fs::Permissions::from_mode(0o2770)).unwrap();
+    let config = user.path("broker.toml");
+    std::fs::write(
+        &config,
+        format!("[credmon]\ncred_dir = \"{}\"\n", cred_dir.display()),
+    )
+    .unwrap();
+    let broker = Broker::start(
+        &user,
+        &user.path("state"),
+        &["--config", config.to_str().unwrap()],
+    );
+
+    // What the CredD writes: one ad per provider login, with secrets, named by 64 hex digits.
+    let key = "0123456789abcdef".repeat(4);
+    let ad = |handle: &str| {
+        format!(
+            "Provider = \"op\"\nHandle = \"{handle}\"\nLocalUser = \"alice\"\nScopes = \"openid,offline_access,read\"\n\
+             Audience = \"\"\nClientId = \"robot-client\"\nClientSecret = \"robot-secret\"\nReturnUrl = \"{}/callback\"\n\
+             AuthorizationUrl = \"{}\"\nTokenUrl = \"{}\"\n",
+            broker.url,
+            op.get("OP_AUTHORIZATION_ENDPOINT"),
+            op.get("OP_TOKEN_ENDPOINT")
+        )
+    };
+    std::fs::write(cred_dir.join(&key), format!("{}\n{}", ad(""), ad("second"))).unwrap();
+
+    let browser = Jar::new();
+    assert_eq!(
+        browser
+            .request(
+                "GET",
+                &format!("{}/key/{}", broker.url, "f".repeat(64)),
+                &[]
+            )
+            .status,
+        404
+    );
+    assert_eq!(
+        browser
+            .request("GET", &format!("{}/key/{key}", broker.url), &[])
+            .status,
+        303
+    );
+    let login = |name: &str| {
+        let page = browser.request("GET", &format!("{}/web", broker.url), &[]);
+        assert!(page.body.contains("Signed in as alice"), "{}", page.body);
+        let start = browser.request(
+            "POST",
+            &format!("{}/web/login/{name}", broker.url),
+            &[("csrf", &csrf(&page.body))],
+        );
+        assert_eq!(start.status, 303, "{}", start.body);
+        let out = Command::new(testbed().join("op-browser.sh"))
+            .args(["login", &start.location, "alice"])
+            .env("OP_BROWSER_JAR", browser.file.path())
+            .output()
+            .unwrap();
+        let redirect = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(browser.request("GET", &redirect, &[]).status, 303);
+        browser
+            .request("GET", &format!("{}/web", broker.url), &[])
+            .body
+    };
+    let page = login("op");
+    assert!(page.contains("Logged in to op"), "{page}");
+    let alice = cred_dir.join("alice");
+    let json =
+        |p: std::path::PathBuf| -> serde_json::Value { serde_json::from_str(&read(&p)).unwrap() };
+    let used = json(alice.join("op.use"));
+    assert_eq!(
+        claims(used["access_token"].as_str().unwrap())["sub"],
+        "alice"
+    );
+    assert!(
+        used["scope"].is_array() && used["expires_at"].is_i64(),
+        "{used}"
+    );
+    let top = json(alice.join("op.top"));
+    assert!(top["refresh_token"].as_str().is_some_and(|t| !t.is_empty()));
+    assert_eq!(top["scopes"], "openid,offline_access,read");
+    let meta = json(alice.join("op.meta"));
+    assert_eq!(meta["client_id"], "robot-client");
+    assert_eq!(meta["client_secret"], "robot-secret");
+    assert_eq!(meta["token_url"], op.get("OP_TOKEN_ENDPOINT"));
+    assert_eq!(meta["use_refresh_token"], true);
+    for f in ["op.use", "op.top", "op.meta"] {
+        assert_eq!(
+            std::fs::metadata(alice.join(f))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o400,
+            "{f}"
+        );
+    }
+    assert!(cred_dir.join(&key).exists(), "one login is still to do");
+    let page = login("op_second");
+    assert!(page.contains("Logged in to op_second"), "{page}");
+    assert!(alice.join("op_second.top").exists());
+    assert!(
+        !cred_dir.join(&key).exists(),
+        "the key file goes when every login is done"
+    );
+
+    // credkeeper credmon takes the directory as it is: both credentials are fresh.
+    let run = Run::from(
+        user.cmd()
+            .args(["credmon", "--once", "-v", "-c"])
+            .arg(&cred_dir)
+            .env("CONDOR_CONFIG", "ONLY_ENV")
+            .env("_CONDOR_LOCAL_CREDMON_PROVIDER_NAMES", "")
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    assert!(
+        run.stderr.contains("2 idle") && run.stderr.contains("0 failed"),
+        "{}",
+        run.stderr
+    );
+}

@@ -13,6 +13,8 @@
 
 pub mod condor_config;
 pub mod daemon;
+pub mod files;
+pub mod keyfile;
 pub mod pass;
 pub mod settings;
 pub mod status;

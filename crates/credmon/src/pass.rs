@@ -592,7 +592,7 @@ impl Credmon {
             }),
             Err(e) => Err(e),
         };
-        let mut response = match response {
+        let response = match response {
             Ok(r) => r,
             Err(e) if e.is_invalid_grant() => {
                 tracing::warn!("{user}/{token}: needs a new login: {e}");
@@ -606,23 +606,10 @@ impl Credmon {
             }
             Err(e) => return self.fail(user, token, "oauth", e.to_string()),
         };
-        let new_rt = response.remove("refresh_token");
         let now = Timestamp::now().unix();
-        // The `.use` shape oauthlib gives upstream: `scope` as a list, `expires_at` added.
-        if let Some(Value::String(s)) = response.get("scope").cloned() {
-            response.insert(
-                "scope".into(),
-                json!(s.split_whitespace().collect::<Vec<_>>()),
-            );
-        }
-        let expires_at = response
-            .get("expires_in")
-            .and_then(Value::as_i64)
-            .map(|e| now + e);
-        if let Some(at) = expires_at {
-            response.insert("expires_at".into(), json!(at));
-        }
-        if let Some(Value::String(rt)) = new_rt {
+        let (response, new_rt, expires_at) = crate::files::shape_use(response, now);
+        // Without a new refresh token the old one stays, as upstream's oauthlib does.
+        if let Some(rt) = new_rt {
             top.insert("refresh_token".into(), json!(rt));
         }
         // `.use` before `.top`, as upstream: a job never sees a token older than its `.top`.
@@ -705,11 +692,8 @@ impl Credmon {
         Outcome::Signed
     }
 
-    /// Write a credential file as upstream does: a temporary file in the credential
-    /// directory's root, mode 0400, renamed into place.
     fn write(&self, path: &Path, contents: &str) -> Result<(), String> {
-        credkeeper_store::sink::write_atomic_via(Some(self.dir()), path, contents.as_bytes(), 0o400)
-            .map_err(|e| e.to_string())
+        crate::files::write_cred_file(self.dir(), path, contents)
     }
 }
 

@@ -126,6 +126,23 @@ impl Broker {
         })
     }
 
+    /// The HTCondor credential directory the web pages write to for CredD key files.
+    pub fn credd_dir(&self) -> Option<std::path::PathBuf> {
+        self.config.credmon.cred_dir.clone()
+    }
+
+    pub fn credd_secret_in_meta(&self) -> bool {
+        self.config.credmon.client_secret_in_meta
+    }
+
+    pub fn policy(&self) -> UrlPolicy {
+        self.policy
+    }
+
+    pub fn http(&self) -> &Http {
+        &self.http
+    }
+
     /// Check a robot's secret. Unknown robots and wrong secrets get the same answer.
     pub async fn authenticate(&self, robot: &str, secret: &Secret) -> Result<(), Refusal> {
         let wrong = || Refusal::new("unauthenticated", "robot name or secret is wrong");

@@ -31,6 +31,34 @@ pub struct Config {
     pub store: StoreSection,
     #[serde(default)]
     pub refresher: RefresherSection,
+    #[serde(default)]
+    pub credmon: CredmonSection,
+}
+
+/// The HTCondor CredD's key-file logins (`/key/<hex>`), written as the credmon's web
+/// app writes them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredmonSection {
+    /// `SEC_CREDENTIAL_DIRECTORY_OAUTH`.
+    pub cred_dir: Option<PathBuf>,
+    /// Write the client secret into `.meta`, as upstream does (needed when the credmon
+    /// reading the directory has no `<PROVIDER>_CLIENT_SECRET_FILE`).
+    #[serde(default = "yes")]
+    pub client_secret_in_meta: bool,
+}
+
+impl Default for CredmonSection {
+    fn default() -> Self {
+        CredmonSection {
+            cred_dir: None,
+            client_secret_in_meta: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,7 +291,7 @@ fn default_concurrency() -> usize {
 }
 
 /// Sections whose scalars `CREDKEEPER_<SECTION>_<KEY>` may override.
-const OVERRIDABLE: &[&str] = &["server", "issuer", "store", "refresher"];
+const OVERRIDABLE: &[&str] = &["server", "issuer", "store", "refresher", "credmon"];
 
 impl Config {
     /// Read, apply environment overrides, and validate.

@@ -10,8 +10,9 @@
 //! Links, sessions and pending logins live in memory: a restarted broker forgets them,
 //! which fails closed (the user asks for a new link).
 
-use crate::broker::{Broker, Refusal, expiry};
-use crate::config::ProviderSection;
+mod target;
+
+use crate::broker::{Broker, Refusal};
 use crate::http::Robot;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -21,11 +22,12 @@ use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use credkeeper_core::{Jwt, Secret, Timestamp};
-use credkeeper_oidc::{OidcError, Pkce, TokenRequest};
-use credkeeper_store::{CachedToken, CredentialKey};
+use credkeeper_credmon::keyfile::{self, KeyAd};
+use credkeeper_oidc::{OidcError, Pkce};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use target::targets;
 
 const LINK_SECS: i64 = 600;
 const SESSION_SECS: i64 = 1800;
@@ -37,6 +39,11 @@ const COOKIE: &str = "ck_session";
 pub enum Identity {
     User(String),
     Robot(String),
+    /// A local user sent by the CredD with a key file (`/key/<hex>`).
+    CredD {
+        user: String,
+        key: String,
+    },
 }
 
 impl Identity {
@@ -44,14 +51,14 @@ impl Identity {
     /// credentials (robot names cannot contain `:`).
     pub fn store_name(&self) -> String {
         match self {
-            Identity::User(u) => format!("user:{u}"),
+            Identity::User(u) | Identity::CredD { user: u, .. } => format!("user:{u}"),
             Identity::Robot(r) => r.clone(),
         }
     }
 
     fn label(&self) -> String {
         match self {
-            Identity::User(u) => u.clone(),
+            Identity::User(u) | Identity::CredD { user: u, .. } => u.clone(),
             Identity::Robot(r) => format!("robot {r}"),
         }
     }
@@ -67,6 +74,7 @@ struct Session {
 struct Pending {
     session: String,
     provider: String,
+    redirect: String,
     pkce: Pkce,
     nonce: String,
     expires: Timestamp,
@@ -121,6 +129,8 @@ pub fn router() -> Router<Arc<Broker>> {
         .route("/web/login/{provider}", post(start_login))
         .route("/web/revoke/{provider}", post(revoke))
         .route("/callback", get(callback))
+        .route("/return/{provider}", get(callback_for))
+        .route("/key/{key}", get(open_key))
 }
 
 #[derive(Deserialize, Default)]
@@ -243,6 +253,11 @@ async fn open_link(State(broker): State<Arc<Broker>>, Path(token): Path<String>)
         )
         .into_response();
     };
+    start_session(&broker, identity)
+}
+
+/// A new session for `identity`: the cookie, and off to the credential page.
+fn start_session(broker: &Broker, identity: Identity) -> Response {
     let id = random();
     lock(&broker.web.sessions).insert(
         id.clone(),
@@ -281,19 +296,40 @@ fn with_session<T>(
     Some(f(&id, s))
 }
 
-fn providers_for<'a>(broker: &'a Broker, identity: &Identity) -> Vec<&'a ProviderSection> {
-    broker
-        .config
-        .providers
-        .iter()
-        .filter(|p| match identity {
-            Identity::User(_) => true,
-            Identity::Robot(r) => broker
-                .config
-                .robot(r)
-                .is_some_and(|r| r.providers.contains(&p.name)),
-        })
-        .collect()
+/// A CredD key file's ads. The name must be the CredD's 64 hex digits, and the file a
+/// regular file (never a symlink).
+pub(crate) fn read_key_file(cred_dir: &std::path::Path, key: &str) -> Result<Vec<KeyAd>, String> {
+    if key.len() != 64 || !key.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("this is not a CredD login link".into());
+    }
+    let path = cred_dir.join(key);
+    let meta = std::fs::symlink_metadata(&path).map_err(|_| {
+        "this login link is not known here; it may have been used up already".to_string()
+    })?;
+    if !meta.file_type().is_file() {
+        return Err("this login link is not a regular key file".into());
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+    keyfile::parse(&text).map_err(|e| format!("the CredD's key file is malformed: {e}"))
+}
+
+/// `GET /key/<hex>`: the CredD's login URL; the key file names the local user and the
+/// providers to log in to.
+async fn open_key(State(broker): State<Arc<Broker>>, Path(key): Path<String>) -> Response {
+    let Some(cred_dir) = broker.credd_dir() else {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            "This broker serves no HTCondor credential directory.",
+        )
+        .into_response();
+    };
+    match read_key_file(&cred_dir, &key) {
+        Ok(ads) => {
+            let user = ads.last().map(|a| a.local_user.clone()).unwrap_or_default();
+            start_session(&broker, Identity::CredD { user, key })
+        }
+        Err(e) => error_page(StatusCode::NOT_FOUND, &e).into_response(),
+    }
 }
 
 fn no_session() -> PageError {
@@ -313,40 +349,28 @@ async fn page(State(broker): State<Arc<Broker>>, headers: HeaderMap) -> Response
     if let Some(f) = flash {
         body.push_str(&format!("<p class=\"flash\">{}</p>", esc(&f)));
     }
-    let now = Timestamp::now();
-    for p in providers_for(&broker, &identity) {
-        let stored = match broker.client(p).await {
-            Ok(client) => {
-                let key = CredentialKey::new(
-                    &client.metadata().issuer,
-                    client.client_id(),
-                    &identity.store_name(),
-                );
-                broker.store.get(&key).ok().flatten()
-            }
-            Err(_) => None,
-        };
-        let status = match &stored {
-            None => "no credential stored".to_string(),
-            Some(s) => match (&s.health.needs_login, &s.access) {
-                (Some(reason), _) => format!("needs a new login: {reason}"),
-                (None, Some(a)) if a.expires > now => format!(
-                    "stored; current token valid until {} ({} s)",
-                    a.expires,
-                    a.expires.seconds_after(now)
-                ),
-                _ => format!("stored (refresh token saved {})", s.updated),
-            },
-        };
-        let name = esc(&p.name);
+    let list = match targets(&broker, &identity) {
+        Ok(t) => t,
+        // The CredD's key file is removed once every login in it is done.
+        Err(_) if matches!(identity, Identity::CredD { .. }) => {
+            body.push_str(
+                "<p class=\"done\">Every login the batch system asked for is done. You can close this window.</p>",
+            );
+            return page_response(StatusCode::OK, "credkeeper", &body);
+        }
+        Err(e) => return error_page(StatusCode::NOT_FOUND, &e).into_response(),
+    };
+    for t in list {
+        let shown = t.shown(&broker, &identity).await;
+        let name = esc(&t.name());
         body.push_str(&format!(
             "<section class=\"provider\" data-provider=\"{name}\"><h2>{name}</h2>\
              <p><span class=\"status\">{}</span></p>\
              <form method=\"post\" action=\"/web/login/{name}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
              <button type=\"submit\">Log in to {name}</button></form>",
-            esc(&status)
+            esc(&shown.status)
         ));
-        if stored.is_some() {
+        if shown.stored && t.revocable() {
             body.push_str(&format!(
                 "<form method=\"post\" action=\"/web/revoke/{name}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
                  <button type=\"submit\">Revoke</button></form>"
@@ -381,14 +405,15 @@ fn checked(
     .unwrap_or_else(|| Err(no_session()))
 }
 
-fn provider_of<'a>(
+fn target_of<'a>(
     broker: &'a Broker,
     identity: &Identity,
     name: &str,
-) -> Result<&'a ProviderSection, PageError> {
-    providers_for(broker, identity)
+) -> Result<target::Target<'a>, PageError> {
+    targets(broker, identity)
+        .map_err(|e| error_page(StatusCode::NOT_FOUND, &e))?
         .into_iter()
-        .find(|p| p.name == name)
+        .find(|t| t.name() == name)
         .ok_or_else(|| {
             error_page(
                 StatusCode::NOT_FOUND,
@@ -404,19 +429,16 @@ async fn start_login(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, PageError> {
     let (session, identity) = checked(&broker, &headers, &form)?;
-    let p = provider_of(&broker, &identity, &name)?;
-    let client = broker
-        .client(p)
+    let t = target_of(&broker, &identity, &name)?;
+    let client = t
+        .client(&broker)
         .await
-        .map_err(|e| error_page(StatusCode::BAD_GATEWAY, &e.message))?;
-    let request = credkeeper_refresher::login_request(&TokenRequest {
-        scopes: p.scopes.clone(),
-        audience: p.audience.clone(),
-    });
+        .map_err(|e| error_page(StatusCode::BAD_GATEWAY, &e))?;
+    let request = t.request();
     let pkce = Pkce::new();
     let state = random();
     let nonce = random();
-    let redirect = format!("{}/callback", broker.issuer.url());
+    let redirect = t.redirect_uri(&broker);
     let bad_gateway =
         |e: &dyn std::fmt::Display| error_page(StatusCode::BAD_GATEWAY, &e.to_string());
     let url = client
@@ -425,7 +447,7 @@ async fn start_login(
     let mut url = url::Url::parse(&url).map_err(|e| bad_gateway(&e))?;
     url.query_pairs_mut()
         .append_pair("nonce", &nonce)
-        .extend_pairs(p.auth_params.iter());
+        .extend_pairs(t.extra_params());
     let now = Timestamp::now();
     let mut pending = lock(&broker.web.pending);
     pending.retain(|_, x| x.expires > now);
@@ -433,7 +455,8 @@ async fn start_login(
         state,
         Pending {
             session,
-            provider: p.name.clone(),
+            provider: t.name(),
+            redirect,
             pkce,
             nonce,
             expires: now.plus_secs(PENDING_SECS),
@@ -454,6 +477,17 @@ fn set_flash(broker: &Broker, session: &str, text: String) {
     if let Some(s) = lock(&broker.web.sessions).get_mut(session) {
         s.flash = Some(text);
     }
+}
+
+/// The credmon web app's return path (`<prefix>/return/<provider>`): the provider comes
+/// from the pending login, as upstream takes it from the session.
+async fn callback_for(
+    broker: State<Arc<Broker>>,
+    Path(_provider): Path<String>,
+    headers: HeaderMap,
+    query: Query<CallbackQuery>,
+) -> Result<Response, PageError> {
+    callback(broker, headers, query).await
 }
 
 async fn callback(
@@ -523,14 +557,10 @@ async fn finish_login(
         return Err(OidcError::OAuth { code, description }.to_string());
     }
     let code = Secret::new(code.ok_or("the provider sent no code")?);
-    let p = broker
-        .config
-        .provider(&pending.provider)
-        .ok_or("the provider is gone")?;
-    let client = broker.client(p).await.map_err(|e| e.message)?;
-    let redirect = format!("{}/callback", broker.issuer.url());
+    let t = target_of(broker, identity, &pending.provider).map_err(|e| e.message)?;
+    let client = t.client(broker).await?;
     let response = client
-        .exchange_code(&code, &redirect, &pending.pkce)
+        .exchange_code(&code, &pending.redirect, &pending.pkce)
         .await
         .map_err(|e| e.to_string())?;
     // Received straight from the token endpoint, so its signature need not be checked
@@ -543,33 +573,20 @@ async fn finish_login(
             return Err("the ID token's nonce does not match this login".into());
         }
     }
-    let rt = response.refresh_token.as_ref().ok_or(
-        "the provider returned no refresh token (is offline_access allowed for this client?)",
-    )?;
-    let key = CredentialKey::new(
-        &client.metadata().issuer,
-        client.client_id(),
-        &identity.store_name(),
-    );
-    broker
-        .store
-        .put(&key, rt, response.scope.as_deref())
-        .map_err(|e| e.to_string())?;
-    let cached = CachedToken {
-        expires: expiry(&response.access_token, response.expires_in),
-        token: response.access_token,
-        issued: Timestamp::now(),
-        scope: response.scope,
-    };
-    broker
-        .store
-        .put_access(&key, &cached)
-        .map_err(|e| e.to_string())?;
-    tracing::info!(
-        "web login: {} stored a credential at {}",
-        identity.store_name(),
-        p.name
-    );
+    t.keep(broker, &client, identity, response)?;
+    // The CredD's key file goes once every login it asked for is done.
+    if let Identity::CredD { key, .. } = identity
+        && let (Ok(all), Some(dir)) = (targets(broker, identity), broker.credd_dir())
+    {
+        let mut done = true;
+        for t in &all {
+            done &= t.shown(broker, identity).await.stored;
+        }
+        if done {
+            let _ = std::fs::remove_file(dir.join(key));
+            tracing::info!("all logins of key file {key} done; removed it");
+        }
+    }
     Ok(())
 }
 
@@ -580,11 +597,17 @@ async fn revoke(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, PageError> {
     let (session, identity) = checked(&broker, &headers, &form)?;
-    let p = provider_of(&broker, &identity, &name)?;
-    let client = broker
-        .client(p)
+    let t = target_of(&broker, &identity, &name)?;
+    if !t.revocable() {
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            "This credential is managed by the CredD.",
+        ));
+    }
+    let client = t
+        .client(&broker)
         .await
-        .map_err(|e| error_page(StatusCode::BAD_GATEWAY, &e.message))?;
+        .map_err(|e| error_page(StatusCode::BAD_GATEWAY, &e))?;
     let refresher = credkeeper_refresher::Refresher {
         client: &client,
         store: broker.store.as_ref(),

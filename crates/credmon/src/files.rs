@@ -1,0 +1,58 @@
+//! The credential files as upstream writes them, shared by the credmon's pass and the
+//! broker's web login for CredD key files.
+
+use serde_json::{Map, Value, json};
+use std::path::Path;
+
+/// Turn a token response into the `.use` upstream writes (oauthlib's normalised token
+/// minus the refresh token: `scope` as a list, `expires_at` added, everything else kept).
+/// Returns the `.use` object, the refresh token if one came, and `expires_at`.
+pub fn shape_use(
+    mut response: Map<String, Value>,
+    now: i64,
+) -> (Map<String, Value>, Option<String>, Option<i64>) {
+    let rt = match response.remove("refresh_token") {
+        Some(Value::String(s)) if !s.is_empty() => Some(s),
+        _ => None,
+    };
+    if let Some(Value::String(s)) = response.get("scope").cloned() {
+        response.insert(
+            "scope".into(),
+            json!(s.split_whitespace().collect::<Vec<_>>()),
+        );
+    }
+    let expires_at = response
+        .get("expires_in")
+        .and_then(Value::as_i64)
+        .map(|e| now + e);
+    if let Some(at) = expires_at {
+        response.insert("expires_at".into(), json!(at));
+    }
+    (response, rt, expires_at)
+}
+
+/// Write a credential file as upstream does: a temporary file in the credential
+/// directory's root, mode 0400, renamed into place.
+pub fn write_cred_file(cred_dir: &Path, path: &Path, contents: &str) -> Result<(), String> {
+    credkeeper_store::sink::write_atomic_via(Some(cred_dir), path, contents.as_bytes(), 0o400)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_use_file_has_oauthlibs_shape() {
+        let response = json!({"access_token": "a", "token_type": "Bearer", "expires_in": 3600,
+            "scope": "read:/a write:/b", "refresh_token": "r", "id_token": "i"});
+        let (used, rt, at) = shape_use(response.as_object().unwrap().clone(), 1000);
+        assert_eq!(rt.as_deref(), Some("r"));
+        assert_eq!(at, Some(4600));
+        assert_eq!(
+            Value::Object(used),
+            json!({"access_token": "a", "token_type": "Bearer", "expires_in": 3600,
+                "scope": ["read:/a", "write:/b"], "expires_at": 4600, "id_token": "i"})
+        );
+    }
+}
