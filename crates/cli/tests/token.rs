@@ -157,7 +157,7 @@ fn the_scitokens_profile_is_recognised() {
 
 #[test]
 fn untrustworthy_tokens_each_get_a_one_line_reason() {
-    let op = Op::start_with(&[("OP_AT_TTL", "1")]);
+    let op = Op::start_with(&[("OP_AT_TTL", "3")]);
     let user = User::new();
     let tok = robot_token(&user, &op, "read");
     let real = read(&tok);
@@ -219,7 +219,7 @@ fn untrustworthy_tokens_each_get_a_one_line_reason() {
         "not a JWT: expected three dot-separated parts, found 1",
     );
 
-    std::thread::sleep(std::time::Duration::from_millis(2200));
+    std::thread::sleep(std::time::Duration::from_millis(4200));
     check(tok.to_str().unwrap(), "expired at");
     let run = user.run(&["token", "inspect", tok.to_str().unwrap()]).ok();
     assert!(run.stdout.contains("Expired "), "{}", run.stdout);
