@@ -68,7 +68,9 @@ impl std::fmt::Display for Exit {
 }
 impl std::error::Error for Exit {}
 
-fn init_logging(global: &config::Global) {
+/// Logs go to standard error, or to `file` (appended; daemons such as `credmon` log to
+/// HTCondor's log file), human-readable or JSON.
+fn init_logging(global: &config::Global, file: Option<std::fs::File>) {
     let level = if global.quiet {
         "error"
     } else {
@@ -80,20 +82,38 @@ fn init_logging(global: &config::Global) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CREDKEEPER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("credkeeper={level}")));
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    let to_file = file.is_some();
+    let writer = match file {
+        Some(f) => BoxMakeWriter::new(std::sync::Mutex::new(f)),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(writer)
+        .with_ansi(!to_file && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
-    match global.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.without_time().init(),
+    match (global.log_format, to_file) {
+        (LogFormat::Json, _) => builder.json().init(),
+        // A log file keeps times; a terminal does not need them.
+        (LogFormat::Human, true) => builder.init(),
+        (LogFormat::Human, false) => builder.without_time().init(),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.global);
+    let log_file = match &cli.command {
+        Command::Credmon(args) => match cmd::credmon::log_file(args) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("credkeeper: {e:#}");
+                return ExitCode::from(1);
+            }
+        },
+        _ => None,
+    };
+    init_logging(&cli.global, log_file);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -41,6 +41,52 @@ pub struct Status {
 }
 
 impl Status {
+    /// Prometheus text-format metrics: credentials by kind and state, seconds until the
+    /// earliest expiry, the time of the last pass.
+    pub fn prometheus(&self, now: i64) -> String {
+        let mut counts: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        let mut earliest: Option<i64> = None;
+        for c in self.credentials.values() {
+            let state = if c.needs_login.is_some() {
+                "needs_login"
+            } else if c.last_error.is_some() {
+                "failing"
+            } else {
+                "ok"
+            };
+            *counts.entry((c.kind.as_str(), state)).or_default() += 1;
+            if let Some(e) = c.expires_at.filter(|_| c.needs_login.is_none()) {
+                earliest = Some(earliest.map_or(e, |x| x.min(e)));
+            }
+        }
+        let mut out = String::from(
+            "# HELP credkeeper_credmon_credentials Credentials in the directory by kind and state.\n\
+             # TYPE credkeeper_credmon_credentials gauge\n",
+        );
+        for ((kind, state), n) in counts {
+            out.push_str(&format!(
+                "credkeeper_credmon_credentials{{kind=\"{kind}\",state=\"{state}\"}} {n}\n"
+            ));
+        }
+        out.push_str(
+            "# HELP credkeeper_credmon_earliest_expiry_seconds Seconds until the earliest token expires.\n\
+             # TYPE credkeeper_credmon_earliest_expiry_seconds gauge\n",
+        );
+        out.push_str(&format!(
+            "credkeeper_credmon_earliest_expiry_seconds {}\n",
+            earliest.map_or(0, |e| e - now)
+        ));
+        out.push_str(
+            "# HELP credkeeper_credmon_last_pass_timestamp_seconds When the last pass finished.\n\
+             # TYPE credkeeper_credmon_last_pass_timestamp_seconds gauge\n",
+        );
+        out.push_str(&format!(
+            "credkeeper_credmon_last_pass_timestamp_seconds {}\n",
+            self.last_pass.unwrap_or(0)
+        ));
+        out
+    }
+
     pub fn path(cred_dir: &Path) -> PathBuf {
         cred_dir.join(FILE)
     }

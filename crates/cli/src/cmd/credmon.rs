@@ -29,6 +29,35 @@ pub struct Args {
     /// Run one pass and exit (for cron and tests)
     #[arg(long)]
     pub once: bool,
+    /// Log file (appended) [default: SEC_CREDENTIAL_MONITOR_OAUTH_LOG, else standard error;
+    /// `-` for standard error]
+    #[arg(short = 'l', long = "log", value_name = "FILE")]
+    pub log: Option<PathBuf>,
+}
+
+/// The log file the daemon writes to, opened for appending.
+pub fn log_file(args: &Args) -> anyhow::Result<Option<std::fs::File>> {
+    if args.command.is_some() {
+        return Ok(None);
+    }
+    let configured = || {
+        let config = CondorConfig::from_environment().ok()?;
+        config
+            .get("SEC_CREDENTIAL_MONITOR_OAUTH_LOG")
+            .or_else(|| config.get("SEC_CREDENTIAL_MONITOR_LOG"))
+            .map(PathBuf::from)
+    };
+    match args.log.clone().or_else(configured) {
+        Some(p) if p.as_os_str() != "-" => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p)
+                .with_context(|| format!("cannot open the log file {}", p.display()))?;
+            Ok(Some(f))
+        }
+        _ => Ok(None),
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -36,8 +65,11 @@ pub enum Sub {
     /// Show every credential's expiry, last refresh and last error
     Status {
         /// Print JSON
-        #[arg(long)]
+        #[arg(long, conflicts_with = "prometheus")]
         json: bool,
+        /// Print Prometheus text-format metrics (for node_exporter's textfile collector)
+        #[arg(long)]
+        prometheus: bool,
     },
     /// The SEC_CREDENTIAL_PRODUCER for local mode: print the local provider's name
     Producer,
@@ -51,7 +83,7 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
 pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
     let settings = settings(&args)?;
     match args.command {
-        Some(Sub::Status { json }) => return status(&settings, json),
+        Some(Sub::Status { json, prometheus }) => return status(&settings, json, prometheus),
         Some(Sub::Producer) => {
             let name = settings
                 .local
@@ -84,10 +116,17 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
+fn status(settings: &Settings, json: bool, prometheus: bool) -> anyhow::Result<()> {
     let status = credkeeper_credmon::status::Status::load(&settings.cred_dir);
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    if prometheus {
+        print!(
+            "{}",
+            status.prometheus(credkeeper_core::Timestamp::now().unix())
+        );
         return Ok(());
     }
     let now = credkeeper_core::Timestamp::now();
