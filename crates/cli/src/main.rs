@@ -48,6 +48,9 @@ enum Command {
     RobotSecret(cmd::serve::RobotSecretArgs),
     /// Keep an HTCondor credential directory fresh (scitokens-credmon compatible)
     Credmon(cmd::credmon::Args),
+    /// Registry credentials: the keychain and the Docker credential helper
+    #[command(subcommand)]
+    Registry(cmd::registry::Command),
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
@@ -102,6 +105,22 @@ fn init_logging(global: &config::Global, file: Option<std::fs::File>) {
 }
 
 fn main() -> ExitCode {
+    // Installed (or linked) as docker-credential-credkeeper, the binary is that helper:
+    // one action as the only argument, the protocol's own usage message otherwise.
+    let mut args = std::env::args_os();
+    let program = args.next().unwrap_or_default();
+    if std::path::Path::new(&program)
+        .file_name()
+        .is_some_and(|n| n == "docker-credential-credkeeper")
+    {
+        let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+        let action = match rest.as_slice() {
+            [one] => one.as_str(),
+            _ => "usage",
+        };
+        let state = std::env::var_os("CREDKEEPER_STATE_DIR").map(std::path::PathBuf::from);
+        return ExitCode::from(cmd::registry::helper_main(action, state) as u8);
+    }
     let cli = Cli::parse();
     let log_file = match &cli.command {
         Command::Credmon(args) => match cmd::credmon::log_file(args) {
@@ -174,6 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::RobotSecret(args) => return cmd::serve::robot_secret(args, &cli.global),
         Command::Serve(args) => return cmd::serve::run(args, &cli.global).await,
         Command::Credmon(args) => return cmd::credmon::run(args, &cli.global).await,
+        Command::Registry(c) => return cmd::registry::run(c, cli.global.state_dir.clone()),
         _ => {}
     }
     let settings = config::Settings::load(&cli.global)?;
@@ -182,7 +202,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(args) => cmd::login::login(args, &settings).await,
         Command::Logout(args) => cmd::login::logout(args, &settings).await,
         Command::Token(c) => cmd::token::run(c, &settings).await,
-        Command::Serve(_) | Command::RobotSecret(_) | Command::Credmon(_) => {
+        Command::Serve(_)
+        | Command::RobotSecret(_)
+        | Command::Credmon(_)
+        | Command::Registry(_) => {
             unreachable!("handled above")
         }
     }

@@ -3,6 +3,7 @@
 pub mod credmon;
 pub mod get;
 pub mod login;
+pub mod registry;
 pub mod serve;
 pub mod token;
 

@@ -1,0 +1,131 @@
+//! `credkeeper registry` and the `docker-credential-credkeeper` helper.
+
+use anyhow::Context;
+use credkeeper_core::Secret;
+use credkeeper_registry::keychain::{Env, Keychain};
+use credkeeper_registry::{Credential, helper};
+use credkeeper_store::{CredentialStore, SqliteStore};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Find the credential for an image or registry host, in the keychain's order
+    Get(GetArgs),
+    /// Speak the Docker credential-helper protocol (as docker-credential-credkeeper)
+    Helper {
+        /// store, get, erase, list or version
+        action: String,
+    },
+}
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Order: --user; docker config ($DOCKER_CONFIG/config.json, else \
+~/.docker/config.json: auths, credHelpers, credsStore); containers auth.json \
+($REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json); \
+Kubernetes dockerconfigjson secret volumes ($CREDKEEPER_REGISTRY_SECRET_DIRS, in path order); \
+credkeeper's store. The first source that knows the host answers."
+)]
+pub struct GetArgs {
+    /// An image reference (127.0.0.1:5000/test/hello:1) or a registry host
+    pub target: String,
+    /// Use this credential (USER:PASS, or USER with the password from $CREDKEEPER_REGISTRY_PASSWORD)
+    #[arg(long, value_name = "USER[:PASS]")]
+    pub user: Option<String>,
+    /// Tell which source answered and why, on standard error (never the secret)
+    #[arg(long)]
+    pub explain: bool,
+}
+
+/// The store, when there is one: a `get` must not create state as a side effect.
+fn store(
+    state_dir: Option<PathBuf>,
+    create: bool,
+) -> anyhow::Result<Option<Arc<dyn CredentialStore>>> {
+    let Some(dir) = state_dir.or_else(crate::config::default_state_dir) else {
+        return Ok(None);
+    };
+    if !create && !dir.join("credentials.db").exists() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(SqliteStore::open(&dir)?)))
+}
+
+pub fn run(command: Command, state_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    match command {
+        Command::Get(args) => get(args, state_dir),
+        Command::Helper { action } => {
+            let code = helper_main(&action, state_dir);
+            if code == 0 {
+                Ok(())
+            } else {
+                Err(crate::Exit(code as u8).into())
+            }
+        }
+    }
+}
+
+fn get(args: GetArgs, state_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let explicit = match &args.user {
+        None => None,
+        Some(u) => {
+            let (user, pass) = match u.split_once(':') {
+                Some((user, pass)) => (user.to_string(), pass.to_string()),
+                None => (
+                    u.clone(),
+                    std::env::var("CREDKEEPER_REGISTRY_PASSWORD")
+                        .context("--user USER without :PASS needs $CREDKEEPER_REGISTRY_PASSWORD")?,
+                ),
+            };
+            Some(Credential {
+                username: user,
+                secret: Secret::new(pass),
+            })
+        }
+    };
+    let keychain = Keychain::standard(&Env::from_process(), explicit, store(state_dir, false)?);
+    let mut trace = Vec::new();
+    let found = keychain.lookup(&args.target, &mut trace);
+    if args.explain {
+        for line in &trace {
+            eprintln!("{line}");
+        }
+    }
+    match found? {
+        Some(found) => {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "ServerURL": credkeeper_registry::host::normalise(&args.target),
+                    "Username": found.credential.username,
+                    "Secret": found.credential.secret.expose(),
+                })
+            );
+            Ok(())
+        }
+        None => anyhow::bail!(
+            "no credential for {} in any source",
+            credkeeper_registry::host::normalise(&args.target)
+        ),
+    }
+}
+
+/// The helper protocol on stdin/stdout; returns the exit status.
+pub fn helper_main(action: &str, state_dir: Option<PathBuf>) -> i32 {
+    let store = match store(state_dir, action == "store") {
+        Ok(s) => s,
+        Err(e) => {
+            println!("{e:#}");
+            return 1;
+        }
+    };
+    // `get` walks the whole keychain, credkeeper's store last; `store`, `erase` and
+    // `list` work on the store.
+    let keychain = Keychain::standard(&Env::from_process(), None, store.clone());
+    let reply = helper::run(action, &mut std::io::stdin(), &keychain, store.as_deref());
+    if !reply.stdout.is_empty() {
+        println!("{}", reply.stdout);
+    }
+    reply.code
+}

@@ -1,0 +1,53 @@
+//! Registry host names as clients spell them, reduced to one key.
+
+/// Docker Hub's legacy key, which docker and SOCI look up.
+pub const DOCKER_HUB: &str = "https://index.docker.io/v1/";
+
+/// The registry host of a server URL, config key or image reference:
+/// `https://127.0.0.1:5000/v2/` → `127.0.0.1:5000`; `127.0.0.1:5000/test/hello:1` →
+/// `127.0.0.1:5000`; `ubuntu`, `library/ubuntu`, `docker.io/x`, `index.docker.io` and
+/// Docker Hub's legacy URL → `docker.io`.
+pub fn normalise(input: &str) -> String {
+    let s = input.trim();
+    let s = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(s);
+    let first = s.split('/').next().unwrap_or("");
+    let has_slash = s.contains('/');
+    // An image without a registry part (`ubuntu`, `library/ubuntu:22.04`) is on Docker Hub;
+    // a first component is a host when it has a dot, a port, or is localhost.
+    let is_host = first.contains('.') || first.contains(':') || first == "localhost";
+    let host = if is_host || (!has_slash && input.contains("://")) {
+        first
+    } else {
+        "docker.io"
+    };
+    match host.to_ascii_lowercase().as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".to_string(),
+        h => h.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_of_a_host_is_one_key() {
+        for (input, host) in [
+            ("127.0.0.1:5000", "127.0.0.1:5000"),
+            ("http://127.0.0.1:5000/v2/", "127.0.0.1:5000"),
+            ("127.0.0.1:5000/test/hello:1", "127.0.0.1:5000"),
+            ("https://index.docker.io/v1/", "docker.io"),
+            ("ubuntu", "docker.io"),
+            ("library/ubuntu:22.04", "docker.io"),
+            ("docker.io/library/ubuntu", "docker.io"),
+            ("ghcr.io/org/img@sha256:abc", "ghcr.io"),
+            ("localhost/x", "localhost"),
+            ("Registry.Example.ORG", "registry.example.org"),
+        ] {
+            assert_eq!(normalise(input), host, "{input}");
+        }
+    }
+}
