@@ -133,33 +133,7 @@ fn main() -> ExitCode {
         _ => None,
     };
     init_logging(&cli.global, log_file);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("credkeeper: cannot start: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let result = runtime.block_on(async {
-        // The broker shuts down gracefully on its own signals; other commands stop at once.
-        match cli.command {
-            Command::Serve(args) => return cmd::serve::run(args, &cli.global).await,
-            Command::Credmon(args) => return cmd::credmon::run(args, &cli.global).await,
-            _ => {}
-        }
-        tokio::select! {
-            r = run(cli) => r,
-            _ = tokio::signal::ctrl_c() => {
-                prompt::clear_line();
-                eprintln!("credkeeper: interrupted; nothing was changed");
-                Err(Exit(130).into())
-            }
-        }
-    });
-    match result {
+    match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<Exit>() {
             Some(Exit(code)) => ExitCode::from(*code),
@@ -168,6 +142,61 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+/// Run `work` on a single-threaded runtime. Unless `graceful` (daemons shut down on their
+/// own signals), Ctrl-C stops it at once; nothing is half-written because every sink
+/// writes atomically.
+fn block_on(work: impl Future<Output = anyhow::Result<()>>, graceful: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
+    runtime.block_on(async {
+        if graceful {
+            return work.await;
+        }
+        tokio::select! {
+            r = work => r,
+            _ = tokio::signal::ctrl_c() => {
+                prompt::clear_line();
+                eprintln!("credkeeper: interrupted; nothing was changed");
+                Err(Exit(130).into())
+            }
+        }
+    })
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let global = cli.global;
+    // The broker's commands read the broker's config; the rest read the client's.
+    let settings = || config::Settings::load(&global);
+    match cli.command {
+        Command::Get(args) => {
+            let settings = settings()?;
+            let plan = cmd::get::plan(&args, &settings)?;
+            if plan.reused() {
+                return Ok(());
+            }
+            block_on(cmd::get::fetch(plan, args, &settings), false)
+        }
+        Command::Login(args) => {
+            let settings = settings()?;
+            block_on(cmd::login::login(args, &settings), false)
+        }
+        Command::Logout(args) => {
+            let settings = settings()?;
+            block_on(cmd::login::logout(args, &settings), false)
+        }
+        Command::Token(c) => {
+            let settings = settings()?;
+            block_on(cmd::token::run(c, &settings), false)
+        }
+        Command::Serve(args) => block_on(cmd::serve::run(args, &global), true),
+        Command::Credmon(args) => block_on(cmd::credmon::run(args, &global), true),
+        Command::RobotSecret(args) => cmd::serve::robot_secret(args, &global),
+        Command::Registry(c) => cmd::registry::run(c, global.state_dir.clone()),
     }
 }
 
@@ -185,28 +214,4 @@ fn one_line(e: &anyhow::Error) -> String {
         out.push_str(&text);
     }
     out
-}
-
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    // The broker's commands read the broker's config; the rest read the client's.
-    match cli.command {
-        Command::RobotSecret(args) => return cmd::serve::robot_secret(args, &cli.global),
-        Command::Serve(args) => return cmd::serve::run(args, &cli.global).await,
-        Command::Credmon(args) => return cmd::credmon::run(args, &cli.global).await,
-        Command::Registry(c) => return cmd::registry::run(c, cli.global.state_dir.clone()),
-        _ => {}
-    }
-    let settings = config::Settings::load(&cli.global)?;
-    match cli.command {
-        Command::Get(args) => cmd::get::run(args, &settings).await,
-        Command::Login(args) => cmd::login::login(args, &settings).await,
-        Command::Logout(args) => cmd::login::logout(args, &settings).await,
-        Command::Token(c) => cmd::token::run(c, &settings).await,
-        Command::Serve(_)
-        | Command::RobotSecret(_)
-        | Command::Credmon(_)
-        | Command::Registry(_) => {
-            unreachable!("handled above")
-        }
-    }
 }

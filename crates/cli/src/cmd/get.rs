@@ -44,120 +44,145 @@ pub struct Args {
 /// htgettoken's default.
 const DEFAULT_MINSECS: i64 = 60;
 
-pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
+/// Where the token goes, what it must satisfy, and where a new one would come from.
+pub struct Plan {
+    out: super::Out,
+    want: Requirements,
+    source: Source,
+}
+
+enum Source {
+    Issuer(crate::config::Resolved),
+    Broker {
+        server: String,
+        scopes: Option<String>,
+        audience: Option<String>,
+    },
+}
+
+pub fn plan(args: &Args, settings: &Settings) -> anyhow::Result<Plan> {
     let out = super::Out::choose(args.outfile.clone(), settings);
     let min_secs = args
         .minsecs
         .or(settings.file.minsecs)
         .unwrap_or(DEFAULT_MINSECS);
-    if let Some(server) = &args.server {
-        return from_broker(&args, server, min_secs, settings, &out).await;
-    }
-    let resolved = settings.resolve(&args.issuer)?;
+    let (source, issuer, scopes, audience) = match &args.server {
+        Some(server) => {
+            let f = &settings.file;
+            let scopes = args
+                .issuer
+                .scopes
+                .clone()
+                .or_else(|| f.scopes.clone())
+                .map(|s| crate::config::normalise_scopes(&s));
+            let audience = args.issuer.audience.clone().or_else(|| f.audience.clone());
+            let source = Source::Broker {
+                server: server.clone(),
+                scopes: scopes.clone(),
+                audience: audience.clone(),
+            };
+            // The broker's providers have issuers this side does not know; the file's
+            // token is judged by lifetime, audience and scopes only.
+            (source, None, scopes, audience)
+        }
+        None => {
+            let resolved = settings.resolve(&args.issuer)?;
+            let (issuer, scopes, audience) = (
+                Some(resolved.issuer.clone()),
+                resolved.scopes.clone(),
+                resolved.audience.clone(),
+            );
+            (Source::Issuer(resolved), issuer, scopes, audience)
+        }
+    };
     let want = Requirements {
         min_secs,
-        issuer: Some(resolved.issuer.clone()),
-        audience: resolved.audience.clone(),
-        scopes: ScopeSet::parse(resolved.scopes.as_deref().unwrap_or("")),
-    };
-    // Reuse before network: a good token in the file needs no issuer, no store, no discovery.
-    if let Some(done) = credkeeper_refresher::reusable(out.existing().as_ref(), &want) {
-        tracing::info!(
-            "{} in {out} ({} s left)",
-            done.origin.describe(),
-            done.remaining.unwrap_or_default()
-        );
-        return Ok(());
-    }
-
-    let subject = match &args.subject_token_file {
-        Some(p) => Some(sink::read(p).context("subject token")?),
-        None => None,
-    };
-    let client = super::connect(&resolved, settings).await?;
-    let store = super::open_store(settings)?;
-    let refresher = Refresher {
-        client: &client,
-        store: &store,
-        identity: LOCAL_IDENTITY,
-    };
-    let request = super::token_request(&resolved);
-    let obtained = refresher
-        .obtain(&want, &request, subject.as_ref(), &Terminal::new(true))
-        .await
-        .inspect_err(|_| {
-            // The cached endpoints may be what failed; rediscover next time.
-            settings.cache.forget("discovery", &resolved.issuer);
-        })?;
-    out.deliver(&obtained.token)?;
-    tracing::info!(
-        "{}; written to {out} ({} s left)",
-        obtained.origin.describe(),
-        obtained
-            .remaining
-            .map_or("unknown".into(), |r| r.to_string())
-    );
-    Ok(())
-}
-
-/// `get --server`: the same reuse-first rule and file sink, with the broker as the source.
-async fn from_broker(
-    args: &Args,
-    server: &str,
-    min_secs: i64,
-    settings: &Settings,
-    out: &super::Out,
-) -> anyhow::Result<()> {
-    let f = &settings.file;
-    let scopes = args
-        .issuer
-        .scopes
-        .clone()
-        .or_else(|| f.scopes.clone())
-        .map(|s| crate::config::normalise_scopes(&s));
-    let audience = args.issuer.audience.clone().or_else(|| f.audience.clone());
-    // The broker's providers have issuers this side does not know; the file's token is
-    // judged by lifetime, audience and scopes only.
-    let want = Requirements {
-        min_secs,
-        issuer: None,
-        audience: audience.clone(),
+        issuer,
+        audience,
         scopes: ScopeSet::parse(scopes.as_deref().unwrap_or("")),
     };
-    if let Some(done) = credkeeper_refresher::reusable(out.existing().as_ref(), &want) {
-        tracing::info!(
-            "{} in {out} ({} s left)",
-            done.origin.describe(),
-            done.remaining.unwrap_or_default()
-        );
-        return Ok(());
+    Ok(Plan { out, want, source })
+}
+
+impl Plan {
+    /// Reuse before network: whether the token already in the out file will do. Needs no
+    /// issuer, no store, no discovery — not even an async runtime.
+    pub fn reused(&self) -> bool {
+        match credkeeper_refresher::reusable(self.out.existing().as_ref(), &self.want) {
+            Some(done) => {
+                tracing::info!(
+                    "{} in {} ({} s left)",
+                    done.origin.describe(),
+                    self.out,
+                    done.remaining.unwrap_or_default()
+                );
+                true
+            }
+            None => false,
+        }
     }
-    let (Some(robot), Some(secret_file)) = (&args.robot, &args.secret_file) else {
-        anyhow::bail!("--server needs --robot NAME and --secret-file FILE");
-    };
-    let secret = credkeeper_core::Secret::new(credkeeper_store::perm::read_private(
-        secret_file,
-        "robot secret file",
-    )?);
-    let client = credkeeper_oidc::broker::BrokerClient::new(
-        credkeeper_oidc::Http::new()?,
-        server,
-        settings.policy,
-        robot,
-        secret,
-    )?;
-    let token = client
-        .token(&credkeeper_oidc::broker::BrokerAsk {
-            provider: args.provider.clone(),
+}
+
+/// Get a new token from the plan's source and deliver it.
+pub async fn fetch(plan: Plan, args: Args, settings: &Settings) -> anyhow::Result<()> {
+    let Plan { out, want, source } = plan;
+    let (token, how, remaining) = match source {
+        Source::Broker {
+            server,
             scopes,
             audience,
-            minsecs: min_secs,
-        })
-        .await?;
-    out.deliver(&token.access_token)?;
+        } => {
+            let client = super::broker_client(
+                &server,
+                args.robot.as_deref(),
+                args.secret_file.as_deref(),
+                settings,
+            )?;
+            let token = client
+                .token(&credkeeper_oidc::broker::BrokerAsk {
+                    provider: args.provider.clone(),
+                    scopes,
+                    audience,
+                    minsecs: want.min_secs,
+                })
+                .await?;
+            (
+                token.access_token,
+                "obtained from the broker",
+                Some(token.expires_in),
+            )
+        }
+        Source::Issuer(resolved) => {
+            let subject = match &args.subject_token_file {
+                Some(p) => Some(sink::read(p).context("subject token")?),
+                None => None,
+            };
+            let client = super::connect(&resolved, settings).await?;
+            let store = super::open_store(settings)?;
+            let refresher = Refresher {
+                client: &client,
+                store: &store,
+                identity: LOCAL_IDENTITY,
+            };
+            let request = super::token_request(&resolved);
+            let obtained = refresher
+                .obtain(&want, &request, subject.as_ref(), &Terminal::new(true))
+                .await
+                .inspect_err(|_| {
+                    // The cached endpoints may be what failed; rediscover next time.
+                    settings.cache.forget("discovery", &resolved.issuer);
+                })?;
+            (
+                obtained.token,
+                obtained.origin.describe(),
+                obtained.remaining,
+            )
+        }
+    };
+    out.deliver(&token)?;
     tracing::info!(
-        "obtained from the broker; written to {out} ({} s left)",
-        token.expires_in
+        "{how}; written to {out} ({} s left)",
+        remaining.map_or("unknown".into(), |r| r.to_string())
     );
     Ok(())
 }

@@ -103,19 +103,11 @@ pub async fn logout(args: LogoutArgs, settings: &Settings) -> anyhow::Result<()>
 
 /// `login --server`: the broker makes a one-time link; a human opens it in a browser.
 async fn link(args: &LoginArgs, server: &str, settings: &Settings) -> anyhow::Result<()> {
-    let (Some(robot), Some(secret_file)) = (&args.robot, &args.secret_file) else {
-        anyhow::bail!("--server needs --robot NAME and --secret-file FILE");
-    };
-    let secret = credkeeper_core::Secret::new(credkeeper_store::perm::read_private(
-        secret_file,
-        "robot secret file",
-    )?);
-    let client = credkeeper_oidc::broker::BrokerClient::new(
-        credkeeper_oidc::Http::new()?,
+    let client = super::broker_client(
         server,
-        settings.policy,
-        robot,
-        secret,
+        args.robot.as_deref(),
+        args.secret_file.as_deref(),
+        settings,
     )?;
     let link = client.login_link(args.user.as_deref()).await?;
     eprintln!(

@@ -19,6 +19,30 @@ pub async fn connect(r: &Resolved, settings: &Settings) -> anyhow::Result<Client
     Ok(Client::new(http, meta, &r.client_id, r.auth.clone()))
 }
 
+/// A client of a credkeeper broker's robot API, authenticated as `robot` with the secret
+/// in `secret_file` (refused if others can read it).
+pub fn broker_client(
+    server: &str,
+    robot: Option<&str>,
+    secret_file: Option<&std::path::Path>,
+    settings: &Settings,
+) -> anyhow::Result<credkeeper_oidc::broker::BrokerClient> {
+    let (Some(robot), Some(secret_file)) = (robot, secret_file) else {
+        anyhow::bail!("--server needs --robot NAME and --secret-file FILE");
+    };
+    let secret = credkeeper_core::Secret::new(credkeeper_store::perm::read_private(
+        secret_file,
+        "robot secret file",
+    )?);
+    Ok(credkeeper_oidc::broker::BrokerClient::new(
+        Http::new()?,
+        server,
+        settings.policy,
+        robot,
+        secret,
+    )?)
+}
+
 pub fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
     Ok(SqliteStore::open(&settings.state_dir)?)
 }
