@@ -145,14 +145,29 @@ fn main() -> ExitCode {
     }
 }
 
-/// Run `work` on a single-threaded runtime. Unless `graceful` (daemons shut down on their
-/// own signals), Ctrl-C stops it at once; nothing is half-written because every sink
-/// writes atomically.
-fn block_on(work: impl Future<Output = anyhow::Result<()>>, graceful: bool) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
+/// How a command runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// One thread; Ctrl-C stops it at once (nothing is half-written: every sink writes
+    /// atomically).
+    Command,
+    /// A daemon on one thread that shuts down on its own signals.
+    Daemon,
+    /// A server using every core, shutting down on its own signals.
+    Server,
+}
+
+fn block_on(work: impl Future<Output = anyhow::Result<()>>, mode: Mode) -> anyhow::Result<()> {
+    let runtime = match mode {
+        Mode::Server => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
+    let graceful = mode != Mode::Command;
     runtime.block_on(async {
         if graceful {
             return work.await;
@@ -179,22 +194,22 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if plan.reused() {
                 return Ok(());
             }
-            block_on(cmd::get::fetch(plan, args, &settings), false)
+            block_on(cmd::get::fetch(plan, args, &settings), Mode::Command)
         }
         Command::Login(args) => {
             let settings = settings()?;
-            block_on(cmd::login::login(args, &settings), false)
+            block_on(cmd::login::login(args, &settings), Mode::Command)
         }
         Command::Logout(args) => {
             let settings = settings()?;
-            block_on(cmd::login::logout(args, &settings), false)
+            block_on(cmd::login::logout(args, &settings), Mode::Command)
         }
         Command::Token(c) => {
             let settings = settings()?;
-            block_on(cmd::token::run(c, &settings), false)
+            block_on(cmd::token::run(c, &settings), Mode::Command)
         }
-        Command::Serve(args) => block_on(cmd::serve::run(args, &global), true),
-        Command::Credmon(args) => block_on(cmd::credmon::run(args, &global), true),
+        Command::Serve(args) => block_on(cmd::serve::run(args, &global), Mode::Server),
+        Command::Credmon(args) => block_on(cmd::credmon::run(args, &global), Mode::Daemon),
         Command::RobotSecret(args) => cmd::serve::robot_secret(args, &global),
         Command::Registry(c) => cmd::registry::run(c, global.state_dir.clone()),
     }

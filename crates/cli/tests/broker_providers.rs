@@ -283,3 +283,34 @@ fn a_broker_killed_around_refreshes_restarts_working_or_says_login_is_needed() {
         }
     }
 }
+
+#[test]
+fn an_unreachable_provider_holds_up_nothing_else() {
+    let op = Op::start();
+    let s = Setup::new(&op);
+    s.robot_login(&op);
+    op.stop();
+    let mut broker = s.start();
+    // The refresher meets the dead provider at once; the broker's own issuer and the
+    // API stay quick, and the failure is a clear error.
+    let (code, body) = s.ask(&broker, "ci", r#"{"provider":"op","scopes":"read"}"#);
+    assert_eq!(code, 502, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("cannot reach"),
+        "{body}"
+    );
+    let started = Instant::now();
+    let (code, body) = s.ask(&broker, "ci", r#"{"provider":"op","scopes":"read"}"#);
+    assert_eq!(code, 502, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "a failed discovery is remembered"
+    );
+    let started = Instant::now();
+    let (code, _) = broker.stop();
+    assert_eq!(code, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown is not held up"
+    );
+}

@@ -77,6 +77,20 @@ impl Refusal {
     }
 }
 
+/// A provider's discovered client, or the memory of a failed discovery (for a while, so
+/// every request and every credential does not wait on an unreachable provider again).
+#[derive(Default)]
+struct ClientSlot {
+    client: Option<Arc<Client>>,
+    failed: Option<(Timestamp, String)>,
+}
+
+/// How long a failed discovery is remembered.
+const DISCOVERY_RETRY_SECS: i64 = 30;
+/// The token cache is an optimisation: past this many entries expired ones are swept,
+/// and if that is not enough it starts over.
+const CACHE_MAX: usize = 50_000;
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct CacheKey {
     robot: String,
@@ -95,7 +109,8 @@ pub struct Broker {
     pub web: crate::web::WebState,
     http: Http,
     policy: UrlPolicy,
-    clients: tokio::sync::Mutex<HashMap<String, Arc<Client>>>,
+    /// One slot per provider, so a slow or unreachable provider holds up only itself.
+    clients: Mutex<HashMap<String, Arc<tokio::sync::Mutex<ClientSlot>>>>,
     cache: Mutex<HashMap<CacheKey, (Secret, Timestamp)>>,
     /// One refresh at a time per credential: two concurrent refreshes of a rotating
     /// refresh token would make the provider revoke the grant.
@@ -120,7 +135,7 @@ impl Broker {
             web: crate::web::WebState::default(),
             http: Http::new()?,
             policy,
-            clients: tokio::sync::Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
         })
@@ -155,7 +170,7 @@ impl Broker {
                 format!("robot `{robot}` does not authenticate with a secret"),
             ));
         }
-        match self.secrets.verify(&self.store, robot, secret).await {
+        match self.secrets.verify(&self.store, robot, secret) {
             Ok(true) => Ok(()),
             Ok(false) => Err(wrong()),
             Err(e) => Err(Refusal::new("internal", e.to_string())),
@@ -311,10 +326,17 @@ impl Broker {
                     .await?
             }
         };
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (token.clone(), expires));
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= CACHE_MAX {
+                let now = Timestamp::now();
+                cache.retain(|_, (_, exp)| *exp > now);
+                if cache.len() >= CACHE_MAX {
+                    cache.clear();
+                }
+            }
+            cache.insert(key, (token.clone(), expires));
+        }
         Ok((given(&token, expires), source))
     }
 
@@ -385,13 +407,31 @@ impl Broker {
 
     /// The client for a configured provider, discovered on first use.
     pub async fn client(&self, p: &ProviderSection) -> Result<Arc<Client>, Refusal> {
-        let mut clients = self.clients.lock().await;
-        if let Some(c) = clients.get(&p.name) {
+        let slot = self
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(p.name.clone())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(c) = &slot.client {
             return Ok(c.clone());
         }
-        let meta = credkeeper_oidc::discover(&self.http, &p.issuer, self.policy)
-            .await
-            .map_err(|e| Refusal::new("provider_error", format!("provider `{}`: {e}", p.name)))?;
+        let now = Timestamp::now();
+        if let Some((at, error)) = &slot.failed
+            && now.seconds_after(*at) < DISCOVERY_RETRY_SECS
+        {
+            return Err(Refusal::new("provider_error", error.clone()));
+        }
+        let meta = match credkeeper_oidc::discover(&self.http, &p.issuer, self.policy).await {
+            Ok(m) => m,
+            Err(e) => {
+                let error = format!("provider `{}`: {e}", p.name);
+                slot.failed = Some((now, error.clone()));
+                return Err(Refusal::new("provider_error", error));
+            }
+        };
         let auth = match &p.client_secret_file {
             None => ClientAuth::None,
             Some(f) => ClientAuth::Basic(Secret::new(
@@ -400,8 +440,17 @@ impl Broker {
             )),
         };
         let client = Arc::new(Client::new(self.http.clone(), meta, &p.client_id, auth));
-        clients.insert(p.name.clone(), client.clone());
+        slot.client = Some(client.clone());
+        slot.failed = None;
         Ok(client)
+    }
+
+    /// Forget per-credential locks nobody holds (after a refresher pass).
+    pub fn sweep_locks(&self) {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, l| Arc::strong_count(l) > 1);
     }
 
     pub fn lock_for(&self, key: &CredentialKey) -> Arc<tokio::sync::Mutex<()>> {

@@ -41,7 +41,7 @@ fn due(stored: &StoredCredential, share: f64, now: Timestamp) -> bool {
 }
 
 /// One pass over every stored credential of a configured provider.
-pub async fn pass(broker: &Arc<Broker>) -> PassReport {
+pub async fn pass(broker: &Arc<Broker>, stop: &tokio::sync::watch::Receiver<bool>) -> PassReport {
     let share = broker.config.refresher.share;
     let semaphore = Arc::new(tokio::sync::Semaphore::new(
         broker.config.refresher.concurrency,
@@ -56,34 +56,34 @@ pub async fn pass(broker: &Arc<Broker>) -> PassReport {
     let started = std::time::Instant::now();
     let total = keys.len();
     let mut tasks = tokio::task::JoinSet::new();
-    for key in keys {
-        let broker = broker.clone();
-        let semaphore = semaphore.clone();
-        tasks.spawn(async move {
-            let _permit = semaphore.acquire_owned().await.ok()?;
-            Some(refresh_one(&broker, &key, share).await)
-        });
-    }
     let mut report = PassReport {
         credentials: total,
         ..Default::default()
     };
     let mut earliest: Option<i64> = None;
-    while let Some(done) = tasks.join_next().await {
-        match done.ok().flatten() {
-            Some(Outcome::Fresh(left)) => {
-                report.fresh += 1;
-                earliest = Some(earliest.map_or(left, |e| e.min(left)));
-            }
-            Some(Outcome::Refreshed(left)) => {
-                report.refreshed += 1;
-                earliest = Some(earliest.map_or(left, |e| e.min(left)));
-            }
-            Some(Outcome::NeedsLogin) => report.needs_login += 1,
-            Some(Outcome::Failed) => report.failed += 1,
-            Some(Outcome::Skipped) | None => {}
+    for key in keys {
+        if *stop.borrow() {
+            break;
+        }
+        // Take the permit before spawning: at most `concurrency` tasks exist at once,
+        // however many credentials are stored.
+        let Ok(permit) = semaphore.clone().acquire_owned().await else {
+            break;
+        };
+        let broker = broker.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            Some(refresh_one(&broker, &key, share).await)
+        });
+        // Collect finished tasks as we go, so results do not pile up either.
+        while let Some(done) = tasks.try_join_next() {
+            tally(done.ok().flatten(), &mut report, &mut earliest);
         }
     }
+    while let Some(done) = tasks.join_next().await {
+        tally(done.ok().flatten(), &mut report, &mut earliest);
+    }
+    broker.sweep_locks();
     broker.metrics.needs_login.set(report.needs_login as i64);
     broker.metrics.earliest_expiry.set(earliest.unwrap_or(0));
     if report.refreshed + report.failed > 0 {
@@ -98,6 +98,22 @@ pub async fn pass(broker: &Arc<Broker>) -> PassReport {
         );
     }
     report
+}
+
+fn tally(outcome: Option<Outcome>, report: &mut PassReport, earliest: &mut Option<i64>) {
+    match outcome {
+        Some(Outcome::Fresh(left)) => {
+            report.fresh += 1;
+            *earliest = Some(earliest.map_or(left, |e| e.min(left)));
+        }
+        Some(Outcome::Refreshed(left)) => {
+            report.refreshed += 1;
+            *earliest = Some(earliest.map_or(left, |e| e.min(left)));
+        }
+        Some(Outcome::NeedsLogin) => report.needs_login += 1,
+        Some(Outcome::Failed) => report.failed += 1,
+        Some(Outcome::Skipped) | None => {}
+    }
 }
 
 enum Outcome {
@@ -194,16 +210,19 @@ async fn refresh_one(broker: &Broker, key: &CredentialKey, share: f64) -> Outcom
     }
 }
 
-/// Run passes every `interval` seconds until `stop` resolves.
-pub async fn run(broker: Arc<Broker>, stop: impl std::future::Future<Output = ()>) {
+/// Run passes every `interval` seconds until `stop` turns true; a pass in progress stops
+/// starting new refreshes at once and finishes those in flight.
+pub async fn run(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let interval = std::time::Duration::from_secs(broker.config.refresher.interval.max(1));
-    tokio::pin!(stop);
     loop {
-        let report = pass(&broker).await;
+        let report = pass(&broker, &stop).await;
         tracing::debug!("refresher pass: {report:?}");
+        if *stop.borrow() {
+            return;
+        }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = &mut stop => return,
+            _ = stop.changed() => return,
         }
     }
 }

@@ -105,12 +105,7 @@ impl Bound {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let keeper = tokio::spawn(keeper::run(self.broker.clone(), {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.changed().await;
-            }
-        }));
+        let keeper = tokio::spawn(keeper::run(self.broker.clone(), stop_rx));
         let app = http::router(self.broker.clone());
         let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {

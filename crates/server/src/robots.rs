@@ -1,11 +1,10 @@
-//! Robot secrets: generated once, stored only as argon2id hashes, checked on every call.
+//! Robot secrets: generated once, stored only as salted SHA-256 hashes, checked on every
+//! call.
 //!
-//! argon2 is slow on purpose; a robot calling every few seconds must not pay that each
-//! time, so the last secret that verified for each robot is remembered as a SHA-256
-//! digest in memory and compared in constant time.
+//! The secrets are 256 random bits, not passwords: guessing one is hopeless with any hash,
+//! so a slow password hash (argon2) would add nothing but a way to exhaust the broker's
+//! memory and CPU with wrong secrets. Stored form: `$sha256$<salt>$<digest>` (base64).
 
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use credkeeper_core::Secret;
@@ -13,85 +12,109 @@ use credkeeper_store::{CredentialStore, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Create a new random secret for `robot`, store its hash, and return the secret (the
-/// only time it exists in clear).
-pub fn new_secret(store: &dyn CredentialStore, robot: &str) -> Result<Secret, StoreError> {
-    let mut bytes = [0u8; 32];
+const SCHEME: &str = "$sha256$";
+
+fn random(n: usize) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = vec![0u8; n];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| StoreError::Backend {
         path: "(random)".into(),
         message: "the system random generator failed".into(),
     })?;
-    let secret = Secret::new(URL_SAFE_NO_PAD.encode(bytes));
-    let mut salt = [0u8; 16];
-    let _ = aws_lc_rs::rand::fill(&mut salt);
-    let phc = argon2::Argon2::default()
-        .hash_password_with_salt(secret.expose().as_bytes(), &salt)
-        .map_err(|e| StoreError::Backend {
-            path: "(argon2)".into(),
-            message: e.to_string(),
-        })?
-        .to_string();
-    store.set_robot_secret_hash(robot, &phc)?;
+    Ok(bytes)
+}
+
+fn digest(salt: &[u8], secret: &str) -> Vec<u8> {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(salt);
+    ctx.update(secret.as_bytes());
+    ctx.finish().as_ref().to_vec()
+}
+
+/// The stored form of `secret`.
+pub fn hash(secret: &Secret) -> Result<String, StoreError> {
+    let salt = random(16)?;
+    Ok(format!(
+        "{SCHEME}{}${}",
+        URL_SAFE_NO_PAD.encode(&salt),
+        URL_SAFE_NO_PAD.encode(digest(&salt, secret.expose()))
+    ))
+}
+
+/// Whether `secret` matches the stored form `stored`, in constant time.
+pub fn matches(stored: &str, secret: &Secret) -> bool {
+    let Some(rest) = stored.strip_prefix(SCHEME) else {
+        return false;
+    };
+    let Some((salt, want)) = rest.split_once('$') else {
+        return false;
+    };
+    let (Ok(salt), Ok(want)) = (URL_SAFE_NO_PAD.decode(salt), URL_SAFE_NO_PAD.decode(want)) else {
+        return false;
+    };
+    aws_lc_rs::constant_time::verify_slices_are_equal(&want, &digest(&salt, secret.expose()))
+        .is_ok()
+}
+
+/// Create a new random secret for `robot`, store its hash, and return the secret (the
+/// only time it exists in clear).
+pub fn new_secret(store: &dyn CredentialStore, robot: &str) -> Result<Secret, StoreError> {
+    let secret = Secret::new(URL_SAFE_NO_PAD.encode(random(32)?));
+    store.set_robot_secret_hash(robot, &hash(&secret)?)?;
     Ok(secret)
 }
 
+/// Stored hashes, read once per robot: the store is not asked on every request.
 #[derive(Clone, Default)]
 pub struct SecretCheck {
-    verified: Arc<Mutex<HashMap<String, [u8; 32]>>>,
-}
-
-fn digest(secret: &str) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
-    d.as_ref().try_into().unwrap_or([0u8; 32])
+    hashes: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl SecretCheck {
     /// Whether `secret` is `robot`'s secret.
-    pub async fn verify(
+    pub fn verify(
         &self,
         store: &Arc<dyn CredentialStore>,
         robot: &str,
         secret: &Secret,
     ) -> Result<bool, StoreError> {
-        let presented = digest(secret.expose());
-        if let Some(known) = self
-            .verified
+        let known = self
+            .hashes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(robot)
-            && aws_lc_rs::constant_time::verify_slices_are_equal(known, &presented).is_ok()
+            .cloned();
+        if let Some(stored) = known
+            && matches(&stored, secret)
         {
             return Ok(true);
         }
-        let Some(phc) = store.robot_secret_hash(robot)? else {
+        // Not cached, or the secret was replaced since: read the store again.
+        let Some(stored) = store.robot_secret_hash(robot)? else {
             return Ok(false);
         };
-        let secret = secret.clone();
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&phc)
-                .map(|h| {
-                    argon2::Argon2::default()
-                        .verify_password(secret.expose().as_bytes(), &h)
-                        .is_ok()
-                })
-                .unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false);
-        if ok {
-            self.verified
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(robot.to_string(), presented);
-        }
-        Ok(ok)
-    }
-
-    /// Forget what was verified for `robot` (after its secret was replaced).
-    pub fn forget(&self, robot: &str) {
-        self.verified
+        let ok = matches(&stored, secret);
+        self.hashes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(robot);
+            .insert(robot.to_string(), stored);
+        Ok(ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_same_secret_matches_its_salted_hash() {
+        let secret = Secret::new("a-robot-secret");
+        let stored = hash(&secret).unwrap();
+        assert!(stored.starts_with("$sha256$"));
+        assert!(!stored.contains("a-robot-secret"));
+        assert!(matches(&stored, &secret));
+        assert!(!matches(&stored, &Secret::new("a-robot-secreT")));
+        assert_ne!(hash(&secret).unwrap(), stored, "salted");
+        assert!(!matches("$argon2id$v=19$garbage", &secret));
+        assert!(!matches("$sha256$not-base64!$x", &secret));
     }
 }
