@@ -22,6 +22,9 @@ pub struct Global {
     /// and same-host brokers only
     #[arg(long, global = true, env = "CREDKEEPER_INSECURE_LOOPBACK")]
     pub insecure_loopback: bool,
+    /// Also trust the CA certificates in this PEM file (a site or test CA)
+    #[arg(long, global = true, env = "CREDKEEPER_CAFILE", value_name = "FILE")]
+    pub cafile: Option<PathBuf>,
     /// Log format on standard error
     #[arg(
         long,
@@ -95,6 +98,7 @@ pub struct Settings {
     /// Issuers' discovery documents and keys.
     pub cache: credkeeper_oidc::DiskCache,
     pub policy: UrlPolicy,
+    pub ca_file: Option<PathBuf>,
 }
 
 /// An issuer and client, resolved from flags, environment and file.
@@ -151,7 +155,15 @@ impl Settings {
             state_dir,
             cache,
             policy,
+            ca_file: global.cafile.clone(),
         })
+    }
+
+    /// The HTTP client every command uses (with `--cafile` when given).
+    pub fn http(&self) -> anyhow::Result<credkeeper_oidc::Http> {
+        Ok(credkeeper_oidc::Http::with_ca_file(
+            self.ca_file.as_deref(),
+        )?)
     }
 
     pub fn resolve(&self, args: &IssuerArgs) -> anyhow::Result<Resolved> {

@@ -358,3 +358,120 @@ fn secrets_are_not_readable_in_the_state_directory() {
         );
     }
 }
+
+/// A test CA and a server certificate for 127.0.0.1, made with openssl.
+fn test_ca(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let sh = |script: &str| {
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    };
+    sh(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=credkeeper-test-ca",
+    );
+    sh(
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1",
+    );
+    sh(
+        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > ext && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[test]
+fn the_broker_serves_https_with_rustls() {
+    let user = User::new();
+    let (ca, cert, key) = test_ca(user.home.path());
+    let extra = format!(
+        "[server]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let (broker, _) = configured(&user, &extra);
+    assert!(
+        broker.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        broker.url
+    );
+    let secret = user.path("ci.secret");
+    let out = user.path("tls.token");
+    let args = |cafile: bool| {
+        let mut a = vec![];
+        if cafile {
+            a.extend(["--cafile", ca.to_str().unwrap()]);
+        }
+        a.extend([
+            "get",
+            "--server",
+            &broker.url,
+            "--robot",
+            "ci",
+            "--secret-file",
+            secret.to_str().unwrap(),
+            "--scopes",
+            "read:/data",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = user.run(&args(false).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(run.code, 1, "an unknown CA is refused: {}", run.stderr);
+    user.run(&args(true).iter().map(String::as_str).collect::<Vec<_>>())
+        .ok();
+    let c = claims(&read(&out));
+    assert_eq!(c["iss"], broker.url.as_str());
+    // The issuer's documents over HTTPS, checked by `token verify` with the same CA.
+    user.run(&[
+        "--cafile",
+        ca.to_str().unwrap(),
+        "token",
+        "verify",
+        out.to_str().unwrap(),
+    ])
+    .ok();
+}
+
+#[test]
+fn a_tls_key_others_can_read_stops_the_broker() {
+    let user = User::new();
+    let (_, cert, key) = test_ca(user.home.path());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = user.path("tls.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    user.run(&[
+        "--config",
+        config.to_str().unwrap(),
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .fails(1, &format!("chmod 600 {}", key.display()));
+}

@@ -18,7 +18,27 @@ pub struct Http {
 
 impl Http {
     pub fn new() -> Result<Http, OidcError> {
-        let client = reqwest::Client::builder()
+        Http::with_ca_file(None)
+    }
+
+    /// Also trust the CA certificates in `ca_file` (PEM), beside the system's: for
+    /// servers with a site or test CA (htgettoken's `--cafile`).
+    pub fn with_ca_file(ca_file: Option<&std::path::Path>) -> Result<Http, OidcError> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = ca_file {
+            let fail = |reason: String| OidcError::Unreachable {
+                url: format!("(CA file {})", path.display()),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(fail("no certificate in it".into()));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let client = builder
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("credkeeper/", env!("CARGO_PKG_VERSION")))

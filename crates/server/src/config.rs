@@ -69,6 +69,9 @@ pub struct ServerSection {
     pub state_dir: Option<PathBuf>,
     /// JSON-lines audit log; `-` for standard output. Default: `<state_dir>/audit.log`.
     pub audit_log: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain and PEM private key (0600).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerSection {
@@ -77,6 +80,8 @@ impl Default for ServerSection {
             listen: default_listen(),
             state_dir: None,
             audit_log: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -457,6 +462,13 @@ impl Config {
                     "must be a positive number of seconds".into(),
                 ));
             }
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err(fail(
+                "server.tls_cert".into(),
+                "tls_",
+                "tls_cert and tls_key go together".into(),
+            ));
         }
         if self.issuer.lifetime <= 0 {
             return Err(fail(

@@ -17,6 +17,7 @@ pub mod http;
 pub mod keeper;
 pub mod metrics;
 pub mod robots;
+pub mod tls;
 pub mod web;
 
 use broker::Broker;
@@ -48,13 +49,18 @@ pub enum ServeError {
     Http(#[from] credkeeper_oidc::OidcError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A broker bound to its address, ready to serve.
 pub struct Bound {
     pub broker: Arc<Broker>,
+    /// `http` or `https`.
+    pub scheme: &'static str,
     pub addr: SocketAddr,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Bind the listener, open the store and the issuer key, and build the broker.
@@ -68,6 +74,11 @@ pub async fn start(
         .await
         .map_err(|source| ServeError::Listen { addr, source })?;
     let addr = listener.local_addr()?;
+    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let store_dir = config
         .store
         .path
@@ -78,7 +89,7 @@ pub async fn start(
         .issuer
         .url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
     let issuer = credkeeper_issuer::LocalIssuer::open(&config.issuer.settings(&url, state_dir))?;
     let audit_path = config
         .server
@@ -92,8 +103,10 @@ pub async fn start(
     let broker = Arc::new(Broker::new(config, issuer, store, audit, policy)?);
     Ok(Bound {
         broker,
+        scheme,
         addr,
         listener,
+        tls,
     })
 }
 
@@ -107,12 +120,23 @@ impl Bound {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let keeper = tokio::spawn(keeper::run(self.broker.clone(), stop_rx));
         let app = http::router(self.broker.clone());
-        let result = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stop_tx.send(true);
-            })
-            .await;
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
+        let result = match self.tls {
+            None => {
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Some(config) => {
+                let listener = tls::TlsListener::new(self.listener, config)?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        };
         let _ = keeper.await;
         result.map_err(ServeError::Io)
     }

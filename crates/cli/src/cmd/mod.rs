@@ -8,12 +8,12 @@ pub mod serve;
 pub mod token;
 
 use crate::config::{Resolved, Settings};
-use credkeeper_oidc::{Client, Http, TokenRequest};
+use credkeeper_oidc::{Client, TokenRequest};
 use credkeeper_store::SqliteStore;
 
 /// Discover the issuer (from the cache when fresh) and build its client.
 pub async fn connect(r: &Resolved, settings: &Settings) -> anyhow::Result<Client> {
-    let http = Http::new()?;
+    let http = settings.http()?;
     let meta = credkeeper_oidc::discover_cached(&http, &r.issuer, settings.policy, &settings.cache)
         .await?;
     Ok(Client::new(http, meta, &r.client_id, r.auth.clone()))
@@ -35,7 +35,7 @@ pub fn broker_client(
         "robot secret file",
     )?);
     Ok(credkeeper_oidc::broker::BrokerClient::new(
-        Http::new()?,
+        settings.http()?,
         server,
         settings.policy,
         robot,

@@ -86,8 +86,8 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
     let bound = credkeeper_server::start(config, &state, policy).await?;
     let url = bound.broker.issuer.url().to_string();
     eprintln!(
-        "credkeeper broker listening on http://{} (issuer {url})",
-        bound.addr
+        "credkeeper broker listening on {}://{} (issuer {url})",
+        bound.scheme, bound.addr
     );
     eprintln!("state in {}", state.display());
     if args.dev {

@@ -5,7 +5,7 @@ use crate::config::Settings;
 use anyhow::Context;
 use credkeeper_core::verify::{Expectations, Profile};
 use credkeeper_core::{Jwt, ScopeSet, Secret, Timestamp};
-use credkeeper_oidc::{Http, KeyCache};
+use credkeeper_oidc::KeyCache;
 use credkeeper_store::sink;
 use serde_json::{Value, json};
 use std::io::Read;
@@ -193,7 +193,7 @@ async fn verify(args: VerifyArgs, settings: &Settings) -> anyhow::Result<()> {
         profile: args.profile,
         leeway: args.leeway,
     };
-    let keys = KeyCache::new(Http::new()?, settings.policy, settings.cache.clone());
+    let keys = KeyCache::new(settings.http()?, settings.policy, settings.cache.clone());
     let verified = keys
         .verify(&jwt, &issuer, &expect)
         .await
