@@ -169,15 +169,7 @@ impl Client {
             .as_deref()
             .ok_or(OidcError::Unsupported("device authorization endpoint"))?;
         let (status, body) = self.post(url, req.params()).await?;
-        if let Some(e) = token::oauth_error(&body) {
-            return Err(e);
-        }
-        if !(200..300).contains(&status) {
-            return Err(OidcError::Status {
-                url: url.to_string(),
-                status,
-            });
-        }
+        let body = token::success(url, status, body)?;
         serde_json::from_value(body).map_err(|e| OidcError::BadResponse {
             url: url.to_string(),
             what: "device authorization response",
@@ -294,15 +286,7 @@ impl Client {
             ("token_type_hint", hint.to_string()),
         ];
         let (status, body) = self.post(url, form).await?;
-        if let Some(e) = token::oauth_error(&body) {
-            return Err(e);
-        }
-        if !(200..300).contains(&status) {
-            return Err(OidcError::Status {
-                url: url.to_string(),
-                status,
-            });
-        }
+        token::success(url, status, body)?;
         Ok(())
     }
 }

@@ -85,20 +85,7 @@ pub async fn discover(
             found: meta.issuer,
         });
     }
-    policy.check("token endpoint", &meta.token_endpoint)?;
-    for (what, url) in [
-        ("authorization endpoint", &meta.authorization_endpoint),
-        (
-            "device authorization endpoint",
-            &meta.device_authorization_endpoint,
-        ),
-        ("JWKS URI", &meta.jwks_uri),
-        ("revocation endpoint", &meta.revocation_endpoint),
-    ] {
-        if let Some(url) = url {
-            policy.check(what, url)?;
-        }
-    }
+    check_endpoints(&meta, policy)?;
     Ok(meta)
 }
 

@@ -42,12 +42,12 @@ pub(crate) fn oauth_error(value: &serde_json::Value) -> Option<OidcError> {
     })
 }
 
-/// Interpret a token endpoint answer.
-pub(crate) fn parse(
+/// The body of a successful answer; an OAuth error body or a non-2xx status is an error.
+pub(crate) fn success(
     url: &str,
     status: u16,
     body: serde_json::Value,
-) -> Result<TokenResponse, OidcError> {
+) -> Result<serde_json::Value, OidcError> {
     if let Some(e) = oauth_error(&body) {
         return Err(e);
     }
@@ -57,6 +57,16 @@ pub(crate) fn parse(
             status,
         });
     }
+    Ok(body)
+}
+
+/// Interpret a token endpoint answer.
+pub(crate) fn parse(
+    url: &str,
+    status: u16,
+    body: serde_json::Value,
+) -> Result<TokenResponse, OidcError> {
+    let body = success(url, status, body)?;
     let response: TokenResponse =
         serde_json::from_value(body).map_err(|e| OidcError::BadResponse {
             url: url.to_string(),
