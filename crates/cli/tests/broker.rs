@@ -31,19 +31,7 @@ fn configured(user: &User, extra: &str) -> (Broker, std::path::PathBuf) {
     let config = user.path("broker.toml");
     std::fs::write(&config, format!("{CONFIG}{extra}")).unwrap();
     let state = user.path("state");
-    for robot in ["ci", "other"] {
-        user.run(&[
-            "--config",
-            config.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "robot-secret",
-            robot,
-            "-o",
-            user.path(&format!("{robot}.secret")).to_str().unwrap(),
-        ])
-        .ok();
-    }
+    robot_secrets(&user, &config, &state, &["ci", "other"]);
     let broker = Broker::start(user, &state, &["--config", config.to_str().unwrap()]);
     (broker, config)
 }

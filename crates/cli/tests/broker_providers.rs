@@ -59,19 +59,7 @@ impl Setup {
         let user = User::new();
         let config = broker_config(op, &user, "");
         let state = user.path("state");
-        for robot in ["ci", "other"] {
-            user.run(&[
-                "--config",
-                config.to_str().unwrap(),
-                "--state-dir",
-                state.to_str().unwrap(),
-                "robot-secret",
-                robot,
-                "-o",
-                user.path(&format!("{robot}.secret")).to_str().unwrap(),
-            ])
-            .ok();
-        }
+        robot_secrets(&user, &config, &state, &["ci", "other"]);
         Setup {
             user,
             config,

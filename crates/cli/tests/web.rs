@@ -88,19 +88,7 @@ login_links = true
     )
     .unwrap();
     let state = user.path("state");
-    for robot in ["ci", "credd"] {
-        user.run(&[
-            "--config",
-            config.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "robot-secret",
-            robot,
-            "-o",
-            user.path(&format!("{robot}.secret")).to_str().unwrap(),
-        ])
-        .ok();
-    }
+    robot_secrets(&user, &config, &state, &["ci", "credd"]);
     Broker::start(user, &state, &["--config", config.to_str().unwrap()])
 }
 

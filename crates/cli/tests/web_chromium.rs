@@ -50,17 +50,7 @@ fn a_robots_first_login_in_chromium_then_revoke() {
     )
     .unwrap();
     let state = user.path("state");
-    user.run(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "robot-secret",
-        "ci",
-        "-o",
-        user.path("ci.secret").to_str().unwrap(),
-    ])
-    .ok();
+    robot_secrets(&user, &config, &state, &["ci"]);
     let broker = Broker::start(&user, &state, &["--config", config.to_str().unwrap()]);
     let link = user
         .run(&[

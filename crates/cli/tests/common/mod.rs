@@ -430,3 +430,21 @@ pub fn scitokens_python() -> PathBuf {
             .unwrap(),
     )
 }
+
+/// Give each of `robots` (of the broker config at `config`) a secret in `state`, written
+/// to `<home>/<robot>.secret`.
+pub fn robot_secrets(user: &User, config: &Path, state: &Path, robots: &[&str]) {
+    for robot in robots {
+        user.run(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "robot-secret",
+            robot,
+            "-o",
+            user.path(&format!("{robot}.secret")).to_str().unwrap(),
+        ])
+        .ok();
+    }
+}
