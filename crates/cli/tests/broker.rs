@@ -31,7 +31,7 @@ fn configured(user: &User, extra: &str) -> (Broker, std::path::PathBuf) {
     let config = user.path("broker.toml");
     std::fs::write(&config, format!("{CONFIG}{extra}")).unwrap();
     let state = user.path("state");
-    robot_secrets(&user, &config, &state, &["ci", "other"]);
+    robot_secrets(user, &config, &state, &["ci", "other"]);
     let broker = Broker::start(user, &state, &["--config", config.to_str().unwrap()]);
     (broker, config)
 }

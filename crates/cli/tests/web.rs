@@ -88,7 +88,7 @@ login_links = true
     )
     .unwrap();
     let state = user.path("state");
-    robot_secrets(&user, &config, &state, &["ci", "credd"]);
+    robot_secrets(user, &config, &state, &["ci", "credd"]);
     Broker::start(user, &state, &["--config", config.to_str().unwrap()])
 }
 
