@@ -66,7 +66,7 @@ while :; do
   ISSUER=${OP_ISSUER_URL:-http://127.0.0.1:$PORT}
   ISSUER=${ISSUER%/}
   rc=0
-  wait_for_http "http://127.0.0.1:$PORT/.well-known/openid-configuration" 30 "$PID" "x-testbed-op-pid: $PID" || rc=$?
+  wait_for_http "http://127.0.0.1:$PORT/.well-known/openid-configuration" 60 "$PID" "x-testbed-op-pid: $PID" || rc=$?
   [ "$rc" -eq 0 ] && break
   # a port picked by us may have been taken in between: try another one
   if [ -z "$REQ_PORT" ] && [ "$attempt" -lt 3 ] && tail -n 5 "$LOG" | grep -q EADDRINUSE; then
