@@ -105,9 +105,31 @@ pub struct Settings {
 pub struct Resolved {
     pub issuer: String,
     pub client_id: String,
-    pub auth: ClientAuth,
+    /// The client-secret file and how to send the secret; read only when the issuer is
+    /// asked (a reused token needs no secret).
+    pub secret: Option<(PathBuf, AuthMethod)>,
     pub scopes: Option<String>,
     pub audience: Option<String>,
+}
+
+impl Resolved {
+    /// How the client authenticates, reading (and checking) the client-secret file.
+    pub fn auth(&self) -> anyhow::Result<ClientAuth> {
+        let Some((path, method)) = &self.secret else {
+            return Ok(ClientAuth::None);
+        };
+        let secret = Secret::new(credkeeper_store::perm::read_private(
+            path,
+            "client-secret file",
+        )?);
+        if secret.is_empty() {
+            bail!("client-secret file {} is empty", path.display());
+        }
+        Ok(match method {
+            AuthMethod::Basic => ClientAuth::Basic(secret),
+            AuthMethod::Post => ClientAuth::Post(secret),
+        })
+    }
 }
 
 fn home() -> Option<PathBuf> {
@@ -178,30 +200,15 @@ impl Settings {
                 "no client id: pass --client-id, set CREDKEEPER_CLIENT_ID, or put `client_id` in the config file"
             );
         };
-        let auth = match args
+        let secret = args
             .client_secret_file
-            .as_ref()
-            .or(f.client_secret_file.as_ref())
-        {
-            None => ClientAuth::None,
-            Some(path) => {
-                let secret = Secret::new(credkeeper_store::perm::read_private(
-                    path,
-                    "client-secret file",
-                )?);
-                if secret.is_empty() {
-                    bail!("client-secret file {} is empty", path.display());
-                }
-                match args.client_auth.or(f.client_auth).unwrap_or_default() {
-                    AuthMethod::Basic => ClientAuth::Basic(secret),
-                    AuthMethod::Post => ClientAuth::Post(secret),
-                }
-            }
-        };
+            .clone()
+            .or_else(|| f.client_secret_file.clone())
+            .map(|path| (path, args.client_auth.or(f.client_auth).unwrap_or_default()));
         Ok(Resolved {
             issuer,
             client_id,
-            auth,
+            secret,
             scopes: args
                 .scopes
                 .clone()

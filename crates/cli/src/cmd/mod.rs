@@ -13,10 +13,12 @@ use credkeeper_store::SqliteStore;
 
 /// Discover the issuer (from the cache when fresh) and build its client.
 pub async fn connect(r: &Resolved, settings: &Settings) -> anyhow::Result<Client> {
+    // The secret first: a file others can read is refused before anything goes out.
+    let auth = r.auth()?;
     let http = settings.http()?;
     let meta = credkeeper_oidc::discover_cached(&http, &r.issuer, settings.policy, &settings.cache)
         .await?;
-    Ok(Client::new(http, meta, &r.client_id, r.auth.clone()))
+    Ok(Client::new(http, meta, &r.client_id, auth))
 }
 
 /// A client of a credkeeper broker's robot API, authenticated as `robot` with the secret
