@@ -66,13 +66,16 @@ while :; do
   ISSUER=${OP_ISSUER_URL:-http://127.0.0.1:$PORT}
   ISSUER=${ISSUER%/}
   rc=0
-  wait_for_http "http://127.0.0.1:$PORT/.well-known/openid-configuration" 60 "$PID" "x-testbed-op-pid: $PID" || rc=$?
+  wait_for_http "http://127.0.0.1:$PORT/.well-known/openid-configuration" 30 "$PID" "x-testbed-op-pid: $PID" || rc=$?
   [ "$rc" -eq 0 ] && break
   # a port picked by us may have been taken in between: try another one
   if [ -z "$REQ_PORT" ] && [ "$attempt" -lt 3 ] && tail -n 5 "$LOG" | grep -q EADDRINUSE; then
     log "port $PORT was taken, retrying"
     continue
   fi
+  # What holds the port, and what the OP is doing, before it is stopped: for the report.
+  log "port $PORT: $(ss -Hltnp "sport = :$PORT" 2>/dev/null | tr -s ' ' | head -n 3)"
+  log "OP process: state $(awk '{print $3}' "/proc/$PID/stat" 2>/dev/null), wchan $(cat "/proc/$PID/wchan" 2>/dev/null)"
   stop_pid "$PID" "$OP_SRC/server.mjs" || true
   log "OP did not become ready on 127.0.0.1:$PORT (rc=$rc); last log lines of $LOG:"
   tail -n 40 "$LOG" >&2

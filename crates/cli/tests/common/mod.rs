@@ -43,18 +43,30 @@ impl Op {
     }
 
     fn run_start(&mut self, port: Option<&str>) {
-        let mut cmd = Command::new(testbed().join("start-op.sh"));
-        cmd.arg(self.state.path());
-        if let Some(p) = port {
-            cmd.arg(p);
+        // A provider that does not come up is retried once (on a fresh port unless the
+        // port is fixed): the peer's start-up, not credkeeper, is what such a failure tests.
+        let mut failures = Vec::new();
+        for _ in 0..2 {
+            let mut cmd = Command::new(testbed().join("start-op.sh"));
+            cmd.arg(self.state.path());
+            if let Some(p) = port {
+                cmd.arg(p);
+            }
+            cmd.envs(self.extra.iter().map(|(k, v)| (k, v)));
+            let out = cmd.output().expect("run start-op.sh");
+            if out.status.success() {
+                break;
+            }
+            failures.push(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
-        cmd.envs(self.extra.iter().map(|(k, v)| (k, v)));
-        let out = cmd.output().expect("run start-op.sh");
         assert!(
-            out.status.success(),
-            "start-op.sh failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            failures.len() < 2,
+            "start-op.sh failed twice:\n{}",
+            failures.join("\n---\n")
         );
         let text = std::fs::read_to_string(self.state.path().join("op.env")).unwrap();
         self.env = text
