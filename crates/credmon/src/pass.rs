@@ -17,6 +17,9 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+/// Threads that walk user directories in a pass.
+const SCAN_THREADS: usize = 8;
+
 /// Key files older than this are the CredD's leftovers (upstream: 12 hours, by ctime).
 const KEY_FILE_MAX_AGE: i64 = 12 * 3600;
 
@@ -226,6 +229,7 @@ impl Credmon {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or_default();
+        let mut users = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Ok(ft) = entry.file_type() else { continue };
@@ -247,9 +251,38 @@ impl Credmon {
                 report.skipped += 1;
                 continue;
             }
-            report.users += 1;
-            self.scan_user(&entry.path(), &name, now, &mut work, &mut report);
+            users.push((entry.path(), name));
         }
+        report.users = users.len();
+        // Users are independent: several threads keep several file-system requests in
+        // flight, which is what a pass over a cold directory waits on.
+        let threads = SCAN_THREADS.min(users.len().div_ceil(256)).max(1);
+        let chunk = users.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = users
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        let mut work = Vec::new();
+                        let mut report = PassReport::default();
+                        for (path, name) in part {
+                            self.scan_user(path, name, now, &mut work, &mut report);
+                        }
+                        (work, report)
+                    })
+                })
+                .collect();
+            for h in handles {
+                if let Ok((w, r)) = h.join() {
+                    work.extend(w);
+                    report.refreshed += r.refreshed;
+                    report.failed += r.failed;
+                    report.needs_login += r.needs_login;
+                    report.skipped += r.skipped;
+                    report.idle += r.idle;
+                }
+            }
+        });
         (work, report)
     }
 
@@ -613,12 +646,20 @@ impl Credmon {
             top.insert("refresh_token".into(), json!(rt));
         }
         // `.use` before `.top`, as upstream: a job never sees a token older than its `.top`.
-        let written = self
-            .write(
-                &dir.join(format!("{token}.use")),
+        // Each write is fsynced; off the async thread, so the refreshes in flight share the
+        // file system's commits instead of waiting for each other's.
+        let cred_dir = self.dir().to_path_buf();
+        let use_path = dir.join(format!("{token}.use"));
+        let written = tokio::task::spawn_blocking(move || {
+            crate::files::write_cred_file(
+                &cred_dir,
+                &use_path,
                 &Value::Object(response).to_string(),
-            )
-            .and_then(|_| self.write(&top_path, &Value::Object(top).to_string()));
+            )?;
+            crate::files::write_cred_file(&cred_dir, &top_path, &Value::Object(top).to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
         if let Err(e) = written {
             return self.fail(user, token, "oauth", e);
         }
