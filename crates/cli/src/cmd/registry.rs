@@ -71,7 +71,13 @@ fn get(args: GetArgs, state_dir: Option<PathBuf>) -> anyhow::Result<()> {
         None => None,
         Some(u) => {
             let (user, pass) = match u.split_once(':') {
-                Some((user, pass)) => (user.to_string(), pass.to_string()),
+                Some((user, pass)) => {
+                    // Accepted for skopeo's `--creds` habit, but argv is readable by others.
+                    tracing::warn!(
+                        "a password on the command line is visible to other users (ps); prefer --user USER with $CREDKEEPER_REGISTRY_PASSWORD"
+                    );
+                    (user.to_string(), pass.to_string())
+                }
                 None => (
                     u.clone(),
                     std::env::var("CREDKEEPER_REGISTRY_PASSWORD")
