@@ -196,12 +196,14 @@ impl Credmon {
                 Ok(Outcome::Failed) | Err(_) => report.failed += 1,
             }
         }
-        let status = {
+        // Serialised under the lock rather than cloned: with 100,000 credentials a copy of
+        // the status is tens of megabytes.
+        let bytes = {
             let mut s = lock(&self.status);
             s.last_pass = Some(Timestamp::now().unix());
-            s.clone()
+            s.to_bytes()
         };
-        if let Err(e) = status.save(self.dir()) {
+        if let Err(e) = Status::save_bytes(self.dir(), &bytes) {
             tracing::warn!("cannot save the status file: {e}");
         }
         touch(&self.dir().join("CREDMON_COMPLETE"));

@@ -99,8 +99,15 @@ impl Status {
             .unwrap_or_default()
     }
 
-    pub fn save(&self, cred_dir: &Path) -> Result<(), credkeeper_store::sink::SinkError> {
-        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
-        credkeeper_store::sink::write_atomic(&Status::path(cred_dir), &bytes, 0o640)
+    /// Compact JSON: the file is for programs (`credmon status` pretty-prints it).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn save_bytes(
+        cred_dir: &Path,
+        bytes: &[u8],
+    ) -> Result<(), credkeeper_store::sink::SinkError> {
+        credkeeper_store::sink::write_atomic(&Status::path(cred_dir), bytes, 0o640)
     }
 }
