@@ -177,6 +177,13 @@ impl Credmon {
         let (work, mut report) = scanned.unwrap_or_default();
         let semaphore = Arc::new(tokio::sync::Semaphore::new(self.settings.concurrency));
         let mut tasks = tokio::task::JoinSet::new();
+        let tally =
+            |done: Result<Outcome, tokio::task::JoinError>, report: &mut PassReport| match done {
+                Ok(Outcome::Refreshed) => report.refreshed += 1,
+                Ok(Outcome::Signed) => report.signed += 1,
+                Ok(Outcome::NeedsLogin) => report.needs_login += 1,
+                Ok(Outcome::Failed) | Err(_) => report.failed += 1,
+            };
         for item in work {
             if *stop.borrow() {
                 break;
@@ -187,14 +194,14 @@ impl Credmon {
                 let _permit = permit;
                 me.handle(item).await
             });
+            // A finished task keeps its memory until joined: join as we go, so a pass over
+            // 100,000 credentials holds `concurrency` tasks, not 100,000.
+            while let Some(done) = tasks.try_join_next() {
+                tally(done, &mut report);
+            }
         }
         while let Some(done) = tasks.join_next().await {
-            match done {
-                Ok(Outcome::Refreshed) => report.refreshed += 1,
-                Ok(Outcome::Signed) => report.signed += 1,
-                Ok(Outcome::NeedsLogin) => report.needs_login += 1,
-                Ok(Outcome::Failed) | Err(_) => report.failed += 1,
-            }
+            tally(done, &mut report);
         }
         // Serialised under the lock rather than cloned: with 100,000 credentials a copy of
         // the status is tens of megabytes.
