@@ -4,7 +4,7 @@ use crate::config::{IssuerArgs, Settings};
 use crate::prompt::Terminal;
 use anyhow::Context;
 use credkeeper_core::{Requirements, ScopeSet};
-use credkeeper_refresher::{LOCAL_IDENTITY, Refresher};
+use credkeeper_refresher::LOCAL_IDENTITY;
 use credkeeper_store::sink;
 use std::path::PathBuf;
 
@@ -157,13 +157,8 @@ pub async fn fetch(plan: Plan, args: Args, settings: &Settings) -> anyhow::Resul
                 Some(p) => Some(sink::read(p).context("subject token")?),
                 None => None,
             };
-            let client = super::connect(&resolved, settings).await?;
-            let store = super::open_store(settings)?;
-            let refresher = Refresher {
-                client: &client,
-                store: &store,
-                identity: LOCAL_IDENTITY,
-            };
+            let issuer = super::Issuer::open(&resolved, settings).await?;
+            let refresher = issuer.refresher(LOCAL_IDENTITY);
             let request = super::token_request(&resolved);
             let obtained = refresher
                 .obtain(&want, &request, subject.as_ref(), &Terminal::new(true))

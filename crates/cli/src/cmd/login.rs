@@ -2,7 +2,7 @@
 
 use crate::config::{IssuerArgs, Settings};
 use crate::prompt::Terminal;
-use credkeeper_refresher::{LOCAL_IDENTITY, Refresher, login_request};
+use credkeeper_refresher::{LOCAL_IDENTITY, login_request};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -52,13 +52,8 @@ pub async fn login(args: LoginArgs, settings: &Settings) -> anyhow::Result<()> {
         return link(&args, server, settings).await;
     }
     let resolved = settings.resolve(&args.issuer)?;
-    let client = super::connect(&resolved, settings).await?;
-    let store = super::open_store(settings)?;
-    let refresher = Refresher {
-        client: &client,
-        store: &store,
-        identity: args.robot.as_deref().unwrap_or(LOCAL_IDENTITY),
-    };
+    let issuer = super::Issuer::open(&resolved, settings).await?;
+    let refresher = issuer.refresher(args.robot.as_deref().unwrap_or(LOCAL_IDENTITY));
     let request = login_request(&super::token_request(&resolved));
     let prompt = Terminal::new(!args.no_open);
     let obtained = if args.browser {
@@ -80,13 +75,8 @@ pub async fn login(args: LoginArgs, settings: &Settings) -> anyhow::Result<()> {
 
 pub async fn logout(args: LogoutArgs, settings: &Settings) -> anyhow::Result<()> {
     let resolved = settings.resolve(&args.issuer)?;
-    let client = super::connect(&resolved, settings).await?;
-    let store = super::open_store(settings)?;
-    let refresher = Refresher {
-        client: &client,
-        store: &store,
-        identity: LOCAL_IDENTITY,
-    };
+    let issuer = super::Issuer::open(&resolved, settings).await?;
+    let refresher = issuer.refresher(LOCAL_IDENTITY);
     match refresher.logout().await? {
         (false, _) => eprintln!("No stored credential for {}.", resolved.issuer),
         (true, None) => eprintln!(

@@ -45,6 +45,29 @@ pub fn broker_client(
     )?)
 }
 
+/// An issuer's client and the local credential store: what a `Refresher` works with.
+pub struct Issuer {
+    client: Client,
+    store: SqliteStore,
+}
+
+impl Issuer {
+    pub async fn open(r: &Resolved, settings: &Settings) -> anyhow::Result<Issuer> {
+        Ok(Issuer {
+            client: connect(r, settings).await?,
+            store: open_store(settings)?,
+        })
+    }
+
+    pub fn refresher<'a>(&'a self, identity: &'a str) -> credkeeper_refresher::Refresher<'a> {
+        credkeeper_refresher::Refresher {
+            client: &self.client,
+            store: &self.store,
+            identity,
+        }
+    }
+}
+
 pub fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
     Ok(SqliteStore::open(&settings.state_dir)?)
 }
