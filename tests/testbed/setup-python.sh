@@ -12,9 +12,12 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-# Top-level pins: one requirement per line. Add further peers here (gssapi, htgettoken, ...).
+# Top-level pins: one requirement per line. Add further peers here.
 PY_PINS=(
   scitokens==1.9.7
+  htgettoken==2.2        # Vault token client (Kerberos/OIDC login, bearer token from a secret)
+  igwn-robot-auth==0.3.3 # igwn-robot-get: keytab kinit + htgettoken for a robot principal
+  gssapi==1.12.0         # python-gssapi (no wheel for this platform: compiled against MIT krb5)
 )
 # Versions of the dependencies the pins pull in (pip constraints: they only pin what is
 # installed anyway, they install nothing by themselves). Keeps reruns reproducible.
@@ -29,6 +32,16 @@ PY_CONSTRAINTS=(
   charset-normalizer==3.5.2
   idna==3.20
   urllib3==2.8.0
+  # htgettoken 2.2 (also needs gssapi, urllib3)
+  paramiko==5.1.0
+  bcrypt==5.0.0
+  invoke==3.0.3
+  PyNaCl==1.6.2
+  # gssapi 1.12.0
+  decorator==5.3.1
+  # igwn-robot-auth 0.3.3 (igwn-auth-utils[gettoken,kerberos]: also htgettoken, gssapi, scitokens)
+  igwn-auth-utils==1.4.0
+  safe-netrc==1.0.1
 )
 
 VENV=$TESTBED_DIR/venv
@@ -102,12 +115,24 @@ if [ ! -x "$VPY" ]; then
   "$BASE_PY" -m venv "$VENV" >&2
 fi
 
+# gssapi is built from its sdist: it needs krb5-config (libkrb5-dev), a C compiler and the
+# interpreter's headers (python3-dev, for a Debian python3 without them).
+apt_install libkrb5-dev gcc
+if ! "$BASE_PY" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+  apt_install python3-dev
+fi
+
 constraints=$(mktemp "$CACHE/python-constraints.XXXXXX")
 trap 'rm -f "$constraints"' EXIT
 printf '%s\n' "${PY_CONSTRAINTS[@]}" >"$constraints"
 log "pip install ${PY_PINS[*]}"
 PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1 "$VPY" -m pip install -q \
   --cache-dir "$CACHE/pip" -c "$constraints" "${PY_PINS[@]}" >&2
+
+# The command-line peers must run (entry points, imports of gssapi/paramiko, ...).
+"$VENV/bin/htgettoken" --version >/dev/null 2>&1 || die "venv/bin/htgettoken --version failed"
+"$VENV/bin/igwn-robot-get" --help >/dev/null 2>&1 || die "venv/bin/igwn-robot-get --help failed"
 
 # Record what was installed (the stamp is written last: a half-done install never passes).
 {

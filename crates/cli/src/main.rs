@@ -6,6 +6,7 @@
 
 mod cmd;
 mod config;
+mod kerberos;
 mod prompt;
 
 use clap::{Parser, Subcommand, ValueEnum};

@@ -8,8 +8,30 @@ use serde::Deserialize;
 pub struct BrokerClient {
     http: Http,
     endpoint: String,
-    robot: String,
-    secret: Secret,
+    host: String,
+    auth: BrokerAuth,
+}
+
+/// How the client proves the robot's identity to the broker.
+pub enum BrokerAuth {
+    /// The robot's name and secret (HTTP Basic).
+    Secret { robot: String, secret: Secret },
+    /// Kerberos (HTTP Negotiate), one exchange per request.
+    Negotiate(Box<dyn Negotiator>),
+    /// A JWT the broker trusts for this robot (e.g. a Kubernetes service-account token).
+    Bearer(Secret),
+}
+
+/// Makes Negotiate tokens for a server (the Kerberos side lives with the caller).
+pub trait Negotiator: Send + Sync {
+    /// Begin an exchange with the server at `host`: the `Authorization` value to send and
+    /// the check of the server's reply.
+    fn begin(&self, host: &str) -> Result<(String, Box<dyn ReplyCheck>), String>;
+}
+
+/// Checks the server's `WWW-Authenticate: Negotiate` reply (mutual authentication).
+pub trait ReplyCheck: Send {
+    fn check(self: Box<Self>, www_authenticate: Option<&str>) -> Result<(), String>;
 }
 
 /// What is asked of the broker.
@@ -41,15 +63,18 @@ impl BrokerClient {
         http: Http,
         server: &str,
         policy: UrlPolicy,
-        robot: &str,
-        secret: Secret,
+        auth: BrokerAuth,
     ) -> Result<BrokerClient, OidcError> {
         policy.check("broker", server)?;
+        let host = url::Url::parse(server)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
         Ok(BrokerClient {
             http,
             endpoint: format!("{}/api/v1/token", server.trim_end_matches('/')),
-            robot: robot.to_string(),
-            secret,
+            host,
+            auth,
         })
     }
 
@@ -76,10 +101,45 @@ impl BrokerClient {
         url: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, OidcError> {
-        let (status, value) = self
-            .http
-            .post_json(url, body, (&self.robot, self.secret.expose()))
-            .await?;
+        let (status, value) = match &self.auth {
+            BrokerAuth::Secret { robot, secret } => {
+                self.http
+                    .post_json(url, body, (robot, secret.expose()))
+                    .await?
+            }
+            BrokerAuth::Bearer(token) => {
+                let answer = self
+                    .http
+                    .send_json(
+                        reqwest::Method::POST,
+                        url,
+                        Some(body),
+                        &[("authorization", &format!("Bearer {}", token.expose()))],
+                    )
+                    .await?;
+                (answer.status, answer.body)
+            }
+            BrokerAuth::Negotiate(negotiator) => {
+                let (authorization, check) = negotiator
+                    .begin(&self.host)
+                    .map_err(OidcError::Authentication)?;
+                let answer = self
+                    .http
+                    .send_json(
+                        reqwest::Method::POST,
+                        url,
+                        Some(body),
+                        &[("authorization", &authorization)],
+                    )
+                    .await?;
+                if (200..300).contains(&answer.status) {
+                    check
+                        .check(answer.www_authenticate.as_deref())
+                        .map_err(OidcError::Authentication)?;
+                }
+                (answer.status, answer.body)
+            }
+        };
         if let (Some(code), Some(message)) = (
             value.get("error").and_then(|v| v.as_str()),
             value.get("message").and_then(|v| v.as_str()),

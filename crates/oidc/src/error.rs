@@ -46,6 +46,9 @@ pub enum OidcError {
     Refused { code: String, message: String },
     #[error("the issuer has no key `{0}` even after fetching its key set again")]
     KeyNotFound(String),
+    /// This side could not prove who it is, or the server could not prove who it is.
+    #[error("authentication: {0}")]
+    Authentication(String),
 }
 
 impl OidcError {

@@ -133,22 +133,80 @@ impl Http {
         body: &serde_json::Value,
         basic: (&str, &str),
     ) -> Result<(u16, serde_json::Value), OidcError> {
+        use base64::Engine;
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", basic.0, basic.1));
+        let answer = self
+            .send_json(
+                reqwest::Method::POST,
+                url,
+                Some(body),
+                &[("authorization", &format!("Basic {credentials}"))],
+            )
+            .await?;
+        Ok((answer.status, answer.body))
+    }
+
+    /// Send a request with these headers (and a JSON body when given); the answer with
+    /// its `WWW-Authenticate` (a Kerberos server's reply token). Retried only when the
+    /// connection failed, and only when `headers` can be sent again (a Kerberos token
+    /// cannot: the server's replay cache would refuse it, so callers make a new one).
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&serde_json::Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, OidcError> {
+        let replayable = !headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.starts_with("Negotiate"));
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let req = self
+            let mut req = self
                 .client
-                .post(url)
-                .header("accept", "application/json")
-                .basic_auth(basic.0, Some(basic.1))
-                .json(body);
+                .request(method.clone(), url)
+                .header("accept", "application/json");
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            if let Some(body) = body {
+                req = req.json(body);
+            }
             match req.send().await {
-                Err(e) if e.is_connect() && attempt < ATTEMPTS => backoff(attempt).await,
+                Err(e) if e.is_connect() && replayable && attempt < ATTEMPTS => {
+                    backoff(attempt).await
+                }
                 Err(e) => return Err(unreachable(url, &e)),
-                Ok(response) => return read_json(url, response).await,
+                Ok(response) => {
+                    let www_authenticate = response
+                        .headers()
+                        .get_all("www-authenticate")
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .find(|v| {
+                            v.len() > "Negotiate ".len() && v[..9].eq_ignore_ascii_case("negotiate")
+                        })
+                        .map(str::to_string);
+                    let (status, body) = read_json(url, response).await?;
+                    return Ok(Answer {
+                        status,
+                        body,
+                        www_authenticate,
+                    });
+                }
             }
         }
     }
+}
+
+/// A JSON answer and the server's Kerberos reply, if it sent one.
+pub struct Answer {
+    pub status: u16,
+    pub body: serde_json::Value,
+    /// A `WWW-Authenticate: Negotiate <token>` value (mutual authentication).
+    pub www_authenticate: Option<String>,
 }
 
 fn form_encode(s: &str) -> String {

@@ -2,6 +2,7 @@
 //! from — the cache, the local issuer, or a provider through the stored credential.
 
 use crate::audit::{Audit, Event};
+use crate::auth::{Caller, Method};
 use crate::config::{Config, ProviderSection, RobotSection, fill};
 use crate::metrics::{DenyLabels, Metrics, VendLabels};
 use crate::robots::SecretCheck;
@@ -56,11 +57,23 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(code: &'static str, message: impl Into<String>) -> Refusal {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Refusal {
         Refusal {
             code,
             message: message.into(),
         }
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Refusal {
+        Refusal::new("unauthenticated", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Refusal {
+        Refusal::new("forbidden", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Refusal {
+        Refusal::new("internal", message)
     }
 
     /// The HTTP status for the code.
@@ -106,7 +119,10 @@ pub struct Broker {
     pub audit: Audit,
     pub metrics: Metrics,
     pub secrets: SecretCheck,
+    pub kerberos: Option<crate::auth::KerberosAuth>,
+    pub jwt: crate::auth::JwtAuth,
     pub web: crate::web::WebState,
+    pub vault: crate::vault::VaultState,
     http: Http,
     policy: UrlPolicy,
     /// One slot per provider, so a slow or unreachable provider holds up only itself.
@@ -124,7 +140,17 @@ impl Broker {
         store: Arc<dyn CredentialStore>,
         audit: Audit,
         policy: UrlPolicy,
+        kerberos: Option<crate::auth::KerberosAuth>,
     ) -> Result<Broker, credkeeper_oidc::OidcError> {
+        let http = Http::new()?;
+        let jwt = crate::auth::JwtAuth::new(
+            credkeeper_oidc::KeyCache::new(
+                http.clone(),
+                policy,
+                credkeeper_oidc::DiskCache::new(None),
+            ),
+            issuer.url().to_string(),
+        );
         Ok(Broker {
             config,
             issuer,
@@ -132,8 +158,11 @@ impl Broker {
             audit,
             metrics: Metrics::new(),
             secrets: SecretCheck::default(),
+            kerberos,
+            jwt,
             web: crate::web::WebState::default(),
-            http: Http::new()?,
+            vault: Default::default(),
+            http,
             policy,
             clients: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
@@ -179,11 +208,11 @@ impl Broker {
 
     /// Audit and count a refusal that happened before [`Broker::vend`] (authentication,
     /// an unreadable request).
-    pub fn record_refusal(&self, robot: &str, refusal: &Refusal) {
+    pub fn record_refusal(&self, robot: &str, method: Option<Method>, refusal: &Refusal) {
         self.audit.record(Event {
             time: Timestamp::now().to_string(),
             robot: robot.to_string(),
-            auth: "secret",
+            auth: method.map_or("none", Method::as_str),
             provider: String::new(),
             scope: String::new(),
             audience: String::new(),
@@ -204,7 +233,8 @@ impl Broker {
     }
 
     /// Serve `ask` for the authenticated `robot`, auditing the outcome.
-    pub async fn vend(&self, robot: &str, ask: &TokenAsk) -> Result<TokenGiven, Refusal> {
+    pub async fn vend(&self, caller: &Caller, ask: &TokenAsk) -> Result<TokenGiven, Refusal> {
+        let robot = caller.robot.as_str();
         let provider = ask.provider.clone().unwrap_or_else(|| LOCAL.into());
         let result = self.vend_inner(robot, &provider, ask).await;
         let (scope, audience) = match &result {
@@ -217,7 +247,7 @@ impl Broker {
         let mut event = Event {
             time: Timestamp::now().to_string(),
             robot: robot.to_string(),
-            auth: "secret",
+            auth: caller.method.as_str(),
             provider: provider.clone(),
             scope,
             audience,
@@ -322,7 +352,7 @@ impl Broker {
                 (token, expires, "signed")
             }
             Some(p) => {
-                self.via_provider(robot, p, &scope, &audience, minsecs)
+                self.via_provider(robot, p, &scope, &audience, minsecs, true)
                     .await?
             }
         };
@@ -462,6 +492,46 @@ impl Broker {
             .clone()
     }
 
+    /// A user's token from their stored credential (a login through the Vault API or the
+    /// web pages): the provider decides what the user may have.
+    pub async fn for_user(
+        &self,
+        user: &str,
+        p: &ProviderSection,
+        scope: &str,
+        audience: &str,
+        minsecs: i64,
+    ) -> Result<(Secret, Timestamp), Refusal> {
+        let identity = crate::web::Identity::User(user.to_string()).store_name();
+        let (token, expires, _) = self
+            .via_provider(&identity, p, scope, audience, minsecs, false)
+            .await?;
+        Ok((token, expires))
+    }
+
+    /// Keep the refresh token of a user's login (through the Vault API).
+    pub fn keep_user_login(
+        &self,
+        user: &str,
+        client: &Client,
+        response: &credkeeper_oidc::TokenResponse,
+    ) -> Result<(), Refusal> {
+        let rt = response.refresh_token.as_ref().ok_or_else(|| {
+            Refusal::new(
+                "provider_error",
+                "the provider issued no refresh token (is offline_access allowed for the client?)",
+            )
+        })?;
+        let identity = crate::web::Identity::User(user.to_string()).store_name();
+        let key = CredentialKey::new(&client.metadata().issuer, client.client_id(), &identity);
+        self.store
+            .put(&key, rt, response.scope.as_deref())
+            .map_err(|e| Refusal::internal(e.to_string()))
+    }
+
+    /// A token through `p` for `robot` (a robot's name, or a user's store identity).
+    /// `client_credentials` stands in for a missing login only for robots
+    /// (`fallback`): a user must never get the client's own token.
     async fn via_provider(
         &self,
         robot: &str,
@@ -469,6 +539,7 @@ impl Broker {
         scope: &str,
         audience: &str,
         minsecs: i64,
+        fallback: bool,
     ) -> Result<(Secret, Timestamp, &'static str), Refusal> {
         let client = self.client(p).await?;
         let key = CredentialKey::new(&client.metadata().issuer, client.client_id(), robot);
@@ -483,7 +554,7 @@ impl Broker {
             .get(&key)
             .map_err(|e| Refusal::new("internal", e.to_string()))?;
         let Some(stored) = stored else {
-            if client.is_confidential() {
+            if fallback && client.is_confidential() {
                 let response = client.client_credentials(&request).await.map_err(|e| {
                     Refusal::new("provider_error", format!("provider `{}`: {e}", p.name))
                 })?;

@@ -33,6 +33,8 @@ pub struct Config {
     pub refresher: RefresherSection,
     #[serde(default)]
     pub credmon: CredmonSection,
+    #[serde(default)]
+    pub vault: VaultSection,
 }
 
 /// The HTCondor CredD's key-file logins (`/key/<hex>`), written as the credmon's web
@@ -61,6 +63,32 @@ fn yes() -> bool {
     true
 }
 
+/// The Vault-compatible API (for htgettoken and igwn-robot-get).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultSection {
+    /// Lifetime of the Vault tokens handed out, in seconds (htgettoken asks for 7 days).
+    #[serde(default = "default_vault_ttl")]
+    pub token_ttl: i64,
+    /// Vault issuer names (`-i/--issuer` of the clients) → provider names (or `local`).
+    /// A name not listed is taken as a provider name; `default` is the first provider.
+    #[serde(default)]
+    pub issuers: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for VaultSection {
+    fn default() -> Self {
+        VaultSection {
+            token_ttl: default_vault_ttl(),
+            issuers: Default::default(),
+        }
+    }
+}
+
+fn default_vault_ttl() -> i64 {
+    7 * 86400
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
@@ -72,6 +100,9 @@ pub struct ServerSection {
     /// Serve HTTPS with this PEM certificate chain and PEM private key (0600).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Accept Kerberos (HTTP Negotiate) with the service keys in this keytab: `HTTP/<host>`
+    /// for curl and browsers, `host/<host>` for htgettoken. Mode 0600 (or 0440).
+    pub kerberos_keytab: Option<PathBuf>,
 }
 
 impl Default for ServerSection {
@@ -82,6 +113,7 @@ impl Default for ServerSection {
             audit_log: None,
             tls_cert: None,
             tls_key: None,
+            kerberos_keytab: None,
         }
     }
 }
@@ -192,19 +224,21 @@ pub struct ProviderSection {
     pub auth_params: std::collections::BTreeMap<String, String>,
 }
 
-/// How a robot proves who it is. Only `secret` is served today; the other forms are
-/// accepted in the file so configurations can be written ahead.
+/// How a robot proves who it is; any of these may be set, each maps to this robot only.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RobotAuth {
     /// A robot secret, hashed in the store (`credkeeper robot-secret NAME`).
     #[serde(default)]
     pub secret: bool,
-    /// Kerberos principal (SPNEGO).
+    /// Kerberos principal (SPNEGO); the default realm is added when it names none.
     pub kerberos_principal: Option<String>,
-    /// A signed JWT (e.g. a Kubernetes service-account token): issuer and subject.
+    /// A signed JWT (e.g. a Kubernetes service-account token): its issuer (keys through
+    /// the issuer's discovery document) and subject.
     pub jwt_issuer: Option<String>,
     pub jwt_subject: Option<String>,
+    /// The audience the JWT must carry. Default: the broker's own URL.
+    pub jwt_audience: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,7 +330,7 @@ fn default_concurrency() -> usize {
 }
 
 /// Sections whose scalars `CREDKEEPER_<SECTION>_<KEY>` may override.
-const OVERRIDABLE: &[&str] = &["server", "issuer", "store", "refresher", "credmon"];
+const OVERRIDABLE: &[&str] = &["server", "issuer", "store", "refresher", "credmon", "vault"];
 
 impl Config {
     /// Read, apply environment overrides, and validate.
@@ -453,6 +487,32 @@ impl Config {
                     ));
                 }
             }
+            if r.auth.kerberos_principal.is_some() && self.server.kerberos_keytab.is_none() {
+                return Err(fail(
+                    key("auth.kerberos_principal"),
+                    "kerberos_principal",
+                    format!(
+                        "robot `{}` authenticates with Kerberos, so the broker needs its service keytab: set server.kerberos_keytab",
+                        r.name
+                    ),
+                ));
+            }
+            if r.auth.jwt_issuer.is_some() != r.auth.jwt_subject.is_some() {
+                return Err(fail(
+                    key("auth.jwt_issuer"),
+                    "jwt_",
+                    "jwt_issuer and jwt_subject go together".into(),
+                ));
+            }
+            if let Some(i) = &r.auth.jwt_issuer
+                && url::Url::parse(i).is_err()
+            {
+                return Err(fail(
+                    key("auth.jwt_issuer"),
+                    &q(i),
+                    format!("`{i}` is not a URL"),
+                ));
+            }
             if let Some(l) = r.max_lifetime
                 && l <= 0
             {
@@ -469,6 +529,22 @@ impl Config {
                 "tls_",
                 "tls_cert and tls_key go together".into(),
             ));
+        }
+        if self.vault.token_ttl <= 0 {
+            return Err(fail(
+                "vault.token_ttl".into(),
+                "token_ttl",
+                "must be a positive number of seconds".into(),
+            ));
+        }
+        for (name, provider) in &self.vault.issuers {
+            if provider != "local" && !names.contains(provider.as_str()) {
+                return Err(fail(
+                    format!("vault.issuers.{name}"),
+                    &q(provider),
+                    format!("no provider named `{provider}`"),
+                ));
+            }
         }
         if self.issuer.lifetime <= 0 {
             return Err(fail(

@@ -1,17 +1,16 @@
 //! The HTTP face of the broker: routes, the robot-authentication extractor, JSON errors.
 
+use crate::auth::{Caller, Presented};
 use crate::broker::{Broker, Refusal, TokenAsk};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use credkeeper_core::Secret;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub fn router(broker: Arc<Broker>) -> Router {
     Router::new()
@@ -22,6 +21,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .merge(crate::web::router())
+        .merge(crate::vault::router())
+        .layer(axum::middleware::from_fn(negotiate_reply))
         .with_state(broker)
 }
 
@@ -35,7 +36,12 @@ impl IntoResponse for Refusal {
         )
             .into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
+            let headers = response.headers_mut();
+            headers.append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Negotiate"),
+            );
+            headers.append(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"credkeeper\""),
             );
@@ -44,33 +50,55 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// A robot that proved who it is with HTTP Basic (`robot:secret`).
-pub struct Robot(pub String);
+/// A robot that proved who it is, by any of its methods ([`crate::auth`]).
+pub struct Robot(pub Caller);
 
-fn basic(headers: &HeaderMap) -> Option<(String, Secret)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))?;
-    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
-    let (user, pass) = decoded.split_once(':')?;
-    Some((user.to_string(), Secret::new(pass)))
+/// Where the authenticating extractor leaves a Kerberos reply token for
+/// [`negotiate_reply`] to send back (mutual authentication).
+#[derive(Clone, Default)]
+struct ReplySlot(Arc<Mutex<Option<Vec<u8>>>>);
+
+/// The layer that sends `WWW-Authenticate: Negotiate <reply>` on answers to requests a
+/// Kerberos client authenticated, so the client can check it spoke to the real broker.
+async fn negotiate_reply(mut request: Request, next: Next) -> Response {
+    let slot = ReplySlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let mut response = next.run(request).await;
+    let reply = slot.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(token) = reply
+        && let Ok(value) = HeaderValue::from_str(&credkeeper_kerberos::negotiate_header(&token))
+    {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
 }
 
 impl FromRequestParts<Arc<Broker>> for Robot {
     type Rejection = Refusal;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Robot, Refusal> {
-        let Some((robot, secret)) = basic(&parts.headers) else {
-            return Err(Refusal {
-                code: "unauthenticated",
-                message: "send the robot's name and secret with HTTP Basic authentication".into(),
-            });
-        };
-        match broker.authenticate(&robot, &secret).await {
-            Ok(()) => Ok(Robot(robot)),
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Presented::parse)
+            .ok_or_else(|| {
+                Refusal::unauthenticated(
+                    "authenticate as a robot: HTTP Basic (name and secret), Negotiate (Kerberos) or Bearer (a JWT bound to the robot)",
+                )
+            })?;
+        let claimed = presented.claimed().to_string();
+        match crate::auth::authenticate(broker, presented).await {
+            Ok((caller, reply)) => {
+                if let (Some(token), Some(slot)) = (reply, parts.extensions.get::<ReplySlot>()) {
+                    *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(token);
+                }
+                Ok(Robot(caller))
+            }
             Err(refusal) => {
-                broker.record_refusal(&robot, &refusal);
+                broker.record_refusal(&claimed, None, &refusal);
                 Err(refusal)
             }
         }
@@ -79,7 +107,7 @@ impl FromRequestParts<Arc<Broker>> for Robot {
 
 async fn token(
     State(broker): State<Arc<Broker>>,
-    Robot(robot): Robot,
+    Robot(caller): Robot,
     body: Result<Json<TokenAsk>, JsonRejection>,
 ) -> Result<Json<crate::broker::TokenGiven>, Refusal> {
     let Json(ask) = body.map_err(|e| {
@@ -87,10 +115,10 @@ async fn token(
             code: "bad_request",
             message: format!("request body: {}", e.body_text()),
         };
-        broker.record_refusal(&robot, &refusal);
+        broker.record_refusal(&caller.robot, Some(caller.method), &refusal);
         refusal
     })?;
-    broker.vend(&robot, &ask).await.map(Json)
+    broker.vend(&caller, &ask).await.map(Json)
 }
 
 async fn discovery(State(broker): State<Arc<Broker>>) -> impl IntoResponse {

@@ -11,6 +11,7 @@
 //! What it is not: the command line. `credkeeper serve` parses flags and calls [`start`].
 
 pub mod audit;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod http;
@@ -18,6 +19,7 @@ pub mod keeper;
 pub mod metrics;
 pub mod robots;
 pub mod tls;
+pub mod vault;
 pub mod web;
 
 use broker::Broker;
@@ -51,6 +53,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("Kerberos: {0}")]
+    Kerberos(#[from] credkeeper_kerberos::KerberosError),
 }
 
 /// A broker bound to its address, ready to serve.
@@ -100,7 +104,8 @@ pub async fn start(
         path: audit_path.clone(),
         source,
     })?;
-    let broker = Arc::new(Broker::new(config, issuer, store, audit, policy)?);
+    let kerberos = auth::KerberosAuth::from_config(&config)?;
+    let broker = Arc::new(Broker::new(config, issuer, store, audit, policy, kerberos)?);
     Ok(Bound {
         broker,
         scheme,

@@ -25,9 +25,24 @@ pub struct Args {
     /// Exchange this access token for the requested one (RFC 8693 token exchange)
     #[arg(long, value_name = "FILE")]
     pub subject_token_file: Option<PathBuf>,
-    /// Ask a credkeeper broker instead of the issuer (with --robot and --secret-file)
-    #[arg(long, value_name = "URL", env = "CREDKEEPER_SERVER", requires_all = ["robot", "secret_file"])]
+    /// Ask a credkeeper broker instead of the issuer (as a robot: --keytab, or --robot
+    /// with --secret-file)
+    #[arg(long, value_name = "URL", env = "CREDKEEPER_SERVER")]
     pub server: Option<String>,
+    /// The Kerberos principal to authenticate as [default: the keytab's first]; the
+    /// default realm is added when it names none
+    #[arg(value_name = "PRINCIPAL")]
+    pub principal: Option<String>,
+    /// The robot's keytab, for Kerberos authentication to the broker
+    #[arg(short = 'k', long, env = "KRB5_KTNAME", value_name = "FILE")]
+    pub keytab: Option<PathBuf>,
+    /// Credential cache for the robot's tickets [default: a private in-memory cache]
+    #[arg(short = 'c', long, value_name = "CCACHE")]
+    pub ccache: Option<String>,
+    /// Authenticate to the broker with the JWT in this file (re-read on every run: a
+    /// Kubernetes projected service-account token)
+    #[arg(long, value_name = "FILE", env = "CREDKEEPER_JWT_FILE")]
+    pub jwt_file: Option<PathBuf>,
     /// The broker robot to authenticate as
     #[arg(long, value_name = "NAME", env = "CREDKEEPER_ROBOT")]
     pub robot: Option<String>,
@@ -132,12 +147,7 @@ pub async fn fetch(plan: Plan, args: Args, settings: &Settings) -> anyhow::Resul
             scopes,
             audience,
         } => {
-            let client = super::broker_client(
-                &server,
-                args.robot.as_deref(),
-                args.secret_file.as_deref(),
-                settings,
-            )?;
+            let client = super::broker_client(&server, &super::RobotLogin::of(&args), settings)?;
             let token = client
                 .token(&credkeeper_oidc::broker::BrokerAsk {
                     provider: args.provider.clone(),

@@ -93,12 +93,12 @@ pub async fn logout(args: LogoutArgs, settings: &Settings) -> anyhow::Result<()>
 
 /// `login --server`: the broker makes a one-time link; a human opens it in a browser.
 async fn link(args: &LoginArgs, server: &str, settings: &Settings) -> anyhow::Result<()> {
-    let client = super::broker_client(
-        server,
-        args.robot.as_deref(),
-        args.secret_file.as_deref(),
-        settings,
-    )?;
+    let login = super::RobotLogin {
+        robot: args.robot.as_deref(),
+        secret_file: args.secret_file.as_deref(),
+        ..Default::default()
+    };
+    let client = super::broker_client(server, &login, settings)?;
     let link = client.login_link(args.user.as_deref()).await?;
     eprintln!(
         "Open this link in a browser within {} minutes to log in for {} (it works once):",

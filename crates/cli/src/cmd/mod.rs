@@ -21,27 +21,76 @@ pub async fn connect(r: &Resolved, settings: &Settings) -> anyhow::Result<Client
     Ok(Client::new(http, meta, &r.client_id, auth))
 }
 
-/// A client of a credkeeper broker's robot API, authenticated as `robot` with the secret
-/// in `secret_file` (refused if others can read it).
+/// How a robot proves itself to a broker: a secret file, or a Kerberos keytab.
+#[derive(Default)]
+pub struct RobotLogin<'a> {
+    pub robot: Option<&'a str>,
+    pub secret_file: Option<&'a std::path::Path>,
+    pub keytab: Option<&'a std::path::Path>,
+    pub principal: Option<&'a str>,
+    pub ccache: Option<&'a str>,
+    pub jwt_file: Option<&'a std::path::Path>,
+}
+
+impl<'a> RobotLogin<'a> {
+    pub fn of(args: &'a get::Args) -> RobotLogin<'a> {
+        RobotLogin {
+            robot: args.robot.as_deref(),
+            secret_file: args.secret_file.as_deref(),
+            keytab: args.keytab.as_deref(),
+            principal: args.principal.as_deref(),
+            ccache: args.ccache.as_deref(),
+            jwt_file: args.jwt_file.as_deref(),
+        }
+    }
+
+    /// The Kerberos credential from the keytab (checked: missing or open to others is
+    /// refused before anything goes out).
+    pub fn initiator(&self) -> anyhow::Result<Option<credkeeper_kerberos::Initiator>> {
+        let Some(keytab) = self.keytab else {
+            return Ok(None);
+        };
+        Ok(Some(credkeeper_kerberos::Initiator::from_keytab(
+            keytab,
+            self.principal,
+            self.ccache,
+        )?))
+    }
+}
+
+/// A client of a credkeeper broker's robot API: with a robot secret when one is given
+/// (refused if others can read its file), else with the Kerberos keytab.
 pub fn broker_client(
     server: &str,
-    robot: Option<&str>,
-    secret_file: Option<&std::path::Path>,
+    login: &RobotLogin<'_>,
     settings: &Settings,
 ) -> anyhow::Result<credkeeper_oidc::broker::BrokerClient> {
-    let (Some(robot), Some(secret_file)) = (robot, secret_file) else {
-        anyhow::bail!("--server needs --robot NAME and --secret-file FILE");
+    use credkeeper_oidc::broker::BrokerAuth;
+    let auth = match (login.robot, login.secret_file, login.jwt_file) {
+        (Some(robot), Some(secret_file), _) => BrokerAuth::Secret {
+            robot: robot.to_string(),
+            secret: credkeeper_core::Secret::new(credkeeper_store::perm::read_private(
+                secret_file,
+                "robot secret file",
+            )?),
+        },
+        (_, Some(_), _) => anyhow::bail!("--secret-file needs --robot NAME"),
+        (_, None, Some(path)) => BrokerAuth::Bearer(credkeeper_store::sink::read(path)?),
+        _ => match login.initiator()? {
+            Some(initiator) => BrokerAuth::Negotiate(Box::new(crate::kerberos::KeytabNegotiator {
+                initiator,
+                service: "HTTP",
+            })),
+            None => anyhow::bail!(
+                "--server needs the robot's credentials: -k/--keytab FILE (or KRB5_KTNAME), --jwt-file FILE, or --robot NAME with --secret-file FILE"
+            ),
+        },
     };
-    let secret = credkeeper_core::Secret::new(credkeeper_store::perm::read_private(
-        secret_file,
-        "robot secret file",
-    )?);
     Ok(credkeeper_oidc::broker::BrokerClient::new(
         settings.http()?,
         server,
         settings.policy,
-        robot,
-        secret,
+        auth,
     )?)
 }
 

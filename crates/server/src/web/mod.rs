@@ -88,18 +88,18 @@ pub struct WebState {
     pending: Mutex<HashMap<String, Pending>>,
 }
 
-fn random() -> String {
+pub(crate) fn random() -> String {
     let mut b = [0u8; 32];
     let _ = aws_lc_rs::rand::fill(&mut b);
     URL_SAFE_NO_PAD.encode(b)
 }
 
-fn digest(s: &str) -> [u8; 32] {
+pub(crate) fn digest(s: &str) -> [u8; 32] {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
     d.as_ref().try_into().unwrap_or([0u8; 32])
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -144,9 +144,10 @@ struct LinkAsk {
 /// `login_links = true` (a batch system's credential daemon), for a user.
 async fn mint_link(
     State(broker): State<Arc<Broker>>,
-    Robot(robot): Robot,
+    Robot(caller): Robot,
     body: Option<Json<LinkAsk>>,
 ) -> Result<Json<serde_json::Value>, Refusal> {
+    let robot = caller.robot.clone();
     let ask = body.map(|Json(a)| a).unwrap_or_default();
     let identity = match ask.user {
         None => Identity::Robot(robot.clone()),
@@ -157,7 +158,7 @@ async fn mint_link(
                     code: "forbidden",
                     message: format!("robot `{robot}` may not make login links for users"),
                 };
-                broker.record_refusal(&robot, &refusal);
+                broker.record_refusal(&robot, Some(caller.method), &refusal);
                 return Err(refusal);
             }
             if user.is_empty()

@@ -1,0 +1,668 @@
+//! The part of the Vault HTTP API that `htgettoken` 2.2 and `igwn-robot-get` 0.3.3 use,
+//! so sites keep those clients while the broker replaces Vault + htvault-config.
+//!
+//! - `POST /v1/auth/kerberos-<issuer>_<role>/login` (Negotiate, raw Kerberos or SPNEGO)
+//! - `POST /v1/auth/oidc-<issuer>/oidc/auth_url` and `.../poll`: a device-flow login at
+//!   the provider behind `<issuer>`, for a user
+//! - `POST /v1/auth/token/create`, `GET /v1/auth/token/lookup-self`
+//! - `GET /v1/secret/oauth/{creds,sts}/<issuer>/<credkey>:<role>` with
+//!   `minimum_seconds`, `scopes`, `audiences`; `POST` of the same path to "store" the
+//!   refresh token the login handed out.
+//!
+//! Differences from Vault, on purpose: refresh tokens never leave the broker (the OIDC
+//! login hands the client an opaque handle where Vault hands out the refresh token; the
+//! client posts it back and the broker recognises it), and Vault tokens live in memory
+//! only (a restarted broker answers 403 and the clients log in again, as they do when a
+//! Vault token expires). Robots get tokens under their own policy, as through the native
+//! API: the Vault path selects the provider and the credential, not the rights.
+
+use crate::auth::{Caller, Method};
+use crate::broker::{Broker, Refusal, TokenAsk};
+use crate::web::{digest, lock, random};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use credkeeper_core::{Jwt, Secret, Timestamp};
+use credkeeper_oidc::{DeviceAuthorization, DevicePoll, TokenRequest};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Sessions beyond this many: expired ones are swept first, then the oldest refused.
+const SESSIONS_MAX: usize = 100_000;
+/// How long an OIDC login started with `auth_url` may take.
+const LOGIN_SECS: i64 = 600;
+/// Prefix of the handle given where Vault gives out the refresh token.
+const HANDLE_PREFIX: &str = "credkeeper-kept:";
+
+pub fn router() -> Router<Arc<Broker>> {
+    Router::new()
+        .route("/v1/auth/token/create", post(token_create))
+        .route("/v1/auth/token/lookup-self", get(lookup_self))
+        .route("/v1/auth/{mount}/login", post(kerberos_login))
+        .route("/v1/auth/{mount}/oidc/auth_url", post(auth_url))
+        .route("/v1/auth/{mount}/oidc/poll", post(poll))
+        .route(
+            "/v1/secret/oauth/{kind}/{issuer}/{*credkey_role}",
+            get(read_secret).post(store_secret),
+        )
+}
+
+/// Who a Vault token speaks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Identity {
+    Robot(String),
+    /// A user who logged in through `auth_url`; the name is their credkey.
+    User(String),
+}
+
+struct Session {
+    identity: Identity,
+    expires: Timestamp,
+    policies: Vec<String>,
+}
+
+struct PendingLogin {
+    provider: String,
+    client_nonce: String,
+    device: DeviceAuthorization,
+    expires: Timestamp,
+}
+
+#[derive(Default)]
+pub struct VaultState {
+    /// SHA-256 of the Vault token → session.
+    sessions: Mutex<HashMap<[u8; 32], Session>>,
+    /// `state` → a device login in progress.
+    logins: Mutex<HashMap<String, PendingLogin>>,
+    /// SHA-256 of a handle → the user whose refresh token it stands for.
+    handles: Mutex<HashMap<[u8; 32], (String, Timestamp)>>,
+}
+
+impl VaultState {
+    fn open(&self, identity: Identity, ttl: i64, policies: Vec<String>) -> Result<String, Failure> {
+        let token = format!("hvs.{}", random());
+        let now = Timestamp::now();
+        let mut sessions = lock(&self.sessions);
+        if sessions.len() >= SESSIONS_MAX {
+            sessions.retain(|_, s| s.expires > now);
+            if sessions.len() >= SESSIONS_MAX {
+                return Err(Failure::new(503, "too many Vault tokens; try again later"));
+            }
+        }
+        sessions.insert(
+            digest(&token),
+            Session {
+                identity,
+                expires: now.plus_secs(ttl),
+                policies,
+            },
+        );
+        Ok(token)
+    }
+
+    /// The session behind `X-Vault-Token`, if the token is known and not expired.
+    fn session(&self, headers: &HeaderMap) -> Result<(Identity, Timestamp, Vec<String>), Failure> {
+        let token = headers
+            .get("x-vault-token")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Failure::new(403, "permission denied: no X-Vault-Token"))?;
+        let sessions = lock(&self.sessions);
+        match sessions.get(&digest(token)) {
+            Some(s) if s.expires > Timestamp::now() => {
+                Ok((s.identity.clone(), s.expires, s.policies.clone()))
+            }
+            _ => Err(Failure::new(
+                403,
+                "permission denied: unknown or expired token",
+            )),
+        }
+    }
+}
+
+/// A Vault-style error: `{"errors": [...]}` with a status.
+struct Failure {
+    status: u16,
+    message: String,
+}
+
+impl Failure {
+    fn new(status: u16, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Refusal> for Failure {
+    fn from(r: Refusal) -> Failure {
+        let status = match r.code {
+            // Vault answers 403 for anything the token may not do.
+            "unauthenticated" | "forbidden" => 403,
+            "needs_login" | "bad_request" | "unknown_provider" => 400,
+            _ => r.status(),
+        };
+        Failure::new(status, format!("{} ({})", r.message, r.code))
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(json!({ "errors": [self.message] }))).into_response()
+    }
+}
+
+/// `lease_duration` and the rest of Vault's envelope around an `auth` block.
+fn auth_answer(token: &str, ttl: i64, policies: &[String], metadata: Value) -> Value {
+    json!({
+        "request_id": random(),
+        "lease_id": "",
+        "renewable": false,
+        "lease_duration": 0,
+        "data": null,
+        "wrap_info": null,
+        "warnings": null,
+        "auth": {
+            "client_token": token,
+            "accessor": "",
+            "policies": policies,
+            "token_policies": policies,
+            "metadata": metadata,
+            "lease_duration": ttl,
+            "renewable": false,
+            "token_type": "service",
+            "orphan": true,
+        }
+    })
+}
+
+/// Split `kerberos-igwn_robot` into (`igwn`, `robot`).
+fn mount_parts<'a>(mount: &'a str, method: &str) -> Option<(&'a str, &'a str)> {
+    let rest = mount.strip_prefix(method)?.strip_prefix('-')?;
+    match rest.split_once('_') {
+        Some((issuer, role)) if !issuer.is_empty() && !role.is_empty() => Some((issuer, role)),
+        _ => None,
+    }
+}
+
+/// Parse Vault durations: `604800`, `604800s`, `30m`, `24h`, `7d`.
+fn parse_ttl(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: i64 = number.parse().ok()?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+/// `POST /v1/auth/kerberos-<issuer>_<role>/login`
+async fn kerberos_login(
+    State(broker): State<Arc<Broker>>,
+    Path(mount): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some((_issuer, role)) = mount_parts(&mount, "kerberos") else {
+        return Failure::new(404, format!("no auth method at auth/{mount}")).into_response();
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(credkeeper_kerberos::parse_negotiate)
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        let mut response =
+            Failure::new(401, "Kerberos login needs Authorization: Negotiate").into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Negotiate"),
+        );
+        return response;
+    };
+    let Some(kerberos) = broker.kerberos.as_ref() else {
+        return Failure::new(
+            400,
+            "this broker has no Kerberos keytab (server.kerberos_keytab)",
+        )
+        .into_response();
+    };
+    let (robot, reply) = match kerberos.accept(token).await {
+        Ok(r) => r,
+        Err(refusal) => {
+            broker.record_refusal("(kerberos)", Some(Method::Kerberos), &refusal);
+            return Failure::from(refusal).into_response();
+        }
+    };
+    let ttl = broker.config.vault.token_ttl;
+    let policies = vec!["default".to_string(), format!("robot-{robot}")];
+    let credkey = broker
+        .config
+        .robot(&robot)
+        .and_then(|r| r.auth.kerberos_principal.as_deref())
+        .map(|p| p.split('@').next().unwrap_or(p).to_string())
+        .unwrap_or_else(|| robot.clone());
+    let token = match broker
+        .vault
+        .open(Identity::Robot(robot.clone()), ttl, policies.clone())
+    {
+        Ok(t) => t,
+        Err(f) => return f.into_response(),
+    };
+    tracing::info!(robot, role, "Vault API: Kerberos login");
+    let mut response = Json(auth_answer(
+        &token,
+        ttl,
+        &policies,
+        json!({ "role": role, "credkey": credkey, "robot": robot }),
+    ))
+    .into_response();
+    if let Some(reply) = reply
+        && let Ok(v) = HeaderValue::from_str(&credkeeper_kerberos::negotiate_header(&reply))
+    {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
+}
+
+/// The JSON object in a body that may come without a content type (htgettoken sends
+/// none) or be empty.
+fn json_body(body: &Bytes) -> Result<serde_json::Map<String, Value>, Failure> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(Default::default());
+    }
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(Failure::new(400, "the request body is not a JSON object")),
+    }
+}
+
+fn str_field(map: &serde_json::Map<String, Value>, key: &str) -> Option<String> {
+    map.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+/// `POST /v1/auth/token/create`: a new token for the same identity, no longer-lived
+/// than the broker allows.
+async fn token_create(
+    State(broker): State<Arc<Broker>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, Failure> {
+    let (identity, _, policies) = broker.vault.session(&headers)?;
+    let body = json_body(&body)?;
+    let max = broker.config.vault.token_ttl;
+    let ttl = match body.get("ttl") {
+        None => max,
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .ok_or_else(|| Failure::new(400, "ttl: not a number of seconds"))?,
+        Some(Value::String(s)) => parse_ttl(s)
+            .ok_or_else(|| Failure::new(400, format!("ttl: `{s}` is not a duration")))?,
+        Some(_) => return Err(Failure::new(400, "ttl: not a duration")),
+    }
+    .clamp(1, max);
+    // A child token has at most its parent's policies.
+    let asked: Option<Vec<String>> = body.get("policies").and_then(Value::as_array).map(|a| {
+        a.iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    });
+    let policies = match asked {
+        Some(asked) => policies.into_iter().filter(|p| asked.contains(p)).collect(),
+        None => policies,
+    };
+    let token = broker.vault.open(identity, ttl, policies.clone())?;
+    Ok(Json(auth_answer(&token, ttl, &policies, json!({}))))
+}
+
+/// `GET /v1/auth/token/lookup-self`
+async fn lookup_self(
+    State(broker): State<Arc<Broker>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, Failure> {
+    let (identity, expires, policies) = broker.vault.session(&headers)?;
+    let name = match &identity {
+        Identity::Robot(r) => format!("kerberos-{r}"),
+        Identity::User(u) => format!("oidc-{u}"),
+    };
+    Ok(Json(json!({
+        "request_id": random(),
+        "data": {
+            "display_name": name,
+            "ttl": expires.seconds_after(Timestamp::now()),
+            "expire_time": expires.to_string(),
+            "policies": policies,
+            "renewable": false,
+            "type": "service",
+        }
+    })))
+}
+
+/// The configured provider (or `local`) behind a Vault issuer name.
+fn provider_for(broker: &Broker, vault_issuer: &str, robot: Option<&str>) -> String {
+    if let Some(p) = broker.config.vault.issuers.get(vault_issuer) {
+        return p.clone();
+    }
+    if vault_issuer == "default" {
+        let first = match robot {
+            Some(r) => broker
+                .config
+                .robot(r)
+                .and_then(|r| r.providers.first().cloned()),
+            None => broker.config.providers.first().map(|p| p.name.clone()),
+        };
+        if let Some(p) = first {
+            return p;
+        }
+    }
+    vault_issuer.to_string()
+}
+
+#[derive(Deserialize)]
+struct ReadQuery {
+    #[serde(default)]
+    minimum_seconds: Option<String>,
+    #[serde(default)]
+    scopes: Option<String>,
+    #[serde(default)]
+    audiences: Option<String>,
+}
+
+/// `GET /v1/secret/oauth/{creds,sts}/<issuer>/<credkey>:<role>`
+async fn read_secret(
+    State(broker): State<Arc<Broker>>,
+    Path((kind, issuer, credkey_role)): Path<(String, String, String)>,
+    Query(query): Query<ReadQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, Failure> {
+    let (identity, _, _) = broker.vault.session(&headers)?;
+    let Some((credkey, _role)) = credkey_role.rsplit_once(':') else {
+        return Err(Failure::new(404, "the path needs <credkey>:<role>"));
+    };
+    let (scopes, audience) = match kind.as_str() {
+        "creds" => (None, None),
+        // `sts`: a token reduced to these scopes and audiences.
+        "sts" => (query.scopes.clone(), query.audiences.clone()),
+        _ => return Err(Failure::new(404, format!("no secret engine path `{kind}`"))),
+    };
+    let minsecs = match query.minimum_seconds.as_deref() {
+        None => 60,
+        Some(s) => parse_ttl(s)
+            .ok_or_else(|| Failure::new(400, "minimum_seconds: not a number of seconds"))?,
+    };
+    let (token, expires_in) = match &identity {
+        Identity::Robot(robot) => {
+            let section = broker
+                .config
+                .robot(robot)
+                .ok_or_else(|| Failure::new(403, "permission denied"))?;
+            let mut credkeys = vec![robot.clone()];
+            if let Some(p) = &section.auth.kerberos_principal {
+                credkeys.push(p.split('@').next().unwrap_or(p).to_string());
+            }
+            if !credkeys.iter().any(|k| k == credkey) {
+                return Err(Failure::new(
+                    403,
+                    format!(
+                        "permission denied: robot `{robot}` may read only credkey {}",
+                        credkeys.join(" or ")
+                    ),
+                ));
+            }
+            let ask = TokenAsk {
+                provider: Some(provider_for(&broker, &issuer, Some(robot))),
+                scopes,
+                audience,
+                minsecs: Some(minsecs),
+                lifetime: None,
+            };
+            let caller = Caller {
+                robot: robot.clone(),
+                method: Method::VaultToken,
+            };
+            let given = broker.vend(&caller, &ask).await?;
+            (Secret::new(given.access_token), given.expires_in)
+        }
+        Identity::User(user) => {
+            if credkey != user {
+                return Err(Failure::new(
+                    403,
+                    format!("permission denied: you may read only credkey {user}"),
+                ));
+            }
+            let provider = provider_for(&broker, &issuer, None);
+            let p = broker
+                .config
+                .provider(&provider)
+                .ok_or_else(|| Failure::new(400, format!("no provider for issuer `{issuer}`")))?;
+            let scope = scopes.unwrap_or_else(|| p.scopes.clone().unwrap_or_default());
+            let audience = audience.or_else(|| p.audience.clone()).unwrap_or_default();
+            let (token, expires) = broker.for_user(user, p, &scope, &audience, minsecs).await?;
+            (token, expires.seconds_after(Timestamp::now()))
+        }
+    };
+    Ok(Json(json!({
+        "request_id": random(),
+        "lease_id": "",
+        "renewable": false,
+        "lease_duration": 0,
+        "data": {
+            "access_token": token.expose(),
+            "expires_in": expires_in,
+        },
+    })))
+}
+
+/// `POST /v1/secret/oauth/creds/<issuer>/<credkey>:<role>` with `{"refresh_token": ...}`:
+/// accepted only for the handle a login on this broker gave the same user.
+async fn store_secret(
+    State(broker): State<Arc<Broker>>,
+    Path((_kind, _issuer, credkey_role)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Failure> {
+    let (identity, _, _) = broker.vault.session(&headers)?;
+    let body = json_body(&body)?;
+    let handle = str_field(&body, "refresh_token").unwrap_or_default();
+    let credkey = credkey_role
+        .rsplit_once(':')
+        .map_or(credkey_role.as_str(), |(c, _)| c);
+    let known = lock(&broker.vault.handles).remove(&digest(&handle));
+    match (identity, known) {
+        (Identity::User(user), Some((owner, expires)))
+            if owner == user && credkey == user && expires > Timestamp::now() =>
+        {
+            Ok(StatusCode::NO_CONTENT)
+        }
+        _ => Err(Failure::new(
+            400,
+            "the broker keeps refresh tokens itself; log in through auth/oidc-<issuer>/oidc/auth_url",
+        )),
+    }
+}
+
+/// `POST /v1/auth/oidc-<issuer>/oidc/auth_url`: start a device login at the provider.
+async fn auth_url(
+    State(broker): State<Arc<Broker>>,
+    Path(mount): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, Failure> {
+    let Some(vault_issuer) = mount.strip_prefix("oidc-") else {
+        return Err(Failure::new(404, format!("no auth method at auth/{mount}")));
+    };
+    let body = json_body(&body)?;
+    let client_nonce = str_field(&body, "client_nonce")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| Failure::new(400, "client_nonce is required"))?;
+    let provider = provider_for(&broker, vault_issuer, None);
+    let p = broker
+        .config
+        .provider(&provider)
+        .ok_or_else(|| Failure::new(400, format!("no provider for issuer `{vault_issuer}`")))?;
+    let client = broker.client(p).await?;
+    let request = credkeeper_refresher::login_request(&TokenRequest {
+        scopes: p.scopes.clone(),
+        audience: p.audience.clone(),
+    });
+    let device = client
+        .start_device(&request)
+        .await
+        .map_err(|e| Failure::new(502, format!("provider `{provider}`: {e}")))?;
+    let state = random();
+    let interval = device.interval.unwrap_or(5).max(1);
+    let answer = json!({
+        "request_id": random(),
+        "data": {
+            "auth_url": device.verification_uri_complete.clone().unwrap_or_else(|| device.verification_uri.clone()),
+            "user_code": device.user_code,
+            "state": state,
+            "poll_interval": interval.to_string(),
+        }
+    });
+    let now = Timestamp::now();
+    let mut logins = lock(&broker.vault.logins);
+    logins.retain(|_, l| l.expires > now);
+    logins.insert(
+        state,
+        PendingLogin {
+            provider,
+            client_nonce,
+            expires: now.plus_secs(device.expires_in.min(LOGIN_SECS)),
+            device,
+        },
+    );
+    Ok(Json(answer))
+}
+
+/// `POST /v1/auth/oidc-<issuer>/oidc/poll`: `authorization_pending` until the user has
+/// approved; then a Vault token for that user.
+async fn poll(State(broker): State<Arc<Broker>>, body: Bytes) -> Result<Json<Value>, Failure> {
+    let body = json_body(&body)?;
+    let (Some(state), Some(nonce)) = (str_field(&body, "state"), str_field(&body, "client_nonce"))
+    else {
+        return Err(Failure::new(400, "state and client_nonce are required"));
+    };
+    let login = lock(&broker.vault.logins).remove(&state);
+    let Some(login) = login.filter(|l| l.expires > Timestamp::now()) else {
+        return Err(Failure::new(
+            400,
+            "no login in progress for this state (expired?)",
+        ));
+    };
+    if login.client_nonce != nonce {
+        return Err(Failure::new(400, "client_nonce does not match the login's"));
+    }
+    let p = broker
+        .config
+        .provider(&login.provider)
+        .ok_or_else(|| Failure::new(400, "the login's provider is gone"))?;
+    let client = broker.client(p).await?;
+    let response = match client.poll_device(&login.device).await {
+        Ok(DevicePoll::Done(r)) => r,
+        Ok(pending) => {
+            let code = if matches!(pending, DevicePoll::SlowDown) {
+                "slow_down"
+            } else {
+                "authorization_pending"
+            };
+            lock(&broker.vault.logins).insert(state, login);
+            return Err(Failure::new(400, code));
+        }
+        Err(e) => {
+            return Err(Failure::new(
+                400,
+                format!("provider `{}`: {e}", login.provider),
+            ));
+        }
+    };
+    // Who logged in: the ID token, verified against the provider's keys.
+    let id_token = response
+        .id_token
+        .as_ref()
+        .ok_or_else(|| Failure::new(502, "the provider sent no ID token"))?;
+    let jwt = Jwt::decode(id_token.expose())
+        .map_err(|_| Failure::new(502, "the ID token is not a JWT"))?;
+    let expect = credkeeper_core::verify::Expectations {
+        audience: Some(client.client_id().to_string()),
+        leeway: 30,
+        ..Default::default()
+    };
+    broker
+        .jwt
+        .keys()
+        .verify(&jwt, &client.metadata().issuer, &expect)
+        .await
+        .map_err(|e| Failure::new(502, format!("the ID token: {e}")))?;
+    let user = jwt
+        .str_claim("preferred_username")
+        .or_else(|| jwt.subject())
+        .filter(|u| {
+            !u.is_empty()
+                && u.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+        })
+        .ok_or_else(|| {
+            Failure::new(
+                502,
+                "the ID token names no usable user (preferred_username or sub)",
+            )
+        })?
+        .to_string();
+    broker.keep_user_login(&user, &client, &response)?;
+    let handle = format!("{HANDLE_PREFIX}{}", random());
+    lock(&broker.vault.handles).insert(
+        digest(&handle),
+        (user.clone(), Timestamp::now().plus_secs(LOGIN_SECS)),
+    );
+    let ttl = broker.config.vault.token_ttl;
+    let policies = vec!["default".to_string(), format!("user-{user}")];
+    let token = broker
+        .vault
+        .open(Identity::User(user.clone()), ttl, policies.clone())?;
+    tracing::info!(user, provider = login.provider, "Vault API: OIDC login");
+    Ok(Json(auth_answer(
+        &token,
+        ttl,
+        &policies,
+        json!({ "credkey": user, "oauth2_refresh_token": handle }),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vault_durations_and_mount_names_parse_as_htgettoken_sends_them() {
+        assert_eq!(parse_ttl("604800s"), Some(604800));
+        assert_eq!(parse_ttl("604800"), Some(604800));
+        assert_eq!(parse_ttl("24h"), Some(86400));
+        assert_eq!(parse_ttl("7d"), Some(604800));
+        assert_eq!(parse_ttl("3600"), Some(3600));
+        assert_eq!(parse_ttl("1w"), None);
+        assert_eq!(parse_ttl("-5"), None);
+        assert_eq!(
+            mount_parts("kerberos-igwn_robot", "kerberos"),
+            Some(("igwn", "robot"))
+        );
+        assert_eq!(
+            mount_parts("kerberos-default_default", "kerberos"),
+            Some(("default", "default"))
+        );
+        assert_eq!(mount_parts("kerberos-igwn", "kerberos"), None);
+        assert_eq!(mount_parts("oidc-igwn_x", "kerberos"), None);
+    }
+}
