@@ -68,7 +68,7 @@ impl KerberosError {
     pub(crate) fn classify(e: &libgssapi::error::Error, during: &'static str) -> KerberosError {
         let detail = e.to_string().trim().to_string();
         let has = |needle: &str| detail.to_ascii_lowercase().contains(needle);
-        if has("clock skew") {
+        if has("clock skew") || has("ticket not yet valid") {
             KerberosError::ClockSkew { during, detail }
         } else if has("not found in kerberos database") {
             KerberosError::UnknownPrincipal { during, detail }

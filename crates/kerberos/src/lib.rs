@@ -86,8 +86,21 @@ impl Initiator {
             ("client_keytab", format!("FILE:{}", keytab.display())),
             ("ccache", ccache.map_or(private_cache, str::to_string)),
         ];
+        let during = "acquiring the keytab's credential";
         let cred = ffi::acquire_cred_from(principal.as_deref(), CredUsage::Initiate, &store)
-            .map_err(|e| KerberosError::classify(&e, "acquiring the keytab's credential"))?;
+            .map_err(
+                |e| match (KerberosError::classify(&e, during), &principal) {
+                    // MIT looks in the cache after the keytab: "no credentials cache found"
+                    // means the keytab has no key for the principal asked for.
+                    (KerberosError::Gss { detail, .. }, Some(p)) => {
+                        KerberosError::NoKeyForPrincipal {
+                            during,
+                            detail: format!("{p} in {}: {detail}", keytab.display()),
+                        }
+                    }
+                    (other, _) => other,
+                },
+            )?;
         let principal = match principal {
             Some(p) => p,
             None => display(

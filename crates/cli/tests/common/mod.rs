@@ -130,6 +130,8 @@ impl User {
             if k.starts_with("CREDKEEPER_")
                 || k.starts_with("BEARER_TOKEN")
                 || k.starts_with("XDG_")
+                || k.starts_with("KRB5")
+                || k == "HTGETTOKENOPTS"
             {
                 cmd.env_remove(k);
             }
@@ -332,7 +334,11 @@ pub struct Broker {
 impl Broker {
     /// `credkeeper serve` with `args` for `user`, on a free port, state in `state`.
     pub fn start(user: &User, state: &Path, args: &[&str]) -> Broker {
-        let mut cmd = user.cmd();
+        Broker::start_cmd(user.cmd(), state, args)
+    }
+
+    /// The same, from a prepared command (extra environment, e.g. a Kerberos realm).
+    pub fn start_cmd(mut cmd: Command, state: &Path, args: &[&str]) -> Broker {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
             .arg(state)
             .args(args)
@@ -459,4 +465,131 @@ pub fn robot_secrets(user: &User, config: &Path, state: &Path, robots: &[&str]) 
         ])
         .ok();
     }
+}
+
+/// A running MIT KDC with its own realm (`TEST.REALM`), robot and service keytabs;
+/// stopped when dropped.
+pub struct Kdc {
+    state: tempfile::TempDir,
+    pub env: HashMap<String, String>,
+}
+
+impl Kdc {
+    pub fn start() -> Kdc {
+        let state = tempfile::tempdir().unwrap();
+        let out = Command::new(testbed().join("start-kdc.sh"))
+            .arg(state.path())
+            .output()
+            .expect("run start-kdc.sh");
+        assert!(
+            out.status.success(),
+            "start-kdc.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(state.path().join("kdc.env")).unwrap();
+        let env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Kdc { state, env }
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        self.env
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} not in kdc.env"))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.state.path()
+    }
+
+    /// This realm's client environment: its krb5.conf, a replay cache directory, and a
+    /// credential cache of the test's own (never the machine's default).
+    pub fn apply(&self, cmd: &mut Command) {
+        cmd.env("KRB5_CONFIG", self.get("KRB5_CONFIG"))
+            .env("KRB5RCACHEDIR", self.get("KRB5RCACHEDIR"))
+            .env(
+                "KRB5CCNAME",
+                format!("FILE:{}/ccache-unused", self.dir().display()),
+            );
+    }
+
+    /// Run `kadmin` as the realm's administrator (through kadmind).
+    pub fn kadmin(&self, query: &str) {
+        let mut cmd = Command::new("kadmin");
+        self.apply(&mut cmd);
+        let out = cmd
+            .args([
+                "-p",
+                self.get("KRB5_ADMIN_PRINCIPAL"),
+                "-w",
+                self.get("KRB5_ADMIN_PASSWORD"),
+            ])
+            .args(["-q", query])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kadmin {query}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn stop(&self) {
+        let _ = Command::new(testbed().join("stop-kdc.sh"))
+            .arg(self.state.path())
+            .output();
+    }
+}
+
+impl Drop for Kdc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A test CA and a server certificate for localhost and 127.0.0.1, made with openssl:
+/// (CA PEM, certificate, key).
+pub fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let sh = |script: &str| {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    };
+    sh(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=credkeeper-test-ca",
+    );
+    sh(
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr -subj /CN=localhost",
+    );
+    sh(
+        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > ext && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+/// The last line of an audit log, parsed.
+pub fn last_audit(state: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(state.join("audit.log")).unwrap_or_default();
+    serde_json::from_str(text.lines().last().unwrap_or("null")).unwrap()
 }
