@@ -1,0 +1,350 @@
+//! The broker as a drop-in for Vault + htvault-config: the real `igwn-robot-get` 0.3.3
+//! and `htgettoken` 2.2 from PyPI, unmodified, get tokens from `credkeeper serve` over
+//! HTTPS (a test CA passed with `--cafile`) with keytabs from a real MIT KDC, and a
+//! user's first OIDC login works through htgettoken too.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Site {
+    kdc: Kdc,
+    user: User,
+    ca: PathBuf,
+    venv: PathBuf,
+    broker: Broker,
+    /// `localhost:<port>`: htgettoken asks Kerberos for `host/localhost`.
+    server: String,
+}
+
+fn site(extra: &str) -> Site {
+    let kdc = Kdc::start();
+    let user = User::new();
+    let (ca, cert, key) = test_ca(user.home.path());
+    let config = user.path("broker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+kerberos_keytab = "{keytab}"
+tls_cert = "{cert}"
+tls_key = "{key}"
+
+[vault.issuers]
+igwn = "local"
+
+[[robot]]
+name = "ci"
+auth = {{ kerberos_principal = "robot/ci.example" }}
+providers = ["local"]
+scopes = ["read:/user/{{username}}", "write:/user/{{username}}", "read:/data"]
+audiences = ["*"]
+{extra}"#,
+            keytab = kdc.get("KRB5_SERVICE_KEYTAB"),
+            cert = cert.display(),
+            key = key.display(),
+        ),
+    )
+    .unwrap();
+    let broker = start_broker(&user, &kdc, "state");
+    let server = broker.url.replace("https://127.0.0.1", "localhost");
+    let venv = scitokens_python().parent().unwrap().to_path_buf();
+    Site {
+        kdc,
+        user,
+        ca,
+        venv,
+        broker,
+        server,
+    }
+}
+
+fn start_broker(user: &User, kdc: &Kdc, state: &str) -> Broker {
+    let mut cmd = user.cmd();
+    kdc.apply(&mut cmd);
+    Broker::start_cmd(
+        cmd,
+        &user.path(state),
+        &["--config", user.path("broker.toml").to_str().unwrap()],
+    )
+}
+
+impl Site {
+    /// A Python peer from the venv, in the realm, trusting the test CA.
+    fn peer(&self, tool: &str) -> Command {
+        let mut cmd = Command::new(self.venv.join(tool));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("KRB5") || k.starts_with("BEARER_TOKEN") || k == "HTGETTOKENOPTS" {
+                cmd.env_remove(k);
+            }
+        }
+        self.kdc.apply(&mut cmd);
+        cmd.env("HOME", self.user.home.path())
+            .env("XDG_RUNTIME_DIR", self.user.home.path())
+            .env("HTGETTOKENOPTS", format!("--cafile {}", self.ca.display()))
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.user.path(name)
+    }
+
+    fn ccache(&self) -> String {
+        format!("FILE:{}", self.path("robot.ccache").display())
+    }
+
+    fn igwn_robot_get(&self, keytab: &str, principal: &str, out: &Path, extra: &[&str]) -> Run {
+        let mut cmd = self.peer("igwn-robot-get");
+        cmd.args(["-k", keytab, "-c", &self.ccache(), "--vaulttokenfile"])
+            .arg(self.path("vt"))
+            .args(["-a", &self.server, "-o"])
+            .arg(out)
+            .args(extra)
+            .arg(principal);
+        Run::from(cmd.output().unwrap())
+    }
+
+    fn htgettoken(&self, out: &Path, extra: &[&str]) -> Run {
+        let mut cmd = self.peer("htgettoken");
+        cmd.env("KRB5CCNAME", self.ccache())
+            .args(["-a", &self.server, "-i", "igwn", "-r", "robot"])
+            .args([
+                "--credkey",
+                "robot/ci.example",
+                "--nooidc",
+                "--vaulttokenfile",
+            ])
+            .arg(self.path("vt"))
+            .arg("-o")
+            .arg(out)
+            .args(extra);
+        Run::from(cmd.output().unwrap())
+    }
+
+    fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.broker.state.join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+#[test]
+fn igwn_robot_get_and_htgettoken_from_pypi_get_tokens_from_the_broker_unmodified() {
+    let s = site("");
+    let keytab = s.kdc.get("KRB5_ROBOT_KEYTAB");
+    let out = s.path("bt");
+    s.igwn_robot_get(keytab, "robot/ci.example@TEST.REALM", &out, &[])
+        .ok();
+    let token = read(&out);
+    let c = claims(&token);
+    assert_eq!(c["sub"], "ci");
+    assert_eq!(c["scope"], "read:/user/ci write:/user/ci");
+    assert!(token.ends_with('\n'), "htgettoken's own file format");
+    let last = s.audit_lines().pop().unwrap();
+    assert_eq!(
+        (last["robot"].as_str(), last["auth"].as_str()),
+        (Some("ci"), Some("vault-token"))
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let vt_mode = std::fs::metadata(s.path("vt"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(vt_mode, 0o600, "the saved Vault token is private");
+
+    // With --scopes and --audience htgettoken reads /sts/: a token reduced to exactly
+    // those (the ticket igwn-robot-get left in the cache authenticates it).
+    s.htgettoken(
+        &out,
+        &[
+            "--scopes",
+            "read:/data",
+            "--audience",
+            "https://storage.example",
+        ],
+    )
+    .ok();
+    let c = claims(&read(&out));
+    assert_eq!(
+        (c["scope"].as_str(), c["aud"].as_str()),
+        (Some("read:/data"), Some("https://storage.example"))
+    );
+
+    // htgettoken alone with the saved Vault token and no Kerberos ticket at all: the
+    // broker knows the token (lookup-self, then the read).
+    std::fs::remove_file(s.path("robot.ccache")).unwrap();
+    let before = s.audit_lines().len();
+    s.htgettoken(
+        &out,
+        &["--vaulttokenminttl", "1h", "--scopes", "read:/user/ci"],
+    )
+    .ok();
+    assert_eq!(claims(&read(&out))["scope"], "read:/user/ci");
+    assert_eq!(s.audit_lines().len(), before + 1);
+
+    // Policy still rules: a scope outside the robot's policy is refused, and the old
+    // token file stays as it was.
+    let kept = read(&out);
+    let run = s.htgettoken(&out, &["--scopes", "write:/data"]);
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert_eq!(read(&out), kept);
+    let last = s.audit_lines().pop().unwrap();
+    assert_eq!(
+        (last["result"].as_str(), last["code"].as_str()),
+        (Some("denied"), Some("forbidden"))
+    );
+}
+
+#[test]
+fn a_restarted_broker_forgets_vault_tokens_and_the_clients_log_in_again_with_kerberos() {
+    let mut s = site("");
+    let keytab = s.kdc.get("KRB5_ROBOT_KEYTAB");
+    let out = s.path("bt");
+    s.igwn_robot_get(keytab, "robot/ci.example@TEST.REALM", &out, &[])
+        .ok();
+    s.broker.stop();
+    s.broker = start_broker(&s.user, &s.kdc, "state");
+    s.server = s.broker.url.replace("https://127.0.0.1", "localhost");
+    std::fs::remove_file(&out).unwrap();
+    // igwn-robot-get's lookup-self is refused (403), so it logs in with the keytab again.
+    s.igwn_robot_get(keytab, "robot/ci.example@TEST.REALM", &out, &[])
+        .ok();
+    assert_eq!(claims(&read(&out))["sub"], "ci");
+    // htgettoken asking for a shorter-lived Vault token goes through token/create.
+    s.htgettoken(&out, &["--vaulttokenttl", "1h", "--scopes", "read:/data"])
+        .ok();
+    assert_eq!(claims(&read(&out))["scope"], "read:/data");
+}
+
+#[test]
+fn principals_that_are_not_robots_get_nothing_from_the_vault_api() {
+    let s = site("");
+    let out = s.path("bt");
+    let run = s.igwn_robot_get(
+        s.kdc.get("KRB5_STRANGER_KEYTAB"),
+        "stranger/ci.example@TEST.REALM",
+        &out,
+        &[],
+    );
+    assert_ne!(run.code, 0);
+    assert!(!out.exists());
+    let last = s.audit_lines().pop().unwrap();
+    assert_eq!(last["code"], "forbidden");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .contains("stranger/ci.example@TEST.REALM")
+    );
+
+    // A robot's Vault token reads only the robot's own credkey. (A fresh ccache:
+    // igwn-robot-get cannot reuse one holding another principal's tickets.)
+    std::fs::remove_file(s.path("robot.ccache")).unwrap();
+    s.igwn_robot_get(
+        s.kdc.get("KRB5_ROBOT_KEYTAB"),
+        "robot/ci.example@TEST.REALM",
+        &out,
+        &[],
+    )
+    .ok();
+    let mut cmd = s.peer("htgettoken");
+    cmd.env("KRB5CCNAME", s.ccache())
+        .args([
+            "-a",
+            &s.server,
+            "-i",
+            "igwn",
+            "-r",
+            "robot",
+            "--credkey",
+            "alice",
+            "--nooidc",
+        ])
+        .arg("--vaulttokenfile")
+        .arg(s.path("vt"))
+        .arg("-o")
+        .arg(s.path("alice-bt"));
+    let run = Run::from(cmd.output().unwrap());
+    assert_ne!(run.code, 0);
+    assert!(!s.path("alice-bt").exists());
+}
+
+#[test]
+fn a_users_first_oidc_login_works_through_htgettoken_and_the_refresh_token_stays_in_the_broker() {
+    let op = Op::start();
+    let s = site(&format!(
+        r#"
+[[provider]]
+name = "op"
+issuer = "{}"
+client_id = "device-client"
+scopes = "read write"
+"#,
+        op.issuer()
+    ));
+    let out = s.path("user-bt");
+    // htgettoken does OIDC only with a terminal on stdin, stdout and stderr: `script`
+    // gives it one.
+    let htgettoken = format!(
+        "{} -a {} -i op -r default --vaulttokenfile {} -o {}",
+        s.venv.join("htgettoken").display(),
+        s.server,
+        s.path("user-vt").display(),
+        out.display()
+    );
+    let mut cmd = s.peer("htgettoken");
+    let script = format!("script -qfec '{htgettoken}' /dev/null 1>&2");
+    cmd = {
+        let envs: Vec<(String, String)> = cmd
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string())))
+            .collect();
+        let mut sh = Command::new("sh");
+        sh.arg("-c").arg(script);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("KRB5") {
+                sh.env_remove(k);
+            }
+        }
+        sh.envs(envs);
+        sh
+    };
+    let mut login = Spawned::start(cmd);
+    let code = login.wait_for("user_code=");
+    let code = code.split(['&', ' ']).next().unwrap().to_string();
+    approve_device(&op, &code, "alice");
+    let (status, output) = login.finish();
+    assert_eq!(status, 0, "htgettoken: {output}");
+    let token = read(&out);
+    assert_eq!(claims(&token)["sub"], "alice");
+    assert!(!output.contains("refresh_token"), "{output}");
+    // htgettoken saved the credkey the broker named; the broker holds the real refresh
+    // token (the client only ever saw a handle).
+    let credkey = std::fs::read_to_string(s.path(".config/htgettoken/credkey-op-default")).unwrap();
+    assert_eq!(credkey.trim(), "alice");
+    // The saved Vault token keeps working without a terminal or a login.
+    std::fs::remove_file(&out).unwrap();
+    let mut again = s.peer("htgettoken");
+    again
+        .args([
+            "-a",
+            &s.server,
+            "-i",
+            "op",
+            "-r",
+            "default",
+            "--nooidc",
+            "--vaulttokenfile",
+        ])
+        .arg(s.path("user-vt"))
+        .arg("-o")
+        .arg(&out);
+    Run::from(again.output().unwrap()).ok();
+    assert_eq!(claims(&read(&out))["sub"], "alice");
+}
