@@ -56,8 +56,9 @@ pub enum AuthMethod {
 #[derive(Args, Clone, Default)]
 #[command(next_help_heading = "Issuer and client")]
 pub struct IssuerArgs {
-    /// Issuer URL (OIDC discovery is used to find its endpoints)
-    #[arg(long, env = "CREDKEEPER_ISSUER", value_name = "URL")]
+    /// Issuer URL (OIDC discovery is used to find its endpoints); with -a/--vaultserver,
+    /// the server's issuer name
+    #[arg(short = 'i', long, env = "CREDKEEPER_ISSUER", value_name = "URL")]
     pub issuer: Option<String>,
     /// OAuth2 client id registered at the issuer
     #[arg(long, env = "CREDKEEPER_CLIENT_ID", value_name = "ID")]

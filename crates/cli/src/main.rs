@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Put a valid token in a file, reusing the one there when it has --minsecs left
-    Get(cmd::get::Args),
+    Get(Box<cmd::get::Args>),
     /// Log in once interactively (device code, or --browser) and store the refresh token
     Login(cmd::login::LoginArgs),
     /// Revoke and delete the stored refresh token for an issuer
@@ -122,7 +122,24 @@ fn main() -> ExitCode {
         let state = std::env::var_os("CREDKEEPER_STATE_DIR").map(std::path::PathBuf::from);
         return ExitCode::from(cmd::registry::helper_main(action, state) as u8);
     }
-    let cli = Cli::parse();
+    let cli = match persona(&program) {
+        // Installed as htgettoken or igwn-robot-get: `credkeeper get` with that tool's
+        // defaults, options from HTGETTOKENOPTS first (as htgettoken reads them).
+        Some(persona) => {
+            let mut argv = vec![
+                std::ffi::OsString::from("credkeeper"),
+                "get".into(),
+                "--persona".into(),
+                persona.into(),
+            ];
+            if let Some(opts) = std::env::var_os("HTGETTOKENOPTS") {
+                argv.extend(opts.to_string_lossy().split_whitespace().map(Into::into));
+            }
+            argv.extend(args);
+            Cli::parse_from(argv)
+        }
+        None => Cli::parse(),
+    };
     let log_file = match &cli.command {
         Command::Credmon(args) => match cmd::credmon::log_file(args) {
             Ok(f) => f,
@@ -143,6 +160,15 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+/// The tool this binary stands in for, by the name it was run as.
+fn persona(program: &std::ffi::OsStr) -> Option<&'static str> {
+    match std::path::Path::new(program).file_name()?.to_str()? {
+        "htgettoken" => Some("htgettoken"),
+        "igwn-robot-get" => Some("igwn-robot-get"),
+        _ => None,
     }
 }
 
@@ -195,7 +221,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if plan.reused() {
                 return Ok(());
             }
-            block_on(cmd::get::fetch(plan, args, &settings), Mode::Command)
+            block_on(cmd::get::fetch(plan, *args, &settings), Mode::Command)
         }
         Command::Login(args) => {
             let settings = settings()?;

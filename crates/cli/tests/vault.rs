@@ -348,3 +348,151 @@ scopes = "read write"
     Run::from(again.output().unwrap()).ok();
     assert_eq!(claims(&read(&out))["sub"], "alice");
 }
+
+/// The credkeeper binary under another name, as the deploy image installs it.
+fn as_tool(s: &Site, name: &str) -> Command {
+    let bin = s.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let link = bin.join(name);
+    if !link.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_credkeeper"), &link).unwrap();
+    }
+    let mut renamed = Command::new(link);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CREDKEEPER_") || k.starts_with("KRB5") || k.starts_with("BEARER_TOKEN") {
+            renamed.env_remove(k);
+        }
+    }
+    renamed
+        .env("HOME", s.user.home.path())
+        .env("XDG_RUNTIME_DIR", s.user.home.path());
+    s.kdc.apply(&mut renamed);
+    renamed
+        .env("HTGETTOKENOPTS", format!("--cafile {}", s.ca.display()))
+        .stdin(std::process::Stdio::null());
+    renamed
+}
+
+#[test]
+fn credkeeper_installed_as_igwn_robot_get_takes_its_options_and_reuses_a_valid_token() {
+    let s = site("");
+    let out = s.path("bt");
+    let vt = s.path("ck-vt");
+    let run = |extra: &[&str]| {
+        let mut cmd = as_tool(&s, "igwn-robot-get");
+        cmd.args([
+            "-k",
+            s.kdc.get("KRB5_ROBOT_KEYTAB"),
+            "-c",
+            &s.ccache(),
+            "-a",
+            &s.server,
+        ])
+        .arg("--vaulttokenfile")
+        .arg(&vt)
+        .arg("-o")
+        .arg(&out)
+        .args(extra)
+        .arg("robot/ci.example@TEST.REALM");
+        Run::from(cmd.output().unwrap())
+    };
+    // The broker's tokens live 20 minutes: igwn-robot-get's default --minsecs (3600)
+    // can never be met, so each run asks the server, as the Python tool does.
+    run(&["-v"]).ok();
+    let c = claims(&read(&out));
+    assert_eq!(
+        (c["sub"].as_str(), c["scope"].as_str()),
+        (Some("ci"), Some("read:/user/ci write:/user/ci"))
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&vt).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let last = s.audit_lines().pop().unwrap();
+    assert_eq!(last["auth"], "vault-token");
+
+    // With -m 60 the valid token in the file is reused: nothing reaches the broker.
+    let before = s.audit_lines().len();
+    let token = read(&out);
+    run(&["-m", "60"]).ok();
+    assert_eq!(read(&out), token);
+    assert_eq!(
+        s.audit_lines().len(),
+        before,
+        "no request for a reused token"
+    );
+
+    // The saved Vault token serves the next read without Kerberos (the keytab is gone).
+    std::fs::remove_file(&out).unwrap();
+    let mut cmd = as_tool(&s, "igwn-robot-get");
+    cmd.args([
+        "-k",
+        "/nonexistent.keytab",
+        "-a",
+        &s.server,
+        "-m",
+        "60",
+        "--vaulttokenfile",
+    ])
+    .arg(&vt)
+    .arg("-o")
+    .arg(&out)
+    .arg("robot/ci.example@TEST.REALM");
+    Run::from(cmd.output().unwrap()).ok();
+    assert_eq!(claims(&read(&out))["sub"], "ci");
+
+    // Installed as htgettoken: the ticket igwn-robot-get left in the cache, and /sts/.
+    std::fs::remove_file(&vt).unwrap();
+    let mut cmd = as_tool(&s, "htgettoken");
+    cmd.env("KRB5CCNAME", s.ccache())
+        .args([
+            "-a",
+            &s.server,
+            "-i",
+            "igwn",
+            "-r",
+            "robot",
+            "--credkey",
+            "robot/ci.example",
+        ])
+        .args([
+            "--scopes",
+            "read:/data",
+            "--audience",
+            "https://storage.example",
+            "--nooidc",
+            "-v",
+        ])
+        .arg("--vaulttokenfile")
+        .arg(&vt)
+        .arg("-o")
+        .arg(&out);
+    let run = Run::from(cmd.output().unwrap()).ok();
+    assert!(
+        run.stderr.contains("--nooidc has no effect"),
+        "{}",
+        run.stderr
+    );
+    let c = claims(&read(&out));
+    assert_eq!(
+        (c["scope"].as_str(), c["aud"].as_str()),
+        (Some("read:/data"), Some("https://storage.example"))
+    );
+
+    // A principal no robot is bound to: refused, nothing written.
+    let mut cmd = as_tool(&s, "igwn-robot-get");
+    cmd.args([
+        "-k",
+        s.kdc.get("KRB5_STRANGER_KEYTAB"),
+        "-a",
+        &s.server,
+        "--vaulttokenfile",
+    ])
+    .arg(s.path("stranger-vt"))
+    .arg("-o")
+    .arg(s.path("stranger-bt"))
+    .arg("stranger/ci.example@TEST.REALM");
+    Run::from(cmd.output().unwrap()).fails(1, "not bound to any robot");
+    assert!(!s.path("stranger-bt").exists() && !s.path("stranger-vt").exists());
+}

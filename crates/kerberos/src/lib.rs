@@ -112,6 +112,23 @@ impl Initiator {
         Ok(Initiator { cred, principal })
     }
 
+    /// The credential already in a credential cache (`ccache`, default: `KRB5CCNAME`),
+    /// as htgettoken uses after a `kinit`.
+    pub fn from_cache(ccache: Option<&str>) -> Result<Initiator, KerberosError> {
+        let store: Vec<(&str, String)> = ccache
+            .map(|c| ("ccache", c.to_string()))
+            .into_iter()
+            .collect();
+        let cred = ffi::acquire_cred_from(None, CredUsage::Initiate, &store)
+            .map_err(|e| KerberosError::classify(&e, "reading the credential cache"))?;
+        let principal = display(
+            &cred
+                .name()
+                .map_err(|e| KerberosError::classify(&e, "credential name"))?,
+        )?;
+        Ok(Initiator { cred, principal })
+    }
+
     /// The principal this credential speaks for, with its realm.
     pub fn principal(&self) -> &str {
         &self.principal

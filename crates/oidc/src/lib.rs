@@ -5,7 +5,8 @@
 //! credentials, the device flow (RFC 8628), authorization code with PKCE on a loopback
 //! redirect (RFC 7636, RFC 8252, [`loopback`]), token exchange (RFC 8693) and revocation
 //! (RFC 7009). HTTPS is required except for loopback issuers when the caller allows it.
-//! [`broker`] is the client of a credkeeper broker's robot API, one more token source.
+//! [`broker`] is the client of a credkeeper broker's robot API, and [`vault`] of the
+//! Vault API subset htgettoken uses: two more token sources.
 //!
 //! What it is not: it keeps no credentials and prints nothing. Which grant to use when,
 //! and where tokens go, is the caller's business.
@@ -20,6 +21,7 @@ mod keys;
 pub mod loopback;
 mod pkce;
 mod token;
+pub mod vault;
 
 pub use cache::DiskCache;
 pub use client::{

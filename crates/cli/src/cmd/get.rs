@@ -11,8 +11,14 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 #[command(
     after_help = "Sources, in order: the token already in the out file when it has \
---minsecs left and the asked audience and scopes (no network); the stored refresh token; \
-client credentials (with --client-secret-file); with a terminal, a device-code login.\n\n\
+--minsecs left and the asked audience and scopes (no network); then one of: a credkeeper \
+broker (--server, as a robot: -k/--keytab, --jwt-file, or --robot with --secret-file); a \
+Vault-API server (-a/--vaultserver: the saved Vault token, else a Kerberos login from the \
+keytab or the credential cache); the issuer itself (the stored refresh token, client \
+credentials with --client-secret-file, with a terminal a device-code login).\n\n\
+Installed as `igwn-robot-get` or `htgettoken`, the binary takes that tool's options and \
+defaults (igwn-robot-get: -a vault.ligo.org -i igwn -m 3600 --vaulttokenminttl 24h, role = \
+the principal's first component, credkey = the principal without its realm).\n\n\
 Out file: -o, else $BEARER_TOKEN_FILE, else $XDG_RUNTIME_DIR/bt_u<uid>, else /tmp/bt_u<uid>."
 )]
 pub struct Args {
@@ -54,6 +60,86 @@ pub struct Args {
     pub provider: Option<String>,
     #[command(flatten)]
     pub issuer: IssuerArgs,
+    #[command(flatten)]
+    pub vault: VaultArgs,
+}
+
+/// The options of htgettoken and igwn-robot-get that select a Vault-API server (a
+/// credkeeper broker or a Vault with htvault-config) and what to read there.
+#[derive(clap::Args, Clone, Default)]
+#[command(next_help_heading = "Vault API (htgettoken / igwn-robot-get options)")]
+pub struct VaultArgs {
+    /// Vault-API server: host[:port] (`https://` and `:8200` are added when missing).
+    /// With it, -i/--issuer is the server's issuer name (e.g. igwn), not a URL
+    #[arg(short = 'a', long, value_name = "HOST[:PORT]")]
+    pub vaultserver: Option<String>,
+    /// The role [default: `default`; as igwn-robot-get: the principal's first component]
+    #[arg(short = 'r', long, value_name = "ROLE")]
+    pub role: Option<String>,
+    /// The key of the stored credential [default: the principal without its realm]
+    #[arg(long, value_name = "KEY")]
+    pub credkey: Option<String>,
+    /// Where the Vault token is kept between runs [default: /tmp/vt_u<uid>]
+    #[arg(long, value_name = "FILE")]
+    pub vaulttokenfile: Option<PathBuf>,
+    /// Use the saved Vault token only if it has this much life left (e.g. 24h)
+    /// [default: 0s, as igwn-robot-get: 24h]
+    #[arg(long, value_name = "DURATION")]
+    pub vaulttokenminttl: Option<String>,
+    /// The lifetime to ask for a new Vault token [default: 7d]
+    #[arg(long, value_name = "DURATION")]
+    pub vaulttokenttl: Option<String>,
+    /// Accepted for htgettoken compatibility: credkeeper get never starts an OIDC login
+    /// (`credkeeper login` does)
+    #[arg(long)]
+    pub nooidc: bool,
+    /// Accepted for htgettoken compatibility: ssh-agent login is not offered
+    #[arg(long)]
+    pub nossh: bool,
+    /// Accepted for igwn-robot-get compatibility: credkeeper does not run
+    /// condor_vault_storer (its credmon keeps HTCondor's tokens fresh)
+    #[arg(long)]
+    pub condor: bool,
+    /// Run as this tool (set when the binary is installed under its name)
+    #[arg(long, value_enum, hide = true)]
+    pub persona: Option<Persona>,
+}
+
+/// Whose defaults apply: the binary installed as `htgettoken` or `igwn-robot-get`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Persona {
+    Htgettoken,
+    IgwnRobotGet,
+}
+
+/// A Vault duration: `3600`, `3600s`, `30m`, `24h`, `7d`.
+fn duration(text: &str, what: &str) -> anyhow::Result<i64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: i64 = n.parse().map_err(|_| {
+        anyhow::anyhow!("{what}: `{text}` is not a duration (e.g. 3600, 30m, 24h, 7d)")
+    })?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => anyhow::bail!("{what}: `{text}` is not a duration (e.g. 3600, 30m, 24h, 7d)"),
+    };
+    Ok(n * scale)
+}
+
+struct VaultPlan {
+    server: String,
+    issuer: String,
+    role: Option<String>,
+    credkey: Option<String>,
+    token_file: PathBuf,
+    min_ttl: i64,
+    ttl: i64,
+    scopes: Option<String>,
+    audience: Option<String>,
 }
 
 /// htgettoken's default.
@@ -68,6 +154,7 @@ pub struct Plan {
 
 enum Source {
     Issuer(crate::config::Resolved),
+    Vault(VaultPlan),
     Broker {
         server: String,
         scopes: Option<String>,
@@ -77,12 +164,72 @@ enum Source {
 
 pub fn plan(args: &Args, settings: &Settings) -> anyhow::Result<Plan> {
     let out = super::Out::choose(args.outfile.clone(), settings);
-    let min_secs = args
-        .minsecs
-        .or(settings.file.minsecs)
-        .unwrap_or(DEFAULT_MINSECS);
-    let (source, issuer, scopes, audience) = match &args.server {
-        Some(server) => {
+    let persona = args.vault.persona;
+    let igwn = persona == Some(Persona::IgwnRobotGet);
+    let min_secs =
+        args.minsecs
+            .or(settings.file.minsecs)
+            .unwrap_or(if igwn { 3600 } else { DEFAULT_MINSECS });
+    let v = &args.vault;
+    for (given, name, why) in [
+        (
+            v.nooidc,
+            "--nooidc",
+            "credkeeper get never starts an OIDC login",
+        ),
+        (v.nossh, "--nossh", "ssh-agent login is not offered"),
+        (
+            v.condor,
+            "--condor",
+            "credkeeper's credmon keeps HTCondor's tokens fresh instead",
+        ),
+    ] {
+        if given {
+            tracing::info!("{name} has no effect: {why}");
+        }
+    }
+    let vaultserver = v
+        .vaultserver
+        .clone()
+        .or_else(|| igwn.then(|| "vault.ligo.org".to_string()));
+    if persona.is_some() && vaultserver.is_none() {
+        anyhow::bail!("-a/--vaultserver is required");
+    }
+    let (source, issuer, scopes, audience) = match (&args.server, vaultserver) {
+        (None, Some(server)) => {
+            let scopes = args
+                .issuer
+                .scopes
+                .as_deref()
+                .map(crate::config::normalise_scopes);
+            let audience = args.issuer.audience.clone();
+            let plan = VaultPlan {
+                server,
+                issuer: args
+                    .issuer
+                    .issuer
+                    .clone()
+                    .unwrap_or_else(|| if igwn { "igwn" } else { "default" }.into()),
+                role: v.role.clone(),
+                credkey: v.credkey.clone(),
+                token_file: v.vaulttokenfile.clone().unwrap_or_else(|| {
+                    PathBuf::from(format!("/tmp/vt_u{}", credkeeper_store::sink::uid()))
+                }),
+                min_ttl: match &v.vaulttokenminttl {
+                    Some(d) => duration(d, "--vaulttokenminttl")?,
+                    None if igwn => 86400,
+                    None => 0,
+                },
+                ttl: duration(
+                    v.vaulttokenttl.as_deref().unwrap_or("7d"),
+                    "--vaulttokenttl",
+                )?,
+                scopes: scopes.clone(),
+                audience: audience.clone(),
+            };
+            (Source::Vault(plan), None, scopes, audience)
+        }
+        (Some(server), _) => {
             let f = &settings.file;
             let scopes = args
                 .issuer
@@ -100,7 +247,7 @@ pub fn plan(args: &Args, settings: &Settings) -> anyhow::Result<Plan> {
             // token is judged by lifetime, audience and scopes only.
             (source, None, scopes, audience)
         }
-        None => {
+        (None, None) => {
             let resolved = settings.resolve(&args.issuer)?;
             let (issuer, scopes, audience) = (
                 Some(resolved.issuer.clone()),
@@ -162,6 +309,11 @@ pub async fn fetch(plan: Plan, args: Args, settings: &Settings) -> anyhow::Resul
                 Some(token.expires_in),
             )
         }
+        Source::Vault(plan) => (
+            from_vault(&plan, &args, want.min_secs, settings).await?,
+            "obtained from the Vault-API server",
+            None,
+        ),
         Source::Issuer(resolved) => {
             let subject = match &args.subject_token_file {
                 Some(p) => Some(sink::read(p).context("subject token")?),
@@ -190,4 +342,106 @@ pub async fn fetch(plan: Plan, args: Args, settings: &Settings) -> anyhow::Resul
         remaining.map_or("unknown".into(), |r| r.to_string())
     );
     Ok(())
+}
+
+/// htgettoken's way: the saved Vault token when it still works, else a Kerberos login
+/// (keytab, or the tickets already in the credential cache), then the bearer-token read.
+async fn from_vault(
+    plan: &VaultPlan,
+    args: &Args,
+    minsecs: i64,
+    settings: &Settings,
+) -> anyhow::Result<credkeeper_core::Secret> {
+    use credkeeper_oidc::vault::VaultClient;
+    let igwn = args.vault.persona == Some(Persona::IgwnRobotGet);
+    let client = VaultClient::new(settings.http()?, &plan.server);
+    let login = super::RobotLogin::of(args);
+    // The principal as igwn-robot-get reads it: LIGO.ORG when it names no realm.
+    let principal = args
+        .principal
+        .as_ref()
+        .map(|p| match (igwn, p.contains('@')) {
+            (true, false) => format!("{p}@LIGO.ORG"),
+            _ => p.clone(),
+        });
+    let principal_key = |p: &str| p.split('@').next().unwrap_or(p).to_string();
+    let mut credkey = plan
+        .credkey
+        .clone()
+        .or_else(|| principal.as_deref().map(principal_key));
+    let role = |credkey: Option<&str>| match (&plan.role, igwn, credkey) {
+        (Some(r), _, _) => r.clone(),
+        (None, true, Some(k)) => k.split('/').next().unwrap_or(k).to_string(),
+        _ => "default".to_string(),
+    };
+    // 1. The saved Vault token.
+    if let (Some(key), Ok(saved)) = (&credkey, credkeeper_store::sink::read(&plan.token_file)) {
+        let alive = plan.min_ttl <= 0
+            || match client.lookup_self(&saved).await {
+                Ok(ttl) => ttl >= plan.min_ttl,
+                Err(e) => {
+                    tracing::debug!("saved Vault token: {e}");
+                    false
+                }
+            };
+        if alive {
+            let role = role(Some(key));
+            let read = client
+                .read_token(&saved, &secret_path(plan, key, &role, minsecs))
+                .await;
+            match read {
+                Ok(token) => return Ok(token),
+                Err(e) => tracing::info!(
+                    "the saved Vault token was not accepted ({e}); logging in with Kerberos"
+                ),
+            }
+        }
+    }
+    // 2. Kerberos: the keytab, else the credential cache.
+    let initiator = match login.initiator()? {
+        Some(i) => i,
+        None => {
+            credkeeper_kerberos::Initiator::from_cache(args.ccache.as_deref()).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}; give the robot's keytab with -k/--keytab (or KRB5_KTNAME), or kinit first"
+                )
+            })?
+        }
+    };
+    let key = credkey
+        .get_or_insert_with(|| principal_key(initiator.principal()))
+        .clone();
+    let role = role(Some(&key));
+    let negotiator = crate::kerberos::KeytabNegotiator {
+        initiator,
+        service: "host",
+    };
+    let mut vault = client
+        .kerberos_login(&negotiator, &plan.issuer, &role)
+        .await?;
+    if vault.lease_secs > plan.ttl {
+        vault = client.token_create(&vault.token, plan.ttl).await?;
+    }
+    let token = client
+        .read_token(&vault.token, &secret_path(plan, &key, &role, minsecs))
+        .await?;
+    // Saved only once it has worked, as htgettoken does.
+    credkeeper_store::sink::write_token(&plan.token_file, &vault.token)?;
+    Ok(token)
+}
+
+fn secret_path<'a>(
+    plan: &'a VaultPlan,
+    credkey: &'a str,
+    role: &'a str,
+    minsecs: i64,
+) -> credkeeper_oidc::vault::SecretPath<'a> {
+    credkeeper_oidc::vault::SecretPath {
+        issuer: &plan.issuer,
+        credkey,
+        role,
+        minsecs,
+        scopes: plan.scopes.as_deref(),
+        audience: plan.audience.as_deref(),
+    }
 }
