@@ -97,6 +97,20 @@ fn a_robot_with_a_keytab_gets_its_token_over_spnego_and_the_broker_proves_itself
     assert_eq!(c["scope"], "read:/data");
     assert_eq!(c["aud"], "https://x.example");
 
+    // The robot's one human login, asked for with its keytab: a one-time web link.
+    let mut login = user.cmd();
+    kdc.apply(&mut login);
+    login.args(["login", "--server", &broker.url, "-k", keytab]);
+    let link = Run::from(login.output().unwrap()).ok();
+    assert!(
+        link.stdout
+            .trim()
+            .starts_with(&format!("{}/login/", broker.url)),
+        "{}",
+        link.stdout
+    );
+    assert!(link.stderr.contains("to log in for ci"), "{}", link.stderr);
+
     // The second robot's keytab is another robot: its own policy applies.
     std::fs::remove_file(user.path("bt")).unwrap();
     get(

@@ -141,8 +141,8 @@ impl Broker {
         audit: Audit,
         policy: UrlPolicy,
         kerberos: Option<crate::auth::KerberosAuth>,
+        http: Http,
     ) -> Result<Broker, credkeeper_oidc::OidcError> {
-        let http = Http::new()?;
         let jwt = crate::auth::JwtAuth::new(
             credkeeper_oidc::KeyCache::new(
                 http.clone(),

@@ -68,10 +68,13 @@ pub struct Bound {
 }
 
 /// Bind the listener, open the store and the issuer key, and build the broker.
+/// `ca_file`: CA certificates to trust beside the system's for the broker's own
+/// requests (providers, JWT issuers such as a cluster's API server).
 pub async fn start(
     config: Config,
     state_dir: &Path,
     policy: UrlPolicy,
+    ca_file: Option<&Path>,
 ) -> Result<Bound, ServeError> {
     let addr = config.server.listen;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -105,7 +108,10 @@ pub async fn start(
         source,
     })?;
     let kerberos = auth::KerberosAuth::from_config(&config)?;
-    let broker = Arc::new(Broker::new(config, issuer, store, audit, policy, kerberos)?);
+    let http = credkeeper_oidc::Http::with_ca_file(ca_file)?;
+    let broker = Arc::new(Broker::new(
+        config, issuer, store, audit, policy, kerberos, http,
+    )?);
     Ok(Bound {
         broker,
         scheme,

@@ -27,13 +27,16 @@ pub struct LoginArgs {
     /// --server: the robot that asks the broker for a web login link
     #[arg(long, value_name = "NAME")]
     pub robot: Option<String>,
-    /// Get a one-time web login link from this credkeeper broker (with --robot and
-    /// --secret-file) and show it instead of logging in here
-    #[arg(long, value_name = "URL", requires_all = ["robot", "secret_file"])]
+    /// Get a one-time web login link from this credkeeper broker and show it instead of
+    /// logging in here; the robot proves itself with --keytab, or --robot and --secret-file
+    #[arg(long, value_name = "URL")]
     pub server: Option<String>,
     /// With --server: the robot's secret file (0600)
     #[arg(long, value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
+    /// With --server: the robot's keytab (Kerberos), e.g. the one mounted in its container
+    #[arg(short = 'k', long, value_name = "FILE", env = "KRB5_KTNAME")]
+    pub keytab: Option<PathBuf>,
     /// With --server: make the link for this user (the robot needs `login_links = true`)
     #[arg(long, value_name = "NAME", requires = "server")]
     pub user: Option<String>,
@@ -96,6 +99,7 @@ async fn link(args: &LoginArgs, server: &str, settings: &Settings) -> anyhow::Re
     let login = super::RobotLogin {
         robot: args.robot.as_deref(),
         secret_file: args.secret_file.as_deref(),
+        keytab: args.keytab.as_deref(),
         ..Default::default()
     };
     let client = super::broker_client(server, &login, settings)?;

@@ -83,7 +83,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
     let policy = UrlPolicy {
         allow_insecure_loopback: global.insecure_loopback,
     };
-    let bound = credkeeper_server::start(config, &state, policy).await?;
+    let bound = credkeeper_server::start(config, &state, policy, global.cafile.as_deref()).await?;
     let url = bound.broker.issuer.url().to_string();
     eprintln!(
         "credkeeper broker listening on {}://{} (issuer {url})",

@@ -1,0 +1,662 @@
+#!/usr/bin/env bash
+# validate-deploy.sh - check every file under deploy/ without a container engine or cluster.
+#
+#   Kubernetes   every manifest under deploy/kubernetes/ against the Kubernetes OpenAPI
+#                schemas with kubernetes-validate --strict (PyPI, pinned below), for each
+#                version in KUBE_VERSIONS; then what the manifests rely on: references
+#                between them, the security contexts, the keytab's 0440 mode, the paths
+#                in environment variables and broker.toml lying on mounted volumes.
+#   Compose      deploy/compose.yaml parsed with PyYAML: services, user, read-only keytab,
+#                token volume, the application reading the token read-only.
+#   systemd      deploy/systemd/*: `systemd-analyze verify` (and `security --offline`)
+#                when it runs here, and the keys the units rely on in any case.
+#   Dockerfile   multi-stage, build and runtime images, packages, non-root USER,
+#                ENTRYPOINT credkeeper get, ENV defaults, argv0 links.
+#   Any other    *.yaml / *.yml under deploy/ must at least parse.
+#
+# Installs kubernetes-validate into tests/testbed/venv-deploy on first use (pip, cache in
+# tests/testbed/.cache/pip); later runs find the stamp file and start at once.
+# Prints `ok NAME` / `FAIL NAME: why` and ends with "N passed, M failed"; exit 1 on failure.
+#
+# KUBE_VERSIONS  Kubernetes versions to validate against (default "1.30.0 1.37.0": a
+#                version still widely run and the newest kubernetes-validate 1.37.0 ships).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+ROOT=$(cd "$TESTBED_DIR/../.." && pwd)
+KUBE_VERSIONS=${KUBE_VERSIONS:-1.30.0 1.37.0}
+
+# --- the venv -----------------------------------------------------------------------------
+PINS=(kubernetes-validate==1.37.0)
+# What kubernetes-validate 1.37.0 pulls in, pinned so reruns install the same thing.
+CONSTRAINTS=(
+  attrs==26.1.0
+  importlib_resources==7.1.0
+  jsonschema==4.26.0
+  jsonschema-specifications==2025.9.1
+  packaging==26.4
+  PyYAML==6.0.4
+  referencing==0.37.0
+  rpds-py==2026.9.1
+  typing_extensions==4.16.0
+)
+VENV=$TESTBED_DIR/venv-deploy
+VPY=$VENV/bin/python
+STAMP=$VENV/.deploy-pins
+CACHE=$TESTBED_DIR/.cache
+pin_key() { printf '%s ' "${PINS[@]}" -- "${CONSTRAINTS[@]}"; }
+
+venv_ok() {
+  [ -x "$VPY" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(pin_key)" ] \
+    && "$VPY" -I -c 'import kubernetes_validate, yaml, tomllib' 2>/dev/null
+}
+
+if ! venv_ok; then
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/venv-deploy.lock"
+  flock -w 600 9 || die "timed out waiting for $CACHE/venv-deploy.lock"
+  if ! venv_ok; then
+    BASE_PY=$("$TESTBED_PYTHON" -c 'import sys; print(getattr(sys, "_base_executable", "") or sys.executable)')
+    "$BASE_PY" -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+    rm -rf "$VENV"
+    log "creating $VENV with ${PINS[*]}"
+    "$BASE_PY" -m venv "$VENV" >&2
+    # Not part of the repository (the way Python 3.13's venv does it by itself).
+    echo '*' >"$VENV/.gitignore"
+    constraints=$(mktemp "$CACHE/deploy-constraints.XXXXXX")
+    printf '%s\n' "${CONSTRAINTS[@]}" >"$constraints"
+    PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1 "$VPY" -m pip install -q \
+      --cache-dir "$CACHE/pip" -c "$constraints" "${PINS[@]}" >&2
+    rm -f "$constraints"
+    "$VENV/bin/kubernetes-validate" --version >/dev/null || die "kubernetes-validate does not run"
+    pin_key >"$STAMP"
+  fi
+  exec 9>&-
+fi
+
+# --- the checks (one Python process) --------------------------------------------------------
+exec "$VPY" - "$ROOT" "$VENV/bin/kubernetes-validate" "$KUBE_VERSIONS" <<'PY'
+import glob, json, os, re, shlex, shutil, subprocess, sys, tempfile, tomllib
+import yaml
+
+root, kv, kube_versions = sys.argv[1], sys.argv[2], sys.argv[3].split()
+deploy = os.path.join(root, "deploy")
+passed = failed = 0
+
+
+def ok(name):
+    global passed
+    passed += 1
+    print(f"ok   {name}")
+
+
+def fail(name, why=""):
+    global failed
+    failed += 1
+    print(f"FAIL {name}{': ' + why if why else ''}")
+
+
+def check(name, cond, why=""):
+    ok(name) if cond else fail(name, why)
+    return cond
+
+
+def rel(p):
+    return os.path.relpath(p, root)
+
+
+def under(path, mount):
+    return path == mount or path.startswith(mount.rstrip("/") + "/")
+
+
+# ---------------------------------------------------------------- every YAML parses
+yamls = sorted(glob.glob(f"{deploy}/**/*.yaml", recursive=True)
+               + glob.glob(f"{deploy}/**/*.yml", recursive=True))
+docs = {}
+for f in yamls:
+    try:
+        with open(f) as fh:
+            docs[f] = [d for d in yaml.safe_load_all(fh) if d is not None]
+        ok(f"{rel(f)} parses as YAML")
+    except Exception as e:
+        fail(f"{rel(f)} parses as YAML", str(e).replace("\n", " "))
+
+# ---------------------------------------------------------------- Kubernetes: schemas
+kdir = os.path.join(deploy, "kubernetes")
+kfiles = [f for f in yamls if under(f, kdir)]
+check("deploy/kubernetes has manifests", len(kfiles) >= 10, f"{len(kfiles)} files")
+
+
+def kube_validate(files):
+    args = [kv, "--strict"]
+    for v in kube_versions:
+        args += ["-k", v]
+    r = subprocess.run(args + files, capture_output=True, text=True)
+    return r.returncode, (r.stdout + r.stderr).splitlines()
+
+
+rc, lines = kube_validate(kfiles)
+seen = 0
+for line in lines:
+    if line.startswith("INFO ") and " passed for resource " in line:
+        seen += 1
+        m = re.match(r"INFO (\S+) passed for resource (\S+) against version (\S+)", line)
+        ok(f"kubernetes-validate --strict {rel(m.group(1))} {m.group(2)} (Kubernetes {m.group(3)})")
+    elif line.strip():
+        # ERROR (schema violation), WARN (unknown kind/apiVersion: no schema), FATAL.
+        fail("kubernetes-validate --strict", line)
+ndocs = sum(len(docs.get(f, [])) for f in kfiles)
+check(f"every manifest validated against {', '.join(kube_versions)}",
+      rc == 0 and seen == ndocs * len(kube_versions),
+      f"rc {rc}, {seen} results for {ndocs} resources x {len(kube_versions)} versions")
+
+# The validator is live: --strict rejects an unknown field, and an unknown kind is not
+# silently waved through (kubernetes-validate only warns about those: counted as failure).
+with tempfile.TemporaryDirectory() as t:
+    bad = os.path.join(t, "bad.yaml")
+    with open(bad, "w") as fh:
+        yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": "x", "bogusField": 1}, "data": {}}, fh)
+    rc, out = kube_validate([bad])
+    check("kubernetes-validate --strict rejects an unknown field", rc != 0
+          and any(l.startswith("ERROR") for l in out), " / ".join(out))
+    with open(bad, "w") as fh:
+        yaml.safe_dump({"apiVersion": "batch/v1", "kind": "CronJobb",
+                        "metadata": {"name": "x"}}, fh)
+    rc, out = kube_validate([bad])
+    check("an unknown kind is reported (WARN, failed here)",
+          any(l.startswith("WARN") for l in out), " / ".join(out))
+
+# ---------------------------------------------------------------- Kubernetes: what we rely on
+resources = {}
+for f in kfiles:
+    for d in docs.get(f, []):
+        if isinstance(d, dict) and "kind" in d:
+            resources[(d["kind"], d.get("metadata", {}).get("name"))] = (f, d)
+
+
+def res(kind, name):
+    return resources.get((kind, name), (None, None))[1]
+
+
+def pod_spec(d):
+    if d["kind"] == "CronJob":
+        return d["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+        return d["spec"]["template"]["spec"]
+    return None
+
+
+def env_of(c):
+    return {e["name"]: e.get("value") for e in c.get("env", [])}
+
+
+def mount_of(c, path):
+    """The volumeMount whose mountPath holds path (the longest one)."""
+    best = None
+    for m in c.get("volumeMounts", []):
+        if under(path, m["mountPath"]) and (best is None or len(m["mountPath"]) > len(best["mountPath"])):
+            best = m
+    return best
+
+
+def volume(spec, name):
+    return next((v for v in spec.get("volumes", []) if v["name"] == name), None)
+
+
+def file_in_volume(spec, c, path):
+    """Whether path names a file that the mounted Secret/ConfigMap/projected volume holds."""
+    m = mount_of(c, path)
+    if not m:
+        return False
+    v = volume(spec, m["name"])
+    name = os.path.relpath(path, m["mountPath"])
+    if "secret" in v or "configMap" in v:
+        src = v.get("secret") or v.get("configMap")
+        items = src.get("items")
+        if items:
+            return any(i["path"] == name for i in items)
+        obj = res("Secret", src.get("secretName")) if "secret" in v else res("ConfigMap", src.get("name"))
+        return obj is not None and name in {**obj.get("data", {}), **obj.get("stringData", {})}
+    if "projected" in v:
+        return any(s.get("serviceAccountToken", {}).get("path") == name for s in v["projected"]["sources"])
+    return True  # PVC / emptyDir: any name
+
+
+# References resolve: every Secret, ConfigMap (unless optional), PVC and ServiceAccount a
+# pod names is one of the manifests.
+for (kind, name), (f, d) in sorted(resources.items()):
+    spec = pod_spec(d)
+    if spec is None:
+        continue
+    for v in spec.get("volumes", []):
+        if "secret" in v:
+            check(f"{kind}/{name}: Secret {v['secret']['secretName']} is in deploy/kubernetes",
+                  res("Secret", v["secret"]["secretName"]) is not None)
+        if "persistentVolumeClaim" in v:
+            claim = v["persistentVolumeClaim"]["claimName"]
+            check(f"{kind}/{name}: PersistentVolumeClaim {claim} is in deploy/kubernetes",
+                  res("PersistentVolumeClaim", claim) is not None)
+        if "configMap" in v and not v["configMap"].get("optional"):
+            check(f"{kind}/{name}: ConfigMap {v['configMap']['name']} is in deploy/kubernetes",
+                  res("ConfigMap", v["configMap"]["name"]) is not None)
+    if spec.get("serviceAccountName"):
+        check(f"{kind}/{name}: ServiceAccount {spec['serviceAccountName']} is in deploy/kubernetes",
+              res("ServiceAccount", spec["serviceAccountName"]) is not None)
+    # Hardened pods: non-root, no privilege escalation, read-only root file system with a
+    # writable /tmp (the image's CREDKEEPER_STATE_DIR is /tmp/credkeeper).
+    psc = spec.get("securityContext", {})
+    check(f"{kind}/{name}: runAsNonRoot with runAsUser/runAsGroup",
+          psc.get("runAsNonRoot") is True and psc.get("runAsUser", 0) > 0 and psc.get("runAsGroup", 0) > 0,
+          json.dumps(psc))
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        csc = c.get("securityContext", {})
+        check(f"{kind}/{name}/{c['name']}: readOnlyRootFilesystem, no privilege escalation, no capabilities",
+              csc.get("readOnlyRootFilesystem") is True and csc.get("allowPrivilegeEscalation") is False
+              and csc.get("capabilities", {}).get("drop") == ["ALL"], json.dumps(csc))
+        if "credkeeper" in c["image"] and c in spec["containers"]:
+            check(f"{kind}/{name}/{c['name']}: /tmp is a writable volume (CREDKEEPER_STATE_DIR)",
+                  mount_of(c, "/tmp/credkeeper") is not None
+                  and not mount_of(c, "/tmp/credkeeper").get("readOnly"))
+
+robots = {}  # CronJob name -> (spec, container, env)
+for kind, name in resources:
+    if kind != "CronJob":
+        continue
+    d = res(kind, name)
+    spec = pod_spec(d)
+    c = spec["containers"][0]
+    env = env_of(c)
+    robots[name] = (spec, c, env)
+    psc = spec["securityContext"]
+    check(f"CronJob/{name}: hourly, concurrencyPolicy Forbid",
+          d["spec"]["schedule"].split()[:1] == ["0"] and d["spec"]["schedule"].split()[1:] == ["*"] * 4
+          and d["spec"].get("concurrencyPolicy") == "Forbid",
+          f"{d['spec']['schedule']!r} {d['spec'].get('concurrencyPolicy')}")
+    check(f"CronJob/{name}: fsGroup set (group-readable secrets, group-writable token volume)",
+          psc.get("fsGroup", 0) > 0)
+    check(f"CronJob/{name}: the image's `credkeeper get` entrypoint, --minsecs in args",
+          "command" not in c and "--minsecs" in c.get("args", []))
+    check(f"CronJob/{name}: CREDKEEPER_SERVER is an https URL",
+          (env.get("CREDKEEPER_SERVER") or "").startswith("https://"), str(env.get("CREDKEEPER_SERVER")))
+    btf = env.get("BEARER_TOKEN_FILE") or "/tokens/bt"
+    m = mount_of(c, btf)
+    check(f"CronJob/{name}: BEARER_TOKEN_FILE {btf} is on the writable tokens PVC",
+          m is not None and not m.get("readOnly")
+          and "persistentVolumeClaim" in (volume(spec, m["name"]) or {}))
+    if "CREDKEEPER_JWT_FILE" in env:
+        jwt = env["CREDKEEPER_JWT_FILE"]
+        check(f"CronJob/{name}: CREDKEEPER_JWT_FILE {jwt} is the projected service-account token",
+              file_in_volume(spec, c, jwt))
+        v = volume(spec, mount_of(c, jwt)["name"]) if mount_of(c, jwt) else {}
+        sat = next((s["serviceAccountToken"] for s in v.get("projected", {}).get("sources", [])
+                    if "serviceAccountToken" in s), {})
+        check(f"CronJob/{name}: the projected token's audience is the broker URL",
+              sat.get("audience") == env.get("CREDKEEPER_SERVER"), f"{sat.get('audience')} != {env.get('CREDKEEPER_SERVER')}")
+        check(f"CronJob/{name}: the projected token lives at least 600 s (the API minimum)",
+              sat.get("expirationSeconds", 3600) >= 600)
+        check(f"CronJob/{name}: runs as its ServiceAccount, no API token mounted",
+              bool(spec.get("serviceAccountName")) and spec.get("automountServiceAccountToken") is False)
+    else:
+        kt = env.get("KRB5_KTNAME") or "/keytab"
+        check(f"CronJob/{name}: KRB5_KTNAME {kt} is a file of the mounted keytab Secret",
+              file_in_volume(spec, c, kt))
+        m = mount_of(c, kt)
+        v = volume(spec, m["name"]) if m else {}
+        check(f"CronJob/{name}: keytab mounted read-only", bool(m) and m.get("readOnly") is True)
+        # credkeeper refuses keytabs others can read or the group can write; 0440 is the
+        # mode that works with fsGroup for a non-root uid (and what the kubelet makes of
+        # 0400 with fsGroup anyway).
+        mode = v.get("secret", {}).get("defaultMode")
+        check(f"CronJob/{name}: keytab Secret defaultMode 0440",
+              mode == 0o440, f"{oct(mode) if isinstance(mode, int) else mode}")
+        item_modes = [i.get("mode") for i in v.get("secret", {}).get("items", []) if "mode" in i]
+        check(f"CronJob/{name}: no item mode overrides the keytab's 0440",
+              all(x is not None and x & 0o027 == 0 for x in item_modes), str(item_modes))
+
+# The application reads what the CronJobs write, as the same uid, read-only.
+app = res("Deployment", "my-application")
+if check("Deployment/my-application exists", app is not None):
+    spec = pod_spec(app)
+    c = spec["containers"][0]
+    btf = env_of(c).get("BEARER_TOKEN_FILE")
+    m = mount_of(c, btf or "/nonexistent")
+    v = volume(spec, m["name"]) if m else {}
+    check("Deployment/my-application: BEARER_TOKEN_FILE is on the tokens PVC, mounted read-only",
+          m is not None and m.get("readOnly") is True and "persistentVolumeClaim" in v, str(btf))
+    for name, (rspec, rc_, renv) in robots.items():
+        rb = renv.get("BEARER_TOKEN_FILE") or "/tokens/bt"
+        rm = mount_of(rc_, rb)
+        same_claim = m and rm and v.get("persistentVolumeClaim", {}).get("claimName") == \
+            volume(rspec, rm["name"])["persistentVolumeClaim"]["claimName"]
+        check(f"Deployment/my-application reads CronJob/{name}'s token file",
+              bool(same_claim) and os.path.relpath(btf, m["mountPath"]) == os.path.relpath(rb, rm["mountPath"]))
+        check(f"Deployment/my-application runs as CronJob/{name}'s uid (the token is 0600)",
+              spec["securityContext"].get("runAsUser") == rspec["securityContext"].get("runAsUser"))
+
+# The token PVC can be shared across nodes.
+pvc = res("PersistentVolumeClaim", "tokens")
+check("PersistentVolumeClaim/tokens is ReadWriteMany",
+      pvc is not None and "ReadWriteMany" in pvc["spec"]["accessModes"])
+
+# The broker: its configuration parses, and every path in it is where a volume puts it.
+cm = res("ConfigMap", "credkeeper-broker-config")
+broker = res("Deployment", "credkeeper-broker")
+if check("broker: ConfigMap and Deployment exist", cm is not None and broker is not None):
+    try:
+        conf = tomllib.loads(cm["data"]["broker.toml"])
+        ok("broker: broker.toml parses as TOML")
+    except Exception as e:
+        conf = {}
+        fail("broker: broker.toml parses as TOML", str(e))
+    spec = pod_spec(broker)
+    c = next(c for c in spec["containers"] if c["name"] == "broker")
+    check("broker: runs `credkeeper serve --config` with the ConfigMap's broker.toml",
+          c.get("command", [])[:2] == ["credkeeper", "serve"]
+          and file_in_volume(spec, c, c["command"][c["command"].index("--config") + 1]))
+    check("broker: one replica, Recreate (one SQLite store, one refresher)",
+          broker["spec"].get("replicas") == 1 and broker["spec"].get("strategy", {}).get("type") == "Recreate")
+    server = conf.get("server", {})
+    listen_port = int(server.get("listen", ":0").rsplit(":", 1)[1])
+    check("broker: the container port is the listen port",
+          any(p["containerPort"] == listen_port for p in c.get("ports", [])))
+    svc = res("Service", "credkeeper-broker")
+    check("broker: the Service selects the broker's pods",
+          svc is not None and all(broker["spec"]["template"]["metadata"]["labels"].get(k) == val
+                                  for k, val in svc["spec"]["selector"].items()))
+    sd = server.get("state_dir", "")
+    m = mount_of(c, sd)
+    check(f"broker: state_dir {sd} is a subdirectory of the state PVC (the broker chmods it 0700)",
+          m is not None and sd != m["mountPath"] and not m.get("readOnly")
+          and "persistentVolumeClaim" in volume(spec, m["name"]))
+    check("broker: kerberos_keytab is a file of the mounted keytab Secret (0440)",
+          file_in_volume(spec, c, server.get("kerberos_keytab", "-"))
+          and volume(spec, mount_of(c, server["kerberos_keytab"])["name"])["secret"].get("defaultMode") == 0o440)
+    # tls_key must be 0600: not a Secret volume (root's, 0440 with fsGroup) but the
+    # memory volume the init container copies it to.
+    key = server.get("tls_key", "-")
+    mk = mount_of(c, key)
+    vk = volume(spec, mk["name"]) if mk else {}
+    init = " ".join(" ".join(i.get("command", []) + i.get("args", [])) for i in spec.get("initContainers", []))
+    check("broker: tls_key is copied 0600 to an emptyDir by an init container",
+          "emptyDir" in vk and f"install -m 0600" in init and key in init, key)
+    check("broker: tls_cert is where the init container puts it",
+          mount_of(c, server.get("tls_cert", "-")) == mk and server.get("tls_cert", "-") in init)
+    for r in conf.get("robot", []):
+        a = r.get("auth", {})
+        if "jwt_subject" in a:
+            m_ = re.match(r"system:serviceaccount:[^:]+:(.+)$", a["jwt_subject"])
+            check(f"broker: robot {r['name']}'s jwt_subject is serviceaccount.yaml's ServiceAccount",
+                  bool(m_) and res("ServiceAccount", m_.group(1)) is not None, a["jwt_subject"])
+            auds = {renv.get("CREDKEEPER_SERVER") for n, (_, _, renv) in robots.items() if "CREDKEEPER_JWT_FILE" in renv}
+            check(f"broker: robot {r['name']}'s jwt_audience is the projected token's audience",
+                  a.get("jwt_audience", conf.get("issuer", {}).get("url")) in auds, str(auds))
+        for key_ in ("scopes", "audiences", "providers"):
+            check(f"broker: robot {r['name']} has {key_}", bool(r.get(key_)))
+    check("broker: a Kerberos robot and a JWT robot are configured",
+          any("kerberos_principal" in r.get("auth", {}) for r in conf.get("robot", []))
+          and any("jwt_issuer" in r.get("auth", {}) for r in conf.get("robot", [])))
+    lifetime = conf.get("issuer", {}).get("lifetime", 1200)
+    check("broker: tokens outlive --minsecs 3600 plus the hourly schedule",
+          lifetime > 3600 and all(r.get("max_lifetime", lifetime) > 3600 for r in conf.get("robot", [])),
+          f"lifetime {lifetime}")
+
+# ---------------------------------------------------------------- Compose
+cf = os.path.join(deploy, "compose.yaml")
+compose = (docs.get(cf) or [None])[0]
+if check("deploy/compose.yaml exists and parses", isinstance(compose, dict)):
+    check("compose: no obsolete top-level `version`", "version" not in compose)
+    services = compose.get("services", {})
+    check("compose: services token-generator and my-app", {"token-generator", "my-app"} <= set(services))
+
+    def vols(s):
+        out = []
+        for v in s.get("volumes", []):
+            if isinstance(v, str):
+                parts = v.split(":")
+                out.append({"source": parts[0], "target": parts[1], "read_only": "ro" in parts[2:]})
+            else:
+                out.append({"source": v.get("source"), "target": v["target"], "read_only": bool(v.get("read_only"))})
+        return out
+
+    def env(s):
+        e = s.get("environment", {})
+        if isinstance(e, list):
+            e = dict(x.split("=", 1) for x in e)
+        return e
+
+    gens = [n for n, s in services.items() if n != "my-app"]
+    for n in gens:
+        s = services[n]
+        e, vs = env(s), vols(s)
+        check(f"compose {n}: runs as the host user (user: \"${{UID}}:${{GID}}\")",
+              re.fullmatch(r"\$\{UID[^}]*\}:\$\{GID[^}]*\}", str(s.get("user", ""))) is not None, str(s.get("user")))
+        kt = e.get("KRB5_KTNAME", "/keytab")
+        check(f"compose {n}: the keytab ({kt}) is mounted read-only",
+              any(v["target"] == kt and v["read_only"] for v in vs)
+              or any(kt == f"/run/secrets/{x if isinstance(x, str) else x.get('source')}" for x in s.get("secrets", [])))
+        btf = e.get("BEARER_TOKEN_FILE", "/tokens/bt")
+        check(f"compose {n}: BEARER_TOKEN_FILE {btf} is on a writable volume",
+              any(under(btf, v["target"]) and not v["read_only"] for v in vs))
+        check(f"compose {n}: CREDKEEPER_SERVER is set", bool(e.get("CREDKEEPER_SERVER")))
+        cmd = s.get("command", [])
+        cmd = shlex.split(cmd) if isinstance(cmd, str) else cmd
+        check(f"compose {n}: --minsecs is passed to credkeeper get", "--minsecs" in cmd)
+        check(f"compose {n}: in a profile (started on purpose, by cron or by hand)", bool(s.get("profiles")))
+    tg = services.get("token-generator", {})
+    check("compose token-generator: the seed's one-shot service (restart \"no\", profile token-gen)",
+          tg.get("restart") == "no" and "token-gen" in tg.get("profiles", []) and "entrypoint" not in tg)
+    loop = services.get("token-refresher")
+    if loop is not None:
+        ep = loop.get("entrypoint", [])
+        check("compose token-refresher: a shell loop around credkeeper get, with init",
+              ep[:2] == ["/bin/sh", "-c"] and "credkeeper get" in ep[2] and "sleep" in ep[2] and loop.get("init") is True)
+    appv = services.get("my-app", {})
+    btf = env(appv).get("BEARER_TOKEN_FILE", "")
+    tv = [v for v in vols(appv) if btf and under(btf, v["target"])]
+    gen_tokens = [v for v in vols(tg) if under(env(tg).get("BEARER_TOKEN_FILE", "/tokens/bt"), v["target"])]
+    check("compose my-app: BEARER_TOKEN_FILE on the generator's token volume, read-only",
+          len(tv) == 1 and tv[0]["read_only"] and gen_tokens and tv[0]["source"] == gen_tokens[0]["source"]
+          and os.path.relpath(btf, tv[0]["target"]) ==
+          os.path.relpath(env(tg).get("BEARER_TOKEN_FILE", "/tokens/bt"), gen_tokens[0]["target"]), btf)
+    check("compose my-app: runs as the same user as the generator (the token is 0600)",
+          appv.get("user") == tg.get("user"))
+    check("compose my-app: no depends_on a service in an inactive profile",
+          not any(services.get(x, {}).get("profiles") for x in
+                  (appv.get("depends_on") or [])))
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        r = subprocess.run(["docker", "compose", "-f", cf, "config", "-q"], capture_output=True, text=True,
+                           env={**os.environ, "UID": "1000", "GID": "1000"})
+        check("compose: `docker compose config` accepts it", r.returncode == 0, r.stderr.strip())
+    else:
+        print("skip compose: `docker compose config` (no Compose plugin here)")
+
+# ---------------------------------------------------------------- systemd
+
+
+def unit_keys(path):
+    """systemd's INI: sections, repeated keys kept in order, comments and blanks skipped."""
+    sections, cur = {}, None
+    with open(path) as fh:
+        for n, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line or line[0] in "#;":
+                continue
+            if line.startswith("[") and line.endswith("]"):
+                cur = sections.setdefault(line[1:-1], {})
+                continue
+            if cur is None or "=" not in line:
+                raise ValueError(f"line {n}: {line!r}")
+            k, v = line.split("=", 1)
+            cur.setdefault(k.strip(), []).append(v.strip())
+    return sections
+
+
+sdir = os.path.join(deploy, "systemd")
+units = {os.path.basename(p): p for p in glob.glob(f"{sdir}/*") if not p.endswith(".md")}
+need = {"credkeeper-get@.service", "credkeeper-get@.timer", "credkeeper-serve.service"}
+check("deploy/systemd has the three units", need <= set(units), str(sorted(units)))
+parsed = {}
+for n, p in sorted(units.items()):
+    try:
+        parsed[n] = unit_keys(p)
+        ok(f"systemd {n} parses")
+    except Exception as e:
+        fail(f"systemd {n} parses", str(e))
+
+
+def key(unit, section, k):
+    return parsed.get(unit, {}).get(section, {}).get(k, [])
+
+
+def one(unit, section, k):
+    v = key(unit, section, k)
+    return v[-1] if v else None
+
+
+HARDENING = {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "PrivateTmp": "yes",
+             "ProtectHome": "yes", "DynamicUser": "no"}
+g, t, s = "credkeeper-get@.service", "credkeeper-get@.timer", "credkeeper-serve.service"
+if g in parsed:
+    check(f"{g}: Type=oneshot running `credkeeper get`",
+          one(g, "Service", "Type") == "oneshot" and "credkeeper get" in (one(g, "Service", "ExecStart") or ""))
+    check(f"{g}: EnvironmentFile=/etc/credkeeper/%i.env",
+          "/etc/credkeeper/%i.env" in key(g, "Service", "EnvironmentFile"))
+    check(f"{g}: runs as a named User", bool(one(g, "Service", "User")))
+    for k_, v_ in HARDENING.items():
+        check(f"{g}: {k_}={v_}", one(g, "Service", k_) == v_, str(one(g, "Service", k_)))
+    envs = dict(e.split("=", 1) for x in key(g, "Service", "Environment") for e in shlex.split(x))
+    btf = envs.get("BEARER_TOKEN_FILE", "")
+    rw = " ".join(key(g, "Service", "ReadWritePaths")).split()
+    check(f"{g}: ReadWritePaths holds the token file's directory ({os.path.dirname(btf)})",
+          bool(btf) and any(under(os.path.dirname(btf), p.lstrip("-")) for p in rw), str(rw))
+    check(f"{g}: state (direct-issuer logins) is writable too",
+          any(under(envs.get("CREDKEEPER_STATE_DIR", "/nonexistent"), p.lstrip("-")) for p in rw))
+if t in parsed:
+    check(f"{t}: hourly, Persistent=true, RandomizedDelaySec=60",
+          one(t, "Timer", "OnCalendar") == "hourly" and one(t, "Timer", "Persistent") == "true"
+          and one(t, "Timer", "RandomizedDelaySec") == "60")
+    check(f"{t}: WantedBy=timers.target", "timers.target" in key(t, "Install", "WantedBy"))
+if s in parsed:
+    check(f"{s}: Type=simple running `credkeeper serve --config`",
+          one(s, "Service", "Type") == "simple" and "credkeeper serve --config" in (one(s, "Service", "ExecStart") or ""))
+    check(f"{s}: StateDirectory=credkeeper", one(s, "Service", "StateDirectory") == "credkeeper")
+    for k_, v_ in HARDENING.items():
+        check(f"{s}: {k_}={v_}", one(s, "Service", k_) == v_, str(one(s, "Service", k_)))
+    check(f"{s}: WantedBy=multi-user.target", "multi-user.target" in key(s, "Install", "WantedBy"))
+
+sa = shutil.which("systemd-analyze")
+if sa:
+    with tempfile.TemporaryDirectory() as tmp:
+        # The units as installed, with a stand-in for /usr/bin/credkeeper (verify checks
+        # that ExecStart is executable) and an instance of the template.
+        for n, p in units.items():
+            with open(p) as fh:
+                text = fh.read().replace("/usr/bin/credkeeper", "/bin/true")
+            names = [n] + ([n.replace("@.", "@robot.")] if "@." in n else [])
+            for nn in names:
+                with open(os.path.join(tmp, nn), "w") as out:
+                    out.write(text)
+        # Whether systemd-analyze works in this container at all: a trivial unit must pass.
+        with open(os.path.join(tmp, "probe.service"), "w") as out:
+            out.write("[Service]\nType=oneshot\nExecStart=/bin/true\n")
+        probe = subprocess.run([sa, "verify", "--man=no", os.path.join(tmp, "probe.service")],
+                               capture_output=True, text=True)
+        offline = subprocess.run([sa, "security", "--offline=true", os.path.join(tmp, "probe.service")],
+                                 capture_output=True, text=True)
+        if probe.returncode != 0:
+            why = (probe.stderr.strip().splitlines() or ["?"])[-1]
+            print(f"skip systemd-analyze verify (cannot run here: {why}): INI checks only")
+        else:
+            for n in ("credkeeper-get@robot.service", "credkeeper-get@robot.timer", "credkeeper-serve.service"):
+                r = subprocess.run([sa, "verify", "--man=no", os.path.join(tmp, n)], capture_output=True, text=True)
+                check(f"systemd-analyze verify {n}", r.returncode == 0 and not r.stderr.strip(), r.stderr.strip())
+            for n in ("credkeeper-get@robot.service", "credkeeper-serve.service") if offline.returncode == 0 else ():
+                r = subprocess.run([sa, "security", "--offline=true", "--threshold=20", os.path.join(tmp, n)],
+                                   capture_output=True, text=True)
+                level = re.search(r"Overall exposure level for \S+: (\S+ \S+)", r.stdout)
+                check(f"systemd-analyze security {n}: exposure at most 2.0",
+                      r.returncode == 0, level.group(1) if level else r.stderr.strip())
+            if offline.returncode != 0:
+                print("skip systemd-analyze security --offline (needs systemd 250 or later)")
+else:
+    print("skip systemd-analyze (not installed): INI checks only")
+
+# ---------------------------------------------------------------- Dockerfile
+df = os.path.join(deploy, "Dockerfile")
+if check("deploy/Dockerfile exists", os.path.isfile(df)):
+    instr = []
+    buf = ""
+    with open(df) as fh:
+        for line in fh:
+            s_ = line.rstrip("\n")
+            if not buf and (not s_.strip() or s_.lstrip().startswith("#")):
+                continue
+            if buf and s_.lstrip().startswith("#"):
+                continue  # comment inside a continued instruction
+            if s_.endswith("\\"):
+                buf += s_[:-1] + " "
+                continue
+            buf += s_
+            kw, _, rest = buf.strip().partition(" ")
+            instr.append((kw.upper(), rest.strip()))
+            buf = ""
+    froms = [(i, r) for i, (k, r) in enumerate(instr) if k == "FROM"]
+    check("Dockerfile: multi-stage (two FROMs)", len(froms) >= 2, str(froms))
+    check("Dockerfile: build stage FROM rust:1-bookworm AS build",
+          froms and re.fullmatch(r"rust:1-bookworm\s+AS\s+build", froms[0][1], re.I) is not None)
+    check("Dockerfile: runtime stage FROM debian:bookworm-slim",
+          froms and froms[-1][1].split()[0] == "debian:bookworm-slim")
+    build = instr[froms[0][0]:froms[-1][0]] if len(froms) >= 2 else []
+    runtime = instr[froms[-1][0]:] if froms else []
+    build_runs = " ".join(r for k, r in build if k == "RUN")
+    check("Dockerfile: build stage installs libclang-dev libkrb5-dev pkg-config",
+          all(p in build_runs.split() for p in ("libclang-dev", "libkrb5-dev", "pkg-config")))
+    check("Dockerfile: cargo build --release --locked -p credkeeper",
+          "cargo build --release --locked -p credkeeper" in build_runs)
+    for k, r in build:
+        if k == "COPY" and "--from" not in r:
+            srcs = [x for x in r.split()[:-1] if not x.startswith("--")]
+            check(f"Dockerfile: COPY source {' '.join(srcs)} exists in the repository",
+                  all(os.path.exists(os.path.join(root, x)) for x in srcs))
+    rt_runs = [r for k, r in runtime if k == "RUN"]
+    pkgs = set()
+    for r in rt_runs:
+        for m in re.finditer(r"apt-get install ([^&;]*)", r):
+            pkgs |= {w for w in m.group(1).split() if not w.startswith("-")}
+    check("Dockerfile: runtime installs only libgssapi-krb5-2 ca-certificates",
+          pkgs == {"libgssapi-krb5-2", "ca-certificates"}, str(sorted(pkgs)))
+    check("Dockerfile: runtime copies the binary from the build stage",
+          any(k == "COPY" and "--from=build" in r and "/usr/local/bin/credkeeper" in r for k, r in runtime))
+    links = " ".join(rt_runs)
+    for name in ("igwn-robot-get", "htgettoken", "docker-credential-credkeeper"):
+        check(f"Dockerfile: /usr/local/bin/{name} -> credkeeper",
+              re.search(rf"ln -s credkeeper /usr/local/bin/{name}\b", links) is not None)
+    users = [r for k, r in runtime if k == "USER"]
+    uid = users[-1].split(":")[0] if users else "root"
+    check("Dockerfile: runs as a non-root USER by default",
+          bool(users) and uid not in ("0", "root") and uid.isdigit(), str(users))
+    eps = [r for k, r in runtime if k == "ENTRYPOINT"]
+    try:
+        ep = json.loads(eps[-1]) if eps else None
+    except Exception:
+        ep = eps[-1]
+    check("Dockerfile: ENTRYPOINT [\"credkeeper\", \"get\"] (exec form)", ep == ["credkeeper", "get"], str(ep))
+    envs = {}
+    for k, r in runtime:
+        if k == "ENV":
+            for kv_ in shlex.split(r):
+                if "=" in kv_:
+                    a, b = kv_.split("=", 1)
+                    envs[a] = b
+    for k_, v_ in {"KRB5_KTNAME": "/keytab", "BEARER_TOKEN_FILE": "/tokens/bt",
+                   "CREDKEEPER_MINSECS": "3600"}.items():
+        check(f"Dockerfile: ENV {k_}={v_}", envs.get(k_) == v_, str(envs.get(k_)))
+    check("Dockerfile: ENV CREDKEEPER_STATE_DIR under /tmp (any --user, no HOME)",
+          under(envs.get("CREDKEEPER_STATE_DIR", ""), "/tmp"), str(envs.get("CREDKEEPER_STATE_DIR")))
+    check("Dockerfile: no ADD from URLs, no `curl | sh`",
+          not any(k == "ADD" for k, _ in instr) and not re.search(r"(curl|wget)[^|]*\|\s*(ba)?sh", " ".join(r for _, r in instr)))
+
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
+PY
