@@ -405,3 +405,87 @@ audiences = ["*"]
     ])
     .fails(1, "no robot is bound to JWT subject");
 }
+
+#[test]
+fn a_robots_first_login_at_a_provider_is_a_device_flow_a_human_completes_for_the_keytab() {
+    let kdc = Kdc::start();
+    let op = Op::start();
+    let user = User::new();
+    let extra = format!(
+        r#"
+[[provider]]
+name = "op"
+issuer = "{}"
+client_id = "device-client"
+scopes = "read write"
+"#,
+        op.issuer()
+    );
+    let text = config(&kdc, &extra).replace(
+        "providers = [\"local\"]\nscopes = [\"read:/user/{username}\", \"read:/data\"]",
+        "providers = [\"local\", \"op\"]\nscopes = [\"read:/user/{username}\", \"read:/data\", \"read\", \"write\"]",
+    );
+    assert!(text.contains("\"op\"]"), "{text}");
+    let broker = broker(&user, &kdc, &text);
+    let keytab = kdc.get("KRB5_ROBOT_KEYTAB");
+
+    // Before the login the robot has nothing at the provider.
+    get(
+        &user,
+        &kdc,
+        &broker.url,
+        keytab,
+        &["--provider", "op", "--scopes", "read"],
+    )
+    .fails(1, "a human must log in once for it");
+
+    let mut cmd = user.cmd();
+    kdc.apply(&mut cmd);
+    cmd.args([
+        "login",
+        "--server",
+        &broker.url,
+        "-k",
+        keytab,
+        "--provider",
+        "op",
+    ]);
+    let mut login = Spawned::start(cmd);
+    let code = login.wait_for("enter the code:");
+    approve_device(&op, &code, "alice");
+    let (status, stderr) = login.finish();
+    assert_eq!(status, 0, "{stderr}");
+    assert!(
+        stderr.contains("The broker now holds the robot's credential at provider `op`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("refresh"), "{stderr}");
+
+    // From now on the robot's keytab is all it takes.
+    get(
+        &user,
+        &kdc,
+        &broker.url,
+        keytab,
+        &["--provider", "op", "--scopes", "read"],
+    )
+    .ok();
+    let c = claims(&read(&user.path("bt")));
+    assert_eq!(c["iss"], op.issuer());
+    assert_eq!(c["sub"], "alice");
+    assert_eq!(c["scope"], "read");
+
+    // Another robot cannot start logins for a provider its policy does not list.
+    let mut other = user.cmd();
+    kdc.apply(&mut other);
+    other.args([
+        "login",
+        "--server",
+        &broker.url,
+        "-k",
+        kdc.get("KRB5_ROBOT2_KEYTAB"),
+        "--provider",
+        "op",
+    ]);
+    Run::from(other.output().unwrap()).fails(1, "robot `two` may not use provider `op`");
+}

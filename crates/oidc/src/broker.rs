@@ -51,6 +51,25 @@ pub struct BrokerToken {
     pub scope: Option<String>,
 }
 
+/// A device login the broker started for the robot.
+#[derive(Debug, Deserialize)]
+pub struct RobotLogin {
+    pub state: String,
+    pub user_code: String,
+    pub verification_uri: String,
+    #[serde(default)]
+    pub verification_uri_complete: Option<String>,
+    pub interval: u64,
+    pub expires_in: i64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoginPoll {
+    Pending,
+    SlowDown,
+    Done,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct LoginLink {
     pub url: String,
@@ -156,6 +175,34 @@ impl BrokerClient {
             });
         }
         Ok(value)
+    }
+
+    /// Start the robot's first login at `provider` (a device flow the broker runs).
+    pub async fn start_login(&self, provider: &str) -> Result<RobotLogin, OidcError> {
+        let url = self.endpoint.replace("/api/v1/token", "/api/v1/logins");
+        let value = self
+            .call(&url, &serde_json::json!({ "provider": provider }))
+            .await?;
+        serde_json::from_value(value).map_err(|e| OidcError::BadResponse {
+            url,
+            what: "login start response",
+            reason: e.to_string(),
+        })
+    }
+
+    /// Poll the login once: `Ok(true)` when it is done and the broker holds the
+    /// credential; `Ok(false)` while the human has not finished (`slow_down` is reported
+    /// the same way; callers double their interval on it via [`RobotLogin::interval`]).
+    pub async fn poll_login(&self, state: &str) -> Result<LoginPoll, OidcError> {
+        let url = self
+            .endpoint
+            .replace("/api/v1/token", &format!("/api/v1/logins/{state}"));
+        let value = self.call(&url, &serde_json::json!({})).await?;
+        Ok(match value.get("status").and_then(|s| s.as_str()) {
+            Some("done") => LoginPoll::Done,
+            Some("slow_down") => LoginPoll::SlowDown,
+            _ => LoginPoll::Pending,
+        })
     }
 
     pub async fn token(&self, ask: &BrokerAsk) -> Result<BrokerToken, OidcError> {

@@ -123,6 +123,7 @@ pub struct Broker {
     pub jwt: crate::auth::JwtAuth,
     pub web: crate::web::WebState,
     pub vault: crate::vault::VaultState,
+    pub logins: crate::device::DeviceLogins,
     http: Http,
     policy: UrlPolicy,
     /// One slot per provider, so a slow or unreachable provider holds up only itself.
@@ -162,6 +163,7 @@ impl Broker {
             jwt,
             web: crate::web::WebState::default(),
             vault: Default::default(),
+            logins: Default::default(),
             http,
             policy,
             clients: Mutex::new(HashMap::new()),
@@ -509,10 +511,11 @@ impl Broker {
         Ok((token, expires))
     }
 
-    /// Keep the refresh token of a user's login (through the Vault API).
-    pub fn keep_user_login(
+    /// Keep the refresh token of a login the broker ran (a device login) for `identity`
+    /// (a robot's name, or a user's store identity).
+    pub fn keep_login(
         &self,
-        user: &str,
+        identity: &str,
         client: &Client,
         response: &credkeeper_oidc::TokenResponse,
     ) -> Result<(), Refusal> {
@@ -522,8 +525,7 @@ impl Broker {
                 "the provider issued no refresh token (is offline_access allowed for the client?)",
             )
         })?;
-        let identity = crate::web::Identity::User(user.to_string()).store_name();
-        let key = CredentialKey::new(&client.metadata().issuer, client.client_id(), &identity);
+        let key = CredentialKey::new(&client.metadata().issuer, client.client_id(), identity);
         self.store
             .put(&key, rt, response.scope.as_deref())
             .map_err(|e| Refusal::internal(e.to_string()))

@@ -17,6 +17,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/jwks", get(jwks))
         .route("/api/v1/token", post(token))
+        .route("/api/v1/logins", post(start_login))
+        .route("/api/v1/logins/{state}", post(poll_login))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
@@ -119,6 +121,73 @@ async fn token(
         refusal
     })?;
     broker.vend(&caller, &ask).await.map(Json)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginAsk {
+    provider: String,
+}
+
+/// `POST /api/v1/logins`: a robot's first login at a provider, as a device flow the broker
+/// runs; a human completes it at the verification URL.
+async fn start_login(
+    State(broker): State<Arc<Broker>>,
+    Robot(caller): Robot,
+    body: Result<Json<LoginAsk>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, Refusal> {
+    let Json(ask) =
+        body.map_err(|e| Refusal::new("bad_request", format!("request body: {}", e.body_text())))?;
+    let allowed = broker
+        .config
+        .robot(&caller.robot)
+        .is_some_and(|r| r.providers.iter().any(|p| p == &ask.provider));
+    if !allowed {
+        let refusal = Refusal::forbidden(format!(
+            "robot `{}` may not use provider `{}`",
+            caller.robot, ask.provider
+        ));
+        broker.record_refusal(&caller.robot, Some(caller.method), &refusal);
+        return Err(refusal);
+    }
+    let started = broker
+        .logins
+        .start(&broker, &ask.provider, &caller.robot)
+        .await?;
+    Ok(Json(serde_json::json!({
+        "state": started.state,
+        "user_code": started.user_code,
+        "verification_uri": started.verification_uri,
+        "verification_uri_complete": started.verification_uri_complete,
+        "interval": started.interval,
+        "expires_in": started.expires_in,
+    })))
+}
+
+/// `POST /api/v1/logins/<state>`: poll once; when the human has approved, the refresh
+/// token is stored for the robot (and never sent to the client).
+async fn poll_login(
+    State(broker): State<Arc<Broker>>,
+    Robot(caller): Robot,
+    axum::extract::Path(state): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, Refusal> {
+    use crate::device::Polled;
+    match broker.logins.poll(&broker, &state, &caller.robot).await? {
+        Polled::Pending { slow_down } => Ok(Json(serde_json::json!({
+            "status": if slow_down { "slow_down" } else { "pending" }
+        }))),
+        Polled::Done {
+            provider,
+            client,
+            response,
+        } => {
+            broker.keep_login(&caller.robot, &client, &response)?;
+            tracing::info!(robot = caller.robot, provider, "robot login stored");
+            Ok(Json(
+                serde_json::json!({ "status": "done", "provider": provider }),
+            ))
+        }
+    }
 }
 
 async fn discovery(State(broker): State<Arc<Broker>>) -> impl IntoResponse {

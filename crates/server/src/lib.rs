@@ -14,6 +14,7 @@ pub mod audit;
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod device;
 pub mod http;
 pub mod keeper;
 pub mod metrics;

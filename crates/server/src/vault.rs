@@ -18,6 +18,7 @@
 
 use crate::auth::{Caller, Method};
 use crate::broker::{Broker, Refusal, TokenAsk};
+use crate::device::Polled;
 use crate::web::{digest, lock, random};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -26,7 +27,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use credkeeper_core::{Jwt, Secret, Timestamp};
-use credkeeper_oidc::{DeviceAuthorization, DevicePoll, TokenRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -34,8 +34,8 @@ use std::sync::{Arc, Mutex};
 
 /// Sessions beyond this many: expired ones are swept first, then the oldest refused.
 const SESSIONS_MAX: usize = 100_000;
-/// How long an OIDC login started with `auth_url` may take.
-const LOGIN_SECS: i64 = 600;
+/// How long the handle a login gave may be posted back.
+const HANDLE_SECS: i64 = 600;
 /// Prefix of the handle given where Vault gives out the refresh token.
 const HANDLE_PREFIX: &str = "credkeeper-kept:";
 
@@ -66,19 +66,10 @@ struct Session {
     policies: Vec<String>,
 }
 
-struct PendingLogin {
-    provider: String,
-    client_nonce: String,
-    device: DeviceAuthorization,
-    expires: Timestamp,
-}
-
 #[derive(Default)]
 pub struct VaultState {
     /// SHA-256 of the Vault token → session.
     sessions: Mutex<HashMap<[u8; 32], Session>>,
-    /// `state` → a device login in progress.
-    logins: Mutex<HashMap<String, PendingLogin>>,
     /// SHA-256 of a handle → the user whose refresh token it stands for.
     handles: Mutex<HashMap<[u8; 32], (String, Timestamp)>>,
 }
@@ -508,43 +499,20 @@ async fn auth_url(
         .filter(|n| !n.is_empty())
         .ok_or_else(|| Failure::new(400, "client_nonce is required"))?;
     let provider = provider_for(&broker, vault_issuer, None);
-    let p = broker
-        .config
-        .provider(&provider)
-        .ok_or_else(|| Failure::new(400, format!("no provider for issuer `{vault_issuer}`")))?;
-    let client = broker.client(p).await?;
-    let request = credkeeper_refresher::login_request(&TokenRequest {
-        scopes: p.scopes.clone(),
-        audience: p.audience.clone(),
-    });
-    let device = client
-        .start_device(&request)
-        .await
-        .map_err(|e| Failure::new(502, format!("provider `{provider}`: {e}")))?;
-    let state = random();
-    let interval = device.interval.unwrap_or(5).max(1);
-    let answer = json!({
+    let started = broker
+        .logins
+        .start(&broker, &provider, &client_nonce)
+        .await?;
+    Ok(Json(json!({
         "request_id": random(),
         "data": {
-            "auth_url": device.verification_uri_complete.clone().unwrap_or_else(|| device.verification_uri.clone()),
-            "user_code": device.user_code,
-            "state": state,
-            "poll_interval": interval.to_string(),
+            "auth_url": started.verification_uri_complete.unwrap_or(started.verification_uri),
+            "user_code": started.user_code,
+            "state": started.state,
+            // htgettoken busy-loops on 0; the provider's interval, at least 1 s.
+            "poll_interval": started.interval.to_string(),
         }
-    });
-    let now = Timestamp::now();
-    let mut logins = lock(&broker.vault.logins);
-    logins.retain(|_, l| l.expires > now);
-    logins.insert(
-        state,
-        PendingLogin {
-            provider,
-            client_nonce,
-            expires: now.plus_secs(device.expires_in.min(LOGIN_SECS)),
-            device,
-        },
-    );
-    Ok(Json(answer))
+    })))
 }
 
 /// `POST /v1/auth/oidc-<issuer>/oidc/poll`: `authorization_pending` until the user has
@@ -555,38 +523,20 @@ async fn poll(State(broker): State<Arc<Broker>>, body: Bytes) -> Result<Json<Val
     else {
         return Err(Failure::new(400, "state and client_nonce are required"));
     };
-    let login = lock(&broker.vault.logins).remove(&state);
-    let Some(login) = login.filter(|l| l.expires > Timestamp::now()) else {
-        return Err(Failure::new(
-            400,
-            "no login in progress for this state (expired?)",
-        ));
-    };
-    if login.client_nonce != nonce {
-        return Err(Failure::new(400, "client_nonce does not match the login's"));
-    }
-    let p = broker
-        .config
-        .provider(&login.provider)
-        .ok_or_else(|| Failure::new(400, "the login's provider is gone"))?;
-    let client = broker.client(p).await?;
-    let response = match client.poll_device(&login.device).await {
-        Ok(DevicePoll::Done(r)) => r,
-        Ok(pending) => {
-            let code = if matches!(pending, DevicePoll::SlowDown) {
+    let (provider, client, response) = match broker.logins.poll(&broker, &state, &nonce).await? {
+        Polled::Pending { slow_down } => {
+            let code = if slow_down {
                 "slow_down"
             } else {
                 "authorization_pending"
             };
-            lock(&broker.vault.logins).insert(state, login);
             return Err(Failure::new(400, code));
         }
-        Err(e) => {
-            return Err(Failure::new(
-                400,
-                format!("provider `{}`: {e}", login.provider),
-            ));
-        }
+        Polled::Done {
+            provider,
+            client,
+            response,
+        } => (provider, client, response),
     };
     // Who logged in: the ID token, verified against the provider's keys.
     let id_token = response
@@ -621,18 +571,19 @@ async fn poll(State(broker): State<Arc<Broker>>, body: Bytes) -> Result<Json<Val
             )
         })?
         .to_string();
-    broker.keep_user_login(&user, &client, &response)?;
+    let identity = crate::web::Identity::User(user.clone()).store_name();
+    broker.keep_login(&identity, &client, &response)?;
     let handle = format!("{HANDLE_PREFIX}{}", random());
     lock(&broker.vault.handles).insert(
         digest(&handle),
-        (user.clone(), Timestamp::now().plus_secs(LOGIN_SECS)),
+        (user.clone(), Timestamp::now().plus_secs(HANDLE_SECS)),
     );
     let ttl = broker.config.vault.token_ttl;
     let policies = vec!["default".to_string(), format!("user-{user}")];
     let token = broker
         .vault
         .open(Identity::User(user.clone()), ttl, policies.clone())?;
-    tracing::info!(user, provider = login.provider, "Vault API: OIDC login");
+    tracing::info!(user, provider, "Vault API: OIDC login");
     Ok(Json(auth_answer(
         &token,
         ttl,

@@ -37,6 +37,15 @@ pub struct LoginArgs {
     /// With --server: the robot's keytab (Kerberos), e.g. the one mounted in its container
     #[arg(short = 'k', long, value_name = "FILE", env = "KRB5_KTNAME")]
     pub keytab: Option<PathBuf>,
+    /// With --server: log the robot in at this broker provider here, with the device flow
+    /// the broker runs (code, QR code, spinner), instead of printing a web link
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "server",
+        conflicts_with = "user"
+    )]
+    pub provider: Option<String>,
     /// With --server: make the link for this user (the robot needs `login_links = true`)
     #[arg(long, value_name = "NAME", requires = "server")]
     pub user: Option<String>,
@@ -103,6 +112,9 @@ async fn link(args: &LoginArgs, server: &str, settings: &Settings) -> anyhow::Re
         ..Default::default()
     };
     let client = super::broker_client(server, &login, settings)?;
+    if let Some(provider) = &args.provider {
+        return robot_device_login(&client, provider).await;
+    }
     let link = client.login_link(args.user.as_deref()).await?;
     eprintln!(
         "Open this link in a browser within {} minutes to log in for {} (it works once):",
@@ -113,4 +125,48 @@ async fn link(args: &LoginArgs, server: &str, settings: &Settings) -> anyhow::Re
     // The link on standard output alone, for scripts.
     println!("{}", link.url);
     Ok(())
+}
+
+/// `login --server … --provider P`: the broker starts a device login at `P` for the
+/// robot; a human approves it; the broker keeps the refresh token (it never comes here).
+async fn robot_device_login(
+    client: &credkeeper_oidc::broker::BrokerClient,
+    provider: &str,
+) -> anyhow::Result<()> {
+    use credkeeper_oidc::broker::LoginPoll;
+    use credkeeper_refresher::Prompt;
+    let login = client.start_login(provider).await?;
+    let prompt = Terminal::new(false);
+    prompt.device_code(&credkeeper_oidc::DeviceAuthorization {
+        device_code: credkeeper_core::Secret::new(""),
+        user_code: login.user_code.clone(),
+        verification_uri: login.verification_uri.clone(),
+        verification_uri_complete: login.verification_uri_complete.clone(),
+        expires_in: login.expires_in,
+        interval: Some(login.interval),
+    });
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_secs(login.expires_in.max(1) as u64);
+    let mut interval = login.interval.max(1);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(interval)).await;
+        match client.poll_login(&login.state).await {
+            Ok(LoginPoll::Done) => {
+                prompt.login_finished(true);
+                eprintln!("The broker now holds the robot's credential at provider `{provider}`.");
+                return Ok(());
+            }
+            // RFC 8628 §3.5: five seconds more on every slow_down.
+            Ok(LoginPoll::SlowDown) => interval += 5,
+            Ok(LoginPoll::Pending) => {}
+            Err(e) => {
+                prompt.login_finished(false);
+                return Err(e.into());
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            prompt.login_finished(false);
+            anyhow::bail!("the code expired before the login was approved; run the login again");
+        }
+    }
 }
