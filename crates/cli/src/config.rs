@@ -22,7 +22,8 @@ pub struct Global {
     /// and same-host brokers only
     #[arg(long, global = true, env = "CREDKEEPER_INSECURE_LOOPBACK")]
     pub insecure_loopback: bool,
-    /// Also trust the CA certificates in this PEM file (a site or test CA)
+    /// Trust the CA certificates in this PEM file (a site or test CA): only those, as
+    /// htgettoken's --cafile; for `serve`, beside the system's
     #[arg(long, global = true, env = "CREDKEEPER_CAFILE", value_name = "FILE")]
     pub cafile: Option<PathBuf>,
     /// Log format on standard error
@@ -182,10 +183,12 @@ impl Settings {
         })
     }
 
-    /// The HTTP client every command uses (with `--cafile` when given).
+    /// The HTTP client every client command uses: with `--cafile`, trusting only the CAs
+    /// in it, as htgettoken's `--cafile` and curl's `--cacert` do.
     pub fn http(&self) -> anyhow::Result<credkeeper_oidc::Http> {
         Ok(credkeeper_oidc::Http::with_ca_file(
             self.ca_file.as_deref(),
+            credkeeper_oidc::Roots::Only,
         )?)
     }
 

@@ -11,6 +11,13 @@ use std::time::Duration;
 const ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(300);
 
+/// Whether a CA file replaces the system's trusted CAs or adds to them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Roots {
+    Only,
+    AlsoSystem,
+}
+
 #[derive(Clone)]
 pub struct Http {
     client: reqwest::Client,
@@ -18,12 +25,17 @@ pub struct Http {
 
 impl Http {
     pub fn new() -> Result<Http, OidcError> {
-        Http::with_ca_file(None)
+        Http::with_ca_file(None, Roots::AlsoSystem)
     }
 
-    /// Also trust the CA certificates in `ca_file` (PEM), beside the system's: for
-    /// servers with a site or test CA (htgettoken's `--cafile`).
-    pub fn with_ca_file(ca_file: Option<&std::path::Path>) -> Result<Http, OidcError> {
+    /// Trust the CA certificates in `ca_file` (PEM): only those (`Roots::Only`, what
+    /// htgettoken's `--cafile` and curl's `--cacert` mean, and it spares reading the
+    /// system's store), or beside the system's (`Roots::AlsoSystem`, for a broker that
+    /// talks to public providers and to a cluster's private issuer).
+    pub fn with_ca_file(
+        ca_file: Option<&std::path::Path>,
+        roots: Roots,
+    ) -> Result<Http, OidcError> {
         let mut builder = reqwest::Client::builder();
         if let Some(path) = ca_file {
             let fail = |reason: String| OidcError::Unreachable {
@@ -36,7 +48,10 @@ impl Http {
             if certs.is_empty() {
                 return Err(fail("no certificate in it".into()));
             }
-            builder = builder.tls_certs_merge(certs);
+            builder = match roots {
+                Roots::Only => builder.tls_certs_only(certs),
+                Roots::AlsoSystem => builder.tls_certs_merge(certs),
+            };
         }
         let client = builder
             .connect_timeout(Duration::from_secs(10))

@@ -109,7 +109,7 @@ pub async fn start(
         source,
     })?;
     let kerberos = auth::KerberosAuth::from_config(&config)?;
-    let http = credkeeper_oidc::Http::with_ca_file(ca_file)?;
+    let http = credkeeper_oidc::Http::with_ca_file(ca_file, credkeeper_oidc::Roots::AlsoSystem)?;
     let broker = Arc::new(Broker::new(
         config, issuer, store, audit, policy, kerberos, http,
     )?);
