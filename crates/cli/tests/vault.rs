@@ -75,15 +75,9 @@ impl Site {
     /// A Python peer from the venv, in the realm, trusting the test CA.
     fn peer(&self, tool: &str) -> Command {
         let mut cmd = Command::new(self.venv.join(tool));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("KRB5") || k.starts_with("BEARER_TOKEN") || k == "HTGETTOKENOPTS" {
-                cmd.env_remove(k);
-            }
-        }
+        self.user.hermetic(&mut cmd);
         self.kdc.apply(&mut cmd);
-        cmd.env("HOME", self.user.home.path())
-            .env("XDG_RUNTIME_DIR", self.user.home.path())
-            .env("HTGETTOKENOPTS", format!("--cafile {}", self.ca.display()))
+        cmd.env("HTGETTOKENOPTS", format!("--cafile {}", self.ca.display()))
             .stdin(std::process::Stdio::null());
         cmd
     }
@@ -358,14 +352,7 @@ fn as_tool(s: &Site, name: &str) -> Command {
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_credkeeper"), &link).unwrap();
     }
     let mut renamed = Command::new(link);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CREDKEEPER_") || k.starts_with("KRB5") || k.starts_with("BEARER_TOKEN") {
-            renamed.env_remove(k);
-        }
-    }
-    renamed
-        .env("HOME", s.user.home.path())
-        .env("XDG_RUNTIME_DIR", s.user.home.path());
+    s.user.hermetic(&mut renamed);
     s.kdc.apply(&mut renamed);
     renamed
         .env("HTGETTOKENOPTS", format!("--cafile {}", s.ca.display()))

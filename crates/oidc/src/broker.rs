@@ -104,9 +104,7 @@ impl BrokerClient {
             Some(u) => serde_json::json!({ "user": u }),
             None => serde_json::json!({}),
         };
-        let url = self
-            .endpoint
-            .replace("/api/v1/token", "/api/v1/login-links");
+        let url = self.api("login-links");
         let value = self.call(&url, &body).await?;
         serde_json::from_value(value).map_err(|e| OidcError::BadResponse {
             url,
@@ -120,66 +118,50 @@ impl BrokerClient {
         url: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, OidcError> {
-        let (status, value) = match &self.auth {
+        let (authorization, check) = match &self.auth {
             BrokerAuth::Secret { robot, secret } => {
-                self.http
-                    .post_json(url, body, (robot, secret.expose()))
-                    .await?
-            }
-            BrokerAuth::Bearer(token) => {
-                let answer = self
+                let (status, value) = self
                     .http
-                    .send_json(
-                        reqwest::Method::POST,
-                        url,
-                        Some(body),
-                        &[("authorization", &format!("Bearer {}", token.expose()))],
-                    )
+                    .post_json(url, body, (robot, secret.expose()))
                     .await?;
-                (answer.status, answer.body)
+                return finish(url, status, value);
             }
+            BrokerAuth::Bearer(token) => (format!("Bearer {}", token.expose()), None),
             BrokerAuth::Negotiate(negotiator) => {
                 let (authorization, check) = negotiator
                     .begin(&self.host)
                     .map_err(OidcError::Authentication)?;
-                let answer = self
-                    .http
-                    .send_json(
-                        reqwest::Method::POST,
-                        url,
-                        Some(body),
-                        &[("authorization", &authorization)],
-                    )
-                    .await?;
-                if (200..300).contains(&answer.status) {
-                    check
-                        .check(answer.www_authenticate.as_deref())
-                        .map_err(OidcError::Authentication)?;
-                }
-                (answer.status, answer.body)
+                (authorization, Some(check))
             }
         };
-        if let (Some(code), Some(message)) = (
-            value.get("error").and_then(|v| v.as_str()),
-            value.get("message").and_then(|v| v.as_str()),
-        ) {
-            return Err(OidcError::Refused {
-                code: code.to_string(),
-                message: message.to_string(),
-            });
+        let answer = self
+            .http
+            .send_json(
+                reqwest::Method::POST,
+                url,
+                Some(body),
+                &[("authorization", &authorization)],
+            )
+            .await?;
+        if let Some(check) = check
+            && (200..300).contains(&answer.status)
+        {
+            check
+                .check(answer.www_authenticate.as_deref())
+                .map_err(OidcError::Authentication)?;
         }
-        if !(200..300).contains(&status) {
-            return Err(OidcError::Status {
-                url: url.to_string(),
-                status,
-            });
-        }
-        Ok(value)
+        finish(url, answer.status, answer.body)
+    }
+
+    /// `<server>/api/v1/<path>`
+    fn api(&self, path: &str) -> String {
+        self.endpoint
+            .replace("/api/v1/token", &format!("/api/v1/{path}"))
     }
 
     /// Start the robot's first login at `provider` (a device flow the broker runs).
     pub async fn start_login(&self, provider: &str) -> Result<RobotLogin, OidcError> {
-        let url = self.endpoint.replace("/api/v1/token", "/api/v1/logins");
+        let url = self.api("logins");
         let value = self
             .call(&url, &serde_json::json!({ "provider": provider }))
             .await?;
@@ -194,9 +176,7 @@ impl BrokerClient {
     /// credential; `Ok(false)` while the human has not finished (`slow_down` is reported
     /// the same way; callers double their interval on it via [`RobotLogin::interval`]).
     pub async fn poll_login(&self, state: &str) -> Result<LoginPoll, OidcError> {
-        let url = self
-            .endpoint
-            .replace("/api/v1/token", &format!("/api/v1/logins/{state}"));
+        let url = self.api(&format!("logins/{state}"));
         let value = self.call(&url, &serde_json::json!({})).await?;
         Ok(match value.get("status").and_then(|s| s.as_str()) {
             Some("done") => LoginPoll::Done,
@@ -223,4 +203,28 @@ impl BrokerClient {
             reason: e.to_string(),
         })
     }
+}
+
+/// The broker's answer: its JSON error as an error, any other non-2xx status too.
+fn finish(
+    url: &str,
+    status: u16,
+    value: serde_json::Value,
+) -> Result<serde_json::Value, OidcError> {
+    if let (Some(code), Some(message)) = (
+        value.get("error").and_then(|v| v.as_str()),
+        value.get("message").and_then(|v| v.as_str()),
+    ) {
+        return Err(OidcError::Refused {
+            code: code.to_string(),
+            message: message.to_string(),
+        });
+    }
+    if !(200..300).contains(&status) {
+        return Err(OidcError::Status {
+            url: url.to_string(),
+            status,
+        });
+    }
+    Ok(value)
 }

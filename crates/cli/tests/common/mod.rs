@@ -126,6 +126,15 @@ impl User {
 
     pub fn cmd(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_credkeeper"));
+        self.hermetic(&mut cmd);
+        cmd.env("CREDKEEPER_INSECURE_LOOPBACK", "true")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Make `cmd` see none of the caller's credkeeper, WLCG, XDG, Kerberos or htgettoken
+    /// settings, and this user's home as its own.
+    pub fn hermetic(&self, cmd: &mut Command) {
         for (k, _) in std::env::vars() {
             if k.starts_with("CREDKEEPER_")
                 || k.starts_with("BEARER_TOKEN")
@@ -137,10 +146,7 @@ impl User {
             }
         }
         cmd.env("HOME", self.home.path())
-            .env("XDG_RUNTIME_DIR", self.home.path())
-            .env("CREDKEEPER_INSECURE_LOOPBACK", "true")
-            .stdin(Stdio::null());
-        cmd
+            .env("XDG_RUNTIME_DIR", self.home.path());
     }
 
     /// A file holding `secret` with `mode`.
