@@ -4,48 +4,8 @@
 
 mod common;
 use common::*;
-use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
-
-struct Registry {
-    state: tempfile::TempDir,
-    env: HashMap<String, String>,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let state = tempfile::tempdir().unwrap();
-        let out = Command::new(testbed().join("start-registry.sh"))
-            .arg(state.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "start-registry.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = std::fs::read_to_string(state.path().join("registry.env")).unwrap();
-        let env = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Registry { state, env }
-    }
-
-    fn get(&self, k: &str) -> &str {
-        &self.env[k]
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = Command::new(testbed().join("stop-registry.sh"))
-            .arg(self.state.path())
-            .output();
-    }
-}
 
 #[test]
 fn skopeo_pulls_with_the_credential_credkeeper_holds() {

@@ -187,6 +187,67 @@ impl LocalIssuer {
     }
 }
 
+/// Signs tokens whose header carries the signing certificate chain (`x5c`): what a
+/// container registry's token auth (CNCF distribution) verifies against its
+/// `rootcertbundle`, which has no JWKS.
+pub struct X5cSigner {
+    alg: jsonwebtoken::Algorithm,
+    key: EncodingKey,
+    x5c: Vec<String>,
+}
+
+impl X5cSigner {
+    /// The key (PKCS#8, or SEC1 for EC; 0600) and its certificate chain, leaf first (PEM).
+    pub fn open(
+        key_file: &Path,
+        cert_file: &Path,
+        algorithm: Algorithm,
+    ) -> Result<X5cSigner, IssuerError> {
+        let pem = credkeeper_store::perm::read_private(key_file, "registry token key file")?;
+        let key = load_key(&pem, algorithm).map_err(|message| IssuerError::Key {
+            path: key_file.to_path_buf(),
+            message: format!("not a {algorithm:?} private key in PEM: {message}"),
+        })?;
+        let certs = std::fs::read_to_string(cert_file).map_err(|e| IssuerError::Key {
+            path: cert_file.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut x5c = Vec::new();
+        let mut rest = certs.as_str();
+        while let Some(der) = pem_body(rest, "CERTIFICATE") {
+            x5c.push(STANDARD.encode(der));
+            let end = rest.find("-----END CERTIFICATE-----").unwrap_or(rest.len());
+            rest = &rest[(end + "-----END CERTIFICATE-----".len()).min(rest.len())..];
+        }
+        if x5c.is_empty() {
+            return Err(IssuerError::Key {
+                path: cert_file.to_path_buf(),
+                message: "no PEM certificate in it".into(),
+            });
+        }
+        Ok(X5cSigner {
+            alg: algorithm.jwt(),
+            key,
+            x5c,
+        })
+    }
+
+    /// Sign `claims` as they are.
+    pub fn sign(&self, claims: &Value) -> Result<Secret, IssuerError> {
+        let mut header = Header::new(self.alg);
+        header.typ = Some("JWT".into());
+        header.x5c = Some(self.x5c.clone());
+        jsonwebtoken::encode(&header, claims, &self.key)
+            .map(Secret::new)
+            .map_err(|e| IssuerError::Sign(e.to_string()))
+    }
+}
+
+/// A random (version 4) UUID, for `jti`.
+pub fn new_jti() -> String {
+    uuid4()
+}
+
 /// A random (version 4) UUID, as the scitokens library puts in `jti`.
 fn uuid4() -> String {
     let mut b = [0u8; 16];

@@ -124,6 +124,8 @@ pub struct Broker {
     pub web: crate::web::WebState,
     pub vault: crate::vault::VaultState,
     pub logins: crate::device::DeviceLogins,
+    /// Signs registry tokens when `[registry]` is configured.
+    pub registry_signer: Option<credkeeper_issuer::X5cSigner>,
     http: Http,
     policy: UrlPolicy,
     /// One slot per provider, so a slow or unreachable provider holds up only itself.
@@ -164,6 +166,7 @@ impl Broker {
             web: crate::web::WebState::default(),
             vault: Default::default(),
             logins: Default::default(),
+            registry_signer: None,
             http,
             policy,
             clients: Mutex::new(HashMap::new()),
@@ -230,6 +233,31 @@ impl Broker {
                 robot: robot.into(),
                 provider: String::new(),
                 code: refusal.code.into(),
+            })
+            .inc();
+    }
+
+    /// Audit and count a registry token (`scope` is the granted access).
+    pub fn record_registry(&self, caller: &Caller, scope: &str, service: &str, expires: i64) {
+        self.audit.record(Event {
+            time: Timestamp::now().to_string(),
+            robot: caller.robot.clone(),
+            auth: caller.method.as_str(),
+            provider: "registry".into(),
+            scope: scope.to_string(),
+            audience: service.to_string(),
+            result: "vended",
+            source: Some("signed"),
+            code: None,
+            reason: None,
+            expires: Some(expires),
+        });
+        self.metrics
+            .vended
+            .get_or_create(&VendLabels {
+                robot: caller.robot.clone(),
+                provider: "registry".into(),
+                source: "signed".into(),
             })
             .inc();
     }

@@ -35,6 +35,8 @@ pub struct Config {
     pub credmon: CredmonSection,
     #[serde(default)]
     pub vault: VaultSection,
+    /// The registry token server (optional).
+    pub registry: Option<RegistrySection>,
 }
 
 /// The HTCondor CredD's key-file logins (`/key/<hex>`), written as the credmon's web
@@ -61,6 +63,33 @@ impl Default for CredmonSection {
 
 fn yes() -> bool {
     true
+}
+
+/// The broker as a container registry's token server (distribution's token auth).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySection {
+    /// The registry's `auth.token.service`: the tokens' `aud`.
+    pub service: String,
+    /// The registry's `auth.token.issuer`: the tokens' `iss`. Default: the broker's URL.
+    pub issuer: Option<String>,
+    /// The signing key (PEM, 0600) and its certificate chain (PEM, leaf first); the
+    /// registry's `rootcertbundle` must hold the leaf or its CA.
+    pub key_file: PathBuf,
+    pub cert_file: PathBuf,
+    #[serde(default = "default_registry_alg")]
+    pub algorithm: Algorithm,
+    /// Token lifetime, seconds.
+    #[serde(default = "default_registry_lifetime")]
+    pub lifetime: i64,
+}
+
+fn default_registry_alg() -> Algorithm {
+    Algorithm::RS256
+}
+
+fn default_registry_lifetime() -> i64 {
+    300
 }
 
 /// The Vault-compatible API (for htgettoken and igwn-robot-get).
@@ -264,6 +293,10 @@ pub struct RobotSection {
     /// as a batch system's credential daemon does.
     #[serde(default)]
     pub login_links: bool,
+    /// Registry access it may get from the token server: `repository:<name>:<actions>`,
+    /// the name may end in `*`, the actions `pull`, `push`, `delete` or `*`.
+    #[serde(default)]
+    pub registry: Vec<String>,
 }
 
 impl RobotSection {
@@ -497,6 +530,15 @@ impl Config {
                     ),
                 ));
             }
+            for entry in &r.registry {
+                if crate::registry_token::Access::parse(entry).is_none() {
+                    return Err(fail(
+                        key("registry"),
+                        &q(entry),
+                        format!("`{entry}` is not `repository:<name>:<actions>`"),
+                    ));
+                }
+            }
             if r.auth.jwt_issuer.is_some() != r.auth.jwt_subject.is_some() {
                 return Err(fail(
                     key("auth.jwt_issuer"),
@@ -529,6 +571,22 @@ impl Config {
                 "tls_",
                 "tls_cert and tls_key go together".into(),
             ));
+        }
+        if let Some(reg) = &self.registry {
+            if reg.lifetime <= 0 || reg.lifetime > 3600 {
+                return Err(fail(
+                    "registry.lifetime".into(),
+                    "lifetime",
+                    "must be between 1 and 3600 seconds".into(),
+                ));
+            }
+            if reg.algorithm == Algorithm::EdDSA {
+                return Err(fail(
+                    "registry.algorithm".into(),
+                    "algorithm",
+                    "registries verify RS256 or ES256, not EdDSA".into(),
+                ));
+            }
         }
         if self.vault.token_ttl <= 0 {
             return Err(fail(

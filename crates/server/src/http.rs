@@ -17,6 +17,10 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/jwks", get(jwks))
         .route("/api/v1/token", post(token))
+        .route(
+            "/registry/token",
+            get(crate::registry_token::get_token).post(crate::registry_token::post_token),
+        )
         .route("/api/v1/logins", post(start_login))
         .route("/api/v1/logins/{state}", post(poll_login))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -18,6 +18,7 @@ pub mod device;
 pub mod http;
 pub mod keeper;
 pub mod metrics;
+pub mod registry_token;
 pub mod robots;
 pub mod tls;
 pub mod vault;
@@ -110,9 +111,17 @@ pub async fn start(
     })?;
     let kerberos = auth::KerberosAuth::from_config(&config)?;
     let http = credkeeper_oidc::Http::with_ca_file(ca_file, credkeeper_oidc::Roots::AlsoSystem)?;
-    let broker = Arc::new(Broker::new(
-        config, issuer, store, audit, policy, kerberos, http,
-    )?);
+    let registry_signer = match &config.registry {
+        Some(r) => Some(credkeeper_issuer::X5cSigner::open(
+            &r.key_file,
+            &r.cert_file,
+            r.algorithm,
+        )?),
+        None => None,
+    };
+    let mut broker = Broker::new(config, issuer, store, audit, policy, kerberos, http)?;
+    broker.registry_signer = registry_signer;
+    let broker = Arc::new(broker);
     Ok(Bound {
         broker,
         scheme,
@@ -181,6 +190,7 @@ pub fn dev_config(listen: SocketAddr) -> Config {
         audiences: vec!["*".into()],
         max_lifetime: Some(3600),
         login_links: false,
+        registry: Vec::new(),
     });
     config
 }

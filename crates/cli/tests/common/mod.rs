@@ -599,3 +599,50 @@ pub fn last_audit(state: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(state.join("audit.log")).unwrap_or_default();
     serde_json::from_str(text.lines().last().unwrap_or("null")).unwrap()
 }
+
+/// A private registry (CNCF distribution 2.8.2, `tests/testbed/start-registry.sh`) with the
+/// test image pushed; stopped when dropped.
+pub struct Registry {
+    state: tempfile::TempDir,
+    env: HashMap<String, String>,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        Registry::start_with(&[])
+    }
+
+    /// With `REG_*` settings (`REG_AUTH=token`, ...).
+    pub fn start_with(env: &[(&str, &str)]) -> Registry {
+        let state = tempfile::tempdir().unwrap();
+        let out = Command::new(testbed().join("start-registry.sh"))
+            .arg(state.path())
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "start-registry.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(state.path().join("registry.env")).unwrap();
+        let env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Registry { state, env }
+    }
+
+    pub fn get(&self, k: &str) -> &str {
+        &self.env[k]
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = Command::new(testbed().join("stop-registry.sh"))
+            .arg(self.state.path())
+            .output();
+    }
+}

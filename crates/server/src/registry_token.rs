@@ -1,0 +1,285 @@
+//! The broker as a container registry's token server (CNCF distribution's token auth):
+//! robots authenticate with any of their methods, and get a short-lived JWT whose
+//! `access` claim grants what their policy allows of what they asked — so a CronJob
+//! pulls with its robot identity and no static registry password exists anywhere.
+//!
+//! `GET /registry/token?service=…&scope=repository:<name>:<actions>` (HTTP Basic,
+//! Negotiate or Bearer, as the robot API), and `POST` with the OAuth2 form containerd
+//! sends first (`grant_type=password`, the robot's name and secret). Tokens: `iss` the
+//! configured issuer, `aud` the service (a string: distribution rejects a list), `sub` the
+//! robot, `access` the granted subset, header `x5c` the signing certificate chain.
+
+use crate::auth::{Caller, Method};
+use crate::broker::{Broker, Refusal};
+use crate::http::Robot;
+use axum::Json;
+use axum::extract::{Form, RawQuery, State};
+use credkeeper_core::{Secret, Timestamp};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// One entry of a token's `access` claim, or of a robot's registry policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Access {
+    pub kind: String,
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+impl Access {
+    /// `repository:team/app:pull,push` (the name may itself hold `:` for a port-less
+    /// registry host prefix; the last `:` separates the actions).
+    pub fn parse(scope: &str) -> Option<Access> {
+        let (kind, rest) = scope.split_once(':')?;
+        let (name, actions) = rest.rsplit_once(':')?;
+        if kind.is_empty() || name.is_empty() {
+            return None;
+        }
+        Some(Access {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            actions: actions
+                .split(',')
+                .filter(|a| !a.is_empty())
+                .map(str::to_string)
+                .collect(),
+        })
+    }
+
+    fn claim(&self) -> Value {
+        json!({ "type": self.kind, "name": self.name, "actions": self.actions })
+    }
+}
+
+/// `team/*` matches `team/app` and `team/sub/app`; `*` alone matches every name.
+fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+/// What of `asked` the robot's `policy` allows: per asked scope, the actions some policy
+/// entry for that type and name grants (`*` grants every action). Scopes with nothing
+/// granted are left out, as the token protocol does.
+pub fn grant(policy: &[Access], asked: &[Access]) -> Vec<Access> {
+    asked
+        .iter()
+        .filter_map(|a| {
+            let allowed: Vec<&String> = policy
+                .iter()
+                .filter(|p| p.kind == a.kind && name_matches(&p.name, &a.name))
+                .flat_map(|p| p.actions.iter())
+                .collect();
+            let actions: Vec<String> = a
+                .actions
+                .iter()
+                .filter(|act| allowed.iter().any(|p| *p == "*" || p == act))
+                .cloned()
+                .collect();
+            (!actions.is_empty()).then(|| Access {
+                kind: a.kind.clone(),
+                name: a.name.clone(),
+                actions,
+            })
+        })
+        .collect()
+}
+
+/// The `scope` parameters (repeated, or space-separated in one) of a query.
+fn scopes_of(raw: Option<&str>) -> Vec<Access> {
+    url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+        .filter(|(k, _)| k == "scope")
+        .flat_map(|(_, v)| v.split(' ').filter_map(Access::parse).collect::<Vec<_>>())
+        .collect()
+}
+
+/// `GET /registry/token`
+pub async fn get_token(
+    State(broker): State<Arc<Broker>>,
+    Robot(caller): Robot,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, Refusal> {
+    let service = url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "service")
+        .map(|(_, v)| v.into_owned());
+    issue(
+        &broker,
+        &caller,
+        service.as_deref(),
+        &scopes_of(raw.as_deref()),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct TokenForm {
+    grant_type: String,
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    client_id: Option<String>,
+}
+
+/// `POST /registry/token` (OAuth2 form, as containerd sends first): the password grant
+/// with the robot's name and secret. Anything else answers 401, on which containerd
+/// falls back to `GET` with Basic.
+pub async fn post_token(
+    State(broker): State<Arc<Broker>>,
+    Form(form): Form<TokenForm>,
+) -> Result<Json<Value>, Refusal> {
+    let (Some(robot), Some(password)) = (form.username.as_deref(), form.password.as_deref()) else {
+        return Err(Refusal::unauthenticated(format!(
+            "grant_type {} is not served here; use GET with the robot's credentials",
+            form.grant_type
+        )));
+    };
+    if form.grant_type != "password" {
+        return Err(Refusal::unauthenticated(format!(
+            "grant_type {} is not served here",
+            form.grant_type
+        )));
+    }
+    let secret = Secret::new(password);
+    if let Err(refusal) = broker.authenticate(robot, &secret).await {
+        broker.record_refusal(robot, Some(Method::Secret), &refusal);
+        return Err(refusal);
+    }
+    let caller = Caller {
+        robot: robot.to_string(),
+        method: Method::Secret,
+    };
+    let scopes: Vec<Access> = form
+        .scope
+        .as_deref()
+        .unwrap_or("")
+        .split(' ')
+        .filter_map(Access::parse)
+        .collect();
+    issue(&broker, &caller, form.service.as_deref(), &scopes)
+}
+
+fn issue(
+    broker: &Broker,
+    caller: &Caller,
+    service: Option<&str>,
+    asked: &[Access],
+) -> Result<Json<Value>, Refusal> {
+    let (Some(signer), Some(config)) = (
+        broker.registry_signer.as_ref(),
+        broker.config.registry.as_ref(),
+    ) else {
+        return Err(Refusal::new(
+            "unknown_provider",
+            "this broker is not a registry token server (no [registry] section)",
+        ));
+    };
+    if let Some(s) = service
+        && s != config.service
+    {
+        return Err(Refusal::new(
+            "bad_request",
+            format!("this token server serves `{}`, not `{s}`", config.service),
+        ));
+    }
+    let policy: Vec<Access> = broker
+        .config
+        .robot(&caller.robot)
+        .map(|r| r.registry.iter().filter_map(|p| Access::parse(p)).collect())
+        .unwrap_or_default();
+    let granted = grant(&policy, asked);
+    let now = Timestamp::now();
+    let lifetime = config.lifetime;
+    let claims = json!({
+        "iss": config.issuer.clone().unwrap_or_else(|| broker.issuer.url().to_string()),
+        "sub": caller.robot,
+        "aud": config.service,
+        "exp": now.unix() + lifetime,
+        "nbf": now.unix(),
+        "iat": now.unix(),
+        "jti": credkeeper_issuer::new_jti(),
+        "access": granted.iter().map(Access::claim).collect::<Vec<_>>(),
+    });
+    let token = signer
+        .sign(&claims)
+        .map_err(|e| Refusal::internal(e.to_string()))?;
+    let described: Vec<String> = granted
+        .iter()
+        .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
+        .collect();
+    broker.record_registry(
+        caller,
+        &described.join(" "),
+        &config.service,
+        now.unix() + lifetime,
+    );
+    Ok(Json(json!({
+        "token": token.expose(),
+        "access_token": token.expose(),
+        "expires_in": lifetime,
+        "issued_at": now.to_string(),
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> Access {
+        Access::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_robot_gets_only_the_asked_actions_its_policy_allows() {
+        let policy = [
+            a("repository:team/*:pull"),
+            a("repository:team/app:push"),
+            a("repository:open:*"),
+        ];
+        assert_eq!(
+            grant(&policy, &[a("repository:team/app:pull,push,delete")]),
+            vec![a("repository:team/app:pull,push")]
+        );
+        assert_eq!(
+            grant(&policy, &[a("repository:team/other:push,pull")]),
+            vec![a("repository:team/other:pull")]
+        );
+        assert_eq!(
+            grant(&policy, &[a("repository:open:pull,delete")]),
+            vec![a("repository:open:pull,delete")]
+        );
+        assert!(grant(&policy, &[a("repository:elsewhere:pull")]).is_empty());
+        assert!(grant(&policy, &[a("registry:catalog:*")]).is_empty());
+        assert!(grant(&[], &[a("repository:team/app:pull")]).is_empty());
+    }
+
+    #[test]
+    fn scopes_are_read_from_every_scope_parameter() {
+        let got = scopes_of(Some(
+            "service=reg&scope=repository%3Ateam%2Fapp%3Apull&scope=repository:b:pull,push%20repository:c:pull",
+        ));
+        assert_eq!(
+            got,
+            vec![
+                a("repository:team/app:pull"),
+                a("repository:b:pull,push"),
+                a("repository:c:pull")
+            ]
+        );
+        assert_eq!(
+            Access::parse("repository:localhost:5000/x:pull")
+                .unwrap()
+                .name,
+            "localhost:5000/x"
+        );
+        assert!(Access::parse("repository::pull").is_none());
+        assert!(Access::parse("nonsense").is_none());
+    }
+}
