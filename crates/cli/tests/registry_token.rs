@@ -211,3 +211,88 @@ fn skopeo_pulls_with_a_robot_identity_and_gets_only_what_the_policy_allows() {
     assert_eq!(code, 400);
     let _ = &s.kdc;
 }
+
+#[test]
+fn a_robot_with_a_keytab_pulls_through_the_helper_with_no_registry_password_anywhere() {
+    let s = setup("ES256");
+    let host = s.registry.get("REGISTRY_HOST").to_string();
+    let bin = s.user.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_credkeeper"),
+        bin.join("docker-credential-credkeeper"),
+    )
+    .unwrap();
+    std::fs::write(
+        s.user.path("auth.json"),
+        serde_json::json!({"credHelpers": {host.clone(): "credkeeper"}}).to_string(),
+    )
+    .unwrap();
+    let image = format!("docker://{}", s.registry.get("REGISTRY_IMAGE"));
+    let pull = |keytab: &str| {
+        let mut cmd = Command::new("skopeo");
+        s.user.hermetic(&mut cmd);
+        s.kdc.apply(&mut cmd);
+        cmd.args(["--policy", s.registry.get("REGISTRY_SKOPEO_POLICY")])
+            .args(["inspect", "--tls-verify=false", &image])
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("REGISTRY_AUTH_FILE", s.user.path("auth.json"))
+            .env("CREDKEEPER_SERVER", &s.broker.url)
+            .env("CREDKEEPER_INSECURE_LOOPBACK", "true")
+            .env("KRB5_KTNAME", keytab)
+            .env_remove("DOCKER_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let ok = pull(s.kdc.get("KRB5_ROBOT_KEYTAB"));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let inspected: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(inspected["Digest"], s.registry.get("REGISTRY_IMAGE_DIGEST"));
+    // The registry token was traded for the identity token the helper got with Kerberos.
+    let lines = audit_lines(&s.broker.state);
+    let by_kerberos = lines
+        .iter()
+        .any(|l| l["provider"] == "registry" && l["auth"] == "kerberos" && l["robot"] == "puller");
+    let by_identity = lines.iter().any(|l| {
+        l["provider"] == "registry"
+            && l["auth"] == "identity-token"
+            && l["scope"] == "repository:test/hello:pull"
+    });
+    assert!(by_kerberos && by_identity, "{lines:#?}");
+
+    // A keytab no robot is bound to: the helper fails loudly rather than pulling anonymously.
+    let refused = pull(s.kdc.get("KRB5_STRANGER_KEYTAB"));
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("not bound to any robot"), "{stderr}");
+
+    // A forged identity token is refused by the token server.
+    let form = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"])
+        .arg(format!("{}/registry/token", s.broker.url))
+        .args([
+            "--data-urlencode",
+            "grant_type=refresh_token",
+            "--data-urlencode",
+            &format!("service={SERVICE}"),
+            "--data-urlencode",
+            "scope=repository:test/hello:pull",
+            "--data-urlencode",
+            "refresh_token=eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJwdWxsZXIifQ.c2ln",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&form.stdout);
+    assert!(text.ends_with("401"), "{text}");
+}

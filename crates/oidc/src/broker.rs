@@ -118,13 +118,22 @@ impl BrokerClient {
         url: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, OidcError> {
+        self.request(reqwest::Method::POST, url, Some(body)).await
+    }
+
+    /// A request authenticated as the robot; a Negotiate answer must prove the server.
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, OidcError> {
         let (authorization, check) = match &self.auth {
             BrokerAuth::Secret { robot, secret } => {
-                let (status, value) = self
-                    .http
-                    .post_json(url, body, (robot, secret.expose()))
-                    .await?;
-                return finish(url, status, value);
+                use base64::Engine;
+                let pair = format!("{robot}:{}", secret.expose());
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                (format!("Basic {encoded}"), None)
             }
             BrokerAuth::Bearer(token) => (format!("Bearer {}", token.expose()), None),
             BrokerAuth::Negotiate(negotiator) => {
@@ -136,12 +145,7 @@ impl BrokerClient {
         };
         let answer = self
             .http
-            .send_json(
-                reqwest::Method::POST,
-                url,
-                Some(body),
-                &[("authorization", &authorization)],
-            )
+            .send_json(method, url, body, &[("authorization", &authorization)])
             .await?;
         if let Some(check) = check
             && (200..300).contains(&answer.status)
@@ -157,6 +161,36 @@ impl BrokerClient {
     fn api(&self, path: &str) -> String {
         self.endpoint
             .replace("/api/v1/token", &format!("/api/v1/{path}"))
+    }
+
+    /// An identity token for a registry whose token server (`realm`) is this broker: the
+    /// robot's registry access without a registry password. `None` when the realm is not
+    /// on this broker (nothing is sent there).
+    pub async fn registry_identity(
+        &self,
+        realm: &str,
+        service: &str,
+    ) -> Result<Option<Secret>, OidcError> {
+        let base = self.endpoint.trim_end_matches("/api/v1/token");
+        if realm != format!("{base}/registry/token") {
+            return Ok(None);
+        }
+        let mut url = url::Url::parse(realm).map_err(|e| OidcError::BadResponse {
+            url: realm.to_string(),
+            what: "registry realm",
+            reason: e.to_string(),
+        })?;
+        url.query_pairs_mut()
+            .append_pair("service", service)
+            .append_pair("offline_token", "true")
+            .append_pair("client_id", "credkeeper");
+        let value = self
+            .request(reqwest::Method::GET, url.as_str(), None)
+            .await?;
+        Ok(value
+            .get("refresh_token")
+            .and_then(|t| t.as_str())
+            .map(Secret::new))
     }
 
     /// Start the robot's first login at `provider` (a device flow the broker runs).

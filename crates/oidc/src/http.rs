@@ -140,26 +140,9 @@ impl Http {
 }
 
 impl Http {
-    /// POST a JSON body with HTTP Basic credentials; returns the status and JSON answer.
-    /// Retried only when the connection failed.
-    pub async fn post_json(
-        &self,
-        url: &str,
-        body: &serde_json::Value,
-        basic: (&str, &str),
-    ) -> Result<(u16, serde_json::Value), OidcError> {
-        use base64::Engine;
-        let credentials =
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", basic.0, basic.1));
-        let answer = self
-            .send_json(
-                reqwest::Method::POST,
-                url,
-                Some(body),
-                &[("authorization", &format!("Basic {credentials}"))],
-            )
-            .await?;
-        Ok((answer.status, answer.body))
+    /// GET without credentials: the answer with its challenges (a registry's `/v2/`).
+    pub async fn probe(&self, url: &str) -> Result<Answer, OidcError> {
+        self.send_json(reqwest::Method::GET, url, None, &[]).await
     }
 
     /// Send a request with these headers (and a JSON body when given); the answer with
@@ -195,20 +178,25 @@ impl Http {
                 }
                 Err(e) => return Err(unreachable(url, &e)),
                 Ok(response) => {
-                    let www_authenticate = response
+                    let challenges: Vec<String> = response
                         .headers()
                         .get_all("www-authenticate")
                         .iter()
                         .filter_map(|v| v.to_str().ok())
+                        .map(str::to_string)
+                        .collect();
+                    let www_authenticate = challenges
+                        .iter()
                         .find(|v| {
                             v.len() > "Negotiate ".len() && v[..9].eq_ignore_ascii_case("negotiate")
                         })
-                        .map(str::to_string);
+                        .cloned();
                     let (status, body) = read_json(url, response).await?;
                     return Ok(Answer {
                         status,
                         body,
                         www_authenticate,
+                        challenges,
                     });
                 }
             }
@@ -222,6 +210,8 @@ pub struct Answer {
     pub body: serde_json::Value,
     /// A `WWW-Authenticate: Negotiate <token>` value (mutual authentication).
     pub www_authenticate: Option<String>,
+    /// Every `WWW-Authenticate` value (a registry's `Bearer realm=…` challenge).
+    pub challenges: Vec<String>,
 }
 
 fn form_encode(s: &str) -> String {

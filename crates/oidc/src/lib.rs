@@ -29,7 +29,7 @@ pub use client::{
 };
 pub use discovery::{ProviderMetadata, UrlPolicy, discover, discover_cached};
 pub use error::OidcError;
-pub use http::{Http, Roots};
+pub use http::{Answer, Http, Roots};
 pub use keys::{KeyCache, TrustError};
 pub use pkce::{Pkce, random_state};
 pub use token::TokenResponse;

@@ -28,6 +28,22 @@ pub enum Source {
     SecretVolumes(Vec<PathBuf>),
     /// credkeeper's own store (what `docker-credential-credkeeper store` kept).
     Store(Arc<dyn CredentialStore>),
+    /// This host's robot identity at a credkeeper broker that is the registry's token
+    /// server: an identity token for the host.
+    Robot(Box<dyn RobotIdentity>),
+}
+
+/// A robot identity that can get a registry identity token (an OAuth2 refresh token for
+/// the registry's token server) from a credkeeper broker.
+pub trait RobotIdentity: Send + Sync {
+    fn describe(&self) -> String;
+    /// The identity token for `host`, or `None` when the host's token server is not this
+    /// broker. `trace` gets one line per step, never a secret.
+    fn identity_token(
+        &self,
+        host: &str,
+        trace: &mut Vec<String>,
+    ) -> Result<Option<Secret>, KeychainError>;
 }
 
 impl Source {
@@ -43,6 +59,7 @@ impl Source {
                     .join(", ")
             ),
             Source::Store(_) => "credkeeper's store".into(),
+            Source::Robot(r) => r.describe(),
         }
     }
 }
@@ -55,6 +72,8 @@ pub enum KeychainError {
     Helper { helper: String, message: String },
     #[error(transparent)]
     Store(#[from] credkeeper_store::StoreError),
+    #[error("robot identity: {0}")]
+    Robot(String),
 }
 
 /// A credential and where it came from.
@@ -100,11 +119,12 @@ impl Keychain {
     /// The stated order: explicit; docker config (`$DOCKER_CONFIG/config.json`, else
     /// `~/.docker/config.json`); containers auth (`$REGISTRY_AUTH_FILE`,
     /// `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.config/containers/auth.json`);
-    /// Kubernetes secret volumes; credkeeper's store.
+    /// Kubernetes secret volumes; credkeeper's store; the robot's identity at a broker.
     pub fn standard(
         env: &Env,
         explicit: Option<Credential>,
         store: Option<Arc<dyn CredentialStore>>,
+        robot: Option<Box<dyn RobotIdentity>>,
     ) -> Keychain {
         let mut sources = Vec::new();
         if let Some(c) = explicit {
@@ -143,6 +163,9 @@ impl Keychain {
         }
         if let Some(s) = store {
             sources.push(Source::Store(s));
+        }
+        if let Some(r) = robot {
+            sources.push(Source::Robot(r));
         }
         Keychain { sources }
     }
@@ -185,6 +208,14 @@ impl Keychain {
                     found
                 }
                 Source::Store(store) => stored(store.as_ref(), &wanted)?,
+                Source::Robot(robot) => {
+                    robot
+                        .identity_token(&wanted, trace)?
+                        .map(|secret| Credential {
+                            username: "<token>".into(),
+                            secret,
+                        })
+                }
             };
             match answer {
                 Some(credential) => {

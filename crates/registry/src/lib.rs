@@ -4,10 +4,12 @@
 //! stated order — explicit, docker config, containers `auth.json`, Kubernetes
 //! `dockerconfigjson` secret volumes, credkeeper's own store — with the file formats
 //! ([`dockerconfig`]), host naming rules ([`host`]), and the Docker credential-helper
-//! protocol ([`helper`]) that `docker-credential-credkeeper` speaks.
+//! protocol ([`helper`]) that `docker-credential-credkeeper` speaks, and the registry's
+//! Bearer challenge ([`bearer`]).
 //!
 //! What it is not: a registry client. It hands credentials to whatever pulls.
 
+pub mod bearer;
 pub mod dockerconfig;
 pub mod helper;
 pub mod host;

@@ -19,6 +19,8 @@ pub enum Method {
     Jwt,
     /// A Vault-API token handed out after one of the others.
     VaultToken,
+    /// A registry identity token handed out after one of the others.
+    IdentityToken,
 }
 
 impl Method {
@@ -28,6 +30,7 @@ impl Method {
             Method::Kerberos => "kerberos",
             Method::Jwt => "jwt",
             Method::VaultToken => "vault-token",
+            Method::IdentityToken => "identity-token",
         }
     }
 }

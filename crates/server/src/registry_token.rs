@@ -101,15 +101,77 @@ pub async fn get_token(
     Robot(caller): Robot,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Refusal> {
-    let service = url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
-        .find(|(k, _)| k == "service")
-        .map(|(_, v)| v.into_owned());
-    issue(
+    let param = |name: &str| {
+        url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let service = param("service");
+    let Json(mut answer) = issue(
         &broker,
         &caller,
         service.as_deref(),
         &scopes_of(raw.as_deref()),
-    )
+    )?;
+    // `offline_token=true`: also an identity token, which a credential helper hands to
+    // skopeo or containerd as `<token>`; they trade it here (`grant_type=refresh_token`).
+    if param("offline_token").as_deref() == Some("true") {
+        let service = broker
+            .config
+            .registry
+            .as_ref()
+            .map(|r| r.service.clone())
+            .unwrap_or_default();
+        let (token, _) = broker
+            .issuer
+            .sign(&credkeeper_issuer::Grant {
+                subject: &caller.robot,
+                scope: "",
+                audience: Some(Value::String(identity_audience(&service))),
+                lifetime: IDENTITY_SECS,
+            })
+            .map_err(|e| Refusal::internal(e.to_string()))?;
+        answer["refresh_token"] = Value::String(token.expose().to_string());
+    }
+    Ok(Json(answer))
+}
+
+/// How long an identity token from `offline_token=true` lives (a helper asks for a new one
+/// on every `get`).
+const IDENTITY_SECS: i64 = 3600;
+
+/// The audience of identity tokens: only this token server takes them, and nothing takes
+/// them as access tokens.
+fn identity_audience(service: &str) -> String {
+    format!("registry-identity:{service}")
+}
+
+/// The robot an identity token was made for, after checking it is one of ours.
+fn identity_robot(broker: &Broker, token: &str) -> Result<String, Refusal> {
+    let service = broker
+        .config
+        .registry
+        .as_ref()
+        .map(|r| r.service.clone())
+        .unwrap_or_default();
+    let jwt = credkeeper_core::Jwt::decode(token)
+        .map_err(|_| Refusal::unauthenticated("the identity token is not a JWT"))?;
+    let expect = credkeeper_core::verify::Expectations {
+        issuer: Some(broker.issuer.url().to_string()),
+        audience: Some(identity_audience(&service)),
+        leeway: 30,
+        ..Default::default()
+    };
+    credkeeper_core::verify::verify(&jwt, broker.issuer.jwks(), &expect, Timestamp::now())
+        .map_err(|e| Refusal::unauthenticated(format!("identity token: {e}")))?;
+    let robot = jwt.subject().unwrap_or_default().to_string();
+    broker
+        .config
+        .robot(&robot)
+        .map(|_| robot.clone())
+        .ok_or_else(|| {
+            Refusal::unauthenticated(format!("identity token for unknown robot `{robot}`"))
+        })
 }
 
 #[derive(Deserialize)]
@@ -124,17 +186,38 @@ pub struct TokenForm {
     #[serde(default)]
     password: Option<String>,
     #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
     #[allow(dead_code)]
     client_id: Option<String>,
 }
 
-/// `POST /registry/token` (OAuth2 form, as containerd sends first): the password grant
-/// with the robot's name and secret. Anything else answers 401, on which containerd
-/// falls back to `GET` with Basic.
+/// `POST /registry/token` (OAuth2 form): the password grant with the robot's name and
+/// secret (containerd's first try), or the refresh-token grant with an identity token
+/// from `offline_token=true` (skopeo and containerd with `<token>` from a helper).
+/// Anything else answers 401, on which containerd falls back to `GET` with Basic.
 pub async fn post_token(
     State(broker): State<Arc<Broker>>,
     Form(form): Form<TokenForm>,
 ) -> Result<Json<Value>, Refusal> {
+    let scopes: Vec<Access> = form
+        .scope
+        .as_deref()
+        .unwrap_or("")
+        .split(' ')
+        .filter_map(Access::parse)
+        .collect();
+    if form.grant_type == "refresh_token" {
+        let token = form.refresh_token.as_deref().unwrap_or("");
+        let robot = identity_robot(&broker, token).inspect_err(|refusal| {
+            broker.record_refusal("(identity token)", Some(Method::IdentityToken), refusal)
+        })?;
+        let caller = Caller {
+            robot,
+            method: Method::IdentityToken,
+        };
+        return issue(&broker, &caller, form.service.as_deref(), &scopes);
+    }
     let (Some(robot), Some(password)) = (form.username.as_deref(), form.password.as_deref()) else {
         return Err(Refusal::unauthenticated(format!(
             "grant_type {} is not served here; use GET with the robot's credentials",
@@ -156,13 +239,6 @@ pub async fn post_token(
         robot: robot.to_string(),
         method: Method::Secret,
     };
-    let scopes: Vec<Access> = form
-        .scope
-        .as_deref()
-        .unwrap_or("")
-        .split(' ')
-        .filter_map(Access::parse)
-        .collect();
     issue(&broker, &caller, form.service.as_deref(), &scopes)
 }
 

@@ -65,6 +65,17 @@ pub fn broker_client(
     login: &RobotLogin<'_>,
     settings: &Settings,
 ) -> anyhow::Result<credkeeper_oidc::broker::BrokerClient> {
+    broker_client_with(server, login, settings.http()?, settings.policy)
+}
+
+/// [`broker_client`] with its HTTP client and URL policy given (the credential helper has
+/// no settings of its own).
+pub fn broker_client_with(
+    server: &str,
+    login: &RobotLogin<'_>,
+    http: credkeeper_oidc::Http,
+    policy: credkeeper_oidc::UrlPolicy,
+) -> anyhow::Result<credkeeper_oidc::broker::BrokerClient> {
     use credkeeper_oidc::broker::BrokerAuth;
     let auth = match (login.robot, login.secret_file, login.jwt_file) {
         (Some(robot), Some(secret_file), _) => BrokerAuth::Secret {
@@ -87,10 +98,7 @@ pub fn broker_client(
         },
     };
     Ok(credkeeper_oidc::broker::BrokerClient::new(
-        settings.http()?,
-        server,
-        settings.policy,
-        auth,
+        http, server, policy, auth,
     )?)
 }
 
