@@ -296,3 +296,75 @@ fn a_robot_with_a_keytab_pulls_through_the_helper_with_no_registry_password_anyw
     let text = String::from_utf8_lossy(&form.stdout);
     assert!(text.ends_with("401"), "{text}");
 }
+
+#[test]
+fn the_kubelet_credential_provider_answers_from_the_same_keychain() {
+    let s = setup("RS256");
+    let host = s.registry.get("REGISTRY_HOST").to_string();
+    let request = serde_json::json!({
+        "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+        "kind": "CredentialProviderRequest",
+        "image": s.registry.get("REGISTRY_IMAGE"),
+    });
+    let provider = |keytab: Option<&str>, input: &str| {
+        let mut cmd = s.user.cmd();
+        s.kdc.apply(&mut cmd);
+        cmd.env("CREDKEEPER_SERVER", &s.broker.url)
+            .args([
+                "registry",
+                "kubelet-credential-provider",
+                "--cache-duration",
+                "120",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(k) = keytab {
+            cmd.env("KRB5_KTNAME", k);
+        }
+        let mut child = cmd.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        Run::from(child.wait_with_output().unwrap())
+    };
+    // The node's robot identity: an identity token as the password of user `<token>`.
+    let out = provider(Some(s.kdc.get("KRB5_ROBOT_KEYTAB")), &request.to_string()).ok();
+    let response: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(response["kind"], "CredentialProviderResponse");
+    assert_eq!(response["cacheKeyType"], "Registry");
+    assert_eq!(response["cacheDuration"], "120s");
+    let auth = &response["auth"][&host];
+    assert_eq!(auth["username"], "<token>");
+    // What containerd then does with it: the password grant at the token server.
+    let form = Command::new("curl")
+        .args(["-s", "-X", "POST"])
+        .arg(format!("{}/registry/token", s.broker.url))
+        .args([
+            "--data-urlencode",
+            "grant_type=password",
+            "--data-urlencode",
+            "username=<token>",
+        ])
+        .arg("--data-urlencode")
+        .arg(format!("password={}", auth["password"].as_str().unwrap()))
+        .args(["--data-urlencode", &format!("service={SERVICE}")])
+        .args(["--data-urlencode", "scope=repository:test/hello:pull"])
+        .output()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&form.stdout).unwrap();
+    let c = claims(answer["token"].as_str().unwrap());
+    assert_eq!(c["sub"], "puller");
+    assert_eq!(c["access"][0]["actions"], serde_json::json!(["pull"]));
+
+    // No source knows the registry: an empty auth, and the kubelet pulls without.
+    let out = provider(None, &request.to_string()).ok();
+    let response: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(response["auth"], serde_json::json!({}));
+    // Not a request: exit 1 with the reason.
+    provider(None, r#"{"kind":"Pod"}"#).fails(1, "the CredentialProviderRequest on standard input");
+}

@@ -207,8 +207,15 @@ pub async fn post_token(
         .split(' ')
         .filter_map(Access::parse)
         .collect();
-    if form.grant_type == "refresh_token" {
-        let token = form.refresh_token.as_deref().unwrap_or("");
+    // An identity token also arrives as the password of user `<token>`: the kubelet's
+    // credential providers speak only user/password, and containerd sends the password
+    // grant with them.
+    let identity = match form.grant_type.as_str() {
+        "refresh_token" => form.refresh_token.as_deref(),
+        "password" if form.username.as_deref() == Some("<token>") => form.password.as_deref(),
+        _ => None,
+    };
+    if let Some(token) = identity {
         let robot = identity_robot(&broker, token).inspect_err(|refusal| {
             broker.record_refusal("(identity token)", Some(Method::IdentityToken), refusal)
         })?;

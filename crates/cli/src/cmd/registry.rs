@@ -18,6 +18,13 @@ pub enum Command {
         /// store, get, erase, list or version
         action: String,
     },
+    /// Be a kubelet credential-provider plugin: CredentialProviderRequest on stdin,
+    /// CredentialProviderResponse on stdout, from the same keychain
+    KubeletCredentialProvider {
+        /// How long the kubelet may cache the answer, per registry (seconds)
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        cache_duration: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -56,6 +63,17 @@ fn store(
 pub fn run(command: Command, state_dir: Option<PathBuf>) -> anyhow::Result<()> {
     match command {
         Command::Get(args) => get(args, state_dir),
+        Command::KubeletCredentialProvider { cache_duration } => {
+            let store = store(state_dir, false)?;
+            let keychain = Keychain::standard(&Env::from_process(), None, store, broker_identity());
+            let response = credkeeper_registry::kubelet::answer(
+                &mut std::io::stdin(),
+                &keychain,
+                cache_duration,
+            )?;
+            println!("{response}");
+            Ok(())
+        }
         Command::Helper { action } => {
             let code = helper_main(&action, state_dir);
             if code == 0 {
