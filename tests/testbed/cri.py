@@ -119,6 +119,9 @@ def channel(args):
         options=[
             ("grpc.enable_http_proxy", 0),
             ("grpc.max_receive_message_length", 64 << 20),
+            # kubelet (grpc-go) sends :authority "localhost" on unix sockets; grpc's C core
+            # would send the percent-encoded socket path, which strict HTTP/2 servers refuse.
+            ("grpc.default_authority", "localhost"),
         ],
     )
 

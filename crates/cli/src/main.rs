@@ -84,8 +84,25 @@ fn init_logging(global: &config::Global, file: Option<std::fs::File>) {
             _ => "debug",
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CREDKEEPER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("credkeeper={level}")));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("CREDKEEPER_LOG").unwrap_or_else(|_| {
+            // Every crate of ours (the binary and its libraries), none of the dependencies'.
+            let ours = [
+                "credkeeper",
+                "credkeeper_core",
+                "credkeeper_oidc",
+                "credkeeper_store",
+                "credkeeper_refresher",
+                "credkeeper_issuer",
+                "credkeeper_server",
+                "credkeeper_credmon",
+                "credkeeper_registry",
+                "credkeeper_kerberos",
+                "credkeeper_cri",
+            ];
+            let directives: Vec<String> = ours.iter().map(|c| format!("{c}={level}")).collect();
+            tracing_subscriber::EnvFilter::new(directives.join(","))
+        });
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let to_file = file.is_some();
     let writer = match file {
@@ -238,6 +255,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => block_on(cmd::serve::run(args, &global), Mode::Server),
         Command::Credmon(args) => block_on(cmd::credmon::run(args, &global), Mode::Daemon),
         Command::RobotSecret(args) => cmd::serve::robot_secret(args, &global),
+        Command::Registry(cmd::registry::Command::CriProxy(args)) => {
+            block_on(cmd::registry::cri_proxy(args), Mode::Server)
+        }
         Command::Registry(c) => cmd::registry::run(c, global.state_dir.clone()),
     }
 }

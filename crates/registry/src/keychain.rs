@@ -7,7 +7,7 @@ use crate::dockerconfig::{Answer, DockerConfig};
 use crate::{Credential, host};
 use credkeeper_core::Secret;
 use credkeeper_store::{CredentialKey, CredentialStore};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -26,6 +26,9 @@ pub enum Source {
     ConfigFile { kind: &'static str, path: PathBuf },
     /// Mounted Kubernetes `dockerconfigjson` secrets, tried in path order.
     SecretVolumes(Vec<PathBuf>),
+    /// What kubelet's pulls carried, held by `credkeeper registry cri-proxy` (its
+    /// keychain socket).
+    CriProxy(PathBuf),
     /// credkeeper's own store (what `docker-credential-credkeeper store` kept).
     Store(Arc<dyn CredentialStore>),
     /// This host's robot identity at a credkeeper broker that is the registry's token
@@ -58,6 +61,7 @@ impl Source {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            Source::CriProxy(path) => format!("the CRI proxy's pulls ({})", path.display()),
             Source::Store(_) => "credkeeper's store".into(),
             Source::Robot(r) => r.describe(),
         }
@@ -94,6 +98,8 @@ pub struct Env {
     pub registry_auth_file: Option<PathBuf>,
     pub xdg_runtime_dir: Option<PathBuf>,
     pub secret_dirs: Vec<PathBuf>,
+    /// `CREDKEEPER_CRI_KEYCHAIN`: the CRI proxy's keychain socket.
+    pub cri_keychain: Option<PathBuf>,
 }
 
 impl Env {
@@ -111,6 +117,7 @@ impl Env {
             secret_dirs: std::env::var("CREDKEEPER_REGISTRY_SECRET_DIRS")
                 .map(|v| std::env::split_paths(&v).collect())
                 .unwrap_or_default(),
+            cri_keychain: var("CREDKEEPER_CRI_KEYCHAIN"),
         }
     }
 }
@@ -119,7 +126,8 @@ impl Keychain {
     /// The stated order: explicit; docker config (`$DOCKER_CONFIG/config.json`, else
     /// `~/.docker/config.json`); containers auth (`$REGISTRY_AUTH_FILE`,
     /// `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.config/containers/auth.json`);
-    /// Kubernetes secret volumes; credkeeper's store; the robot's identity at a broker.
+    /// Kubernetes secret volumes; the CRI proxy's captured pulls; credkeeper's store; the
+    /// robot's identity at a broker.
     pub fn standard(
         env: &Env,
         explicit: Option<Credential>,
@@ -160,6 +168,9 @@ impl Keychain {
             let mut dirs = env.secret_dirs.clone();
             dirs.sort();
             sources.push(Source::SecretVolumes(dirs));
+        }
+        if let Some(p) = &env.cri_keychain {
+            sources.push(Source::CriProxy(p.clone()));
         }
         if let Some(s) = store {
             sources.push(Source::Store(s));
@@ -207,6 +218,7 @@ impl Keychain {
                     }
                     found
                 }
+                Source::CriProxy(path) => from_cri_proxy(path, server, trace)?,
                 Source::Store(store) => stored(store.as_ref(), &wanted)?,
                 Source::Robot(robot) => {
                     robot
@@ -255,6 +267,42 @@ fn from_answer(
             call_helper(&h, wanted)
         }
     }
+}
+
+/// Ask the CRI proxy's keychain socket. A proxy that is not running knows nothing; one
+/// that answers garbage is an error.
+fn from_cri_proxy(
+    path: &std::path::Path,
+    server: &str,
+    trace: &mut Vec<String>,
+) -> Result<Option<Credential>, KeychainError> {
+    use std::io::{BufRead, BufReader};
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(path) else {
+        trace.push(format!("CRI proxy socket {}: not running", path.display()));
+        return Ok(None);
+    };
+    let fail =
+        |message: String| KeychainError::Robot(format!("CRI proxy {}: {message}", path.display()));
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    stream
+        .write_all(format!("{}\n", server.trim()).as_bytes())
+        .map_err(|e| fail(e.to_string()))?;
+    let mut line = String::new();
+    BufReader::new(stream.take(64 * 1024))
+        .read_line(&mut line)
+        .map_err(|e| fail(e.to_string()))?;
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(rename = "Username")]
+        username: Option<String>,
+        #[serde(rename = "Secret")]
+        secret: Option<Secret>,
+    }
+    let answer: Answer = serde_json::from_str(&line).map_err(|e| fail(format!("not JSON: {e}")))?;
+    Ok(match (answer.username, answer.secret) {
+        (Some(username), Some(secret)) => Some(Credential { username, secret }),
+        _ => None,
+    })
 }
 
 /// Run `docker-credential-<name> get` with the host on stdin.

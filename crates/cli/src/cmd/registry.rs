@@ -18,6 +18,9 @@ pub enum Command {
         /// store, get, erase, list or version
         action: String,
     },
+    /// A CRI proxy between kubelet and containerd that keeps each pull's credential in
+    /// memory for the keychain (point kubelet's --image-service-endpoint at --listen)
+    CriProxy(CriProxyArgs),
     /// Be a kubelet credential-provider plugin: CredentialProviderRequest on stdin,
     /// CredentialProviderResponse on stdout, from the same keychain
     KubeletCredentialProvider {
@@ -29,11 +32,81 @@ pub enum Command {
 
 #[derive(clap::Args)]
 #[command(
+    after_help = "Every CRI call (ImageService and RuntimeService) is forwarded unchanged and \
+answered with containerd's answer. A successful PullImage's credential is kept in memory \
+only, keyed by registry host and repository, for --ttl seconds or until RemoveImage; the \
+keychain (registry get, docker-credential-credkeeper) asks for it on the keychain socket \
+named by $CREDKEEPER_CRI_KEYCHAIN."
+)]
+pub struct CriProxyArgs {
+    /// Where kubelet connects: unix:///PATH (mode 0600)
+    #[arg(long, value_name = "unix:///PATH")]
+    pub listen: String,
+    /// containerd's CRI socket: unix:///PATH
+    #[arg(long, value_name = "unix:///PATH")]
+    pub upstream: String,
+    /// The keychain socket (mode 0600) [default: the listen path + .keychain]
+    #[arg(long, value_name = "PATH")]
+    pub keychain_socket: Option<PathBuf>,
+    /// How long a pull's credential is kept, in seconds
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    pub ttl: i64,
+}
+
+fn unix_path(endpoint: &str, what: &str) -> anyhow::Result<PathBuf> {
+    let path = endpoint.strip_prefix("unix://").unwrap_or(endpoint);
+    anyhow::ensure!(
+        path.starts_with('/'),
+        "{what} `{endpoint}` is not unix:///ABSOLUTE/PATH"
+    );
+    Ok(PathBuf::from(path))
+}
+
+/// `registry cri-proxy`: serve until SIGTERM or SIGINT, then remove the sockets.
+pub async fn cri_proxy(args: CriProxyArgs) -> anyhow::Result<()> {
+    use credkeeper_cri::{captured::Captured, keychain, proxy};
+    let listen = unix_path(&args.listen, "--listen")?;
+    let upstream = unix_path(&args.upstream, "--upstream")?;
+    let keychain_path = args
+        .keychain_socket
+        .unwrap_or_else(|| PathBuf::from(format!("{}.keychain", listen.display())));
+    let captured = Arc::new(Captured::new(args.ttl));
+    let proxy_listener = proxy::bind(&listen)?;
+    let keychain_listener = keychain::bind(&keychain_path)?;
+    eprintln!(
+        "credkeeper cri-proxy listening on unix://{} (upstream unix://{}, keychain {})",
+        listen.display(),
+        upstream.display(),
+        keychain_path.display()
+    );
+    let served = tokio::spawn(proxy::serve(
+        proxy_listener,
+        Arc::new(proxy::Upstream::new(&upstream)),
+        captured.clone(),
+    ));
+    let offered = tokio::spawn(keychain::serve(keychain_listener, captured));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    served.abort();
+    offered.abort();
+    let _ = std::fs::remove_file(&listen);
+    let _ = std::fs::remove_file(&keychain_path);
+    Ok(())
+}
+
+#[derive(clap::Args)]
+#[command(
     after_help = "Order: --user; docker config ($DOCKER_CONFIG/config.json, else \
 ~/.docker/config.json: auths, credHelpers, credsStore); containers auth.json \
 ($REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json); \
 Kubernetes dockerconfigjson secret volumes ($CREDKEEPER_REGISTRY_SECRET_DIRS, in path order); \
-credkeeper's store. The first source that knows the host answers."
+the CRI proxy's pulls ($CREDKEEPER_CRI_KEYCHAIN); credkeeper's store; the robot's identity at \
+a broker that is the registry's token server ($CREDKEEPER_SERVER with KRB5_KTNAME, \
+$CREDKEEPER_JWT_FILE or $CREDKEEPER_ROBOT + $CREDKEEPER_SECRET_FILE). The first source that \
+knows the host answers."
 )]
 pub struct GetArgs {
     /// An image reference (127.0.0.1:5000/test/hello:1) or a registry host
@@ -63,6 +136,9 @@ fn store(
 pub fn run(command: Command, state_dir: Option<PathBuf>) -> anyhow::Result<()> {
     match command {
         Command::Get(args) => get(args, state_dir),
+        Command::CriProxy(_) => {
+            anyhow::bail!("cri-proxy runs on the server runtime (main dispatches it)")
+        }
         Command::KubeletCredentialProvider { cache_duration } => {
             let store = store(state_dir, false)?;
             let keychain = Keychain::standard(&Env::from_process(), None, store, broker_identity());

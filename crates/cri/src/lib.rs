@@ -1,0 +1,33 @@
+//! credkeeper-cri: a CRI proxy between kubelet and containerd.
+//!
+//! What it is for: kubelet sends each image pull's registry credential (from an image
+//! pull secret) in the CRI `PullImage` call. The proxy forwards every call, of the
+//! ImageService and the RuntimeService alike, byte for byte, and answers with
+//! containerd's answer, status codes and messages untouched ([`proxy`]). From each
+//! successful `PullImage` it keeps the credential in memory, keyed by registry host and
+//! repository, with an expiry, and forgets it on `RemoveImage` ([`captured`]); it offers
+//! them to credkeeper's keychain over a private socket ([`keychain`]) — so a lazily pulling
+//! snapshotter or a later pull by another tool finds the credential kubelet had.
+//!
+//! What it is not: a CRI implementation. It decodes only the two messages it reads
+//! ([`wire`]) and never writes a credential to disk or to a log.
+
+pub mod captured;
+pub mod keychain;
+pub mod proxy;
+pub mod wire;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    #[error("{what} {path}: {source}")]
+    Socket {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("upstream {path}: {reason}")]
+    Upstream {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+}
