@@ -25,7 +25,13 @@ pub struct Captured {
 /// `127.0.0.1:5000/test/hello:1` → (`127.0.0.1:5000`, `test/hello`); Docker Hub's short
 /// names get their `library/`.
 pub fn image_key(image: &str) -> (String, String) {
-    let registry = host::normalise(image);
+    // An image reference without `/` is a Docker Hub short name (`ubuntu:22.04`), never a
+    // `host:port`.
+    let registry = if image.contains('/') {
+        host::normalise(image)
+    } else {
+        "docker.io".to_string()
+    };
     let without_digest = image.split('@').next().unwrap_or(image);
     let mut path: Vec<&str> = without_digest.split('/').collect();
     let first_is_host = path.len() > 1

@@ -26,14 +26,51 @@ pub fn bind(path: &Path) -> Result<UnixListener, CriError> {
     Ok(listener)
 }
 
-pub async fn serve(listener: UnixListener, captured: Arc<Captured>) {
+/// The API's `dockerconfigjson` secrets, kept by [`sync_secrets`].
+pub type SharedSecrets = Arc<std::sync::RwLock<credkeeper_registry::kube::Secrets>>;
+
+/// Keep `shared` equal to the API's secrets: list, then watch; when the watch ends or
+/// fails (e.g. 410 Gone), list again, after a pause that grows on repeated failures.
+pub async fn sync_secrets(api: credkeeper_registry::kube::KubeApi, shared: SharedSecrets) {
+    let mut pause = 1u64;
+    loop {
+        match api.list().await {
+            Ok(listed) => {
+                let from = listed.resource_version.clone();
+                tracing::info!(secrets = listed.len(), "Kubernetes secrets listed");
+                *shared.write().unwrap_or_else(|p| p.into_inner()) = listed;
+                pause = 1;
+                let watched = api
+                    .watch_events(&from, |event| {
+                        shared
+                            .write()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .apply(event)
+                    })
+                    .await;
+                if let Err(e) = watched {
+                    tracing::warn!("Kubernetes secrets watch: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("Kubernetes secrets list: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(pause)).await;
+        pause = (pause * 2).min(60);
+    }
+}
+
+pub async fn serve(
+    listener: UnixListener,
+    captured: Arc<Captured>,
+    secrets: Option<SharedSecrets>,
+) {
     // SAFETY: geteuid has no preconditions and cannot fail (POSIX).
     let own = unsafe { libc::geteuid() };
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let captured = captured.clone();
+        let (captured, secrets) = (captured.clone(), secrets.clone());
         tokio::spawn(async move {
             let peer = stream.peer_cred().ok().map(|c| c.uid());
             if peer != Some(own) && peer != Some(0) {
@@ -47,7 +84,14 @@ pub async fn serve(listener: UnixListener, captured: Arc<Captured>) {
                 return;
             }
             let server = line.trim();
-            let answer = match captured.lookup(server) {
+            // The keychain's order: Kubernetes secrets before what pulls carried.
+            let from_secrets = secrets.as_ref().and_then(|s| {
+                s.read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .lookup(server)
+                    .map(|(c, _)| c)
+            });
+            let answer = match from_secrets.or_else(|| captured.lookup(server)) {
                 Some(c) => serde_json::json!({
                     "ServerURL": credkeeper_registry::host::normalise(server),
                     "Username": c.username,

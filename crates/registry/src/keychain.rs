@@ -26,11 +26,16 @@ pub enum Source {
     ConfigFile { kind: &'static str, path: PathBuf },
     /// Mounted Kubernetes `dockerconfigjson` secrets, tried in path order.
     SecretVolumes(Vec<PathBuf>),
+    /// `dockerconfigjson` Secrets through the Kubernetes API (listed on each lookup by a
+    /// one-shot process; `cri-proxy --kubeconfig` keeps them by list + watch).
+    KubeApi(crate::kube::Kubeconfig),
     /// What kubelet's pulls carried, held by `credkeeper registry cri-proxy` (its
     /// keychain socket).
     CriProxy(PathBuf),
     /// credkeeper's own store (what `docker-credential-credkeeper store` kept).
     Store(Arc<dyn CredentialStore>),
+    /// A source that could not be set up; asking it is the error it had.
+    Broken(String),
     /// This host's robot identity at a credkeeper broker that is the registry's token
     /// server: an identity token for the host.
     Robot(Box<dyn RobotIdentity>),
@@ -61,8 +66,10 @@ impl Source {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            Source::KubeApi(k) => format!("Kubernetes API secrets at {}", k.server),
             Source::CriProxy(path) => format!("the CRI proxy's pulls ({})", path.display()),
             Source::Store(_) => "credkeeper's store".into(),
+            Source::Broken(why) => format!("(broken source: {why})"),
             Source::Robot(r) => r.describe(),
         }
     }
@@ -76,8 +83,9 @@ pub enum KeychainError {
     Helper { helper: String, message: String },
     #[error(transparent)]
     Store(#[from] credkeeper_store::StoreError),
-    #[error("robot identity: {0}")]
-    Robot(String),
+    /// A source that is there but failed (a broker, the Kubernetes API, the CRI proxy).
+    #[error("{0}")]
+    Source(String),
 }
 
 /// A credential and where it came from.
@@ -100,6 +108,9 @@ pub struct Env {
     pub secret_dirs: Vec<PathBuf>,
     /// `CREDKEEPER_CRI_KEYCHAIN`: the CRI proxy's keychain socket.
     pub cri_keychain: Option<PathBuf>,
+    /// `CREDKEEPER_REGISTRY_KUBE_API=1`: also ask the Kubernetes API (kubeconfig from
+    /// `$KUBECONFIG`, `~/.kube/config` or the in-cluster service account).
+    pub kube_api: bool,
 }
 
 impl Env {
@@ -118,6 +129,8 @@ impl Env {
                 .map(|v| std::env::split_paths(&v).collect())
                 .unwrap_or_default(),
             cri_keychain: var("CREDKEEPER_CRI_KEYCHAIN"),
+            kube_api: std::env::var("CREDKEEPER_REGISTRY_KUBE_API")
+                .is_ok_and(|v| v == "1" || v == "true"),
         }
     }
 }
@@ -169,6 +182,14 @@ impl Keychain {
             dirs.sort();
             sources.push(Source::SecretVolumes(dirs));
         }
+        if env.kube_api {
+            match crate::kube::Kubeconfig::discover(env.home.as_deref()) {
+                Ok(Some(k)) => sources.push(Source::KubeApi(k)),
+                Ok(None) => {}
+                // A broken kubeconfig must not be skipped silently: its lookups fail.
+                Err(e) => sources.push(Source::Broken(e.to_string())),
+            }
+        }
         if let Some(p) = &env.cri_keychain {
             sources.push(Source::CriProxy(p.clone()));
         }
@@ -218,8 +239,10 @@ impl Keychain {
                     }
                     found
                 }
+                Source::KubeApi(config) => from_kube_api(config, server, trace)?,
                 Source::CriProxy(path) => from_cri_proxy(path, server, trace)?,
                 Source::Store(store) => stored(store.as_ref(), &wanted)?,
+                Source::Broken(why) => return Err(KeychainError::Source(why.clone())),
                 Source::Robot(robot) => {
                     robot
                         .identity_token(&wanted, trace)?
@@ -269,6 +292,29 @@ fn from_answer(
     }
 }
 
+/// List the API's secrets and pick, deterministically, the first that knows the host.
+fn from_kube_api(
+    config: &crate::kube::Kubeconfig,
+    server: &str,
+    trace: &mut Vec<String>,
+) -> Result<Option<Credential>, KeychainError> {
+    let fail = |e: crate::kube::KubeError| KeychainError::Source(e.to_string());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| KeychainError::Source(e.to_string()))?;
+    let secrets =
+        runtime.block_on(async { crate::kube::KubeApi::new(config.clone())?.list().await });
+    let secrets = secrets.map_err(fail)?;
+    for ((ns, name), why) in &secrets.unreadable {
+        trace.push(format!("secret {ns}/{name} skipped: {why}"));
+    }
+    Ok(secrets.lookup(server).map(|(credential, origin)| {
+        trace.push(format!("secret {origin} knows {}", host::normalise(server)));
+        credential
+    }))
+}
+
 /// Ask the CRI proxy's keychain socket. A proxy that is not running knows nothing; one
 /// that answers garbage is an error.
 fn from_cri_proxy(
@@ -282,7 +328,7 @@ fn from_cri_proxy(
         return Ok(None);
     };
     let fail =
-        |message: String| KeychainError::Robot(format!("CRI proxy {}: {message}", path.display()));
+        |message: String| KeychainError::Source(format!("CRI proxy {}: {message}", path.display()));
     let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
     stream
         .write_all(format!("{}\n", server.trim()).as_bytes())

@@ -14,6 +14,7 @@ pub mod dockerconfig;
 pub mod helper;
 pub mod host;
 pub mod keychain;
+pub mod kube;
 pub mod kubelet;
 
 use credkeeper_core::Secret;

@@ -51,6 +51,10 @@ pub struct CriProxyArgs {
     /// How long a pull's credential is kept, in seconds
     #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
     pub ttl: i64,
+    /// Also keep the cluster's dockerconfigjson Secrets (list + watch, all namespaces) and
+    /// offer them first; `in-cluster` for the pod's service account
+    #[arg(long, value_name = "FILE|in-cluster")]
+    pub kubeconfig: Option<String>,
 }
 
 fn unix_path(endpoint: &str, what: &str) -> anyhow::Result<PathBuf> {
@@ -84,7 +88,22 @@ pub async fn cri_proxy(args: CriProxyArgs) -> anyhow::Result<()> {
         Arc::new(proxy::Upstream::new(&upstream)),
         captured.clone(),
     ));
-    let offered = tokio::spawn(keychain::serve(keychain_listener, captured));
+    let secrets = match args.kubeconfig.as_deref() {
+        None => None,
+        Some(which) => {
+            let config = match which {
+                "in-cluster" => credkeeper_registry::kube::Kubeconfig::in_cluster().context(
+                    "no in-cluster service account (KUBERNETES_SERVICE_HOST and its token)",
+                )?,
+                path => credkeeper_registry::kube::Kubeconfig::load(std::path::Path::new(path))?,
+            };
+            let api = credkeeper_registry::kube::KubeApi::new(config)?;
+            let shared = keychain::SharedSecrets::default();
+            tokio::spawn(keychain::sync_secrets(api, shared.clone()));
+            Some(shared)
+        }
+    };
+    let offered = tokio::spawn(keychain::serve(keychain_listener, captured, secrets));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => {}
@@ -275,7 +294,7 @@ struct BrokerIdentity {
 }
 
 fn robot_error(e: impl std::fmt::Display) -> KeychainError {
-    KeychainError::Robot(e.to_string())
+    KeychainError::Source(e.to_string())
 }
 
 impl RobotIdentity for BrokerIdentity {
