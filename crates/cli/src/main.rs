@@ -255,6 +255,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => block_on(cmd::serve::run(args, &global), Mode::Server),
         Command::Credmon(args) => block_on(cmd::credmon::run(args, &global), Mode::Daemon),
         Command::RobotSecret(args) => cmd::serve::robot_secret(args, &global),
+        Command::Registry(cmd::registry::Command::Token(args)) => block_on(
+            cmd::registry::token(args, global.state_dir.clone(), global.cafile.clone()),
+            Mode::Command,
+        ),
         Command::Registry(cmd::registry::Command::CriProxy(args)) => {
             block_on(cmd::registry::cri_proxy(args), Mode::Server)
         }

@@ -368,3 +368,59 @@ fn the_kubelet_credential_provider_answers_from_the_same_keychain() {
     // Not a request: exit 1 with the reason.
     provider(None, r#"{"kind":"Pod"}"#).fails(1, "the CredentialProviderRequest on standard input");
 }
+
+#[test]
+fn registry_token_follows_the_challenge_with_whatever_the_keychain_holds() {
+    let s = setup("RS256");
+    let image = s.registry.get("REGISTRY_IMAGE").to_string();
+    let token = |extra: &[&str], keytab: Option<&str>| {
+        let mut cmd = s.user.cmd();
+        s.kdc.apply(&mut cmd);
+        cmd.args(["registry", "token", &image, "--check"])
+            .args(extra);
+        if let Some(k) = keytab {
+            cmd.env("CREDKEEPER_SERVER", &s.broker.url)
+                .env("KRB5_KTNAME", k);
+        }
+        Run::from(cmd.output().unwrap())
+    };
+    // A user and password (here the robot's name and secret): GET the realm with Basic.
+    let puller_secret = read(&s.user.path("puller.secret"));
+    let mut cmd = s.user.cmd();
+    cmd.args(["registry", "token", &image, "--check", "--user", "puller"])
+        .env("CREDKEEPER_REGISTRY_PASSWORD", puller_secret.trim());
+    let basic = Run::from(cmd.output().unwrap()).ok();
+    assert!(
+        basic.stderr.contains("the token opens test/hello:1"),
+        "{}",
+        basic.stderr
+    );
+    assert_eq!(claims(basic.stdout.trim())["sub"], "puller");
+    // The robot's keytab: an identity token from the broker, traded with refresh_token.
+    let kerberos = token(&["--explain"], Some(s.kdc.get("KRB5_ROBOT_KEYTAB"))).ok();
+    assert!(
+        kerberos
+            .stderr
+            .contains("an identity token for testbed-registry"),
+        "{}",
+        kerberos.stderr
+    );
+    assert_eq!(claims(kerberos.stdout.trim())["sub"], "puller");
+    // Asking for push gets a token without push: the check still passes for pull (HEAD).
+    let push = token(&["--push"], Some(s.kdc.get("KRB5_ROBOT_KEYTAB"))).ok();
+    assert_eq!(
+        claims(push.stdout.trim())["access"][0]["actions"],
+        serde_json::json!(["pull"])
+    );
+    // A robot without registry rights gets a token that opens nothing.
+    let nobody_secret = read(&s.user.path("nobody.secret"));
+    let mut cmd = s.user.cmd();
+    cmd.args(["registry", "token", &image, "--check", "--user", "nobody"])
+        .env("CREDKEEPER_REGISTRY_PASSWORD", nobody_secret.trim());
+    Run::from(cmd.output().unwrap()).fails(1, "the token does not open test/hello:1 (HTTP 401)");
+    // Wrong credentials: the token server's refusal, named.
+    let mut cmd = s.user.cmd();
+    cmd.args(["registry", "token", &image, "--user", "puller"])
+        .env("CREDKEEPER_REGISTRY_PASSWORD", "wrong");
+    Run::from(cmd.output().unwrap()).fails(1, "refused (401)");
+}

@@ -22,36 +22,6 @@ pub struct Captured {
     entries: Mutex<HashMap<(String, String), Entry>>,
 }
 
-/// `127.0.0.1:5000/test/hello:1` → (`127.0.0.1:5000`, `test/hello`); Docker Hub's short
-/// names get their `library/`.
-pub fn image_key(image: &str) -> (String, String) {
-    // An image reference without `/` is a Docker Hub short name (`ubuntu:22.04`), never a
-    // `host:port`.
-    let registry = if image.contains('/') {
-        host::normalise(image)
-    } else {
-        "docker.io".to_string()
-    };
-    let without_digest = image.split('@').next().unwrap_or(image);
-    let mut path: Vec<&str> = without_digest.split('/').collect();
-    let first_is_host = path.len() > 1
-        && (path[0].contains('.') || path[0].contains(':') || path[0] == "localhost");
-    if first_is_host {
-        path.remove(0);
-    }
-    let mut repo = path.join("/");
-    // A tag follows the last `:` of the last component.
-    if let Some(slash) = repo.rfind('/').map(|i| i + 1).or(Some(0))
-        && let Some(colon) = repo[slash..].rfind(':')
-    {
-        repo.truncate(slash + colon);
-    }
-    if registry == "docker.io" && !repo.contains('/') {
-        repo = format!("library/{repo}");
-    }
-    (registry, repo)
-}
-
 /// The credential an AuthConfig carries, as the keychain speaks it (`<token>` for an
 /// identity token). A registry (access) token has no helper-protocol form: not kept.
 pub fn credential(auth: &AuthConfig) -> Option<Credential> {
@@ -107,7 +77,7 @@ impl Captured {
             }
         }
         entries.insert(
-            image_key(image),
+            host::reference(image),
             Entry {
                 credential,
                 stored: now,
@@ -118,7 +88,7 @@ impl Captured {
 
     /// Forget the credential of `image`'s repository (after `RemoveImage`).
     pub fn forget(&self, image: &str) -> bool {
-        self.lock().remove(&image_key(image)).is_some()
+        self.lock().remove(&host::reference(image)).is_some()
     }
 
     /// The credential for `server` (a host, or host/repository): that repository's, else
@@ -128,7 +98,7 @@ impl Captured {
         let host = host::normalise(server);
         let entries = self.lock();
         if server.contains('/') {
-            let key = image_key(server);
+            let key = host::reference(server);
             if let Some(e) = entries.get(&key).filter(|e| e.expires > now) {
                 return Some(e.credential.clone());
             }
@@ -158,26 +128,6 @@ mod tests {
             username: user.into(),
             secret: Secret::new("pw"),
         }
-    }
-
-    #[test]
-    fn image_references_key_by_host_and_repository() {
-        assert_eq!(
-            image_key("127.0.0.1:5000/test/hello:1"),
-            ("127.0.0.1:5000".into(), "test/hello".into())
-        );
-        assert_eq!(
-            image_key("registry.example/a/b/c@sha256:ab"),
-            ("registry.example".into(), "a/b/c".into())
-        );
-        assert_eq!(
-            image_key("ubuntu:22.04"),
-            ("docker.io".into(), "library/ubuntu".into())
-        );
-        assert_eq!(
-            image_key("localhost:5000/app"),
-            ("localhost:5000".into(), "app".into())
-        );
     }
 
     #[test]

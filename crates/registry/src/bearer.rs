@@ -1,5 +1,11 @@
-//! The registry side of the Bearer-token flow (distribution's token auth): the challenge a
-//! registry answers with, as `WWW-Authenticate: Bearer realm="…",service="…",scope="…"`.
+//! The Bearer-token flow of distribution's token auth: the challenge a registry answers
+//! with (`WWW-Authenticate: Bearer realm="…",service="…",scope="…"`), and the client that
+//! turns a keychain credential into a registry access token for a scope.
+
+use crate::Credential;
+use credkeeper_core::{Secret, Timestamp};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// A parsed `Bearer` challenge.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +62,171 @@ impl Challenge {
             scope: params.remove("scope"),
             error: params.remove("error"),
         })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("{url}: {message}")]
+    Http { url: String, message: String },
+    #[error("the token server {realm} refused ({status}): {message}")]
+    Refused {
+        realm: String,
+        status: u16,
+        message: String,
+    },
+}
+
+/// Realm, service, scope, and who asked.
+type CacheKey = (String, String, String, String);
+
+/// Registry access tokens from a registry's token server, cached per realm, service,
+/// scope and credential until shortly before they expire.
+pub struct TokenClient {
+    http: reqwest::Client,
+    cache: Mutex<HashMap<CacheKey, (Secret, Timestamp)>>,
+}
+
+/// Tokens are not reused in their last seconds (a pull started then would fail midway).
+const MARGIN_SECS: i64 = 10;
+/// When the server names no lifetime: the token spec's default.
+const DEFAULT_SECS: i64 = 60;
+
+impl TokenClient {
+    /// Trusting the system's CAs, or only those in `ca_pem` when given.
+    pub fn new(ca_pem: Option<&[u8]>) -> Result<TokenClient, TokenError> {
+        let fail = |e: reqwest::Error| TokenError::Http {
+            url: "(HTTP client)".into(),
+            message: e.to_string(),
+        };
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(30));
+        if let Some(pem) = ca_pem {
+            builder =
+                builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(pem).map_err(fail)?);
+        }
+        Ok(TokenClient {
+            http: builder.build().map_err(fail)?,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether `token` opens the manifest of `repository:reference` at `base` (`https://host`):
+    /// the HTTP status of a HEAD, 200 when it does.
+    pub async fn check(
+        &self,
+        base: &str,
+        repository: &str,
+        reference: &str,
+        token: &Secret,
+    ) -> Result<u16, TokenError> {
+        let url = format!("{base}/v2/{repository}/manifests/{reference}");
+        let accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+            application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+        self.http
+            .head(&url)
+            .bearer_auth(token.expose())
+            .header("accept", accept)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| TokenError::Http {
+                url,
+                message: e.to_string(),
+            })
+    }
+
+    /// A token for `scope` (`repository:<name>:pull[,push]`): an identity token is traded
+    /// with `grant_type=refresh_token` (POST), a user and password go to the realm by GET
+    /// with Basic auth, no credential asks anonymously.
+    pub async fn token(
+        &self,
+        challenge: &Challenge,
+        scope: &str,
+        credential: Option<&Credential>,
+    ) -> Result<Secret, TokenError> {
+        let service = challenge.service.clone().unwrap_or_default();
+        let who = credential.map(|c| c.username.clone()).unwrap_or_default();
+        let key = (
+            challenge.realm.clone(),
+            service.clone(),
+            scope.to_string(),
+            who,
+        );
+        let now = Timestamp::now();
+        if let Some((token, expires)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            && expires.seconds_after(now) > MARGIN_SECS
+        {
+            return Ok(token.clone());
+        }
+        let http_err = |e: reqwest::Error| TokenError::Http {
+            url: challenge.realm.clone(),
+            message: e.to_string(),
+        };
+        let request = match credential {
+            Some(c) if c.is_identity_token() => self.http.post(&challenge.realm).form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", c.secret.expose()),
+                ("service", &service),
+                ("scope", scope),
+                ("client_id", "credkeeper"),
+            ]),
+            other => {
+                let mut url =
+                    reqwest::Url::parse(&challenge.realm).map_err(|e| TokenError::Http {
+                        url: challenge.realm.clone(),
+                        message: e.to_string(),
+                    })?;
+                url.query_pairs_mut()
+                    .append_pair("service", &service)
+                    .append_pair("scope", scope);
+                let r = self.http.get(url);
+                match other {
+                    Some(c) => r.basic_auth(&c.username, Some(c.secret.expose())),
+                    None => r,
+                }
+            }
+        };
+        let response = request.send().await.map_err(http_err)?;
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+        if !(200..300).contains(&status) {
+            let message = body
+                .get("message")
+                .or_else(|| body.pointer("/errors/0/message"))
+                .and_then(|m| m.as_str())
+                .unwrap_or("no reason given")
+                .to_string();
+            return Err(TokenError::Refused {
+                realm: challenge.realm.clone(),
+                status,
+                message,
+            });
+        }
+        let token = body
+            .get("token")
+            .or_else(|| body.get("access_token"))
+            .and_then(|t| t.as_str())
+            .map(Secret::new)
+            .ok_or_else(|| TokenError::Refused {
+                realm: challenge.realm.clone(),
+                status,
+                message: "the answer has no token".into(),
+            })?;
+        let lifetime = body
+            .get("expires_in")
+            .and_then(|e| e.as_i64())
+            .unwrap_or(DEFAULT_SECS);
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (token.clone(), now.plus_secs(lifetime)));
+        Ok(token)
     }
 }
 

@@ -29,9 +29,59 @@ pub fn normalise(input: &str) -> String {
     }
 }
 
+/// `127.0.0.1:5000/test/hello:1` → (`127.0.0.1:5000`, `test/hello`); Docker Hub's short
+/// names get their `library/`.
+pub fn reference(image: &str) -> (String, String) {
+    // An image reference without `/` is a Docker Hub short name (`ubuntu:22.04`), never a
+    // `host:port`.
+    let registry = if image.contains('/') {
+        normalise(image)
+    } else {
+        "docker.io".to_string()
+    };
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let mut path: Vec<&str> = without_digest.split('/').collect();
+    let first_is_host = path.len() > 1
+        && (path[0].contains('.') || path[0].contains(':') || path[0] == "localhost");
+    if first_is_host {
+        path.remove(0);
+    }
+    let mut repo = path.join("/");
+    // A tag follows the last `:` of the last component.
+    if let Some(slash) = repo.rfind('/').map(|i| i + 1).or(Some(0))
+        && let Some(colon) = repo[slash..].rfind(':')
+    {
+        repo.truncate(slash + colon);
+    }
+    if registry == "docker.io" && !repo.contains('/') {
+        repo = format!("library/{repo}");
+    }
+    (registry, repo)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_references_split_into_registry_and_repository() {
+        assert_eq!(
+            reference("127.0.0.1:5000/test/hello:1"),
+            ("127.0.0.1:5000".into(), "test/hello".into())
+        );
+        assert_eq!(
+            reference("registry.example/a/b/c@sha256:ab"),
+            ("registry.example".into(), "a/b/c".into())
+        );
+        assert_eq!(
+            reference("ubuntu:22.04"),
+            ("docker.io".into(), "library/ubuntu".into())
+        );
+        assert_eq!(
+            reference("localhost:5000/app"),
+            ("localhost:5000".into(), "app".into())
+        );
+    }
 
     #[test]
     fn every_spelling_of_a_host_is_one_key() {

@@ -13,6 +13,8 @@ use std::sync::Arc;
 pub enum Command {
     /// Find the credential for an image or registry host, in the keychain's order
     Get(GetArgs),
+    /// A registry access token for an image (the Bearer-token flow), printed on stdout
+    Token(TokenArgs),
     /// Speak the Docker credential-helper protocol (as docker-credential-credkeeper)
     Helper {
         /// store, get, erase, list or version
@@ -138,6 +140,125 @@ pub struct GetArgs {
     pub explain: bool,
 }
 
+#[derive(clap::Args)]
+#[command(
+    after_help = "The credential comes from the keychain (as `registry get`); the registry's \
+Bearer challenge names its token server. An identity token is traded there with \
+grant_type=refresh_token, a user and password by GET with Basic auth. Tokens are cached \
+per scope for the life of the process."
+)]
+pub struct TokenArgs {
+    /// An image reference: HOST/REPOSITORY[:TAG]
+    pub image: String,
+    /// Ask for push as well as pull
+    #[arg(long)]
+    pub push: bool,
+    /// Use this credential (USER:PASS, or USER with the password from $CREDKEEPER_REGISTRY_PASSWORD)
+    #[arg(long, value_name = "USER[:PASS]")]
+    pub user: Option<String>,
+    /// Also prove the token opens the image's manifest (HEAD), and say so
+    #[arg(long)]
+    pub check: bool,
+    /// Tell which source answered and why, on standard error (never the secret)
+    #[arg(long)]
+    pub explain: bool,
+}
+
+/// `registry token`: keychain → challenge → token server → token.
+pub async fn token(
+    args: TokenArgs,
+    state_dir: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let explicit = explicit_credential(args.user.as_deref())?;
+    let keychain = Keychain::standard(
+        &Env::from_process(),
+        explicit,
+        store(state_dir, false)?,
+        broker_identity(),
+    );
+    let (host, repository) = credkeeper_registry::host::reference(&args.image);
+    let tag = args
+        .image
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_string())
+        .or_else(|| {
+            let last = args.image.rsplit('/').next().unwrap_or("");
+            last.split_once(':').map(|(_, t)| t.to_string())
+        })
+        .unwrap_or_else(|| "latest".into());
+    // The keychain's sources block (helpers, the broker's and Kubernetes' clients run
+    // their own short runtimes): off this runtime's thread.
+    let target = host.clone();
+    let (found, trace) = tokio::task::spawn_blocking(move || {
+        let mut trace = Vec::new();
+        let found = keychain.lookup(&target, &mut trace);
+        (found, trace)
+    })
+    .await?;
+    if args.explain {
+        for line in &trace {
+            eprintln!("{line}");
+        }
+    }
+    let credential = found?.map(|f| f.credential);
+    let http =
+        credkeeper_oidc::Http::with_ca_file(ca_file.as_deref(), credkeeper_oidc::Roots::Only)?;
+    let Some((base, challenge)) = probe(&http, &host).await else {
+        anyhow::bail!("{host} does not answer /v2/ (neither HTTPS nor, for loopback, HTTP)");
+    };
+    let Some(challenge) = challenge else {
+        anyhow::bail!(
+            "{host} asks for no Bearer token (anonymous access, or HTTP Basic: use `registry get`)"
+        );
+    };
+    let scope = format!(
+        "repository:{repository}:{}",
+        if args.push { "pull,push" } else { "pull" }
+    );
+    let ca_pem = match &ca_file {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("CA file {}", p.display()))?),
+        None => None,
+    };
+    let client = credkeeper_registry::bearer::TokenClient::new(ca_pem.as_deref())?;
+    let token = client
+        .token(&challenge, &scope, credential.as_ref())
+        .await?;
+    if args.check {
+        let status = client.check(&base, &repository, &tag, &token).await?;
+        anyhow::ensure!(
+            status == 200,
+            "the token does not open {repository}:{tag} (HTTP {status})"
+        );
+        eprintln!("{scope}: the token opens {repository}:{tag}");
+    }
+    println!("{}", token.expose());
+    Ok(())
+}
+
+/// `--user USER[:PASS]`, the password from the environment when not given.
+fn explicit_credential(user: Option<&str>) -> anyhow::Result<Option<Credential>> {
+    let Some(u) = user else { return Ok(None) };
+    let (user, pass) = match u.split_once(':') {
+        Some((user, pass)) => {
+            // Accepted for skopeo's `--creds` habit, but argv is readable by others.
+            tracing::warn!(
+                "a password on the command line is visible to other users (ps); prefer --user USER with $CREDKEEPER_REGISTRY_PASSWORD"
+            );
+            (user.to_string(), pass.to_string())
+        }
+        None => (
+            u.to_string(),
+            std::env::var("CREDKEEPER_REGISTRY_PASSWORD")
+                .context("--user USER without :PASS needs $CREDKEEPER_REGISTRY_PASSWORD")?,
+        ),
+    };
+    Ok(Some(Credential {
+        username: user,
+        secret: Secret::new(pass),
+    }))
+}
+
 /// The store, when there is one: a `get` must not create state as a side effect.
 fn store(
     state_dir: Option<PathBuf>,
@@ -155,8 +276,8 @@ fn store(
 pub fn run(command: Command, state_dir: Option<PathBuf>) -> anyhow::Result<()> {
     match command {
         Command::Get(args) => get(args, state_dir),
-        Command::CriProxy(_) => {
-            anyhow::bail!("cri-proxy runs on the server runtime (main dispatches it)")
+        Command::CriProxy(_) | Command::Token(_) => {
+            anyhow::bail!("this subcommand runs on a runtime (main dispatches it)")
         }
         Command::KubeletCredentialProvider { cache_duration } => {
             let store = store(state_dir, false)?;
@@ -181,29 +302,7 @@ pub fn run(command: Command, state_dir: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn get(args: GetArgs, state_dir: Option<PathBuf>) -> anyhow::Result<()> {
-    let explicit = match &args.user {
-        None => None,
-        Some(u) => {
-            let (user, pass) = match u.split_once(':') {
-                Some((user, pass)) => {
-                    // Accepted for skopeo's `--creds` habit, but argv is readable by others.
-                    tracing::warn!(
-                        "a password on the command line is visible to other users (ps); prefer --user USER with $CREDKEEPER_REGISTRY_PASSWORD"
-                    );
-                    (user.to_string(), pass.to_string())
-                }
-                None => (
-                    u.clone(),
-                    std::env::var("CREDKEEPER_REGISTRY_PASSWORD")
-                        .context("--user USER without :PASS needs $CREDKEEPER_REGISTRY_PASSWORD")?,
-                ),
-            };
-            Some(Credential {
-                username: user,
-                secret: Secret::new(pass),
-            })
-        }
-    };
+    let explicit = explicit_credential(args.user.as_deref())?;
     let keychain = Keychain::standard(
         &Env::from_process(),
         explicit,
@@ -365,6 +464,12 @@ impl RobotIdentity for BrokerIdentity {
 /// The registry's Bearer challenge from `GET /v2/`: HTTPS, and plain HTTP for a loopback
 /// registry that does not speak TLS (as docker and skopeo allow for local registries).
 async fn challenge(http: &credkeeper_oidc::Http, host: &str) -> Option<Challenge> {
+    probe(http, host).await.and_then(|(_, c)| c)
+}
+
+/// The base URL that answered `/v2/` and its Bearer challenge (`None` when it asks for
+/// none).
+async fn probe(http: &credkeeper_oidc::Http, host: &str) -> Option<(String, Option<Challenge>)> {
     let loopback =
         host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
     let mut schemes = vec!["https"];
@@ -372,9 +477,12 @@ async fn challenge(http: &credkeeper_oidc::Http, host: &str) -> Option<Challenge
         schemes.push("http");
     }
     for scheme in schemes {
-        let url = format!("{scheme}://{host}/v2/");
-        if let Ok(answer) = http.probe(&url).await {
-            return answer.challenges.iter().find_map(|c| Challenge::parse(c));
+        let base = format!("{scheme}://{host}");
+        if let Ok(answer) = http.probe(&format!("{base}/v2/")).await {
+            return Some((
+                base,
+                answer.challenges.iter().find_map(|c| Challenge::parse(c)),
+            ));
         }
     }
     None
