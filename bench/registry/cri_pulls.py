@@ -62,7 +62,11 @@ def main():
         name, sep, ep = item.partition("=")
         if not sep or not name or not ep:
             p.error("endpoints are NAME=ENDPOINT")
-        ch = grpc.insecure_channel(target(ep), options=[("grpc.enable_http_proxy", 0)])
+        # :authority "localhost", as kubelet (grpc-go) sends on unix sockets.
+        ch = grpc.insecure_channel(
+            target(ep),
+            options=[("grpc.enable_http_proxy", 0), ("grpc.default_authority", "localhost")],
+        )
         grpc.channel_ready_future(ch).result(timeout=30)
         eps.append((name, ep, ch, pbg.ImageServiceStub(ch)))
 
