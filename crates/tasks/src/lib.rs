@@ -1,0 +1,19 @@
+//! credkeeper-tasks: scheduled tasks with authentication built in.
+//!
+//! What it is for: a task is a command with a schedule and the credentials it declares.
+//! [`definition`] reads task files — credkeeper's own YAML, and rucio-task-manager's Helm
+//! values and task files as they are; [`template`] fills `{{ VAR }}` strictly (an undefined
+//! name is an error naming it and the task); [`schedule`] says when a task is due (cron,
+//! macros, `@every`, time zones); [`run`] prepares a run's credentials in a private
+//! directory, runs the command with a timeout and retries, keeps the bearer token fresh
+//! while it runs, and removes everything when it ends.
+//!
+//! What it is not: where tokens come from. A run asks a [`run::TokenSource`] (the caller
+//! wires the broker or an issuer) and writes what it gets.
+
+pub mod definition;
+pub mod run;
+pub mod schedule;
+pub mod template;
+
+pub use definition::{Task, TaskError};
