@@ -1,1 +1,527 @@
-//! One run of a task.
+//! One run of a task: credentials prepared in a private directory before the command
+//! starts (a failed authentication fails the run, and the command never starts), the
+//! bearer token kept fresh while it runs, a timeout that stops the whole process group,
+//! retries with backoff, the output captured with a size cap and the secrets redacted,
+//! and the directory removed when the run ends — also on timeout and on failure.
+
+use crate::definition::{BearerSpec, Rendered, Task};
+use credkeeper_core::{Secret, Timestamp};
+use std::future::Future;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::Arc;
+use tokio::io::AsyncReadExt;
+
+/// A token and when it expires, or why not.
+pub type TokenFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<(Secret, Timestamp), String>> + Send + 'a>>;
+
+/// Where bearer tokens come from (the caller wires a broker or an issuer).
+pub trait TokenSource: Send + Sync {
+    /// A fresh token for `spec`, and when it expires.
+    fn token<'a>(&'a self, spec: &'a BearerSpec) -> TokenFuture<'a>;
+}
+
+pub struct RunOptions {
+    /// Where the run's private directory goes (`$XDG_RUNTIME_DIR` or `/tmp`).
+    pub base_dir: PathBuf,
+    /// The captured output kept, at most (the end of it).
+    pub output_cap: usize,
+    /// After a timeout's SIGTERM, how long before SIGKILL.
+    pub grace_secs: u64,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            base_dir: std::env::var_os("XDG_RUNTIME_DIR")
+                .map(PathBuf::from)
+                .filter(|p| p.is_dir())
+                .unwrap_or_else(std::env::temp_dir),
+            output_cap: 64 * 1024,
+            grace_secs: 5,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The command's exit status; `None` when it never started or was killed.
+    pub status: Option<i32>,
+    pub attempts: u32,
+    pub started: Timestamp,
+    pub ended: Timestamp,
+    /// Why it failed, when it did (authentication, timeout, a signal, the exit status).
+    pub reason: Option<String>,
+    /// Standard output and error, interleaved as read, capped, secrets redacted.
+    pub output: String,
+}
+
+impl Outcome {
+    pub fn succeeded(&self) -> bool {
+        self.status == Some(0) && self.reason.is_none()
+    }
+
+    /// The status a CronJob should see: the command's, or 1 when it never finished.
+    pub fn exit_code(&self) -> i32 {
+        match (self.status, &self.reason) {
+            (Some(0), None) => 0,
+            (Some(s), _) if s != 0 => s,
+            _ => 1,
+        }
+    }
+}
+
+/// The run's private directory (0700), removed when dropped.
+struct RunDir(PathBuf);
+
+impl RunDir {
+    fn create(base: &Path, task: &str) -> std::io::Result<RunDir> {
+        let mut random = [0u8; 8];
+        getrandom(&mut random);
+        let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let path = base.join(format!("credkeeper-task-{task}-{name}"));
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(RunDir(path))
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn getrandom(buf: &mut [u8]) {
+    use std::io::Read;
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(buf);
+    }
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    credkeeper_store::sink::write_atomic(path, contents, 0o600).map_err(std::io::Error::other)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+/// Run `task` (already rendered) until it succeeds or its retries are used up.
+pub async fn run(
+    task: &Task,
+    rendered: &Rendered,
+    tokens: Option<Arc<dyn TokenSource>>,
+    options: &RunOptions,
+) -> Outcome {
+    let started = Timestamp::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut outcome = attempt_once(task, rendered, tokens.clone(), options).await;
+        outcome.attempts = attempt;
+        outcome.started = started;
+        if outcome.succeeded() || attempt > task.retries {
+            outcome.ended = Timestamp::now();
+            return outcome;
+        }
+        let wait = task.backoff_secs.saturating_mul(1 << (attempt - 1).min(10));
+        tracing::warn!(
+            task = task.name,
+            attempt,
+            "run failed ({}); trying again in {wait} s",
+            outcome.reason.as_deref().unwrap_or("")
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(wait as u64)).await;
+    }
+}
+
+async fn attempt_once(
+    task: &Task,
+    rendered: &Rendered,
+    tokens: Option<Arc<dyn TokenSource>>,
+    options: &RunOptions,
+) -> Outcome {
+    let now = Timestamp::now();
+    let failed = |reason: String| Outcome {
+        status: None,
+        attempts: 0,
+        started: now,
+        ended: Timestamp::now(),
+        reason: Some(reason),
+        output: String::new(),
+    };
+    let dir = match RunDir::create(&options.base_dir, &task.name) {
+        Ok(d) => d,
+        Err(e) => {
+            return failed(format!(
+                "cannot make the run's private directory in {}: {e}",
+                options.base_dir.display()
+            ));
+        }
+    };
+    let mut env = rendered.env.clone();
+    let mut secrets = rendered.secrets.clone();
+    // Credentials first: without them the command does not start.
+    let mut refresher = None;
+    if let Some(spec) = &task.credentials.bearer {
+        let Some(source) = tokens.clone() else {
+            return failed(
+                "the task declares a bearer token but no token source is configured".into(),
+            );
+        };
+        let path = dir.0.join("bearer_token");
+        let (token, expires) = match source.token(spec).await {
+            Ok(t) => t,
+            Err(e) => return failed(format!("authentication failed: {e}")),
+        };
+        if let Err(e) = write_private(&path, format!("{}\n", token.expose()).as_bytes()) {
+            return failed(format!("cannot write the bearer token file: {e}"));
+        }
+        secrets.push(token.expose().to_string());
+        env.insert("BEARER_TOKEN_FILE".into(), path.display().to_string());
+        refresher = Some(tokio::spawn(keep_fresh(
+            source,
+            spec.clone(),
+            path,
+            expires,
+        )));
+    }
+    if let Some(text) = &rendered.task_file {
+        let path = dir.0.join("task.yml");
+        if let Err(e) = write_private(&path, text.as_bytes()) {
+            return failed(format!("cannot write the task file: {e}"));
+        }
+        env.insert("TASK_FILE_PATH".into(), path.display().to_string());
+    }
+    let (program, args): (&str, Vec<&str>) = if task.shell {
+        ("/bin/sh", vec!["-c", rendered.command[0].as_str()])
+    } else {
+        (
+            rendered.command[0].as_str(),
+            rendered.command[1..].iter().map(String::as_str).collect(),
+        )
+    };
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(&args)
+        .envs(&env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: a timeout stops everything it started.
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(w) = &task.workdir {
+        command.current_dir(w);
+    }
+    let mut child = match command.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(r) = refresher {
+                r.abort();
+            }
+            return failed(format!("cannot start `{program}`: {e}"));
+        }
+    };
+    let pid = child.id();
+    // Both streams into one buffer as they come, keeping the last `cap` bytes.
+    let cap = options.output_cap;
+    let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let readers: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        child
+            .stderr
+            .take()
+            .map(|e| Box::new(e) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|mut stream| {
+        let buffer = buffer.clone();
+        tokio::spawn(async move {
+            let mut chunk = vec![0u8; 8192];
+            while let Ok(n) = stream.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                let mut b = buffer.lock().unwrap_or_else(|p| p.into_inner());
+                b.extend_from_slice(&chunk[..n]);
+                if b.len() > cap * 2 {
+                    let excess = b.len() - cap;
+                    b.drain(..excess);
+                }
+            }
+        })
+    })
+    .collect();
+    let waited = match task.timeout_secs {
+        Some(t) => tokio::time::timeout(std::time::Duration::from_secs(t as u64), child.wait())
+            .await
+            .ok(),
+        None => Some(child.wait().await),
+    };
+    let (status, reason) = match waited {
+        Some(Ok(s)) => {
+            use std::os::unix::process::ExitStatusExt;
+            match (s.code(), s.signal()) {
+                (Some(0), _) => (Some(0), None),
+                (Some(c), _) => (Some(c), Some(format!("exit status {c}"))),
+                (None, Some(sig)) => (None, Some(format!("killed by signal {sig}"))),
+                _ => (None, Some("ended without a status".into())),
+            }
+        }
+        Some(Err(e)) => (None, Some(format!("waiting for the command: {e}"))),
+        None => {
+            stop_group(pid, options.grace_secs, &mut child).await;
+            (
+                None,
+                Some(format!(
+                    "timed out after {} s; the process group was stopped",
+                    task.timeout_secs.unwrap_or(0)
+                )),
+            )
+        }
+    };
+    if let Some(r) = refresher {
+        r.abort();
+    }
+    for r in readers {
+        let _ = r.await;
+    }
+    let mut bytes = std::mem::take(&mut *buffer.lock().unwrap_or_else(|p| p.into_inner()));
+    if bytes.len() > cap {
+        bytes.drain(..bytes.len() - cap);
+    }
+    let mut output = String::from_utf8_lossy(&bytes).into_owned();
+    for s in &secrets {
+        if !s.is_empty() {
+            output = output.replace(s.as_str(), "[redacted]");
+        }
+    }
+    drop(dir);
+    Outcome {
+        status,
+        attempts: 0,
+        started: now,
+        ended: Timestamp::now(),
+        reason,
+        output,
+    }
+}
+
+/// SIGTERM to the group, then SIGKILL after the grace period.
+async fn stop_group(pid: Option<u32>, grace: u64, child: &mut tokio::process::Child) {
+    let Some(pid) = pid else { return };
+    // SAFETY: killpg on the process group we created for this child (process_group(0)).
+    unsafe { libc::killpg(pid as i32, libc::SIGTERM) };
+    if tokio::time::timeout(std::time::Duration::from_secs(grace), child.wait())
+        .await
+        .is_err()
+    {
+        // SAFETY: as above.
+        unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
+        let _ = child.wait().await;
+    }
+}
+
+/// Rewrite the token file when half of the token's remaining life has passed, so a task
+/// longer than a token's lifetime never holds an expired one.
+async fn keep_fresh(
+    source: Arc<dyn TokenSource>,
+    spec: BearerSpec,
+    path: PathBuf,
+    mut expires: Timestamp,
+) {
+    loop {
+        let left = expires.seconds_after(Timestamp::now()).max(2);
+        tokio::time::sleep(std::time::Duration::from_secs((left / 2) as u64)).await;
+        match source.token(&spec).await {
+            Ok((token, e)) => {
+                if write_private(&path, format!("{}\n", token.expose()).as_bytes()).is_ok() {
+                    expires = e;
+                    tracing::info!(file = %path.display(), "bearer token refreshed during the run");
+                }
+            }
+            Err(e) => tracing::warn!("refreshing the bearer token: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::{Options, load};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    struct Tokens {
+        calls: AtomicU32,
+        life: i64,
+        fail: bool,
+    }
+
+    impl TokenSource for Tokens {
+        fn token<'a>(&'a self, _spec: &'a BearerSpec) -> TokenFuture<'a> {
+            Box::pin(async move {
+                if self.fail {
+                    return Err("the broker refused: robot `x` may not have scope y".into());
+                }
+                let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+                Ok((
+                    Secret::new(format!("token-number-{n}")),
+                    Timestamp::now().plus_secs(self.life),
+                ))
+            })
+        }
+    }
+
+    fn task(dir: &Path, yaml: &str) -> (Task, Rendered) {
+        let p = dir.join("t.yaml");
+        std::fs::write(&p, yaml).unwrap();
+        let t = load(&p, &Options::default()).unwrap().remove(0);
+        struct NoVars;
+        impl crate::template::Vars for NoVars {
+            fn get(&self, _: &str) -> Option<String> {
+                None
+            }
+        }
+        let r = t.render(&NoVars, &Options::default()).unwrap();
+        (t, r)
+    }
+
+    fn options(dir: &Path) -> RunOptions {
+        RunOptions {
+            base_dir: dir.to_path_buf(),
+            output_cap: 4096,
+            grace_secs: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_token_is_in_a_private_file_kept_fresh_during_the_run_and_gone_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = dir.path().join("seen");
+        let (t, r) = task(
+            dir.path(),
+            &format!(
+                "tasks:\n- name: long\n  schedule: '@hourly'\n  shell: true\n  command: 'stat -c %a \"$BEARER_TOKEN_FILE\"; cat \"$BEARER_TOKEN_FILE\"; echo \"$BEARER_TOKEN_FILE\" > {0}.path; sleep 3; cat \"$BEARER_TOKEN_FILE\" > {0}'\n  credentials: {{bearer: {{scopes: read}}}}\n",
+                seen.display()
+            ),
+        );
+        let tokens: Arc<dyn TokenSource> = Arc::new(Tokens {
+            calls: AtomicU32::new(0),
+            life: 4,
+            fail: false,
+        });
+        let outcome = run(&t, &r, Some(tokens), &options(dir.path())).await;
+        assert!(outcome.succeeded(), "{outcome:?}");
+        assert!(
+            outcome.output.starts_with("600\n[redacted]"),
+            "{}",
+            outcome.output
+        );
+        assert!(
+            !outcome.output.contains("token-number"),
+            "{}",
+            outcome.output
+        );
+        // A 4 s token was rewritten at about 2 s: the command read a newer one at 3 s.
+        let late = std::fs::read_to_string(&seen).unwrap();
+        assert!(
+            late.trim() != "token-number-1" && late.starts_with("token-number-"),
+            "{late}"
+        );
+        let path = std::fs::read_to_string(format!("{}.path", seen.display())).unwrap();
+        assert!(
+            !Path::new(path.trim()).exists(),
+            "the run's directory is removed"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_authentication_failure_fails_the_run_before_the_command_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let (t, r) = task(
+            dir.path(),
+            &format!(
+                "tasks:\n- name: a\n  schedule: '@hourly'\n  command: [touch, '{}']\n  credentials: {{bearer: {{}}}}\n",
+                marker.display()
+            ),
+        );
+        let tokens: Arc<dyn TokenSource> = Arc::new(Tokens {
+            calls: AtomicU32::new(0),
+            life: 60,
+            fail: true,
+        });
+        let outcome = run(&t, &r, Some(tokens), &options(dir.path())).await;
+        assert_eq!(outcome.exit_code(), 1);
+        assert!(
+            outcome
+                .reason
+                .unwrap()
+                .starts_with("authentication failed: the broker refused")
+        );
+        assert!(!marker.exists(), "the command must not start");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "nothing left but the definition"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hanging_task_is_stopped_with_everything_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, r) = task(
+            dir.path(),
+            "tasks:\n- name: hang\n  schedule: '@hourly'\n  shell: true\n  command: 'sleep 300 & echo started; wait'\n  timeout: 1s\n",
+        );
+        let begun = std::time::Instant::now();
+        let outcome = run(&t, &r, None, &options(dir.path())).await;
+        assert!(begun.elapsed() < std::time::Duration::from_secs(10));
+        assert!(
+            outcome
+                .reason
+                .as_deref()
+                .unwrap()
+                .starts_with("timed out after 1 s"),
+            "{outcome:?}"
+        );
+        assert_eq!(outcome.exit_code(), 1);
+        assert_eq!(outcome.output, "started\n");
+        let stray = std::process::Command::new("pgrep")
+            .args(["-f", "^sleep 300$"])
+            .output()
+            .unwrap();
+        assert!(
+            stray.stdout.is_empty(),
+            "the background sleep was stopped too"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_task_is_retried_and_its_status_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = dir.path().join("count");
+        let (t, r) = task(
+            dir.path(),
+            &format!(
+                "tasks:\n- name: flaky\n  schedule: '@hourly'\n  shell: true\n  command: 'echo x >> {0}; [ $(wc -l < {0}) -ge 2 ]'\n  retries: 3\n  backoff: 1s\n",
+                counter.display()
+            ),
+        );
+        let outcome = run(&t, &r, None, &options(dir.path())).await;
+        assert!(outcome.succeeded(), "{outcome:?}");
+        assert_eq!(outcome.attempts, 2);
+        let (t, r) = task(
+            dir.path(),
+            "tasks:\n- name: fails\n  schedule: '@hourly'\n  command: [sh, -c, 'exit 7']\n",
+        );
+        let outcome = run(&t, &r, None, &options(dir.path())).await;
+        assert_eq!((outcome.exit_code(), outcome.attempts), (7, 1));
+    }
+}
