@@ -52,6 +52,9 @@ enum Command {
     /// Registry credentials: the keychain and the Docker credential helper
     #[command(subcommand)]
     Registry(cmd::registry::Command),
+    /// Scheduled tasks with their credentials (rucio-task-manager's formats too)
+    #[command(subcommand)]
+    Tasks(cmd::tasks::Command),
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
@@ -263,6 +266,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             block_on(cmd::registry::cri_proxy(args), Mode::Server)
         }
         Command::Registry(c) => cmd::registry::run(c, global.state_dir.clone()),
+        Command::Tasks(cmd::tasks::Command::Validate(f)) => cmd::tasks::validate(&f),
+        Command::Tasks(cmd::tasks::Command::List(f)) => cmd::tasks::list(&f),
+        Command::Tasks(cmd::tasks::Command::Run(args)) => {
+            let settings = settings()?;
+            block_on(cmd::tasks::run(args, &settings), Mode::Daemon)
+        }
     }
 }
 

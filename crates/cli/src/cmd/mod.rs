@@ -5,6 +5,7 @@ pub mod get;
 pub mod login;
 pub mod registry;
 pub mod serve;
+pub mod tasks;
 pub mod token;
 
 use crate::config::{Resolved, Settings};

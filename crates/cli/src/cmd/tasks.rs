@@ -1,0 +1,232 @@
+//! `credkeeper tasks`: check, list and run scheduled tasks with their credentials.
+
+use crate::config::Settings;
+use anyhow::Context;
+use credkeeper_core::{Secret, Timestamp};
+use credkeeper_tasks::Task;
+use credkeeper_tasks::definition::{self, BearerSpec, Options};
+use credkeeper_tasks::run::{RunOptions, TokenFuture, TokenSource};
+use credkeeper_tasks::template::Sources;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Check definition files: formats, schedules, and that every {{ VAR }} is defined
+    Validate(Files),
+    /// The tasks with their schedules and next run times (never a secret value)
+    List(Files),
+    /// Run one task now and exit with its status (what a Kubernetes CronJob calls)
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Definitions: credkeeper's YAML (`tasks:`), or rucio-task-manager's Helm \
+values file (`config`, `secrets`, `cronjobs`) with its task files, run through --runner. \
+{{ VAR }} is filled from the environment, then from files named VAR in each --secret-dir; \
+`secrets` entries are read from <secret-dir>/<fromSecretName>/<fromSecretKey>."
+)]
+pub struct Files {
+    /// Definition files
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// rucio-task-manager's entry point, run with TASK_FILE_PATH set (e.g. "python3 -m tasks")
+    #[arg(long, value_name = "COMMAND", env = "CREDKEEPER_TASKS_RUNNER")]
+    pub runner: Option<String>,
+    /// Where secrets are mounted (a Kubernetes secret volume); repeatable
+    #[arg(long = "secret-dir", value_name = "DIR")]
+    pub secret_dirs: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub files: Files,
+    /// The task to run
+    #[arg(long, value_name = "NAME")]
+    pub task: String,
+    /// The credkeeper broker that hands out the tasks' bearer tokens
+    #[arg(long, value_name = "URL", env = "CREDKEEPER_SERVER")]
+    pub server: Option<String>,
+    /// The robot's keytab, for the broker
+    #[arg(short = 'k', long, env = "KRB5_KTNAME", value_name = "FILE")]
+    pub keytab: Option<PathBuf>,
+    /// A JWT for the broker (a Kubernetes service-account token)
+    #[arg(long, env = "CREDKEEPER_JWT_FILE", value_name = "FILE")]
+    pub jwt_file: Option<PathBuf>,
+    /// The broker robot, with --secret-file
+    #[arg(long, env = "CREDKEEPER_ROBOT", value_name = "NAME")]
+    pub robot: Option<String>,
+    #[arg(long, env = "CREDKEEPER_SECRET_FILE", value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl Files {
+    fn options(&self) -> anyhow::Result<Options> {
+        let runner = match &self.runner {
+            None => Vec::new(),
+            Some(r) => r.split_whitespace().map(str::to_string).collect(),
+        };
+        Ok(Options {
+            runner,
+            secret_dirs: self.secret_dirs.clone(),
+        })
+    }
+
+    fn vars(&self) -> Sources {
+        Sources {
+            env: true,
+            dirs: self.secret_dirs.clone(),
+            extra: Default::default(),
+        }
+    }
+
+    fn load(&self) -> anyhow::Result<(Vec<Task>, Options)> {
+        let options = self.options()?;
+        let mut tasks = Vec::new();
+        for f in &self.files {
+            tasks.extend(definition::load(f, &options)?);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for t in &tasks {
+            anyhow::ensure!(
+                seen.insert(t.name.clone()),
+                "task `{}` is defined twice",
+                t.name
+            );
+        }
+        Ok((tasks, options))
+    }
+}
+
+pub fn validate(files: &Files) -> anyhow::Result<()> {
+    let (tasks, options) = files.load()?;
+    definition::validate(&tasks, &files.vars(), &options)?;
+    eprintln!("{} task(s) valid", tasks.len());
+    Ok(())
+}
+
+pub fn list(files: &Files) -> anyhow::Result<()> {
+    let (tasks, _) = files.load()?;
+    let now = chrono_now();
+    println!(
+        "{:<24} {:<28} {:<22} STATE",
+        "TASK", "SCHEDULE", "NEXT RUN (UTC)"
+    );
+    for t in &tasks {
+        let next = t
+            .schedule
+            .next_after(now)
+            .map(|n| n.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_else(|| "never".into());
+        let state = if t.disabled { "disabled" } else { "enabled" };
+        println!(
+            "{:<24} {:<28} {:<22} {state}",
+            t.name,
+            t.schedule.describe(),
+            next
+        );
+    }
+    Ok(())
+}
+
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+/// Bearer tokens from a credkeeper broker, as the task's robot.
+struct BrokerTokens {
+    client: credkeeper_oidc::broker::BrokerClient,
+}
+
+impl TokenSource for BrokerTokens {
+    fn token<'a>(&'a self, spec: &'a BearerSpec) -> TokenFuture<'a> {
+        Box::pin(async move {
+            let ask = credkeeper_oidc::broker::BrokerAsk {
+                provider: spec.provider.clone(),
+                scopes: spec.scopes.clone(),
+                audience: spec.audience.clone(),
+                minsecs: 60,
+            };
+            let given = self.client.token(&ask).await.map_err(|e| e.to_string())?;
+            let expires = Timestamp::now().plus_secs(given.expires_in);
+            Ok((Secret::new(given.access_token.expose()), expires))
+        })
+    }
+}
+
+pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
+    let (tasks, options) = args.files.load()?;
+    let task = tasks
+        .iter()
+        .find(|t| t.name == args.task)
+        .with_context(|| {
+            format!(
+                "no task `{}` in {}",
+                args.task,
+                args.files
+                    .files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+    let rendered = task.render(&args.files.vars(), &options)?;
+    let tokens: Option<Arc<dyn TokenSource>> = match (&task.credentials.bearer, &args.server) {
+        (None, _) => None,
+        (Some(_), None) => anyhow::bail!(
+            "task `{}` declares a bearer token: name the broker with --server (CREDKEEPER_SERVER)",
+            task.name
+        ),
+        (Some(_), Some(server)) => {
+            let login = super::RobotLogin {
+                robot: args.robot.as_deref(),
+                secret_file: args.secret_file.as_deref(),
+                keytab: args.keytab.as_deref(),
+                jwt_file: args.jwt_file.as_deref(),
+                ..Default::default()
+            };
+            Some(Arc::new(BrokerTokens {
+                client: super::broker_client(server, &login, settings)?,
+            }))
+        }
+    };
+    // SIGTERM (a CronJob's deadline, `kubectl delete`) or SIGINT: dropping the run stops
+    // its command and removes its private directory before credkeeper exits.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let run_options = RunOptions::default();
+    let outcome = tokio::select! {
+        o = credkeeper_tasks::run::run(task, &rendered, tokens, &run_options) => o,
+        _ = term.recv() => {
+            eprintln!("credkeeper: task `{}` stopped by SIGTERM; its credentials were removed", task.name);
+            return Err(crate::Exit(143).into());
+        }
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("credkeeper: task `{}` interrupted; its credentials were removed", task.name);
+            return Err(crate::Exit(130).into());
+        }
+    };
+    if !outcome.output.is_empty() {
+        print!("{}", outcome.output);
+    }
+    let took = outcome.ended.seconds_after(outcome.started);
+    match &outcome.reason {
+        None => {
+            tracing::info!(
+                "task `{}` succeeded in {took} s ({} attempt(s))",
+                task.name,
+                outcome.attempts
+            );
+            Ok(())
+        }
+        Some(reason) => {
+            eprintln!(
+                "credkeeper: task `{}` failed after {} attempt(s) in {took} s: {reason}",
+                task.name, outcome.attempts
+            );
+            Err(crate::Exit(outcome.exit_code().clamp(1, 255) as u8).into())
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! `credkeeper tasks`: definitions checked before anything runs, a task run with a bearer
+//! token from a real broker (`serve --dev`) in a private file that is gone afterwards, a
+//! failed authentication that fails the run before the command starts, rucio-task-manager's
+//! values file run through a runner with its secrets from a mounted volume, and a stop by
+//! SIGTERM that leaves nothing behind.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+struct Dev {
+    user: User,
+    broker: Broker,
+    robot: String,
+    secret_file: String,
+}
+
+fn dev() -> Dev {
+    let user = User::new();
+    let broker = Broker::start(&user, &user.path("state"), &["--dev"]);
+    let words: Vec<String> = broker
+        .stdout_first_line
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let at = |flag: &str| words[words.iter().position(|w| w == flag).unwrap() + 1].clone();
+    Dev {
+        robot: at("--robot"),
+        secret_file: at("--secret-file"),
+        user,
+        broker,
+    }
+}
+
+impl Dev {
+    fn tasks(&self, args: &[&str]) -> Command {
+        let mut cmd = self.user.cmd();
+        cmd.arg("tasks")
+            .args(args)
+            .env("CREDKEEPER_SERVER", &self.broker.url)
+            .env("CREDKEEPER_ROBOT", &self.robot)
+            .env("CREDKEEPER_SECRET_FILE", &self.secret_file);
+        cmd
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let p = self.user.path(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    }
+}
+
+#[test]
+fn a_task_runs_with_a_fresh_bearer_token_in_a_private_file_that_is_gone_afterwards() {
+    let d = dev();
+    let seen = d.user.path("seen-token");
+    let file = d.write(
+        "tasks.yaml",
+        &format!(
+            "tasks:\n- name: copy-token\n  schedule: '*/10 * * * *'\n  shell: true\n  command: 'cp \"$BEARER_TOKEN_FILE\" {0}; stat -c %a \"$BEARER_TOKEN_FILE\"; echo \"$BEARER_TOKEN_FILE\" > {0}.path; cat \"$BEARER_TOKEN_FILE\"; echo \"$GREETING\"'\n  env: {{GREETING: 'hello {{{{ WHO }}}}'}}\n  credentials:\n    bearer: {{scopes: 'read:/data', audience: https://storage.example}}\n",
+            seen.display()
+        ),
+    );
+    // Validation first: WHO is not defined anywhere.
+    let run = Run::from(d.tasks(&["validate", &file]).output().unwrap());
+    run.fails(1, "task `copy-token` uses {{ WHO }}, which is not defined");
+    let ok = Run::from(
+        d.tasks(&["validate", &file])
+            .env("WHO", "world")
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    assert!(ok.stderr.contains("1 task(s) valid"));
+    let listed = Run::from(
+        d.tasks(&["list", &file])
+            .env("WHO", "s3cret-value")
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    assert!(
+        listed.stdout.contains("copy-token") && listed.stdout.contains("*/10 * * * * (UTC)"),
+        "{}",
+        listed.stdout
+    );
+    assert!(!listed.stdout.contains("s3cret-value"));
+
+    let out = Run::from(
+        d.tasks(&["run", &file, "--task", "copy-token"])
+            .env("WHO", "world")
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    // Neither the token nor a templated value reaches the captured output.
+    assert_eq!(out.stdout, "600\n[redacted]\nhello [redacted]\n");
+    let c = claims(&read(&seen));
+    assert_eq!(c["scope"], "read:/data");
+    assert_eq!(c["aud"], "https://storage.example");
+    let path = read(std::path::Path::new(&format!("{}.path", seen.display())));
+    assert!(
+        !std::path::Path::new(path.trim()).exists(),
+        "the run's token file is removed"
+    );
+    let audit = last_audit(&d.broker.state);
+    assert_eq!(
+        (audit["robot"].as_str(), audit["result"].as_str()),
+        (Some(d.robot.as_str()), Some("vended"))
+    );
+}
+
+#[test]
+fn a_failed_authentication_fails_the_run_and_the_command_never_starts() {
+    let d = dev();
+    let marker = d.user.path("ran");
+    let file = d.write(
+        "tasks.yaml",
+        &format!(
+            "tasks:\n- name: guarded\n  schedule: '@hourly'\n  command: [touch, '{}']\n  credentials:\n    bearer: {{scopes: 'compute.admin'}}\n",
+            marker.display()
+        ),
+    );
+    let out = Run::from(
+        d.tasks(&["run", &file, "--task", "guarded"])
+            .output()
+            .unwrap(),
+    );
+    out.fails(1, "authentication failed: the broker refused");
+    assert!(!marker.exists());
+    // Without a broker at all: a clear error before anything runs.
+    let mut cmd = d.user.cmd();
+    cmd.args(["tasks", "run", &file, "--task", "guarded"]);
+    Run::from(cmd.output().unwrap()).fails(1, "name the broker with --server");
+}
+
+#[test]
+fn rucio_task_managers_values_file_runs_through_the_runner_with_its_secrets() {
+    let d = dev();
+    let secrets = d.user.path("secrets");
+    std::fs::create_dir_all(secrets.join("task-stubs")).unwrap();
+    std::fs::write(
+        secrets.join("task-stubs/text"),
+        "hello from the secret volume\n",
+    )
+    .unwrap();
+    let runner = d.write(
+        "runner.sh",
+        "#!/bin/sh\necho \"account=$RUCIO_CFG_ACCOUNT\"\nstat -c %a \"$TASK_FILE_PATH\"\ncat \"$TASK_FILE_PATH\"\n",
+    );
+    Command::new("chmod")
+        .args(["755", &runner])
+        .status()
+        .unwrap();
+    // The seed's values file, with its unquoted template.
+    let values = d.write(
+        "values.yaml",
+        "config:\n  RUCIO_CFG_ACCOUNT: robot\n  RUCIO_CFG_AUTH_TYPE: userpass\nsecrets:\n  - name: TASK_STUBS_TEXT\n    fromSecretName: task-stubs\n    fromSecretKey: text\ncronjobs:\n  - name: stubs\n    minute: \"*/15\"\n    hour: \"*\"\n    day: \"*\"\n    month: \"*\"\n    weekday: \"*\"\n    task_file_yaml:\n      test-hello-world-stub:\n        description: Test hello world stub\n        module_name: tasks.stubs\n        class_name: StubHelloWorld\n        enabled: true\n        args:\n        kwargs:\n          text: {{ TASK_STUBS_TEXT }}\n    disabled: yes\n",
+    );
+    let secret_dir = secrets.display().to_string();
+    let flags = ["--runner", &runner, "--secret-dir", &secret_dir];
+    let mut validate = d.tasks(&["validate", &values]);
+    validate.args(flags);
+    Run::from(validate.output().unwrap()).ok();
+    let mut list = d.tasks(&["list", &values]);
+    list.args(flags);
+    let listed = Run::from(list.output().unwrap()).ok();
+    assert!(
+        listed.stdout.contains("stubs") && listed.stdout.contains("disabled"),
+        "{}",
+        listed.stdout
+    );
+    let mut run = d.tasks(&["run", &values, "--task", "stubs"]);
+    run.args(flags);
+    let out = Run::from(run.output().unwrap()).ok();
+    assert!(
+        out.stdout.starts_with("account=robot\n600\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("module_name: tasks.stubs"),
+        "{}",
+        out.stdout
+    );
+    // The secret's value went into the task file, and is redacted from what was captured.
+    assert!(
+        out.stdout.contains("text: '[redacted]'") || out.stdout.contains("text: [redacted]"),
+        "{}",
+        out.stdout
+    );
+    // The secret missing from the volume: validation names it.
+    std::fs::remove_file(secrets.join("task-stubs/text")).unwrap();
+    let mut validate = d.tasks(&["validate", &values]);
+    validate.args(flags);
+    Run::from(validate.output().unwrap()).fails(1, "secret task-stubs/text is not mounted");
+}
+
+#[test]
+fn a_task_stopped_by_sigterm_leaves_no_credentials_behind() {
+    let d = dev();
+    let started = d.user.path("started");
+    let file = d.write(
+        "tasks.yaml",
+        &format!(
+            "tasks:\n- name: long\n  schedule: '@hourly'\n  shell: true\n  command: 'echo \"$BEARER_TOKEN_FILE\" > {}; sleep 60'\n  credentials:\n    bearer: {{scopes: 'read:/data'}}\n",
+            started.display()
+        ),
+    );
+    let mut cmd = d.tasks(&["run", &file, "--task", "long"]);
+    cmd.env("XDG_RUNTIME_DIR", d.user.home.path());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !started.exists() || read(&started).trim().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let token_file = read(&started).trim().to_string();
+    assert!(std::path::Path::new(&token_file).exists());
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    assert!(
+        !std::path::Path::new(&token_file).exists(),
+        "the token file is removed on SIGTERM"
+    );
+}
