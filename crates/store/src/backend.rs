@@ -76,6 +76,20 @@ pub enum StoreError {
     Undecryptable { issuer: String },
 }
 
+/// One finished run of a scheduled task. Its output was capped and had the run's secrets
+/// redacted by the runner; the store seals it all the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskRun {
+    pub task: String,
+    pub started: Timestamp,
+    pub ended: Timestamp,
+    /// The command's exit status; `None` when it never started or was killed.
+    pub status: Option<i32>,
+    pub attempts: u32,
+    pub reason: Option<String>,
+    pub output: String,
+}
+
 /// Long-lived credentials, sealed at rest. Implementations must make every write durable
 /// before returning: a rotated refresh token is often the only valid one left.
 pub trait CredentialStore: Send + Sync {
@@ -99,4 +113,9 @@ pub trait CredentialStore: Send + Sync {
     /// The PHC-format hash of a robot's secret (never the secret itself).
     fn robot_secret_hash(&self, robot: &str) -> Result<Option<String>, StoreError>;
     fn set_robot_secret_hash(&self, robot: &str, phc: &str) -> Result<(), StoreError>;
+
+    /// Keep a task run; at most `keep` runs per task are kept (the oldest go).
+    fn record_run(&self, run: &TaskRun, keep: usize) -> Result<(), StoreError>;
+    /// The task's runs, newest first.
+    fn runs(&self, task: &str, limit: usize) -> Result<Vec<TaskRun>, StoreError>;
 }

@@ -18,7 +18,7 @@ pub mod sink;
 mod sqlite;
 
 pub use backend::{
-    CachedToken, CredentialKey, CredentialStore, Health, StoreError, StoredCredential,
+    CachedToken, CredentialKey, CredentialStore, Health, StoreError, StoredCredential, TaskRun,
 };
 pub use seal::{KeyRing, SealError};
 pub use sqlite::SqliteStore;

@@ -1,7 +1,7 @@
 //! The embedded backend: one SQLite file under the state directory.
 
 use crate::backend::{
-    CachedToken, CredentialKey, CredentialStore, Health, StoreError, StoredCredential,
+    CachedToken, CredentialKey, CredentialStore, Health, StoreError, StoredCredential, TaskRun,
 };
 use crate::seal::KeyRing;
 use credkeeper_core::{Secret, Timestamp};
@@ -36,6 +36,18 @@ const MIGRATIONS: &[&str] = &[
         phc        TEXT NOT NULL,
         updated_at INTEGER NOT NULL
      );",
+    "CREATE TABLE task_run (
+        id         INTEGER PRIMARY KEY,
+        task       TEXT NOT NULL,
+        started    INTEGER NOT NULL,
+        ended      INTEGER NOT NULL,
+        status     INTEGER,
+        attempts   INTEGER NOT NULL,
+        reason     TEXT,
+        key_id     TEXT NOT NULL,
+        output     BLOB NOT NULL
+     );
+     CREATE INDEX task_run_by_task ON task_run (task, started);",
 ];
 
 pub struct SqliteStore {
@@ -317,6 +329,73 @@ impl CredentialStore for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
+    fn record_run(&self, run: &TaskRun, keep: usize) -> Result<(), StoreError> {
+        let aad = [b"task-run:".as_slice(), run.task.as_bytes()].concat();
+        let sealed = self.keys.seal(run.output.as_bytes(), &aad)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute(
+            "INSERT INTO task_run (task, started, ended, status, attempts, reason, key_id, output)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                run.task,
+                run.started.unix(),
+                run.ended.unix(),
+                run.status,
+                run.attempts,
+                run.reason,
+                sealed.key_id,
+                sealed.bytes
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.execute(
+            "DELETE FROM task_run WHERE task = ?1 AND id NOT IN
+               (SELECT id FROM task_run WHERE task = ?1 ORDER BY started DESC, id DESC LIMIT ?2)",
+            params![run.task, keep as i64],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn runs(&self, task: &str, limit: usize) -> Result<Vec<TaskRun>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT started, ended, status, attempts, reason, key_id, output FROM task_run
+                 WHERE task = ?1 ORDER BY started DESC, id DESC LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let aad = [b"task-run:".as_slice(), task.as_bytes()].concat();
+        let rows: Vec<(TaskRun, String, Vec<u8>)> = stmt
+            .query_map(params![task, limit as i64], |r| {
+                let run = TaskRun {
+                    task: task.to_string(),
+                    started: Timestamp::from_unix(r.get(0)?),
+                    ended: Timestamp::from_unix(r.get(1)?),
+                    status: r.get(2)?,
+                    attempts: r.get(3)?,
+                    reason: r.get(4)?,
+                    output: String::new(),
+                };
+                Ok((run, r.get(5)?, r.get(6)?))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|(mut run, key_id, sealed)| {
+                let output = self.keys.open(&key_id, &sealed, &aad).map_err(|_| {
+                    StoreError::Undecryptable {
+                        issuer: format!("task run output of {task}"),
+                    }
+                })?;
+                run.output = String::from_utf8_lossy(&output).into_owned();
+                Ok(run)
+            })
+            .collect()
+    }
+
     fn set_robot_secret_hash(&self, robot: &str, phc: &str) -> Result<(), StoreError> {
         self.conn()
             .execute(
@@ -345,6 +424,44 @@ struct Row {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_runs_are_kept_newest_first_up_to_a_limit_and_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        for (i, status) in [(1, Some(0)), (2, Some(3)), (3, None)] {
+            store
+                .record_run(
+                    &TaskRun {
+                        task: "sync".into(),
+                        started: Timestamp::from_unix(1000 + i),
+                        ended: Timestamp::from_unix(1010 + i),
+                        status,
+                        attempts: 1,
+                        reason: status
+                            .filter(|s| *s != 0)
+                            .map(|s| format!("exit status {s}")),
+                        output: format!("run-output-number-{i}"),
+                    },
+                    2,
+                )
+                .unwrap();
+        }
+        let runs = store.runs("sync", 10).unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].output, "run-output-number-3");
+        assert_eq!(runs[0].status, None);
+        assert_eq!(runs[1].reason.as_deref(), Some("exit status 3"));
+        assert!(store.runs("other", 10).unwrap().is_empty());
+        drop(store);
+        for file in ["credentials.db", "credentials.db-wal"] {
+            let raw = std::fs::read(dir.path().join(file)).unwrap_or_default();
+            assert!(
+                !raw.windows(17).any(|w| w == b"run-output-number"),
+                "{file}: output is sealed"
+            );
+        }
+    }
 
     #[test]
     fn refresh_tokens_round_trip_and_never_rest_in_clear() {
