@@ -268,6 +268,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Registry(c) => cmd::registry::run(c, global.state_dir.clone()),
         Command::Tasks(cmd::tasks::Command::Validate(f)) => cmd::tasks::validate(&f),
         Command::Tasks(cmd::tasks::Command::List(f)) => cmd::tasks::list(&f),
+        Command::Tasks(cmd::tasks::Command::History {
+            task,
+            limit,
+            output,
+        }) => cmd::tasks::history(&task, limit, output, &settings()?),
         Command::Tasks(cmd::tasks::Command::Run(args)) => {
             let settings = settings()?;
             block_on(cmd::tasks::run(args, &settings), Mode::Daemon)

@@ -108,6 +108,21 @@ fn a_task_runs_with_a_fresh_bearer_token_in_a_private_file_that_is_gone_afterwar
         (audit["robot"].as_str(), audit["result"].as_str()),
         (Some(d.robot.as_str()), Some("vended"))
     );
+    // The run is in the history, its output as captured (redacted).
+    let history = d
+        .user
+        .run(&["tasks", "history", "copy-token", "--output"])
+        .ok();
+    assert!(
+        history.stdout.contains("      0        1  ok"),
+        "{}",
+        history.stdout
+    );
+    assert!(
+        history.stdout.contains("    | hello [redacted]"),
+        "{}",
+        history.stdout
+    );
 }
 
 #[test]
@@ -128,6 +143,12 @@ fn a_failed_authentication_fails_the_run_and_the_command_never_starts() {
     );
     out.fails(1, "authentication failed: the broker refused");
     assert!(!marker.exists());
+    let history = d.user.run(&["tasks", "history", "guarded"]).ok();
+    assert!(
+        history.stdout.contains("authentication failed"),
+        "{}",
+        history.stdout
+    );
     // Without a broker at all: a clear error before anything runs.
     let mut cmd = d.user.cmd();
     cmd.args(["tasks", "run", &file, "--task", "guarded"]);

@@ -18,6 +18,52 @@ pub enum Command {
     List(Files),
     /// Run one task now and exit with its status (what a Kubernetes CronJob calls)
     Run(RunArgs),
+    /// A task's past runs, newest first (start, duration, status, attempts, reason)
+    History {
+        /// The task
+        task: String,
+        /// How many runs
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Also print each run's captured output (secrets were redacted before it was kept)
+        #[arg(long)]
+        output: bool,
+    },
+}
+
+/// Runs kept per task.
+const KEEP_RUNS: usize = 100;
+
+pub fn history(task: &str, limit: usize, output: bool, settings: &Settings) -> anyhow::Result<()> {
+    let store = super::open_store(settings)?;
+    use credkeeper_store::CredentialStore;
+    let runs = store.runs(task, limit)?;
+    anyhow::ensure!(
+        !runs.is_empty(),
+        "no runs of task `{task}` in {}",
+        settings.state_dir.display()
+    );
+    println!(
+        "{:<22} {:>8} {:>7} {:>8}  REASON",
+        "STARTED (UTC)", "SECONDS", "STATUS", "ATTEMPTS"
+    );
+    for r in &runs {
+        let status = r.status.map_or("-".to_string(), |s| s.to_string());
+        println!(
+            "{:<22} {:>8} {:>7} {:>8}  {}",
+            r.started.to_string(),
+            r.ended.seconds_after(r.started),
+            status,
+            r.attempts,
+            r.reason.as_deref().unwrap_or("ok")
+        );
+        if output && !r.output.is_empty() {
+            for line in r.output.lines() {
+                println!("    | {line}");
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -211,6 +257,7 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
     if !outcome.output.is_empty() {
         print!("{}", outcome.output);
     }
+    record(settings, task, &outcome);
     let took = outcome.ended.seconds_after(outcome.started);
     match &outcome.reason {
         None => {
@@ -228,5 +275,25 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
             );
             Err(crate::Exit(outcome.exit_code().clamp(1, 255) as u8).into())
         }
+    }
+}
+
+/// Keep the run in the store's history (a store that cannot be opened is reported, the
+/// run's status still stands).
+pub fn record(settings: &Settings, task: &Task, outcome: &credkeeper_tasks::run::Outcome) {
+    use credkeeper_store::CredentialStore;
+    let run = credkeeper_store::TaskRun {
+        task: task.name.clone(),
+        started: outcome.started,
+        ended: outcome.ended,
+        status: outcome.status,
+        attempts: outcome.attempts,
+        reason: outcome.reason.clone(),
+        output: outcome.output.clone(),
+    };
+    match super::open_store(settings).map(|s| s.record_run(&run, KEEP_RUNS)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("run history: {e}"),
+        Err(e) => tracing::warn!("run history: {e:#}"),
     }
 }
