@@ -273,6 +273,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             limit,
             output,
         }) => cmd::tasks::history(&task, limit, output, &settings()?),
+        Command::Tasks(cmd::tasks::Command::Serve(args)) => {
+            let settings = settings()?;
+            block_on(cmd::tasks::serve(args, &settings), Mode::Daemon)
+        }
         Command::Tasks(cmd::tasks::Command::Run(args)) => {
             let settings = settings()?;
             block_on(cmd::tasks::run(args, &settings), Mode::Daemon)

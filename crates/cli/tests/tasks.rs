@@ -250,3 +250,71 @@ fn a_task_stopped_by_sigterm_leaves_no_credentials_behind() {
         "the token file is removed on SIGTERM"
     );
 }
+
+#[test]
+fn the_scheduler_runs_tasks_when_due_with_their_concurrency_policy_and_reloads() {
+    let d = dev();
+    let dir = d.user.home.path().display().to_string();
+    let file = d.write(
+        "sched.yaml",
+        &format!(
+            "tasks:\n\
+- name: tick\n  schedule: '@every 1s'\n  shell: true\n  command: 'date +%s >> {dir}/ticks'\n\
+- name: forbid\n  schedule: '@every 1s'\n  concurrency: Forbid\n  shell: true\n  command: 'mkdir {dir}/lock 2>/dev/null || echo OVERLAP >> {dir}/forbid; echo run >> {dir}/forbid; sleep 2.5; rmdir {dir}/lock'\n\
+- name: replace\n  schedule: '@every 1s'\n  concurrency: Replace\n  shell: true\n  command: 'echo start >> {dir}/replace; sleep 5; echo end >> {dir}/replace'\n"
+        ),
+    );
+    let mut cmd = d.tasks(&["serve", &file, "--grace", "2"]);
+    cmd.env("XDG_RUNTIME_DIR", d.user.home.path());
+    let mut serve = Spawned::start(cmd);
+    serve.wait_for("task(s) scheduled");
+    std::thread::sleep(std::time::Duration::from_millis(5500));
+    // A new task in the file: picked up without a restart.
+    let mut text = read(std::path::Path::new(&file));
+    text.push_str(&format!(
+        "- name: added\n  schedule: '@every 1s'\n  shell: true\n  command: 'echo added >> {dir}/added'\n"
+    ));
+    std::fs::write(&file, text).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(4500));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(serve.child.id() as i32, libc::SIGTERM) };
+    let (code, log) = serve.finish();
+    assert_eq!(code, 0, "{log}");
+    let lines = |name: &str| {
+        read(&d.user.path(name))
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(lines("ticks").len() >= 7, "{:?}", lines("ticks"));
+    let forbid = lines("forbid");
+    assert!(
+        !forbid.contains(&"OVERLAP".to_string()),
+        "Forbid never overlaps: {forbid:?}"
+    );
+    assert!(forbid.len() >= 2, "{forbid:?}");
+    let replace = lines("replace");
+    assert!(
+        replace.iter().filter(|l| *l == "start").count() >= 5,
+        "{replace:?}"
+    );
+    assert!(
+        !replace.contains(&"end".to_string()),
+        "each run was replaced by the next: {replace:?}"
+    );
+    assert!(!lines("added").is_empty(), "the reloaded definition ran");
+    assert!(log.contains("due run skipped: Forbid"), "{log}");
+    let history = d.user.run(&["tasks", "history", "tick"]).ok();
+    assert!(history.stdout.lines().count() >= 7, "{}", history.stdout);
+    // Nothing of any run is left in the runtime directory.
+    let leftovers: Vec<_> = std::fs::read_dir(d.user.home.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("credkeeper-task-")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -14,6 +14,7 @@
 pub mod definition;
 pub mod run;
 pub mod schedule;
+pub mod scheduler;
 pub mod template;
 
 pub use definition::{Task, TaskError};

@@ -225,6 +225,8 @@ async fn attempt_once(
         }
     };
     let pid = child.id();
+    // A run dropped midway (Replace, a stop) takes its whole process group with it.
+    let mut group = GroupGuard(pid);
     // Both streams into one buffer as they come, keeping the last `cap` bytes.
     let cap = options.output_cap;
     let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -286,6 +288,7 @@ async fn attempt_once(
             )
         }
     };
+    group.disarm();
     if let Some(r) = refresher {
         r.abort();
     }
@@ -310,6 +313,24 @@ async fn attempt_once(
         ended: Timestamp::now(),
         reason,
         output,
+    }
+}
+
+/// Kills the run's process group when dropped while armed.
+struct GroupGuard(Option<u32>);
+
+impl GroupGuard {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: killpg on the process group created for this run's child.
+            unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
+        }
     }
 }
 

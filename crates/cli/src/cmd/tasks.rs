@@ -18,6 +18,8 @@ pub enum Command {
     List(Files),
     /// Run one task now and exit with its status (what a Kubernetes CronJob calls)
     Run(RunArgs),
+    /// The scheduler: run every task when due, until SIGTERM
+    Serve(ServeArgs),
     /// A task's past runs, newest first (start, duration, status, attempts, reason)
     History {
         /// The task
@@ -92,6 +94,31 @@ pub struct RunArgs {
     /// The task to run
     #[arg(long, value_name = "NAME")]
     pub task: String,
+    #[command(flatten)]
+    pub robot: RobotArgs,
+}
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Each enabled task starts when due (cron in its time zone, @every slots), \
+with Kubernetes CronJob meanings: concurrency Allow, Forbid (skip while running), Replace \
+(stop the running one); startingDeadlineSeconds makes up a run missed while the scheduler \
+was down; jitter delays each start randomly. Definitions are read again on SIGHUP and when \
+a file changes. SIGTERM/SIGINT: no new runs; running ones get --grace seconds, then stop."
+)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub files: Files,
+    #[command(flatten)]
+    pub robot: RobotArgs,
+    /// Seconds running tasks get to finish on stop
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub grace: u64,
+}
+
+/// How tasks' bearer tokens are obtained: the broker, as the tasks' robot.
+#[derive(clap::Args)]
+pub struct RobotArgs {
     /// The credkeeper broker that hands out the tasks' bearer tokens
     #[arg(long, value_name = "URL", env = "CREDKEEPER_SERVER")]
     pub server: Option<String>,
@@ -106,6 +133,24 @@ pub struct RunArgs {
     pub robot: Option<String>,
     #[arg(long, env = "CREDKEEPER_SECRET_FILE", value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
+}
+
+impl RobotArgs {
+    fn tokens(&self, settings: &Settings) -> anyhow::Result<Arc<dyn TokenSource>> {
+        let Some(server) = &self.server else {
+            anyhow::bail!("name the broker with --server (CREDKEEPER_SERVER)");
+        };
+        let login = super::RobotLogin {
+            robot: self.robot.as_deref(),
+            secret_file: self.secret_file.as_deref(),
+            keytab: self.keytab.as_deref(),
+            jwt_file: self.jwt_file.as_deref(),
+            ..Default::default()
+        };
+        Ok(Arc::new(BrokerTokens {
+            client: super::broker_client(server, &login, settings)?,
+        }))
+    }
 }
 
 impl Files {
@@ -220,24 +265,14 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
             )
         })?;
     let rendered = task.render(&args.files.vars(), &options)?;
-    let tokens: Option<Arc<dyn TokenSource>> = match (&task.credentials.bearer, &args.server) {
-        (None, _) => None,
-        (Some(_), None) => anyhow::bail!(
-            "task `{}` declares a bearer token: name the broker with --server (CREDKEEPER_SERVER)",
-            task.name
-        ),
-        (Some(_), Some(server)) => {
-            let login = super::RobotLogin {
-                robot: args.robot.as_deref(),
-                secret_file: args.secret_file.as_deref(),
-                keytab: args.keytab.as_deref(),
-                jwt_file: args.jwt_file.as_deref(),
-                ..Default::default()
-            };
-            Some(Arc::new(BrokerTokens {
-                client: super::broker_client(server, &login, settings)?,
-            }))
-        }
+    let tokens = if task.credentials.bearer.is_some() {
+        Some(
+            args.robot
+                .tokens(settings)
+                .with_context(|| format!("task `{}` declares a bearer token", task.name))?,
+        )
+    } else {
+        None
     };
     // SIGTERM (a CronJob's deadline, `kubectl delete`) or SIGINT: dropping the run stops
     // its command and removes its private directory before credkeeper exits.
@@ -257,7 +292,7 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
     if !outcome.output.is_empty() {
         print!("{}", outcome.output);
     }
-    record(settings, task, &outcome);
+    record(&settings.state_dir, task, &outcome);
     let took = outcome.ended.seconds_after(outcome.started);
     match &outcome.reason {
         None => {
@@ -280,7 +315,7 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
 
 /// Keep the run in the store's history (a store that cannot be opened is reported, the
 /// run's status still stands).
-pub fn record(settings: &Settings, task: &Task, outcome: &credkeeper_tasks::run::Outcome) {
+pub fn record(state_dir: &std::path::Path, task: &Task, outcome: &credkeeper_tasks::run::Outcome) {
     use credkeeper_store::CredentialStore;
     let run = credkeeper_store::TaskRun {
         task: task.name.clone(),
@@ -291,9 +326,127 @@ pub fn record(settings: &Settings, task: &Task, outcome: &credkeeper_tasks::run:
         reason: outcome.reason.clone(),
         output: outcome.output.clone(),
     };
-    match super::open_store(settings).map(|s| s.record_run(&run, KEEP_RUNS)) {
+    match credkeeper_store::SqliteStore::open(state_dir).map(|s| s.record_run(&run, KEEP_RUNS)) {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("run history: {e}"),
-        Err(e) => tracing::warn!("run history: {e:#}"),
+        Ok(Err(e)) | Err(e) => tracing::warn!("run history: {e}"),
     }
+}
+
+/// `tasks serve`: the scheduler until SIGTERM/SIGINT; SIGHUP or a changed file reloads.
+pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
+    use credkeeper_tasks::scheduler::{Hooks, serve};
+    let (tasks, options) = args.files.load()?;
+    definition::validate(&tasks, &args.files.vars(), &options)?;
+    let needs_tokens = tasks.iter().any(|t| t.credentials.bearer.is_some());
+    let tokens = if needs_tokens {
+        Some(args.robot.tokens(settings)?)
+    } else {
+        None
+    };
+    let files = Arc::new(args.files);
+    let state_dir = settings.state_dir.clone();
+    let hooks = Hooks {
+        load: {
+            let files = files.clone();
+            Box::new(move || files.load().map(|(t, _)| t).map_err(|e| format!("{e:#}")))
+        },
+        render: {
+            let files = files.clone();
+            Arc::new(move |task: &Task| {
+                task.render(&files.vars(), &files.options().unwrap_or_default())
+            })
+        },
+        last_started: {
+            let state_dir = state_dir.clone();
+            Box::new(move |name: &str| {
+                use credkeeper_store::CredentialStore;
+                credkeeper_store::SqliteStore::open(&state_dir)
+                    .ok()?
+                    .runs(name, 1)
+                    .ok()?
+                    .first()
+                    .map(|r| r.started)
+            })
+        },
+        finished: {
+            let state_dir = state_dir.clone();
+            Arc::new(
+                move |task: &Task, outcome: &credkeeper_tasks::run::Outcome| {
+                    match &outcome.reason {
+                        None => tracing::info!(
+                            task = task.name,
+                            attempts = outcome.attempts,
+                            "run succeeded"
+                        ),
+                        Some(r) => tracing::warn!(
+                            task = task.name,
+                            attempts = outcome.attempts,
+                            "run failed: {r}"
+                        ),
+                    }
+                    record(&state_dir, task, outcome);
+                },
+            )
+        },
+        skipped: Arc::new(|task: &Task, why: &str| {
+            tracing::warn!(task = task.name, "due run skipped: {why}")
+        }),
+        tokens,
+    };
+    let (reload_tx, reload_rx) = tokio::sync::watch::channel(0u64);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // SIGHUP, or a definition file changed (checked every 2 s): reload.
+    let watched: Vec<PathBuf> = files.files.clone();
+    tokio::spawn(async move {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        let stamp = |paths: &[PathBuf]| -> Vec<Option<std::time::SystemTime>> {
+            paths
+                .iter()
+                .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+                .collect()
+        };
+        let mut seen = stamp(&watched);
+        let mut n = 0u64;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {
+                    let now = stamp(&watched);
+                    if now == seen { continue; }
+                    seen = now;
+                }
+            }
+            n += 1;
+            let _ = reload_tx.send(n);
+        }
+    });
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("stopping: no new runs");
+        let _ = stop_tx.send(true);
+    });
+    eprintln!(
+        "credkeeper tasks serve: {} task(s) scheduled",
+        tasks.iter().filter(|t| !t.disabled).count()
+    );
+    serve(
+        hooks,
+        Arc::new(RunOptions::default()),
+        args.grace,
+        reload_rx,
+        stop_rx,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))
 }
