@@ -185,7 +185,30 @@ async fn attempt_once(
             spec.clone(),
             path,
             expires,
+            true,
         )));
+    }
+    // Rucio: a private rucio.cfg from the task's RUCIO_CFG_* (which the task never sees).
+    let mut rucio_refresher = None;
+    let mut command_env_remove: Vec<&str> = Vec::new();
+    if let Some(settings) = crate::rucio::RucioSettings::take(&mut env) {
+        match prepare_rucio(&settings, &dir.0, &mut env, &mut secrets).await {
+            Ok(fresh) => rucio_refresher = fresh,
+            Err(e) => {
+                if let Some(r) = refresher {
+                    r.abort();
+                }
+                return failed(e);
+            }
+        }
+        // What would override the run's config, from credkeeper's own environment.
+        command_env_remove = vec![
+            "RUCIO_HOME",
+            "RUCIO_ACCOUNT",
+            "RUCIO_AUTH_TYPE",
+            "X509_CERT_DIR",
+            "BEARER_TOKEN",
+        ];
     }
     if let Some(text) = &rendered.task_file {
         let path = dir.0.join("task.yml");
@@ -203,6 +226,9 @@ async fn attempt_once(
         )
     };
     let mut command = tokio::process::Command::new(program);
+    for name in command_env_remove {
+        command.env_remove(name);
+    }
     command
         .args(&args)
         .envs(&env)
@@ -292,6 +318,9 @@ async fn attempt_once(
     if let Some(r) = refresher {
         r.abort();
     }
+    if let Some(r) = rucio_refresher {
+        r.abort();
+    }
     for r in readers {
         let _ = r.await;
     }
@@ -314,6 +343,122 @@ async fn attempt_once(
         reason,
         output,
     }
+}
+
+/// Rucio session tokens for the run's userpass settings (the password stays here).
+struct RucioTokens {
+    settings: crate::rucio::RucioSettings,
+    ca_pem: Option<Vec<u8>>,
+}
+
+impl TokenSource for RucioTokens {
+    fn token<'a>(&'a self, _spec: &'a BearerSpec) -> TokenFuture<'a> {
+        Box::pin(crate::rucio::userpass_token(
+            &self.settings,
+            self.ca_pem.as_deref(),
+        ))
+    }
+}
+
+/// Write the run's rucio.cfg (and, per auth type, its session token, certificate and key)
+/// into `dir`, export `RUCIO_CONFIG` and a private `TMPDIR` (the client's token cache).
+/// A userpass login that fails fails the run here, before the command starts.
+async fn prepare_rucio(
+    s: &crate::rucio::RucioSettings,
+    dir: &Path,
+    env: &mut std::collections::BTreeMap<String, String>,
+    secrets: &mut Vec<String>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+    use crate::rucio::{config, private_file};
+    let io = |e: std::io::Error| format!("cannot write the run's Rucio files: {e}");
+    let ca_pem = match &s.ca_cert {
+        Some(p) => Some(std::fs::read(p).map_err(|e| format!("RUCIO_CFG_CA_CERT {p}: {e}"))?),
+        None => None,
+    };
+    let mut files = std::collections::BTreeMap::new();
+    let mut refresher = None;
+    let auth_type = match s.auth_type.as_str() {
+        "userpass" => {
+            let (token, expires) = crate::rucio::userpass_token(s, ca_pem.as_deref())
+                .await
+                .map_err(|e| format!("authentication failed: {e}"))?;
+            let path = private_file(dir, "rucio_token", token.expose().as_bytes()).map_err(io)?;
+            secrets.push(token.expose().to_string());
+            if let Some(p) = &s.password {
+                secrets.push(p.expose().to_string());
+            }
+            files.insert("auth_token_file_path", path.clone());
+            let source: Arc<dyn TokenSource> = Arc::new(RucioTokens {
+                settings: s.clone(),
+                ca_pem: ca_pem.clone(),
+            });
+            refresher = Some(tokio::spawn(keep_fresh(
+                source,
+                BearerSpec::default(),
+                PathBuf::from(path),
+                expires,
+                false,
+            )));
+            // The session token, not the password: the client sends it as a token.
+            "oidc"
+        }
+        "oidc" => {
+            if !env.contains_key("BEARER_TOKEN_FILE") {
+                return Err(
+                    "Rucio auth_type oidc needs the task's credentials.bearer (the token the run keeps fresh)".into(),
+                );
+            }
+            "oidc"
+        }
+        "x509" => {
+            let mut pem_file = |value: &Option<credkeeper_core::Secret>,
+                                path: &Option<String>,
+                                name: &'static str,
+                                what: &str|
+             -> Result<String, String> {
+                match (value, path) {
+                    (Some(v), _) => {
+                        secrets.push(v.expose().to_string());
+                        private_file(dir, name, v.expose().as_bytes()).map_err(io)
+                    }
+                    (None, Some(p)) => Ok(p.clone()),
+                    (None, None) => Err(format!(
+                        "x509 needs RUCIO_CFG_{what} or RUCIO_CFG_{what}_VALUE"
+                    )),
+                }
+            };
+            let cert = pem_file(
+                &s.client_cert_value,
+                &s.client_cert,
+                "client.crt",
+                "CLIENT_CERT",
+            )?;
+            let key = pem_file(
+                &s.client_key_value,
+                &s.client_key,
+                "client.key",
+                "CLIENT_KEY",
+            )?;
+            files.insert("client_cert", cert);
+            files.insert("client_key", key);
+            "x509"
+        }
+        other => {
+            return Err(format!(
+                "Rucio auth type `{other}` is not served (userpass, oidc, x509)"
+            ));
+        }
+    };
+    let tmp = dir.join("tmp");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&tmp)
+        .map_err(io)?;
+    let cfg =
+        private_file(dir, "rucio.cfg", config(s, auth_type, &files).as_bytes()).map_err(io)?;
+    env.insert("RUCIO_CONFIG".into(), cfg);
+    env.insert("TMPDIR".into(), tmp.display().to_string());
+    Ok(refresher)
 }
 
 /// Kills the run's process group when dropped while armed.
@@ -356,13 +501,19 @@ async fn keep_fresh(
     spec: BearerSpec,
     path: PathBuf,
     mut expires: Timestamp,
+    newline: bool,
 ) {
     loop {
         let left = expires.seconds_after(Timestamp::now()).max(2);
         tokio::time::sleep(std::time::Duration::from_secs((left / 2) as u64)).await;
         match source.token(&spec).await {
             Ok((token, e)) => {
-                if write_private(&path, format!("{}\n", token.expose()).as_bytes()).is_ok() {
+                let text = if newline {
+                    format!("{}\n", token.expose())
+                } else {
+                    token.expose().to_string()
+                };
+                if write_private(&path, text.as_bytes()).is_ok() {
                     expires = e;
                     tracing::info!(file = %path.display(), "bearer token refreshed during the run");
                 }
