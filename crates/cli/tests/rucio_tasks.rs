@@ -1,0 +1,245 @@
+//! `credkeeper tasks run` with the real `rucio` client as the task, against a real Rucio
+//! 41.5.1 server (`tests/testbed/start-rucio.sh`): `rucio whoami` prints the account for
+//! userpass (the task gets a session token, never the password), for OIDC with a token from
+//! the test OpenID Provider through the broker (kept fresh while a task outlives it), and
+//! for X.509 over TLS with a test CA; a wrong password fails the run before it starts.
+//! `rucio` exits 0 when authentication fails inside a command, so the output is checked.
+
+mod common;
+use common::*;
+use std::collections::HashMap;
+use std::process::Command;
+
+struct Rucio {
+    state: tempfile::TempDir,
+    env: HashMap<String, String>,
+}
+
+impl Rucio {
+    fn start(oidc_issuer: Option<&str>) -> Rucio {
+        let state = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(testbed().join("start-rucio.sh"));
+        cmd.arg(state.path());
+        if let Some(i) = oidc_issuer {
+            cmd.env("RUCIO_OIDC_ISSUER", i)
+                .env("RUCIO_OIDC_SUBJECT", "robot-client");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "start-rucio.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(state.path().join("rucio.env")).unwrap();
+        let env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+            .collect();
+        Rucio { state, env }
+    }
+
+    fn get(&self, k: &str) -> &str {
+        &self.env[k]
+    }
+}
+
+impl Drop for Rucio {
+    fn drop(&mut self) {
+        let _ = Command::new(testbed().join("stop-rucio.sh"))
+            .arg(self.state.path())
+            .output();
+    }
+}
+
+fn tasks_run(user: &User, file: &std::path::Path, task: &str, env: &[(&str, &str)]) -> Run {
+    let mut cmd = user.cmd();
+    for k in [
+        "RUCIO_ACCOUNT",
+        "RUCIO_CLIENT_CERT",
+        "RUCIO_CLIENT_KEY",
+        "RUCIO_HOME",
+        "X509_CERT_DIR",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd.args(["tasks", "run"])
+        .arg(file)
+        .args(["--task", task])
+        .envs(env.iter().copied());
+    Run::from(cmd.output().unwrap())
+}
+
+#[test]
+fn rucio_whoami_as_a_task_with_userpass_and_x509_and_a_wrong_password_fails_first() {
+    let rucio = Rucio::start(None);
+    let user = User::new();
+    let password = read(std::path::Path::new(rucio.get("RUCIO_PASSWORD_FILE")))
+        .trim()
+        .to_string();
+    // Secrets from a mounted volume: the password, the client certificate and key.
+    let secrets = user.path("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("ROBOT_PASSWORD"), &password).unwrap();
+    std::fs::copy(rucio.get("RUCIO_CLIENT_CERT"), secrets.join("ROBOT_CERT")).unwrap();
+    std::fs::copy(rucio.get("RUCIO_CLIENT_KEY"), secrets.join("ROBOT_KEY")).unwrap();
+    let file = user.path("tasks.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"tasks:
+  - name: userpass
+    schedule: '@hourly'
+    shell: true
+    command: '{bin} whoami; env | grep -c "^RUCIO_CFG_"; grep -c password "$RUCIO_CONFIG"; true'
+    env:
+      RUCIO_CFG_AUTH_TYPE: userpass
+      RUCIO_CFG_RUCIO_HOST: {url}
+      RUCIO_CFG_ACCOUNT: robot
+      RUCIO_CFG_USERNAME: robot
+      RUCIO_CFG_PASSWORD: {{{{ ROBOT_PASSWORD }}}}
+  - name: x509
+    schedule: '@hourly'
+    shell: true
+    command: '{bin} whoami; stat -c %a "$(dirname "$RUCIO_CONFIG")/client.key"'
+    env:
+      RUCIO_CFG_AUTH_TYPE: x509
+      RUCIO_CFG_RUCIO_HOST: {tls}
+      RUCIO_CFG_ACCOUNT: robot
+      RUCIO_CFG_CA_CERT: {ca}
+      RUCIO_CFG_CLIENT_CERT_VALUE: "{{{{ ROBOT_CERT }}}}"
+      RUCIO_CFG_CLIENT_KEY_VALUE: "{{{{ ROBOT_KEY }}}}"
+"#,
+            bin = rucio.get("RUCIO_BIN"),
+            url = rucio.get("RUCIO_URL"),
+            tls = rucio.get("RUCIO_TLS_URL"),
+            ca = rucio.get("RUCIO_CA_CERT"),
+        ),
+    )
+    .unwrap();
+    let dir = secrets.display().to_string();
+    let validate = user.run(&[
+        "tasks",
+        "validate",
+        file.to_str().unwrap(),
+        "--secret-dir",
+        &dir,
+    ]);
+    validate.ok();
+    let with_dir = |task: &str| {
+        let mut cmd = user.cmd();
+        for k in ["RUCIO_ACCOUNT", "RUCIO_CLIENT_CERT", "RUCIO_CLIENT_KEY"] {
+            cmd.env_remove(k);
+        }
+        cmd.args([
+            "tasks",
+            "run",
+            file.to_str().unwrap(),
+            "--task",
+            task,
+            "--secret-dir",
+            &dir,
+        ]);
+        Run::from(cmd.output().unwrap())
+    };
+    let up = with_dir("userpass").ok();
+    assert!(up.stdout.contains("account    : robot"), "{}", up.stdout);
+    // No RUCIO_CFG_* reached the task, and its rucio.cfg holds no password.
+    assert!(up.stdout.ends_with("0\n0\n"), "{}", up.stdout);
+    assert!(!up.stdout.contains(&password));
+    let x = with_dir("x509").ok();
+    assert!(x.stdout.contains("account    : robot"), "{}", x.stdout);
+    assert!(x.stdout.ends_with("600\n"), "{}", x.stdout);
+    assert!(!x.stdout.contains("PRIVATE KEY"), "{}", x.stdout);
+
+    // A wrong password: the run fails, the command never starts.
+    std::fs::write(secrets.join("ROBOT_PASSWORD"), "not-the-password").unwrap();
+    let wrong = with_dir("userpass").fails(1, "authentication failed: Rucio at");
+    assert!(
+        wrong
+            .stderr
+            .contains("Cannot authenticate to account robot"),
+        "{}",
+        wrong.stderr
+    );
+    assert!(!wrong.stdout.contains("account"), "{}", wrong.stdout);
+}
+
+#[test]
+fn an_oidc_task_that_outlives_its_token_keeps_working_with_the_broker_keeping_it_fresh() {
+    // Access tokens live 20 s; the task runs `rucio whoami` twice, 25 s apart.
+    let op = Op::start_with(&[("OP_AT_TTL", "20")]);
+    let rucio = Rucio::start(Some(op.issuer()));
+    let user = User::new();
+    let secret = user.secret_file("op-robot.secret", "robot-secret", 0o600);
+    let config = user.path("broker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[provider]]
+name = "op"
+issuer = "{issuer}"
+client_id = "robot-client"
+client_secret_file = "{secret}"
+
+[[robot]]
+name = "tasks"
+auth = {{ secret = true }}
+providers = ["op"]
+scopes = ["read"]
+audiences = ["*"]
+"#,
+            issuer = op.issuer(),
+            secret = secret.display()
+        ),
+    )
+    .unwrap();
+    let state = user.path("state");
+    robot_secrets(&user, &config, &state, &["tasks"]);
+    let broker = Broker::start(&user, &state, &["--config", config.to_str().unwrap()]);
+    let file = user.path("tasks.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"tasks:
+  - name: long
+    schedule: '@hourly'
+    shell: true
+    command: '{bin} whoami; sleep 25; {bin} whoami'
+    env:
+      RUCIO_CFG_AUTH_TYPE: oidc
+      RUCIO_CFG_RUCIO_HOST: {url}
+      RUCIO_CFG_ACCOUNT: robot
+    credentials:
+      bearer: {{provider: op, scopes: read, audience: "https://api.test.example"}}
+"#,
+            bin = rucio.get("RUCIO_BIN"),
+            url = rucio.get("RUCIO_URL"),
+        ),
+    )
+    .unwrap();
+    let robot_secret = user.path("tasks.secret");
+    let run = tasks_run(
+        &user,
+        &file,
+        "long",
+        &[
+            ("CREDKEEPER_SERVER", &broker.url),
+            ("CREDKEEPER_ROBOT", "tasks"),
+            ("CREDKEEPER_SECRET_FILE", robot_secret.to_str().unwrap()),
+        ],
+    )
+    .ok();
+    assert_eq!(
+        run.stdout.matches("account    : robot").count(),
+        2,
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("Cannot authenticate"),
+        "{}",
+        run.stdout
+    );
+}
