@@ -264,7 +264,15 @@ fn the_scheduler_runs_tasks_when_due_with_their_concurrency_policy_and_reloads()
 - name: replace\n  schedule: '@every 1s'\n  concurrency: Replace\n  shell: true\n  command: 'echo start >> {dir}/replace; sleep 5; echo end >> {dir}/replace'\n"
         ),
     );
-    let mut cmd = d.tasks(&["serve", &file, "--grace", "2"]);
+    let metrics = d.user.path("tasks.prom");
+    let mut cmd = d.tasks(&[
+        "serve",
+        &file,
+        "--grace",
+        "2",
+        "--metrics-file",
+        metrics.to_str().unwrap(),
+    ]);
     cmd.env("XDG_RUNTIME_DIR", d.user.home.path());
     let mut serve = Spawned::start(cmd);
     serve.wait_for("task(s) scheduled");
@@ -304,6 +312,26 @@ fn the_scheduler_runs_tasks_when_due_with_their_concurrency_policy_and_reloads()
     );
     assert!(!lines("added").is_empty(), "the reloaded definition ran");
     assert!(log.contains("due run skipped: Forbid"), "{log}");
+    let prom = read(&metrics);
+    let count = |family: &str, task: &str| -> u64 {
+        let prefix = format!("{family}{{task=\"{task}\"}} ");
+        prom.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        count("credkeeper_task_succeeded_total", "tick") >= 7,
+        "{prom}"
+    );
+    assert!(
+        count("credkeeper_task_skipped_total", "forbid") >= 1,
+        "{prom}"
+    );
+    assert!(
+        count("credkeeper_task_last_success_timestamp_seconds", "tick") > 1_700_000_000,
+        "{prom}"
+    );
     let history = d.user.run(&["tasks", "history", "tick"]).ok();
     assert!(history.stdout.lines().count() >= 7, "{}", history.stdout);
     // Nothing of any run is left in the runtime directory.

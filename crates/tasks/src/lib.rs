@@ -12,6 +12,7 @@
 //! wires the broker or an issuer) and writes what it gets.
 
 pub mod definition;
+pub mod metrics;
 pub mod rucio;
 pub mod run;
 pub mod schedule;

@@ -114,6 +114,10 @@ pub struct ServeArgs {
     /// Seconds running tasks get to finish on stop
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub grace: u64,
+    /// Write Prometheus metrics here after every run (the node exporter's textfile
+    /// collector): last success, runs by result, durations, skipped runs
+    #[arg(long, value_name = "FILE", env = "CREDKEEPER_TASKS_METRICS")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// How tasks' bearer tokens are obtained: the broker, as the tasks' robot.
@@ -345,6 +349,19 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
     };
     let files = Arc::new(args.files);
     let state_dir = settings.state_dir.clone();
+    let metrics = Arc::new(credkeeper_tasks::metrics::Metrics::default());
+    let metrics_file = args.metrics_file.clone();
+    let publish = {
+        let metrics = metrics.clone();
+        move || {
+            if let Some(path) = &metrics_file
+                && let Err(e) = metrics.write(path)
+            {
+                tracing::warn!("metrics file {}: {e}", path.display());
+            }
+        }
+    };
+    let publish = Arc::new(publish);
     let hooks = Hooks {
         load: {
             let files = files.clone();
@@ -370,6 +387,7 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
         },
         finished: {
             let state_dir = state_dir.clone();
+            let (metrics, publish) = (metrics.clone(), publish.clone());
             Arc::new(
                 move |task: &Task, outcome: &credkeeper_tasks::run::Outcome| {
                     match &outcome.reason {
@@ -385,12 +403,19 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
                         ),
                     }
                     record(&state_dir, task, outcome);
+                    metrics.finished(&task.name, outcome);
+                    publish();
                 },
             )
         },
-        skipped: Arc::new(|task: &Task, why: &str| {
-            tracing::warn!(task = task.name, "due run skipped: {why}")
-        }),
+        skipped: {
+            let (metrics, publish) = (metrics.clone(), publish.clone());
+            Arc::new(move |task: &Task, why: &str| {
+                tracing::warn!(task = task.name, "due run skipped: {why}");
+                metrics.skipped(&task.name);
+                publish();
+            })
+        },
         tokens,
     };
     let (reload_tx, reload_rx) = tokio::sync::watch::channel(0u64);
