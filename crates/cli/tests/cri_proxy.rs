@@ -5,44 +5,7 @@
 
 mod common;
 use common::*;
-use std::collections::HashMap;
 use std::process::{Command, Stdio};
-
-struct Containerd {
-    state: tempfile::TempDir,
-    env: HashMap<String, String>,
-}
-
-impl Containerd {
-    fn start() -> Containerd {
-        let state = tempfile::tempdir().unwrap();
-        let out = Command::new(testbed().join("start-containerd.sh"))
-            .arg(state.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "start-containerd.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = std::fs::read_to_string(state.path().join("containerd.env")).unwrap();
-        let env = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Containerd { state, env }
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = Command::new(testbed().join("stop-containerd.sh"))
-            .arg(self.state.path())
-            .arg("--purge")
-            .output();
-    }
-}
 
 /// `cri.py -e ENDPOINT ARGS…`, the password (when any) through CRI_PASSWORD.
 fn cri(endpoint: &str, args: &[&str], password: Option<&str>) -> Run {
@@ -85,7 +48,7 @@ fn helper_get(user: &User, keychain: &std::path::Path, host: &str) -> Run {
 #[test]
 fn the_cri_proxy_passes_every_call_through_and_offers_the_pulls_credential_from_memory() {
     let registry = Registry::start();
-    let containerd = Containerd::start();
+    let containerd = Peer::start("containerd", &[], &["--purge"]);
     let user = User::new();
     let image = registry.get("REGISTRY_IMAGE").to_string();
     let host = registry.get("REGISTRY_HOST").to_string();
@@ -93,7 +56,7 @@ fn the_cri_proxy_passes_every_call_through_and_offers_the_pulls_credential_from_
         registry.get("REGISTRY_USER"),
         registry.get("REGISTRY_PASSWORD"),
     );
-    let direct = containerd.env["CONTAINERD_ENDPOINT"].clone();
+    let direct = containerd.get("CONTAINERD_ENDPOINT").to_string();
     let sock = user.path("proxy.sock");
     let endpoint = format!("unix://{}", sock.display());
     let keychain = user.path("proxy.sock.keychain");

@@ -13,7 +13,7 @@ const ISSUER: &str = "credkeeper-test-tokens";
 struct Setup {
     user: User,
     broker: Broker,
-    registry: Registry,
+    registry: Peer,
     kdc: Kdc,
 }
 

@@ -7,48 +7,20 @@
 
 mod common;
 use common::*;
-use std::collections::HashMap;
-use std::process::Command;
 
-struct Rucio {
-    state: tempfile::TempDir,
-    env: HashMap<String, String>,
-}
-
-impl Rucio {
-    fn start(oidc_issuer: Option<&str>) -> Rucio {
-        let state = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(testbed().join("start-rucio.sh"));
-        cmd.arg(state.path());
-        if let Some(i) = oidc_issuer {
-            cmd.env("RUCIO_OIDC_ISSUER", i)
-                .env("RUCIO_OIDC_SUBJECT", "robot-client");
-        }
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "start-rucio.sh: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = std::fs::read_to_string(state.path().join("rucio.env")).unwrap();
-        let env = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-            .collect();
-        Rucio { state, env }
-    }
-
-    fn get(&self, k: &str) -> &str {
-        &self.env[k]
-    }
-}
-
-impl Drop for Rucio {
-    fn drop(&mut self) {
-        let _ = Command::new(testbed().join("stop-rucio.sh"))
-            .arg(self.state.path())
-            .output();
+/// A real Rucio server; with an OpenID Provider's issuer, its client `robot-client` is
+/// mapped to the account robot.
+fn rucio(oidc_issuer: Option<&str>) -> Peer {
+    match oidc_issuer {
+        Some(i) => Peer::start(
+            "rucio",
+            &[
+                ("RUCIO_OIDC_ISSUER", i),
+                ("RUCIO_OIDC_SUBJECT", "robot-client"),
+            ],
+            &[],
+        ),
+        None => Peer::start("rucio", &[], &[]),
     }
 }
 
@@ -72,7 +44,7 @@ fn tasks_run(user: &User, file: &std::path::Path, task: &str, env: &[(&str, &str
 
 #[test]
 fn rucio_whoami_as_a_task_with_userpass_and_x509_and_a_wrong_password_fails_first() {
-    let rucio = Rucio::start(None);
+    let rucio = rucio(None);
     let user = User::new();
     let password = read(std::path::Path::new(rucio.get("RUCIO_PASSWORD_FILE")))
         .trim()
@@ -169,7 +141,7 @@ fn rucio_whoami_as_a_task_with_userpass_and_x509_and_a_wrong_password_fails_firs
 fn an_oidc_task_that_outlives_its_token_keeps_working_with_the_broker_keeping_it_fresh() {
     // Access tokens live 20 s; the task runs `rucio whoami` twice, 25 s apart.
     let op = Op::start_with(&[("OP_AT_TTL", "20")]);
-    let rucio = Rucio::start(Some(op.issuer()));
+    let rucio = rucio(Some(op.issuer()));
     let user = User::new();
     let secret = user.secret_file("op-robot.secret", "robot-secret", 0o600);
     let config = user.path("broker.toml");

@@ -5,7 +5,6 @@
 
 use crate::CriError;
 use crate::captured::Captured;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -15,15 +14,7 @@ use tokio::net::UnixListener;
 const MAX_LINE: u64 = 4096;
 
 pub fn bind(path: &Path) -> Result<UnixListener, CriError> {
-    let fail = |source| CriError::Socket {
-        what: "keychain socket",
-        path: path.to_path_buf(),
-        source,
-    };
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).map_err(fail)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
-    Ok(listener)
+    crate::bind_private(path, "keychain socket")
 }
 
 /// The API's `dockerconfigjson` secrets, kept by [`sync_secrets`].

@@ -31,3 +31,20 @@ pub enum CriError {
         reason: String,
     },
 }
+
+/// A unix socket only its owner may use (mode 0600), replacing a stale one.
+pub(crate) fn bind_private(
+    path: &std::path::Path,
+    what: &'static str,
+) -> Result<tokio::net::UnixListener, CriError> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |source| CriError::Socket {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path).map_err(fail)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+    Ok(listener)
+}

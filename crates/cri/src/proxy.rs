@@ -15,7 +15,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -75,15 +74,7 @@ impl Upstream {
 
 /// Bind the proxy's socket (mode 0600: kubelet runs as root, as containerd's own socket).
 pub fn bind(path: &Path) -> Result<UnixListener, CriError> {
-    let fail = |source| CriError::Socket {
-        what: "listen socket",
-        path: path.to_path_buf(),
-        source,
-    };
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).map_err(fail)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
-    Ok(listener)
+    crate::bind_private(path, "listen socket")
 }
 
 pub async fn serve(listener: UnixListener, upstream: Arc<Upstream>, captured: Arc<Captured>) {

@@ -473,42 +473,85 @@ pub fn robot_secrets(user: &User, config: &Path, state: &Path, robots: &[&str]) 
     }
 }
 
-/// A running MIT KDC with its own realm (`TEST.REALM`), robot and service keytabs;
-/// stopped when dropped.
-pub struct Kdc {
-    state: tempfile::TempDir,
+/// A testbed peer: `tests/testbed/start-<name>.sh STATE` starts it and writes
+/// `STATE/<name>.env`; `stop-<name>.sh STATE` stops it when this is dropped.
+pub struct Peer {
+    pub state: tempfile::TempDir,
     pub env: HashMap<String, String>,
+    name: &'static str,
+    stop_args: Vec<&'static str>,
 }
 
-impl Kdc {
-    pub fn start() -> Kdc {
+/// A `KEY=value` env file (values may be single-quoted).
+pub fn env_file(path: &Path) -> HashMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+impl Peer {
+    pub fn start(name: &'static str, env: &[(&str, &str)], stop_args: &[&'static str]) -> Peer {
         let state = tempfile::tempdir().unwrap();
-        let out = Command::new(testbed().join("start-kdc.sh"))
+        let out = Command::new(testbed().join(format!("start-{name}.sh")))
             .arg(state.path())
+            .envs(env.iter().copied())
             .output()
-            .expect("run start-kdc.sh");
+            .unwrap_or_else(|e| panic!("start-{name}.sh: {e}"));
         assert!(
             out.status.success(),
-            "start-kdc.sh failed: {}",
+            "start-{name}.sh failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let text = std::fs::read_to_string(state.path().join("kdc.env")).unwrap();
-        let env = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Kdc { state, env }
+        let env = env_file(&state.path().join(format!("{name}.env")));
+        Peer {
+            state,
+            env,
+            name,
+            stop_args: stop_args.to_vec(),
+        }
     }
 
     pub fn get(&self, key: &str) -> &str {
         self.env
             .get(key)
-            .unwrap_or_else(|| panic!("{key} not in kdc.env"))
+            .unwrap_or_else(|| panic!("{key} not in {}.env", self.name))
     }
 
     pub fn dir(&self) -> &Path {
         self.state.path()
+    }
+
+    pub fn stop(&self) {
+        let _ = Command::new(testbed().join(format!("stop-{}.sh", self.name)))
+            .arg(self.state.path())
+            .args(&self.stop_args)
+            .output();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running MIT KDC with its own realm (`TEST.REALM`), robot and service keytabs;
+/// stopped when dropped.
+pub struct Kdc(Peer);
+
+impl std::ops::Deref for Kdc {
+    type Target = Peer;
+    fn deref(&self) -> &Peer {
+        &self.0
+    }
+}
+
+impl Kdc {
+    pub fn start() -> Kdc {
+        Kdc(Peer::start("kdc", &[], &[]))
     }
 
     /// This realm's client environment: its krb5.conf, a replay cache directory, and a
@@ -541,18 +584,6 @@ impl Kdc {
             "kadmin {query}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-    }
-
-    pub fn stop(&self) {
-        let _ = Command::new(testbed().join("stop-kdc.sh"))
-            .arg(self.state.path())
-            .output();
-    }
-}
-
-impl Drop for Kdc {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -600,49 +631,17 @@ pub fn last_audit(state: &Path) -> serde_json::Value {
     serde_json::from_str(text.lines().last().unwrap_or("null")).unwrap()
 }
 
-/// A private registry (CNCF distribution 2.8.2, `tests/testbed/start-registry.sh`) with the
-/// test image pushed; stopped when dropped.
-pub struct Registry {
-    state: tempfile::TempDir,
-    env: HashMap<String, String>,
-}
+/// Private registries (CNCF distribution 2.8.2, `tests/testbed/start-registry.sh`) with the
+/// test image pushed.
+pub struct Registry;
 
 impl Registry {
-    pub fn start() -> Registry {
+    pub fn start() -> Peer {
         Registry::start_with(&[])
     }
 
     /// With `REG_*` settings (`REG_AUTH=token`, ...).
-    pub fn start_with(env: &[(&str, &str)]) -> Registry {
-        let state = tempfile::tempdir().unwrap();
-        let out = Command::new(testbed().join("start-registry.sh"))
-            .arg(state.path())
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "start-registry.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = std::fs::read_to_string(state.path().join("registry.env")).unwrap();
-        let env = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Registry { state, env }
-    }
-
-    pub fn get(&self, k: &str) -> &str {
-        &self.env[k]
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = Command::new(testbed().join("stop-registry.sh"))
-            .arg(self.state.path())
-            .output();
+    pub fn start_with(env: &[(&str, &str)]) -> Peer {
+        Peer::start("registry", env, &[])
     }
 }
