@@ -6,10 +6,18 @@
 #                version in KUBE_VERSIONS; then what the manifests rely on: references
 #                between them, the security contexts, the keytab's 0440 mode, the paths
 #                in environment variables and broker.toml lying on mounted volumes.
+#   Tasks        deploy/kubernetes/tasks/: the tasks.yaml and values.yaml inside the
+#                ConfigMap parsed, the CronJob matching its task (schedule, deadline,
+#                concurrency, exit status), the scheduler Deployment (one replica,
+#                grace), definitions/secrets/JWT/state/XDG_RUNTIME_DIR on the right
+#                volumes, the broker [[robot]] in serviceaccount.yaml covering what the
+#                tasks ask for; `credkeeper tasks validate` on both files when
+#                target/debug/credkeeper exists.
 #   Compose      deploy/compose.yaml parsed with PyYAML: services, user, read-only keytab,
 #                token volume, the application reading the token read-only.
 #   systemd      deploy/systemd/*: `systemd-analyze verify` (and `security --offline`)
-#                when it runs here, and the keys the units rely on in any case.
+#                when it runs here, and the keys the units rely on in any case
+#                (credkeeper-tasks.service: reload, stop timeout > --grace, directories).
 #   Dockerfile   multi-stage, build and runtime images, packages, non-root USER,
 #                ENTRYPOINT credkeeper get, ENV defaults, argv0 links.
 #   Any other    *.yaml / *.yml under deploy/ must at least parse.
@@ -76,7 +84,7 @@ fi
 
 # --- the checks (one Python process) --------------------------------------------------------
 exec "$VPY" - "$ROOT" "$VENV/bin/kubernetes-validate" "$KUBE_VERSIONS" <<'PY'
-import glob, json, os, re, shlex, shutil, subprocess, sys, tempfile, tomllib
+import base64, glob, json, os, re, shlex, shutil, subprocess, sys, tempfile, tomllib
 import yaml
 
 root, kv, kube_versions = sys.argv[1], sys.argv[2], sys.argv[3].split()
@@ -259,13 +267,21 @@ for (kind, name), (f, d) in sorted(resources.items()):
                   mount_of(c, "/tmp/credkeeper") is not None
                   and not mount_of(c, "/tmp/credkeeper").get("readOnly"))
 
-robots = {}  # CronJob name -> (spec, container, env)
+
+def runs_tasks(c):
+    """Whether a container runs `credkeeper tasks …` (checked in the tasks section)."""
+    return c.get("command", [])[:2] == ["credkeeper", "tasks"]
+
+
+robots = {}  # CronJob name -> (spec, container, env): the `credkeeper get` robots
 for kind, name in resources:
     if kind != "CronJob":
         continue
     d = res(kind, name)
     spec = pod_spec(d)
     c = spec["containers"][0]
+    if runs_tasks(c):
+        continue
     env = env_of(c)
     robots[name] = (spec, c, env)
     psc = spec["securityContext"]
@@ -401,6 +417,263 @@ if check("broker: ConfigMap and Deployment exist", cm is not None and broker is 
           lifetime > 3600 and all(r.get("max_lifetime", lifetime) > 3600 for r in conf.get("robot", [])),
           f"lifetime {lifetime}")
 
+# ---------------------------------------------------------------- Kubernetes: scheduled tasks
+# deploy/kubernetes/tasks/: the definitions inside the ConfigMap, and every pod that runs
+# `credkeeper tasks run|serve` on them.
+TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def protect(text):
+    """{{ NAME }} -> a placeholder scalar, as credkeeper does before reading the YAML (the
+    seed's values file has it unquoted, which plain YAML reads as a flow mapping)."""
+    return TEMPLATE.sub(lambda m: f"\u27e6ck:{m.group(1)}\u27e7", text)
+
+
+def duration(text, default=None):
+    """credkeeper's durations: 30s, 10m, 2h, 1d or plain seconds."""
+    if text is None:
+        return default
+    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", str(text))
+    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)] if m else None
+
+
+def arg_after(argv, flag):
+    return argv[argv.index(flag) + 1] if flag in argv and argv.index(flag) + 1 < len(argv) else None
+
+
+def secret_keys(obj):
+    return set((obj or {}).get("data", {})) | set((obj or {}).get("stringData", {}))
+
+
+tcm = res("ConfigMap", "credkeeper-tasks")
+tasks_text = values_text = None
+own_tasks = {}
+if check("tasks: ConfigMap credkeeper-tasks holds tasks.yaml and values.yaml",
+         tcm is not None and {"tasks.yaml", "values.yaml"} <= set(tcm.get("data", {}))):
+    tasks_text, values_text = tcm["data"]["tasks.yaml"], tcm["data"]["values.yaml"]
+    try:
+        tdoc = yaml.safe_load(protect(tasks_text))
+        ok("tasks: tasks.yaml parses as YAML")
+    except Exception as e:
+        tdoc = {}
+        fail("tasks: tasks.yaml parses as YAML", str(e).replace("\n", " "))
+    tlist = tdoc.get("tasks") if isinstance(tdoc, dict) else None
+    if check("tasks: tasks.yaml is credkeeper's format (a `tasks` list of name/schedule/command)",
+             isinstance(tlist, list) and tlist and all(isinstance(t, dict) and {"name", "schedule", "command"} <= set(t)
+                                                       for t in tlist)):
+        own_tasks = {t["name"]: t for t in tlist}
+        check("tasks: task names are unique", len(own_tasks) == len(tlist))
+    for n, t in own_tasks.items():
+        check(f"tasks: task {n}: a 5-field schedule or a macro",
+              str(t["schedule"]).startswith("@") or len(str(t["schedule"]).split()) == 5, str(t["schedule"]))
+        for k_ in ("timeout", "backoff", "jitter"):
+            if k_ in t:
+                check(f"tasks: task {n}: {k_} {t[k_]!r} is a duration", duration(t[k_]) is not None)
+    oidc = [n for n, t in own_tasks.items() if (t.get("env") or {}).get("RUCIO_CFG_AUTH_TYPE") == "oidc"]
+    check("tasks: an oidc Rucio task takes its token from credentials.bearer (with an audience)",
+          bool(oidc) and all((own_tasks[n].get("credentials") or {}).get("bearer", {}).get("audience") for n in oidc),
+          str(oidc))
+    up = [n for n, t in own_tasks.items() if (t.get("env") or {}).get("RUCIO_CFG_AUTH_TYPE") == "userpass"]
+    check("tasks: a userpass Rucio task reads its password from {{ RUCIO_PASSWORD }}",
+          bool(up) and all(own_tasks[n]["env"].get("RUCIO_CFG_PASSWORD") == protect("{{ RUCIO_PASSWORD }}")
+                           for n in up), str(up))
+    try:
+        vdoc = yaml.safe_load(protect(values_text))
+        ok("tasks: values.yaml parses as YAML (with {{ }} unquoted, as the chart has it)")
+    except Exception as e:
+        vdoc = {}
+        fail("tasks: values.yaml parses as YAML", str(e).replace("\n", " "))
+    vdoc = vdoc if isinstance(vdoc, dict) else {}
+    check("tasks: values.yaml is rucio-task-manager's (config, secrets, cronjobs)",
+          {"config", "secrets", "cronjobs"} <= set(vdoc))
+    for s_ in vdoc.get("secrets") or []:
+        check(f"tasks: values.yaml secret {s_.get('name')}: name, fromSecretName, fromSecretKey",
+              {"name", "fromSecretName", "fromSecretKey"} <= set(s_))
+    for j in vdoc.get("cronjobs") or []:
+        check(f"tasks: values.yaml cronjob {j.get('name')}: schedule fields and a task file",
+              all(" " not in str(j.get(f, "*")).strip() for f in ("minute", "hour", "day", "month", "weekday"))
+              and ("task_file_yaml" in j or "task_file_path" in j))
+
+# The pods running `credkeeper tasks`.
+task_pods = {}  # "Kind/name" -> (d, spec, container, env)
+for (kind, name), (f, d) in sorted(resources.items()):
+    spec = pod_spec(d)
+    if spec is None:
+        continue
+    for c in spec["containers"]:
+        if runs_tasks(c):
+            task_pods[f"{kind}/{name}"] = (d, spec, c, env_of(c))
+check("tasks: a CronJob runs `credkeeper tasks run` and a Deployment `credkeeper tasks serve`",
+      any(k.startswith("CronJob/") and v[2]["command"][2] == "run" for k, v in task_pods.items())
+      and any(k.startswith("Deployment/") and v[2]["command"][2] == "serve" for k, v in task_pods.items()),
+      str(sorted(task_pods)))
+used_names = set(TEMPLATE.findall(tasks_text or ""))
+bearer_tasks = {n: t["credentials"]["bearer"] for n, t in own_tasks.items()
+                if (t.get("credentials") or {}).get("bearer") is not None}
+servers = set()
+for pod, (d, spec, c, env) in task_pods.items():
+    argv = c["command"]
+    files = [a for a in argv[3:] if not a.startswith("-") and argv[argv.index(a) - 1] not in
+             ("--task", "--secret-dir", "--grace", "--runner", "--server", "-k", "--keytab", "--jwt-file",
+              "--robot", "--secret-file", "--state-dir", "--config", "--cafile")]
+    check(f"{pod}: definitions {' '.join(files)} are files of the mounted ConfigMap",
+          bool(files) and all(file_in_volume(spec, c, x) for x in files))
+    for x in files:
+        m = mount_of(c, x)
+        v = volume(spec, m["name"]) if m else {}
+        check(f"{pod}: the ConfigMap is mounted as a directory (no subPath: updates reach it)",
+              m is not None and "subPath" not in m and "configMap" in v and m.get("readOnly") is True)
+    sd = arg_after(argv, "--secret-dir")
+    m = mount_of(c, sd or "/nonexistent")
+    v = volume(spec, m["name"]) if m else {}
+    sec = res("Secret", v.get("secret", {}).get("secretName"))
+    check(f"{pod}: --secret-dir {sd} is a read-only Secret volume",
+          m is not None and m["mountPath"] == sd and m.get("readOnly") is True and sec is not None)
+    check(f"{pod}: every {{{{ NAME }}}} of tasks.yaml is in its environment or that Secret",
+          used_names <= secret_keys(sec) | set(env), str(sorted(used_names - secret_keys(sec) - set(env))))
+    server = env.get("CREDKEEPER_SERVER") or ""
+    servers.add(server)
+    check(f"{pod}: CREDKEEPER_SERVER is an https URL (the tasks' bearer tokens)", server.startswith("https://"), server)
+    jwt = env.get("CREDKEEPER_JWT_FILE")
+    check(f"{pod}: CREDKEEPER_JWT_FILE {jwt} is the projected service-account token",
+          bool(jwt) and file_in_volume(spec, c, jwt))
+    mj = mount_of(c, jwt or "/nonexistent")
+    vj = volume(spec, mj["name"]) if mj else {}
+    sat = next((s_["serviceAccountToken"] for s_ in vj.get("projected", {}).get("sources", [])
+                if "serviceAccountToken" in s_), {})
+    check(f"{pod}: the projected token's audience is the broker URL, lifetime >= 600 s",
+          sat.get("audience") == server and sat.get("expirationSeconds", 3600) >= 600,
+          f"{sat.get('audience')} != {server}")
+    check(f"{pod}: runs as its ServiceAccount, no API token mounted",
+          bool(spec.get("serviceAccountName")) and spec.get("automountServiceAccountToken") is False)
+    st = env.get("CREDKEEPER_STATE_DIR") or ""
+    m = mount_of(c, st or "/nonexistent")
+    v = volume(spec, m["name"]) if m else {}
+    check(f"{pod}: CREDKEEPER_STATE_DIR {st} (run history) is a subdirectory of a writable volume",
+          m is not None and st != m["mountPath"] and not m.get("readOnly")
+          and ("emptyDir" in v or "persistentVolumeClaim" in v))
+    xr = env.get("XDG_RUNTIME_DIR") or ""
+    m = mount_of(c, xr or "/nonexistent")
+    v = volume(spec, m["name"]) if m else {}
+    check(f"{pod}: XDG_RUNTIME_DIR {xr} (each run's credentials) is a writable memory emptyDir",
+          m is not None and m["mountPath"] == xr and not m.get("readOnly")
+          and v.get("emptyDir", {}).get("medium") == "Memory")
+    check(f"{pod}: fsGroup set (group-readable Secret and projected token)",
+          spec.get("securityContext", {}).get("fsGroup", 0) > 0)
+    if argv[2] == "run":
+        task = arg_after(argv, "--task")
+        t = own_tasks.get(task)
+        if check(f"{pod}: --task {task} is a task of tasks.yaml", t is not None):
+            js = d["spec"]
+            check(f"{pod}: the schedule is task {task}'s", js["schedule"] == t["schedule"],
+                  f"{js['schedule']!r} != {t['schedule']!r}")
+            check(f"{pod}: the time zone is task {task}'s",
+                  js.get("timeZone", "Etc/UTC") in ({t["timezone"]} if t.get("timezone") else {"Etc/UTC", "UTC"}))
+            check(f"{pod}: concurrencyPolicy is task {task}'s concurrency (Forbid)",
+                  js.get("concurrencyPolicy") == t.get("concurrency", "Allow") == "Forbid",
+                  f"{js.get('concurrencyPolicy')} / {t.get('concurrency')}")
+            check(f"{pod}: startingDeadlineSeconds is task {task}'s",
+                  js.get("startingDeadlineSeconds") == t.get("startingDeadlineSeconds") is not None)
+            jt = js["jobTemplate"]["spec"]
+            check(f"{pod}: the Job's status is the task's (backoffLimit 0, restartPolicy Never)",
+                  jt.get("backoffLimit") == 0 and spec.get("restartPolicy") == "Never")
+            tries = t.get("retries", 0) + 1
+            bo = duration(t.get("backoff"), 30)
+            longest = tries * ((duration(t.get("timeout")) or 0) + 5) + sum(bo * 2 ** i for i in range(tries - 1))
+            check(f"{pod}: activeDeadlineSeconds outlasts task {task}'s attempts ({longest} s)",
+                  "timeout" in t and jt.get("activeDeadlineSeconds", 0) > longest,
+                  str(jt.get("activeDeadlineSeconds")))
+    else:
+        grace = int(arg_after(argv, "--grace") or 30)
+        check(f"{pod}: one replica, Recreate (one scheduler, one history store)",
+              d["spec"].get("replicas") == 1 and d["spec"].get("strategy", {}).get("type") == "Recreate")
+        check(f"{pod}: terminationGracePeriodSeconds > --grace {grace} + 5 s to stop a task",
+              spec.get("terminationGracePeriodSeconds", 30) > grace + 5, str(spec.get("terminationGracePeriodSeconds")))
+        m = mount_of(c, env.get("CREDKEEPER_STATE_DIR", "/nonexistent"))
+        check(f"{pod}: the run history is on a PersistentVolumeClaim",
+              m is not None and "persistentVolumeClaim" in volume(spec, m["name"]))
+
+# The broker robot the tasks' service account maps to: serviceaccount.yaml's comment
+# gives the [[robot]] to add to broker.toml; it must parse with it and cover the tasks.
+saf = os.path.join(kdir, "tasks", "serviceaccount.yaml")
+robot = {}
+if check("tasks: serviceaccount.yaml exists", os.path.isfile(saf)):
+    with open(saf) as fh:
+        lines = [l[4:].rstrip("\n") for l in fh if l.startswith("#   ")]
+    snippet = "\n".join(l for l in lines if re.match(r"\[\[robot\]\]|\w+ = ", l))
+    try:
+        robot = tomllib.loads(snippet).get("robot", [{}])[0]
+        base = tomllib.loads((cm or {}).get("data", {}).get("broker.toml", "") + "\n" + snippet)
+        ok("tasks: the [[robot]] in serviceaccount.yaml parses, appended to broker.toml too")
+    except Exception as e:
+        base = {}
+        fail("tasks: the [[robot]] in serviceaccount.yaml parses, appended to broker.toml too", str(e))
+    names = [r.get("name") for r in base.get("robot", [])]
+    check("tasks: the tasks' robot name is new to broker.toml", bool(robot) and names.count(robot.get("name")) == 1,
+          str(names))
+    a = robot.get("auth", {})
+    sas = {spec.get("serviceAccountName") for _, spec, _, _ in task_pods.values()}
+    m_ = re.match(r"system:serviceaccount:[^:]+:(.+)$", a.get("jwt_subject", ""))
+    check("tasks: the robot's jwt_subject is the task pods' ServiceAccount",
+          bool(m_) and sas == {m_.group(1)} and res("ServiceAccount", m_.group(1)) is not None, f"{a} {sas}")
+    check("tasks: the robot's jwt_audience is the pods' broker URL (their token's audience)",
+          a.get("jwt_audience", (globals().get("conf") or {}).get("issuer", {}).get("url")) in servers
+          and len(servers) == 1,
+          str(servers))
+    allowed = set(" ".join(robot.get("scopes", [])).split())
+    for n, b in bearer_tasks.items():
+        check(f"tasks: the robot may give task {n} its scopes and audience",
+              set(str(b.get("scopes", "")).split()) <= allowed
+              and (b.get("audience") in robot.get("audiences", []) or "*" in robot.get("audiences", [])),
+              f"{b} vs {robot.get('scopes')} {robot.get('audiences')}")
+
+# The binary's own check of both files, if it is built: every {{ NAME }} and mounted
+# secret defined (the Secret's keys as files of a --secret-dir, the values file's
+# secrets at <dir>/<fromSecretName>/<fromSecretKey>), schedules and formats.
+binary = os.path.join(root, "target", "debug", "credkeeper")
+if tasks_text is None:
+    pass
+elif not os.access(binary, os.X_OK):
+    print("skip tasks: `credkeeper tasks validate` (target/debug/credkeeper not built)")
+else:
+    with tempfile.TemporaryDirectory() as t:
+        clean = {"PATH": "/usr/bin:/bin", "HOME": t, "CREDKEEPER_STATE_DIR": os.path.join(t, "state")}
+
+        def ck(*args):
+            r = subprocess.run([binary, *args], capture_output=True, text=True, env=clean, cwd=t)
+            return r.returncode, (r.stdout + r.stderr).strip().replace("\n", " / ")
+
+        for n_, text in (("tasks.yaml", tasks_text), ("values.yaml", values_text)):
+            with open(os.path.join(t, n_), "w") as out:
+                out.write(text)
+        sdir_ = os.path.join(t, "secrets")
+        os.mkdir(sdir_)
+        sec = res("Secret", "credkeeper-tasks-rucio") or {}
+        for k_, v_ in {**{k: base64.b64decode(x).decode() for k, x in sec.get("data", {}).items()},
+                       **sec.get("stringData", {})}.items():
+            with open(os.path.join(sdir_, k_), "w") as out:
+                out.write(v_)
+        tf = os.path.join(t, "tasks.yaml")
+        rc, out = ck("tasks", "validate", tf, "--secret-dir", sdir_)
+        check("credkeeper tasks validate tasks.yaml --secret-dir <the Secret's keys>", rc == 0, out)
+        rc, out = ck("tasks", "list", tf)
+        check("credkeeper tasks list tasks.yaml: every task scheduled, none disabled",
+              rc == 0 and all(re.search(rf"^{re.escape(n)}\s.*\senabled$", out.replace(" / ", "\n"), re.M)
+                              for n in own_tasks), out)
+        rc, out = ck("tasks", "validate", tf, "--secret-dir", os.path.join(t, "empty"))
+        check("credkeeper tasks validate refuses tasks.yaml without the Secret (the check is live)",
+              rc != 0 and "RUCIO_PASSWORD" in out, out)
+        vdir = os.path.join(t, "rtm")
+        for s_ in (vdoc or {}).get("secrets") or []:
+            os.makedirs(os.path.join(vdir, s_["fromSecretName"]), exist_ok=True)
+            with open(os.path.join(vdir, s_["fromSecretName"], s_["fromSecretKey"]), "w") as out:
+                out.write("placeholder\n")
+        vf = os.path.join(t, "values.yaml")
+        rc, out = ck("tasks", "validate", vf, "--runner", "/bin/true", "--secret-dir", vdir)
+        check("credkeeper tasks validate values.yaml --runner … --secret-dir <dir>/<secret>/<key>", rc == 0, out)
+        rc, out = ck("tasks", "validate", vf, "--secret-dir", vdir)
+        check("credkeeper tasks validate refuses values.yaml without --runner", rc != 0 and "--runner" in out, out)
+
 # ---------------------------------------------------------------- Compose
 cf = os.path.join(deploy, "compose.yaml")
 compose = (docs.get(cf) or [None])[0]
@@ -494,8 +767,9 @@ def unit_keys(path):
 
 sdir = os.path.join(deploy, "systemd")
 units = {os.path.basename(p): p for p in glob.glob(f"{sdir}/*") if not p.endswith(".md")}
-need = {"credkeeper-get@.service", "credkeeper-get@.timer", "credkeeper-serve.service"}
-check("deploy/systemd has the three units", need <= set(units), str(sorted(units)))
+need = {"credkeeper-get@.service", "credkeeper-get@.timer", "credkeeper-serve.service",
+        "credkeeper-tasks.service"}
+check("deploy/systemd has the four units", need <= set(units), str(sorted(units)))
 parsed = {}
 for n, p in sorted(units.items()):
     try:
@@ -517,6 +791,7 @@ def one(unit, section, k):
 HARDENING = {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "PrivateTmp": "yes",
              "ProtectHome": "yes", "DynamicUser": "no"}
 g, t, s = "credkeeper-get@.service", "credkeeper-get@.timer", "credkeeper-serve.service"
+ts = "credkeeper-tasks.service"
 if g in parsed:
     check(f"{g}: Type=oneshot running `credkeeper get`",
           one(g, "Service", "Type") == "oneshot" and "credkeeper get" in (one(g, "Service", "ExecStart") or ""))
@@ -545,6 +820,51 @@ if s in parsed:
         check(f"{s}: {k_}={v_}", one(s, "Service", k_) == v_, str(one(s, "Service", k_)))
     check(f"{s}: WantedBy=multi-user.target", "multi-user.target" in key(s, "Install", "WantedBy"))
 
+
+def seconds(v):
+    """A systemd time span (45, 45s, 1min 30s) in seconds; None if not understood."""
+    total, units_ = 0, {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
+    for n_, u_ in re.findall(r"(\d+)\s*([a-z]*)", v or ""):
+        if u_ not in units_:
+            return None
+        total += int(n_) * units_[u_]
+    return total if v else None
+
+
+if ts in parsed:
+    argv = shlex.split(one(ts, "Service", "ExecStart") or "")
+    check(f"{ts}: Type=simple running `credkeeper tasks serve` on a definitions file",
+          one(ts, "Service", "Type") == "simple" and argv[1:3] == ["tasks", "serve"]
+          and argv[0].endswith("/credkeeper") and len(argv) > 3 and argv[3].startswith("/etc/"), str(argv))
+    check(f"{ts}: runs as a named User", bool(one(ts, "Service", "User")))
+    check(f"{ts}: --secret-dir under /etc/credkeeper", (arg_after(argv, "--secret-dir") or "").startswith("/etc/credkeeper/"))
+    grace = int(arg_after(argv, "--grace") or 30)
+    stop = seconds(one(ts, "Service", "TimeoutStopSec"))
+    check(f"{ts}: TimeoutStopSec ({stop} s) > --grace {grace} + 5 s to stop a task",
+          stop is not None and stop > grace + 5)
+    check(f"{ts}: KillMode=mixed, KillSignal=SIGTERM (credkeeper stops the tasks, not systemd first)",
+          one(ts, "Service", "KillMode") == "mixed" and one(ts, "Service", "KillSignal") in (None, "SIGTERM"))
+    check(f"{ts}: ExecReload=/bin/kill -HUP $MAINPID (reload the definitions)",
+          one(ts, "Service", "ExecReload") == "/bin/kill -HUP $MAINPID")
+    envs = dict(e.split("=", 1) for x in key(ts, "Service", "Environment") for e in shlex.split(x))
+    sdn = one(ts, "Service", "StateDirectory")
+    check(f"{ts}: CREDKEEPER_STATE_DIR is its StateDirectory (0700), the run history",
+          bool(sdn) and envs.get("CREDKEEPER_STATE_DIR") == f"/var/lib/{sdn}"
+          and one(ts, "Service", "StateDirectoryMode") == "0700", f"{sdn} {envs.get('CREDKEEPER_STATE_DIR')}")
+    rdn = one(ts, "Service", "RuntimeDirectory")
+    check(f"{ts}: XDG_RUNTIME_DIR is its RuntimeDirectory, 0700 (each run's credentials)",
+          bool(rdn) and envs.get("XDG_RUNTIME_DIR") == f"/run/{rdn}"
+          and one(ts, "Service", "RuntimeDirectoryMode") == "0700", f"{rdn} {envs.get('XDG_RUNTIME_DIR')}")
+    check(f"{ts}: settings from an optional EnvironmentFile",
+          any(x.startswith("-/etc/credkeeper/") for x in key(ts, "Service", "EnvironmentFile")))
+    check(f"{ts}: UMask=0077", one(ts, "Service", "UMask") == "0077")
+    for k_, v_ in HARDENING.items():
+        check(f"{ts}: {k_}={v_}", one(ts, "Service", k_) == v_, str(one(ts, "Service", k_)))
+    for k_ in ("SystemCallFilter", "RestrictAddressFamilies", "CapabilityBoundingSet", "MemoryDenyWriteExecute"):
+        check(f"{ts}: {k_} as credkeeper-serve.service", key(ts, "Service", k_) == key(s, "Service", k_),
+              f"{key(ts, 'Service', k_)} != {key(s, 'Service', k_)}")
+    check(f"{ts}: WantedBy=multi-user.target", "multi-user.target" in key(ts, "Install", "WantedBy"))
+
 sa = shutil.which("systemd-analyze")
 if sa:
     with tempfile.TemporaryDirectory() as tmp:
@@ -568,10 +888,12 @@ if sa:
             why = (probe.stderr.strip().splitlines() or ["?"])[-1]
             print(f"skip systemd-analyze verify (cannot run here: {why}): INI checks only")
         else:
-            for n in ("credkeeper-get@robot.service", "credkeeper-get@robot.timer", "credkeeper-serve.service"):
+            for n in ("credkeeper-get@robot.service", "credkeeper-get@robot.timer", "credkeeper-serve.service",
+                      "credkeeper-tasks.service"):
                 r = subprocess.run([sa, "verify", "--man=no", os.path.join(tmp, n)], capture_output=True, text=True)
                 check(f"systemd-analyze verify {n}", r.returncode == 0 and not r.stderr.strip(), r.stderr.strip())
-            for n in ("credkeeper-get@robot.service", "credkeeper-serve.service") if offline.returncode == 0 else ():
+            for n in ("credkeeper-get@robot.service", "credkeeper-serve.service",
+                      "credkeeper-tasks.service") if offline.returncode == 0 else ():
                 r = subprocess.run([sa, "security", "--offline=true", "--threshold=20", os.path.join(tmp, n)],
                                    capture_output=True, text=True)
                 level = re.search(r"Overall exposure level for \S+: (\S+ \S+)", r.stdout)

@@ -176,7 +176,7 @@ fn rucio_task_managers_values_file_runs_through_the_runner_with_its_secrets() {
     // The seed's values file, with its unquoted template.
     let values = d.write(
         "values.yaml",
-        "config:\n  RUCIO_CFG_ACCOUNT: robot\n  RUCIO_CFG_AUTH_TYPE: userpass\nsecrets:\n  - name: TASK_STUBS_TEXT\n    fromSecretName: task-stubs\n    fromSecretKey: text\ncronjobs:\n  - name: stubs\n    minute: \"*/15\"\n    hour: \"*\"\n    day: \"*\"\n    month: \"*\"\n    weekday: \"*\"\n    task_file_yaml:\n      test-hello-world-stub:\n        description: Test hello world stub\n        module_name: tasks.stubs\n        class_name: StubHelloWorld\n        enabled: true\n        args:\n        kwargs:\n          text: {{ TASK_STUBS_TEXT }}\n    disabled: yes\n",
+        "config:\n  RUCIO_CFG_ACCOUNT: robot\n  TASK_MANAGER_ENV: test\nsecrets:\n  - name: TASK_STUBS_TEXT\n    fromSecretName: task-stubs\n    fromSecretKey: text\ncronjobs:\n  - name: stubs\n    minute: \"*/15\"\n    hour: \"*\"\n    day: \"*\"\n    month: \"*\"\n    weekday: \"*\"\n    task_file_yaml:\n      test-hello-world-stub:\n        description: Test hello world stub\n        module_name: tasks.stubs\n        class_name: StubHelloWorld\n        enabled: true\n        args:\n        kwargs:\n          text: {{ TASK_STUBS_TEXT }}\n    disabled: yes\n",
     );
     let secret_dir = secrets.display().to_string();
     let flags = ["--runner", &runner, "--secret-dir", &secret_dir];

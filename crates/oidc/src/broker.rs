@@ -20,6 +20,9 @@ pub enum BrokerAuth {
     Negotiate(Box<dyn Negotiator>),
     /// A JWT the broker trusts for this robot (e.g. a Kubernetes service-account token).
     Bearer(Secret),
+    /// The same, read from this file at every request: a projected service-account token
+    /// is rotated by the kubelet, and a long-running process must follow it.
+    BearerFile(std::path::PathBuf),
 }
 
 /// Makes Negotiate tokens for a server (the Kerberos side lives with the caller).
@@ -136,6 +139,12 @@ impl BrokerClient {
                 (format!("Basic {encoded}"), None)
             }
             BrokerAuth::Bearer(token) => (format!("Bearer {}", token.expose()), None),
+            BrokerAuth::BearerFile(path) => {
+                let token = std::fs::read_to_string(path).map_err(|e| {
+                    OidcError::Authentication(format!("JWT file {}: {e}", path.display()))
+                })?;
+                (format!("Bearer {}", token.trim()), None)
+            }
             BrokerAuth::Negotiate(negotiator) => {
                 let (authorization, check) = negotiator
                     .begin(&self.host)

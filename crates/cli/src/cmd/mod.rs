@@ -87,7 +87,11 @@ pub fn broker_client_with(
             )?),
         },
         (_, Some(_), _) => anyhow::bail!("--secret-file needs --robot NAME"),
-        (_, None, Some(path)) => BrokerAuth::Bearer(credkeeper_store::sink::read(path)?),
+        (_, None, Some(path)) => {
+            // Readable now (a clear error before anything runs), read again at each request.
+            credkeeper_store::sink::read(path)?;
+            BrokerAuth::BearerFile(path.to_path_buf())
+        }
         _ => match login.initiator()? {
             Some(initiator) => BrokerAuth::Negotiate(Box::new(crate::kerberos::KeytabNegotiator {
                 initiator,

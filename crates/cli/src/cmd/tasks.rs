@@ -341,8 +341,9 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
     use credkeeper_tasks::scheduler::{Hooks, serve};
     let (tasks, options) = args.files.load()?;
     definition::validate(&tasks, &args.files.vars(), &options)?;
+    // With a broker named, tokens are at hand even for bearer tasks a reload adds later.
     let needs_tokens = tasks.iter().any(|t| t.credentials.bearer.is_some());
-    let tokens = if needs_tokens {
+    let tokens = if needs_tokens || args.robot.server.is_some() {
         Some(args.robot.tokens(settings)?)
     } else {
         None
