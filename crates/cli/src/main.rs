@@ -275,7 +275,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }) => cmd::tasks::history(&task, limit, output, &settings()?),
         Command::Tasks(cmd::tasks::Command::Serve(args)) => {
             let settings = settings()?;
-            block_on(cmd::tasks::serve(args, &settings), Mode::Daemon)
+            block_on(cmd::tasks::serve(args, &settings), Mode::Server)
         }
         Command::Tasks(cmd::tasks::Command::Run(args)) => {
             let settings = settings()?;

@@ -47,7 +47,7 @@ impl Default for RunOptions {
 }
 
 /// What a run did.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Outcome {
     /// The command's exit status; `None` when it never started or was killed.
     pub status: Option<i32>,

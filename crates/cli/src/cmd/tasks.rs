@@ -320,6 +320,17 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
 /// Keep the run in the store's history (a store that cannot be opened is reported, the
 /// run's status still stands).
 pub fn record(state_dir: &std::path::Path, task: &Task, outcome: &credkeeper_tasks::run::Outcome) {
+    match credkeeper_store::SqliteStore::open(state_dir) {
+        Ok(store) => record_in(&store, task, outcome),
+        Err(e) => tracing::warn!("run history: {e}"),
+    }
+}
+
+fn record_in(
+    store: &credkeeper_store::SqliteStore,
+    task: &Task,
+    outcome: &credkeeper_tasks::run::Outcome,
+) {
     use credkeeper_store::CredentialStore;
     let run = credkeeper_store::TaskRun {
         task: task.name.clone(),
@@ -330,9 +341,18 @@ pub fn record(state_dir: &std::path::Path, task: &Task, outcome: &credkeeper_tas
         reason: outcome.reason.clone(),
         output: outcome.output.clone(),
     };
-    match credkeeper_store::SqliteStore::open(state_dir).map(|s| s.record_run(&run, KEEP_RUNS)) {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) | Err(e) => tracing::warn!("run history: {e}"),
+    if let Err(e) = store.record_run(&run, KEEP_RUNS) {
+        tracing::warn!("run history: {e}");
+    }
+}
+
+/// Give the freed memory of a definitions parse back to the system: a YAML file of
+/// thousands of tasks leaves tens of MB the allocator would otherwise keep.
+fn trim_heap() {
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it has no
+    // preconditions and touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -341,6 +361,7 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
     use credkeeper_tasks::scheduler::{Hooks, serve};
     let (tasks, options) = args.files.load()?;
     definition::validate(&tasks, &args.files.vars(), &options)?;
+    let scheduled = tasks.iter().filter(|t| !t.disabled).count();
     // With a broker named, tokens are at hand even for bearer tasks a reload adds later.
     let needs_tokens = tasks.iter().any(|t| t.credentials.bearer.is_some());
     let tokens = if needs_tokens || args.robot.server.is_some() {
@@ -349,7 +370,10 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
         None
     };
     let files = Arc::new(args.files);
-    let state_dir = settings.state_dir.clone();
+    drop(tasks);
+    // One store for the history, written off the scheduler's threads (each record is a
+    // durable SQLite transaction).
+    let history = Arc::new(credkeeper_store::SqliteStore::open(&settings.state_dir)?);
     let metrics = Arc::new(credkeeper_tasks::metrics::Metrics::default());
     let metrics_file = args.metrics_file.clone();
     let publish = {
@@ -366,7 +390,11 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
     let hooks = Hooks {
         load: {
             let files = files.clone();
-            Box::new(move || files.load().map(|(t, _)| t).map_err(|e| format!("{e:#}")))
+            Box::new(move || {
+                let loaded = files.load().map(|(t, _)| t).map_err(|e| format!("{e:#}"));
+                trim_heap();
+                loaded
+            })
         },
         render: {
             let files = files.clone();
@@ -375,19 +403,14 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
             })
         },
         last_started: {
-            let state_dir = state_dir.clone();
+            let history = history.clone();
             Box::new(move |name: &str| {
                 use credkeeper_store::CredentialStore;
-                credkeeper_store::SqliteStore::open(&state_dir)
-                    .ok()?
-                    .runs(name, 1)
-                    .ok()?
-                    .first()
-                    .map(|r| r.started)
+                history.runs(name, 1).ok()?.first().map(|r| r.started)
             })
         },
         finished: {
-            let state_dir = state_dir.clone();
+            let history = history.clone();
             let (metrics, publish) = (metrics.clone(), publish.clone());
             Arc::new(
                 move |task: &Task, outcome: &credkeeper_tasks::run::Outcome| {
@@ -403,8 +426,9 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
                             "run failed: {r}"
                         ),
                     }
-                    record(&state_dir, task, outcome);
                     metrics.finished(&task.name, outcome);
+                    let (history, task, outcome) = (history.clone(), task.clone(), outcome.clone());
+                    tokio::task::spawn_blocking(move || record_in(&history, &task, &outcome));
                     publish();
                 },
             )
@@ -462,10 +486,7 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
         tracing::info!("stopping: no new runs");
         let _ = stop_tx.send(true);
     });
-    eprintln!(
-        "credkeeper tasks serve: {} task(s) scheduled",
-        tasks.iter().filter(|t| !t.disabled).count()
-    );
+    eprintln!("credkeeper tasks serve: {scheduled} task(s) scheduled");
     serve(
         hooks,
         Arc::new(RunOptions::default()),
