@@ -3,18 +3,36 @@
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, OnceLock};
 
 #[derive(Clone, Debug)]
 pub enum Schedule {
     Cron {
-        cron: Box<croner::Cron>,
+        cron: Arc<croner::Cron>,
         zone: Tz,
         text: String,
     },
     Every {
         secs: i64,
     },
+}
+
+/// Parsed patterns, shared: a parsed cron pattern takes about 5 KB (croner keeps a bit
+/// field per component, years included), and thousands of tasks use a handful of patterns.
+fn interned(text: &str) -> Result<Arc<croner::Cron>, String> {
+    static PATTERNS: OnceLock<Mutex<HashMap<String, Arc<croner::Cron>>>> = OnceLock::new();
+    let patterns = PATTERNS.get_or_init(Default::default);
+    if let Some(c) = patterns.lock().unwrap_or_else(|p| p.into_inner()).get(text) {
+        return Ok(c.clone());
+    }
+    let cron = Arc::new(croner::Cron::from_str(text).map_err(|e| format!("`{text}`: {e}"))?);
+    patterns
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(text.to_string(), cron.clone());
+    Ok(cron)
 }
 
 /// `30s`, `10m`, `2h`, `1d`, or plain seconds.
@@ -51,9 +69,9 @@ impl Schedule {
                 "`{text}` has {fields} fields; a cron schedule has 5 (minute hour day month weekday)"
             ));
         }
-        let cron = croner::Cron::from_str(text).map_err(|e| format!("`{text}`: {e}"))?;
+        let cron = interned(text)?;
         Ok(Schedule::Cron {
-            cron: Box::new(cron),
+            cron,
             zone,
             text: text.to_string(),
         })
