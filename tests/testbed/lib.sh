@@ -214,3 +214,24 @@ summary() {
   printf '%d passed, %d failed\n' "$TB_PASSED" "$TB_FAILED"
   [ "$TB_FAILED" -eq 0 ]
 }
+
+# venv_stamp_ok PYTHON STAMP KEY: whether a pinned venv is complete. The stamp's first line
+# is the pin set (KEY) it was installed for; the other lines are `pip freeze` of the finished
+# venv. Complete = the same pin set, and every frozen distribution still installed at its
+# version (metadata look-ups only: no imports, no pip). Used by the setup-*.sh scripts.
+venv_stamp_ok() {
+  local py=$1 stamp=$2 key=$3
+  [ -x "$py" ] && [ -f "$stamp" ] || return 1
+  "$py" -I -c 'import sys
+from importlib.metadata import version, PackageNotFoundError
+lines = open(sys.argv[1]).read().splitlines()
+if not lines or lines[0] != sys.argv[2]:
+    sys.exit(1)
+for line in lines[1:]:
+    name, _, want = line.partition("==")
+    try:
+        if version(name) != want:
+            sys.exit(1)
+    except PackageNotFoundError:
+        sys.exit(1)' "$stamp" "$key" 2>/dev/null
+}

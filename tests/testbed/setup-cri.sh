@@ -48,21 +48,7 @@ esac
 pin_key() { printf '%s ' "${CRI_PINS[@]}" "--" "${CRI_CONSTRAINTS[@]}"; }
 
 # the stamp's first line is the pin set; the rest is `pip freeze` of the finished venv
-venv_ok() {
-  [ -x "$VPY" ] && [ -f "$STAMP" ] || return 1
-  "$VPY" -I -c 'import sys
-from importlib.metadata import version, PackageNotFoundError
-lines = open(sys.argv[1]).read().splitlines()
-if not lines or lines[0] != sys.argv[2]:
-    sys.exit(1)
-for line in lines[1:]:
-    name, _, want = line.partition("==")
-    try:
-        if version(name) != want:
-            sys.exit(1)
-    except PackageNotFoundError:
-        sys.exit(1)' "$STAMP" "$(pin_key)" 2>/dev/null
-}
+venv_ok() { venv_stamp_ok "$VPY" "$STAMP" "$(pin_key)"; }
 
 # proto_key: identifies the stubs' source. The crate's files never change on crates.io, so a
 # stamp for k8s-cri-0.11.0 needs no re-hash; a CRI_PROTO file is hashed every time.

@@ -57,27 +57,10 @@ case ${1:-} in
   *) die "usage: $0 [--check]" ;;
 esac
 
-# The stamp's first line is the pin set (plus constraints) it was installed for; the other
-# lines are `pip freeze` of the finished venv. The venv is complete when the pin set is the
-# same and every frozen distribution is still installed at its version (metadata look-ups
-# only: no imports, no pip).
+# The stamp: see venv_stamp_ok in lib.sh.
 pin_key() { printf '%s ' "${PY_PINS[@]}" "--" "${PY_CONSTRAINTS[@]}"; }
 
-venv_ok() {
-  [ -x "$VPY" ] && [ -f "$STAMP" ] || return 1
-  "$VPY" -I -c 'import sys
-from importlib.metadata import version, PackageNotFoundError
-lines = open(sys.argv[1]).read().splitlines()
-if not lines or lines[0] != sys.argv[2]:
-    sys.exit(1)
-for line in lines[1:]:
-    name, _, want = line.partition("==")
-    try:
-        if version(name) != want:
-            sys.exit(1)
-    except PackageNotFoundError:
-        sys.exit(1)' "$STAMP" "$(pin_key)" 2>/dev/null
-}
+venv_ok() { venv_stamp_ok "$VPY" "$STAMP" "$(pin_key)"; }
 
 if venv_ok; then
   echo "$VPY"
