@@ -86,8 +86,10 @@ fn a_task_runs_with_a_fresh_bearer_token_in_a_private_file_that_is_gone_afterwar
     );
     assert!(!listed.stdout.contains("s3cret-value"));
 
+    let prom = d.user.path("copy-token.prom");
     let out = Run::from(
         d.tasks(&["run", &file, "--task", "copy-token"])
+            .env("CREDKEEPER_TASKS_METRICS", &prom)
             .env("WHO", "world")
             .output()
             .unwrap(),
@@ -107,6 +109,16 @@ fn a_task_runs_with_a_fresh_bearer_token_in_a_private_file_that_is_gone_afterwar
     assert_eq!(
         (audit["robot"].as_str(), audit["result"].as_str()),
         (Some(d.robot.as_str()), Some("vended"))
+    );
+    // A CronJob's run leaves the task's metrics, from its history, for the node exporter.
+    let metrics = read(&prom);
+    assert!(
+        metrics.contains("credkeeper_task_succeeded_total{task=\"copy-token\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("credkeeper_task_failed_total{task=\"copy-token\"} 0\n"),
+        "{metrics}"
     );
     // The run is in the history, its output as captured (redacted).
     let history = d

@@ -46,6 +46,26 @@ impl Metrics {
         }
     }
 
+    /// The same figures from a task's kept run history (oldest first or not: any order),
+    /// for `tasks run` under a CronJob, where each run is a new process.
+    pub fn replay(&self, runs: &[credkeeper_store::TaskRun]) {
+        let mut runs: Vec<&credkeeper_store::TaskRun> = runs.iter().collect();
+        runs.sort_by_key(|r| r.started);
+        for r in runs {
+            self.finished(
+                &r.task,
+                &Outcome {
+                    status: r.status,
+                    attempts: r.attempts,
+                    started: r.started,
+                    ended: r.ended,
+                    reason: r.reason.clone(),
+                    output: String::new(),
+                },
+            );
+        }
+    }
+
     pub fn skipped(&self, task: &str) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         tasks.entry(task.to_string()).or_default().skipped += 1;

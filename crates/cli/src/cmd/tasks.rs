@@ -96,6 +96,10 @@ pub struct RunArgs {
     pub task: String,
     #[command(flatten)]
     pub robot: RobotArgs,
+    /// Write the task's Prometheus metrics here after the run, from its kept history
+    /// (the node exporter's textfile collector, for a CronJob per task)
+    #[arg(long, value_name = "FILE", env = "CREDKEEPER_TASKS_METRICS")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -297,6 +301,19 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
         print!("{}", outcome.output);
     }
     record(&settings.state_dir, task, &outcome);
+    if let Some(path) = &args.metrics_file {
+        use credkeeper_store::CredentialStore;
+        let metrics = credkeeper_tasks::metrics::Metrics::default();
+        match credkeeper_store::SqliteStore::open(&settings.state_dir)
+            .and_then(|s| s.runs(&task.name, KEEP_RUNS))
+        {
+            Ok(runs) => metrics.replay(&runs),
+            Err(e) => tracing::warn!("metrics from the run history: {e}"),
+        }
+        if let Err(e) = metrics.write(path) {
+            tracing::warn!("metrics file {}: {e}", path.display());
+        }
+    }
     let took = outcome.ended.seconds_after(outcome.started);
     match &outcome.reason {
         None => {
