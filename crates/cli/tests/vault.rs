@@ -341,6 +341,20 @@ scopes = "read write"
         .arg(&out);
     Run::from(again.output().unwrap()).ok();
     assert_eq!(claims(&read(&out))["sub"], "alice");
+    // A user's reads are audited like a robot's, under the user's store identity.
+    let reads: Vec<_> = s
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l["robot"] == "user:alice")
+        .collect();
+    assert!(reads.len() >= 2, "{reads:?}");
+    assert!(
+        reads.iter().all(|l| l["result"] == "vended"
+            && l["auth"] == "vault-token"
+            && l["provider"] == "op"),
+        "{reads:?}"
+    );
+    assert!(!reads.iter().any(|l| l.to_string().contains(&token)));
 }
 
 /// The credkeeper binary under another name, as the deploy image installs it.

@@ -20,4 +20,4 @@ pub use jwt::{Audience, Jwt, JwtError};
 pub use require::{Requirements, Shortfall};
 pub use scope::{Scope, ScopeSet};
 pub use secret::Secret;
-pub use time::Timestamp;
+pub use time::{Timestamp, parse_seconds};

@@ -50,6 +50,24 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// A span written the way Vault, htgettoken and our task files write it: `90` or `90s`
+/// (seconds), `30m`, `24h`, `7d`. `None` for anything else, negatives and overflow
+/// included; callers that need a positive span filter zero themselves.
+pub fn parse_seconds(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: i64 = n.parse().ok()?;
+    let scale = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
 /// Days since the epoch to a proleptic Gregorian date (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -67,6 +85,20 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_read_in_seconds_minutes_hours_days() {
+        assert_eq!(parse_seconds("604800"), Some(604_800));
+        assert_eq!(parse_seconds("604800s"), Some(604_800));
+        assert_eq!(parse_seconds(" 30m "), Some(1800));
+        assert_eq!(parse_seconds("24h"), Some(86_400));
+        assert_eq!(parse_seconds("7d"), Some(604_800));
+        assert_eq!(parse_seconds("0"), Some(0));
+        assert_eq!(parse_seconds("1w"), None);
+        assert_eq!(parse_seconds("-5"), None);
+        assert_eq!(parse_seconds("h"), None);
+        assert_eq!(parse_seconds("99999999999999999d"), None);
+    }
 
     #[test]
     fn formats_as_utc_rfc3339() {

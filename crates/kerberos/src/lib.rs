@@ -56,6 +56,12 @@ pub fn qualify(principal: &str) -> Result<String, KerberosError> {
     display(&name)
 }
 
+/// `robot/ci.example@TEST.REALM` → `robot/ci.example`: the name htgettoken uses as the
+/// Vault credkey.
+pub fn without_realm(principal: &str) -> &str {
+    principal.split('@').next().unwrap_or(principal)
+}
+
 fn display(name: &Name) -> Result<String, KerberosError> {
     let buf = name
         .display_name()

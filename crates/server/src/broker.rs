@@ -145,7 +145,15 @@ impl Broker {
         policy: UrlPolicy,
         kerberos: Option<crate::auth::KerberosAuth>,
         http: Http,
-    ) -> Result<Broker, credkeeper_oidc::OidcError> {
+    ) -> Result<Broker, credkeeper_issuer::IssuerError> {
+        let registry_signer = match &config.registry {
+            Some(r) => Some(credkeeper_issuer::X5cSigner::open(
+                &r.key_file,
+                &r.cert_file,
+                r.algorithm,
+            )?),
+            None => None,
+        };
         let jwt = crate::auth::JwtAuth::new(
             credkeeper_oidc::KeyCache::new(
                 http.clone(),
@@ -166,7 +174,7 @@ impl Broker {
             web: crate::web::WebState::default(),
             vault: Default::default(),
             logins: Default::default(),
-            registry_signer: None,
+            registry_signer,
             http,
             policy,
             clients: Mutex::new(HashMap::new()),
@@ -212,73 +220,40 @@ impl Broker {
     }
 
     /// Audit and count a refusal that happened before [`Broker::vend`] (authentication,
-    /// an unreadable request).
+    /// an unreadable request, a credential the caller may not read).
     pub fn record_refusal(&self, robot: &str, method: Option<Method>, refusal: &Refusal) {
-        self.audit.record(Event {
-            time: Timestamp::now().to_string(),
-            robot: robot.to_string(),
-            auth: method.map_or("none", Method::as_str),
-            provider: String::new(),
-            scope: String::new(),
-            audience: String::new(),
-            result: "denied",
-            source: None,
-            code: Some(refusal.code),
-            reason: Some(refusal.message.clone()),
-            expires: None,
-        });
-        self.metrics
-            .denied
-            .get_or_create(&DenyLabels {
-                robot: robot.into(),
-                provider: String::new(),
-                code: refusal.code.into(),
-            })
-            .inc();
+        let blank = (String::new(), String::new());
+        self.record(robot, method, "", blank, Err(refusal));
     }
 
     /// Audit and count a registry token (`scope` is the granted access).
     pub fn record_registry(&self, caller: &Caller, scope: &str, service: &str, expires: i64) {
-        self.audit.record(Event {
-            time: Timestamp::now().to_string(),
-            robot: caller.robot.clone(),
-            auth: caller.method.as_str(),
-            provider: "registry".into(),
-            scope: scope.to_string(),
-            audience: service.to_string(),
-            result: "vended",
-            source: Some("signed"),
-            code: None,
-            reason: None,
-            expires: Some(expires),
-        });
-        self.metrics
-            .vended
-            .get_or_create(&VendLabels {
-                robot: caller.robot.clone(),
-                provider: "registry".into(),
-                source: "signed".into(),
-            })
-            .inc();
+        let what = (scope.to_string(), service.to_string());
+        let outcome = Ok(("signed", Timestamp::from_unix(expires)));
+        self.record(
+            &caller.robot,
+            Some(caller.method),
+            "registry",
+            what,
+            outcome,
+        );
     }
 
-    /// Serve `ask` for the authenticated `robot`, auditing the outcome.
-    pub async fn vend(&self, caller: &Caller, ask: &TokenAsk) -> Result<TokenGiven, Refusal> {
-        let robot = caller.robot.as_str();
-        let provider = ask.provider.clone().unwrap_or_else(|| LOCAL.into());
-        let result = self.vend_inner(robot, &provider, ask).await;
-        let (scope, audience) = match &result {
-            Ok((given, _)) => (given.scope.clone(), given.audience.clone()),
-            Err(_) => (
-                ask.scopes.clone().unwrap_or_default(),
-                ask.audience.clone().unwrap_or_default(),
-            ),
-        };
+    /// The one place a request's outcome becomes an audit line and a counter.
+    /// `what` is the (scope, audience) granted, or asked for when refused.
+    fn record(
+        &self,
+        who: &str,
+        method: Option<Method>,
+        provider: &str,
+        (scope, audience): (String, String),
+        outcome: Result<(&'static str, Timestamp), &Refusal>,
+    ) {
         let mut event = Event {
             time: Timestamp::now().to_string(),
-            robot: robot.to_string(),
-            auth: caller.method.as_str(),
-            provider: provider.clone(),
+            robot: who.to_string(),
+            auth: method.map_or("none", Method::as_str),
+            provider: provider.to_string(),
             scope,
             audience,
             result: "vended",
@@ -287,16 +262,16 @@ impl Broker {
             reason: None,
             expires: None,
         };
-        match &result {
-            Ok((given, source)) => {
+        match outcome {
+            Ok((source, expires)) => {
                 event.source = Some(source);
-                event.expires = Some(Timestamp::now().unix() + given.expires_in);
+                event.expires = Some(expires.unix());
                 self.metrics
                     .vended
                     .get_or_create(&VendLabels {
-                        robot: robot.into(),
-                        provider,
-                        source: source.to_string(),
+                        robot: who.into(),
+                        provider: provider.into(),
+                        source: source.into(),
                     })
                     .inc();
             }
@@ -311,14 +286,35 @@ impl Broker {
                 self.metrics
                     .denied
                     .get_or_create(&DenyLabels {
-                        robot: robot.into(),
-                        provider,
+                        robot: who.into(),
+                        provider: provider.into(),
                         code: refusal.code.into(),
                     })
                     .inc();
             }
         }
         self.audit.record(event);
+    }
+
+    /// Serve `ask` for the authenticated `robot`, auditing the outcome.
+    pub async fn vend(&self, caller: &Caller, ask: &TokenAsk) -> Result<TokenGiven, Refusal> {
+        let robot = caller.robot.as_str();
+        let provider = ask.provider.clone().unwrap_or_else(|| LOCAL.into());
+        let result = self.vend_inner(robot, &provider, ask).await;
+        let (what, outcome) = match &result {
+            Ok((given, source)) => (
+                (given.scope.clone(), given.audience.clone()),
+                Ok((*source, Timestamp::now().plus_secs(given.expires_in))),
+            ),
+            Err(refusal) => (
+                (
+                    ask.scopes.clone().unwrap_or_default(),
+                    ask.audience.clone().unwrap_or_default(),
+                ),
+                Err(refusal),
+            ),
+        };
+        self.record(robot, Some(caller.method), &provider, what, outcome);
         result.map(|(given, _)| given)
     }
 
@@ -524,19 +520,27 @@ impl Broker {
 
     /// A user's token from their stored credential (a login through the Vault API or the
     /// web pages): the provider decides what the user may have.
+    /// Audited as the user's store identity (`user:<name>`), with `method`.
     pub async fn for_user(
         &self,
         user: &str,
+        method: Method,
         p: &ProviderSection,
         scope: &str,
         audience: &str,
         minsecs: i64,
     ) -> Result<(Secret, Timestamp), Refusal> {
         let identity = crate::web::Identity::User(user.to_string()).store_name();
-        let (token, expires, _) = self
+        let result = self
             .via_provider(&identity, p, scope, audience, minsecs, false)
-            .await?;
-        Ok((token, expires))
+            .await;
+        let what = (scope.to_string(), audience.to_string());
+        let outcome = match &result {
+            Ok((_, expires, source)) => Ok((*source, *expires)),
+            Err(refusal) => Err(refusal),
+        };
+        self.record(&identity, Some(method), &p.name, what, outcome);
+        result.map(|(token, expires, _)| (token, expires))
     }
 
     /// Keep the refresh token of a login the broker ran (a device login) for `identity`

@@ -312,6 +312,18 @@ impl RobotSection {
     pub fn may_use_audience(&self, aud: &str) -> bool {
         self.audiences.iter().any(|a| a == "*" || a == aud)
     }
+
+    /// The Vault credkeys it may read, the one htgettoken derives first (its principal
+    /// without the realm), then its own name.
+    pub fn credkeys(&self) -> Vec<String> {
+        let principal = self.auth.kerberos_principal.as_deref();
+        principal
+            .map(credkeeper_kerberos::without_realm)
+            .into_iter()
+            .chain([self.name.as_str()])
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 /// Replace `{username}` in a scope template.

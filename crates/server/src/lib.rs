@@ -111,16 +111,7 @@ pub async fn start(
     })?;
     let kerberos = auth::KerberosAuth::from_config(&config)?;
     let http = credkeeper_oidc::Http::with_ca_file(ca_file, credkeeper_oidc::Roots::AlsoSystem)?;
-    let registry_signer = match &config.registry {
-        Some(r) => Some(credkeeper_issuer::X5cSigner::open(
-            &r.key_file,
-            &r.cert_file,
-            r.algorithm,
-        )?),
-        None => None,
-    };
-    let mut broker = Broker::new(config, issuer, store, audit, policy, kerberos, http)?;
-    broker.registry_signer = registry_signer;
+    let broker = Broker::new(config, issuer, store, audit, policy, kerberos, http)?;
     let broker = Arc::new(broker);
     Ok(Bound {
         broker,

@@ -184,12 +184,9 @@ pub struct TokenForm {
     #[serde(default)]
     username: Option<String>,
     #[serde(default)]
-    password: Option<String>,
+    password: Option<Secret>,
     #[serde(default)]
-    refresh_token: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    client_id: Option<String>,
+    refresh_token: Option<Secret>,
 }
 
 /// `POST /registry/token` (OAuth2 form): the password grant with the robot's name and
@@ -211,12 +208,12 @@ pub async fn post_token(
     // credential providers speak only user/password, and containerd sends the password
     // grant with them.
     let identity = match form.grant_type.as_str() {
-        "refresh_token" => form.refresh_token.as_deref(),
-        "password" if form.username.as_deref() == Some("<token>") => form.password.as_deref(),
+        "refresh_token" => form.refresh_token.as_ref(),
+        "password" if form.username.as_deref() == Some("<token>") => form.password.as_ref(),
         _ => None,
     };
     if let Some(token) = identity {
-        let robot = identity_robot(&broker, token).inspect_err(|refusal| {
+        let robot = identity_robot(&broker, token.expose()).inspect_err(|refusal| {
             broker.record_refusal("(identity token)", Some(Method::IdentityToken), refusal)
         })?;
         let caller = Caller {
@@ -225,7 +222,7 @@ pub async fn post_token(
         };
         return issue(&broker, &caller, form.service.as_deref(), &scopes);
     }
-    let (Some(robot), Some(password)) = (form.username.as_deref(), form.password.as_deref()) else {
+    let (Some(robot), Some(secret)) = (form.username.as_deref(), form.password.as_ref()) else {
         return Err(Refusal::unauthenticated(format!(
             "grant_type {} is not served here; use GET with the robot's credentials",
             form.grant_type
@@ -237,8 +234,7 @@ pub async fn post_token(
             form.grant_type
         )));
     }
-    let secret = Secret::new(password);
-    if let Err(refusal) = broker.authenticate(robot, &secret).await {
+    if let Err(refusal) = broker.authenticate(robot, secret).await {
         broker.record_refusal(robot, Some(Method::Secret), &refusal);
         return Err(refusal);
     }

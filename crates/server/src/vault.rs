@@ -26,7 +26,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use credkeeper_core::{Jwt, Secret, Timestamp};
+use credkeeper_core::{Jwt, Secret, Timestamp, parse_seconds};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -182,24 +182,6 @@ fn mount_parts<'a>(mount: &'a str, method: &str) -> Option<(&'a str, &'a str)> {
     }
 }
 
-/// Parse Vault durations: `604800`, `604800s`, `30m`, `24h`, `7d`.
-fn parse_ttl(text: &str) -> Option<i64> {
-    let text = text.trim();
-    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let n: i64 = number.parse().ok()?;
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return None,
-    };
-    n.checked_mul(scale)
-}
-
 /// `POST /v1/auth/kerberos-<issuer>_<role>/login`
 async fn kerberos_login(
     State(broker): State<Arc<Broker>>,
@@ -242,8 +224,7 @@ async fn kerberos_login(
     let credkey = broker
         .config
         .robot(&robot)
-        .and_then(|r| r.auth.kerberos_principal.as_deref())
-        .map(|p| p.split('@').next().unwrap_or(p).to_string())
+        .and_then(|r| r.credkeys().into_iter().next())
         .unwrap_or_else(|| robot.clone());
     let token = match broker
         .vault
@@ -299,7 +280,7 @@ async fn token_create(
         Some(Value::Number(n)) => n
             .as_i64()
             .ok_or_else(|| Failure::new(400, "ttl: not a number of seconds"))?,
-        Some(Value::String(s)) => parse_ttl(s)
+        Some(Value::String(s)) => parse_seconds(s)
             .ok_or_else(|| Failure::new(400, format!("ttl: `{s}` is not a duration")))?,
         Some(_) => return Err(Failure::new(400, "ttl: not a duration")),
     }
@@ -391,7 +372,7 @@ async fn read_secret(
     };
     let minsecs = match query.minimum_seconds.as_deref() {
         None => 60,
-        Some(s) => parse_ttl(s)
+        Some(s) => parse_seconds(s)
             .ok_or_else(|| Failure::new(400, "minimum_seconds: not a number of seconds"))?,
     };
     let (token, expires_in) = match &identity {
@@ -400,18 +381,14 @@ async fn read_secret(
                 .config
                 .robot(robot)
                 .ok_or_else(|| Failure::new(403, "permission denied"))?;
-            let mut credkeys = vec![robot.clone()];
-            if let Some(p) = &section.auth.kerberos_principal {
-                credkeys.push(p.split('@').next().unwrap_or(p).to_string());
-            }
+            let credkeys = section.credkeys();
             if !credkeys.iter().any(|k| k == credkey) {
-                return Err(Failure::new(
-                    403,
-                    format!(
-                        "permission denied: robot `{robot}` may read only credkey {}",
-                        credkeys.join(" or ")
-                    ),
+                let refusal = Refusal::forbidden(format!(
+                    "permission denied: robot `{robot}` may read only credkey {}",
+                    credkeys.join(" or ")
                 ));
+                broker.record_refusal(robot, Some(Method::VaultToken), &refusal);
+                return Err(refusal.into());
             }
             let ask = TokenAsk {
                 provider: Some(provider_for(&broker, &issuer, Some(robot))),
@@ -429,10 +406,12 @@ async fn read_secret(
         }
         Identity::User(user) => {
             if credkey != user {
-                return Err(Failure::new(
-                    403,
-                    format!("permission denied: you may read only credkey {user}"),
+                let refusal = Refusal::forbidden(format!(
+                    "permission denied: you may read only credkey {user}"
                 ));
+                let who = crate::web::Identity::User(user.clone()).store_name();
+                broker.record_refusal(&who, Some(Method::VaultToken), &refusal);
+                return Err(refusal.into());
             }
             let provider = provider_for(&broker, &issuer, None);
             let p = broker
@@ -441,7 +420,9 @@ async fn read_secret(
                 .ok_or_else(|| Failure::new(400, format!("no provider for issuer `{issuer}`")))?;
             let scope = scopes.unwrap_or_else(|| p.scopes.clone().unwrap_or_default());
             let audience = audience.or_else(|| p.audience.clone()).unwrap_or_default();
-            let (token, expires) = broker.for_user(user, p, &scope, &audience, minsecs).await?;
+            let (token, expires) = broker
+                .for_user(user, Method::VaultToken, p, &scope, &audience, minsecs)
+                .await?;
             (token, expires.seconds_after(Timestamp::now()))
         }
     };
@@ -598,13 +579,13 @@ mod tests {
 
     #[test]
     fn vault_durations_and_mount_names_parse_as_htgettoken_sends_them() {
-        assert_eq!(parse_ttl("604800s"), Some(604800));
-        assert_eq!(parse_ttl("604800"), Some(604800));
-        assert_eq!(parse_ttl("24h"), Some(86400));
-        assert_eq!(parse_ttl("7d"), Some(604800));
-        assert_eq!(parse_ttl("3600"), Some(3600));
-        assert_eq!(parse_ttl("1w"), None);
-        assert_eq!(parse_ttl("-5"), None);
+        assert_eq!(parse_seconds("604800s"), Some(604800));
+        assert_eq!(parse_seconds("604800"), Some(604800));
+        assert_eq!(parse_seconds("24h"), Some(86400));
+        assert_eq!(parse_seconds("7d"), Some(604800));
+        assert_eq!(parse_seconds("3600"), Some(3600));
+        assert_eq!(parse_seconds("1w"), None);
+        assert_eq!(parse_seconds("-5"), None);
         assert_eq!(
             mount_parts("kerberos-igwn_robot", "kerberos"),
             Some(("igwn", "robot"))

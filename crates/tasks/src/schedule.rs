@@ -35,20 +35,9 @@ fn interned(text: &str) -> Result<Arc<croner::Cron>, String> {
     Ok(cron)
 }
 
-/// `30s`, `10m`, `2h`, `1d`, or plain seconds.
+/// A positive span: `30s`, `10m`, `2h`, `1d`, or plain seconds.
 pub fn parse_duration(text: &str) -> Option<i64> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: i64 = n.parse().ok()?;
-    let scale = match unit.trim() {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return None,
-    };
-    n.checked_mul(scale).filter(|v| *v > 0)
+    credkeeper_core::parse_seconds(text).filter(|v| *v > 0)
 }
 
 impl Schedule {

@@ -114,20 +114,9 @@ pub enum Persona {
 
 /// A Vault duration: `3600`, `3600s`, `30m`, `24h`, `7d`.
 fn duration(text: &str, what: &str) -> anyhow::Result<i64> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: i64 = n.parse().map_err(|_| {
+    credkeeper_core::parse_seconds(text).ok_or_else(|| {
         anyhow::anyhow!("{what}: `{text}` is not a duration (e.g. 3600, 30m, 24h, 7d)")
-    })?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => anyhow::bail!("{what}: `{text}` is not a duration (e.g. 3600, 30m, 24h, 7d)"),
-    };
-    Ok(n * scale)
+    })
 }
 
 struct VaultPlan {
@@ -364,7 +353,7 @@ async fn from_vault(
             (true, false) => format!("{p}@LIGO.ORG"),
             _ => p.clone(),
         });
-    let principal_key = |p: &str| p.split('@').next().unwrap_or(p).to_string();
+    let principal_key = |p: &str| credkeeper_kerberos::without_realm(p).to_string();
     let mut credkey = plan
         .credkey
         .clone()
