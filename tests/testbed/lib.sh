@@ -235,3 +235,39 @@ for line in lines[1:]:
     except PackageNotFoundError:
         sys.exit(1)' "$stamp" "$key" 2>/dev/null
 }
+
+# venv_prepare VENV STAMP: a venv of the testbed's base interpreter (the real one behind a
+# pyenv shim, never a venv's own python) at VENV, kept when its Python version still matches
+# and remade otherwise. The stamp goes until the install is finished (venv_stamp_write).
+# Sets BASE_PY.
+venv_prepare() {
+  local venv=$1 stamp=$2 vpy=$1/bin/python want_ver have_ver
+  BASE_PY=$("$TESTBED_PYTHON" -c 'import sys; print(getattr(sys, "_base_executable", "") or sys.executable)')
+  if ! "$BASE_PY" -c 'import venv, ensurepip' 2>/dev/null; then
+    # Debian's python3 ships venv/ensurepip separately
+    apt_install python3-venv
+  fi
+  want_ver=$("$BASE_PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  have_ver=$("$vpy" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)
+  rm -f "$stamp"
+  if [ -d "$venv" ] && [ "$have_ver" != "$want_ver" ]; then
+    log "removing unusable venv $venv (python '${have_ver:-broken}', want $want_ver)"
+    rm -rf "$venv"
+  fi
+  if [ ! -x "$vpy" ]; then
+    log "creating venv $venv with $BASE_PY ($want_ver)"
+    "$BASE_PY" -m venv "$venv" >&2
+  fi
+}
+
+# venv_stamp_write PYTHON STAMP KEY: record a finished install for venv_stamp_ok, written
+# last and renamed into place so a half-done install never passes.
+venv_stamp_write() {
+  local py=$1 stamp=$2 key=$3
+  {
+    printf '%s\n' "$key"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$py" -m pip freeze --all --exclude-editable 2>/dev/null \
+      | grep -E '^[A-Za-z0-9._-]+==' || true
+  } >"$stamp.tmp"
+  mv -f "$stamp.tmp" "$stamp"
+}

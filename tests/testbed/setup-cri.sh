@@ -90,21 +90,7 @@ t0=$(now_ms)
 
 # --- venv ------------------------------------------------------------------------------------
 if ! venv_ok; then
-  BASE_PY=$("$TESTBED_PYTHON" -c 'import sys; print(getattr(sys, "_base_executable", "") or sys.executable)')
-  if ! "$BASE_PY" -c 'import venv, ensurepip' 2>/dev/null; then
-    apt_install python3-venv
-  fi
-  want_ver=$("$BASE_PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-  have_ver=$("$VPY" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)
-  rm -f "$STAMP"
-  if [ -d "$VENV" ] && [ "$have_ver" != "$want_ver" ]; then
-    log "removing unusable venv $VENV (python '${have_ver:-broken}', want $want_ver)"
-    rm -rf "$VENV"
-  fi
-  if [ ! -x "$VPY" ]; then
-    log "creating venv $VENV with $BASE_PY ($want_ver)"
-    "$BASE_PY" -m venv "$VENV" >&2
-  fi
+  venv_prepare "$VENV" "$STAMP"
   constraints=$(mktemp "$CACHE/cri-constraints.XXXXXX")
   trap 'rm -f "$constraints"' EXIT
   printf '%s\n' "${CRI_CONSTRAINTS[@]}" >"$constraints"
@@ -113,13 +99,7 @@ if ! venv_ok; then
   PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1 "$VPY" -m pip install -q --only-binary=:all: \
     --cache-dir "$CACHE/pip" -c "$constraints" "${CRI_PINS[@]}" >&2
   "$VPY" -I -c 'import grpc, grpc_tools.protoc, google.protobuf' || die "venv-cri: imports fail"
-  {
-    pin_key
-    echo
-    PIP_DISABLE_PIP_VERSION_CHECK=1 "$VPY" -m pip freeze --all --exclude-editable 2>/dev/null \
-      | grep -E '^[A-Za-z0-9._-]+==' || true
-  } >"$STAMP.tmp"
-  mv -f "$STAMP.tmp" "$STAMP"
+  venv_stamp_write "$VPY" "$STAMP" "$(pin_key)"
   venv_ok || die "venv-cri incomplete after install (see $STAMP)"
 fi
 

@@ -78,25 +78,7 @@ if venv_ok; then
 fi
 
 t0=$(now_ms)
-# Base interpreter: the real one behind a pyenv shim (lib.sh), never a venv's own python.
-BASE_PY=$("$TESTBED_PYTHON" -c 'import sys; print(getattr(sys, "_base_executable", "") or sys.executable)')
-if ! "$BASE_PY" -c 'import venv, ensurepip' 2>/dev/null; then
-  # Debian's python3 ships venv/ensurepip separately
-  apt_install python3-venv
-fi
-
-# Reuse an existing venv only when its interpreter still runs and is the same base version.
-want_ver=$("$BASE_PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-have_ver=$("$VPY" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)
-rm -f "$STAMP"
-if [ -d "$VENV" ] && [ "$have_ver" != "$want_ver" ]; then
-  log "removing unusable venv $VENV (python '${have_ver:-broken}', want $want_ver)"
-  rm -rf "$VENV"
-fi
-if [ ! -x "$VPY" ]; then
-  log "creating venv $VENV with $BASE_PY ($want_ver)"
-  "$BASE_PY" -m venv "$VENV" >&2
-fi
+venv_prepare "$VENV" "$STAMP"
 
 # gssapi is built from its sdist: it needs krb5-config (libkrb5-dev), a C compiler and the
 # interpreter's headers (python3-dev, for a Debian python3 without them).
@@ -117,14 +99,7 @@ PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1 "$VPY" -m pip install -q \
 "$VENV/bin/htgettoken" --version >/dev/null 2>&1 || die "venv/bin/htgettoken --version failed"
 "$VENV/bin/igwn-robot-get" --help >/dev/null 2>&1 || die "venv/bin/igwn-robot-get --help failed"
 
-# Record what was installed (the stamp is written last: a half-done install never passes).
-{
-  pin_key
-  echo
-  PIP_DISABLE_PIP_VERSION_CHECK=1 "$VPY" -m pip freeze --all --exclude-editable 2>/dev/null \
-    | grep -E '^[A-Za-z0-9._-]+==' || true
-} >"$STAMP.tmp"
-mv -f "$STAMP.tmp" "$STAMP"
+venv_stamp_write "$VPY" "$STAMP" "$(pin_key)"
 venv_ok || die "venv incomplete after install (see $STAMP)"
 log "venv ready in $(( $(now_ms) - t0 )) ms: $(sed -n '2,$p' "$STAMP" | tr '\n' ' ')"
 echo "$VPY"

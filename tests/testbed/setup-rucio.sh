@@ -137,26 +137,8 @@ if venv_ok; then
 fi
 
 t0=$(now_ms)
-# Base interpreter: the real one behind a pyenv shim (lib.sh), never a venv's own python.
-BASE_PY=$("$TESTBED_PYTHON" -c 'import sys; print(getattr(sys, "_base_executable", "") or sys.executable)')
-if ! "$BASE_PY" -c 'import venv, ensurepip' 2>/dev/null; then
-  # Debian's python3 ships venv/ensurepip separately
-  apt_install python3-venv
-fi
+venv_prepare "$VENV" "$STAMP"
 "$BASE_PY" -c 'import sqlite3' 2>/dev/null || die "$BASE_PY has no sqlite3 module (the server's database)"
-
-# Reuse an existing venv only when its interpreter still runs and is the same base version.
-want_ver=$("$BASE_PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-have_ver=$("$VPY" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)
-rm -f "$STAMP"
-if [ -d "$VENV" ] && [ "$have_ver" != "$want_ver" ]; then
-  log "removing unusable venv $VENV (python '${have_ver:-broken}', want $want_ver)"
-  rm -rf "$VENV"
-fi
-if [ ! -x "$VPY" ]; then
-  log "creating venv $VENV with $BASE_PY ($want_ver)"
-  "$BASE_PY" -m venv "$VENV" >&2
-fi
 
 constraints=$(mktemp "$CACHE/rucio-constraints.XXXXXX")
 trap 'rm -f "$constraints"' EXIT
@@ -174,14 +156,7 @@ sys.exit(any(u.find_spec(m) is None for m in mods))' >&2 \
 [ "$("$VENV/bin/rucio" --version 2>&1)" = "rucio 41.5.1" ] || die "venv-rucio/bin/rucio --version is not 'rucio 41.5.1'"
 "$VENV/bin/gunicorn" --version >/dev/null 2>&1 || die "venv-rucio/bin/gunicorn --version failed"
 
-# Record what was installed (the stamp is written last: a half-done install never passes).
-{
-  pin_key
-  echo
-  PIP_DISABLE_PIP_VERSION_CHECK=1 "$VPY" -m pip freeze --all --exclude-editable 2>/dev/null \
-    | grep -E '^[A-Za-z0-9._-]+==' || true
-} >"$STAMP.tmp"
-mv -f "$STAMP.tmp" "$STAMP"
+venv_stamp_write "$VPY" "$STAMP" "$(pin_key)"
 venv_ok || die "venv-rucio incomplete after install (see $STAMP)"
 log "venv-rucio ready in $(( $(now_ms) - t0 )) ms: $(sed -n '2,$p' "$STAMP" | tr '\n' ' ')"
 echo "$VPY"
