@@ -37,6 +37,8 @@ ROOT=$(cd "$BENCH_DIR/.." && pwd)
 TESTBED=$ROOT/tests/testbed
 # shellcheck source=../tests/testbed/lib.sh
 . "$TESTBED/lib.sh"
+# shellcheck source=lib.sh
+. "$BENCH_DIR/lib.sh"
 
 DURATION=${BENCH_DURATION:-10}
 CONNS=${BENCH_CONNS:-1 64 1024}
@@ -90,18 +92,7 @@ trap 'exit 143' TERM
 
 CLK_TCK=$(getconf CLK_TCK)
 
-# cpu_ticks PID: user+system CPU time of PID so far, in clock ticks.
-cpu_ticks() {
-  local stat
-  stat=$(cat "/proc/$1/stat")
-  stat=${stat##*) }
-  # after "(comm) ": state is field 1, utime field 12, stime field 13
-  awk '{print $12 + $13}' <<<"$stat"
-}
 
-# mem_kb PID FIELD: VmRSS / VmHWM of PID in kB.
-mem_kb() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"; }
-kb_to_mb() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 
 # start_broker NAME CONFIG STATE [credkeeper global flags...]: start `credkeeper serve` on a free
 # port; sets BROKER_PID and BROKER_URL. Its standard error goes to $WORK/NAME.log.
@@ -144,10 +135,6 @@ stop_broker() {
   fi
 }
 
-# metric URL SERIES: the value of one exact metrics series (0 when absent).
-metric() {
-  curl -fsS --max-time 10 "$1/metrics" | awk -v s="$2" 'index($0, s " ") == 1 {v = $NF} END {print v + 0}'
-}
 
 # --- (a)/(b): the broker under wrk -------------------------------------------------------------
 log "== (a)/(b) cached and signed tokens =="
@@ -212,8 +199,6 @@ SERIES_SIGNED='credkeeper_tokens_vended_total{robot="bench",provider="local",sou
 SERIES_CACHED='credkeeper_tokens_vended_total{robot="bench",provider="local",source="cached"}'
 
 # field LINE NAME: NAME=value from a BENCH line
-field() { sed -n "s/.*[ ]$2=\([^ ]*\).*/\1/p" <<<"$1"; }
-us_to_ms() { awk -v u="$1" 'BEGIN {printf "%.2f", u / 1000}'; }
 
 run_wrk() {
   local mode=$1 conns=$2 body=$3 threads out line s0 c0 s1 c1 t0 t1 a0 a1 ok bad cpu signed cached

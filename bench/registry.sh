@@ -59,6 +59,8 @@ TESTBED=$ROOT/tests/testbed
 HERE=$BENCH_DIR/registry
 # shellcheck source=../tests/testbed/lib.sh
 . "$TESTBED/lib.sh"
+# shellcheck source=lib.sh
+. "$BENCH_DIR/lib.sh"
 
 PARTS=${BENCH_PARTS:-helper token cri}
 RUNS=${BENCH_RUNS:-60}
@@ -168,16 +170,6 @@ chmod 700 "$XDG_RUNTIME_DIR"
 : >"$WORK/skips.tsv"
 
 CLK_TCK=$(getconf CLK_TCK)
-# cpu_ticks PID: user+system CPU time of PID so far, in clock ticks.
-cpu_ticks() {
-  local stat
-  stat=$(cat "/proc/$1/stat")
-  stat=${stat##*) }
-  awk '{print $12 + $13}' <<<"$stat"
-}
-# mem_kb PID FIELD: VmRSS / VmHWM of PID in kB (0 when gone).
-mem_kb() { awk -v f="$2:" '$1 == f {print $2; found = 1} END {if (!found) print 0}' "/proc/$1/status" 2>/dev/null || echo 0; }
-kb_to_mb() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 skip() { printf '%s\t%s\n' "$1" "$2" >>"$WORK/skips.tsv"; log "skipping part $1: $2"; }
 
@@ -289,11 +281,6 @@ helper_part() {
 SERVICE=bench-registry
 TOKEN_ISSUER=credkeeper-bench-tokens
 SERIES_SIGNED='credkeeper_tokens_vended_total{robot="puller",provider="registry",source="signed"}'
-# metric URL SERIES: the value of one exact metrics series (0 when absent).
-metric() {
-  curl -fsS --max-time 10 "$1/metrics" | awk -v s="$2" 'index($0, s " ") == 1 {v = $NF} END {print v + 0}'
-}
-field() { sed -n "s/.*[ ]$2=\([^ ]*\).*/\1/p" <<<"$1"; }
 
 # start_broker DIR: `credkeeper serve` on a free port with DIR/broker.toml and DIR/state;
 # sets BROKER_PID and BROKER_URL.
