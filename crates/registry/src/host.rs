@@ -59,9 +59,29 @@ pub fn reference(image: &str) -> (String, String) {
     (registry, repo)
 }
 
+/// The manifest an image reference names: its digest, else its tag, else `latest`
+/// (`127.0.0.1:5000/test/hello:1` → `1`, `a/b@sha256:ab` → `sha256:ab`).
+pub fn manifest(image: &str) -> String {
+    if let Some((_, digest)) = image.rsplit_once('@') {
+        return digest.to_string();
+    }
+    let last = image.rsplit('/').next().unwrap_or("");
+    last.split_once(':')
+        .map_or_else(|| "latest".to_string(), |(_, t)| t.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_references_name_a_digest_a_tag_or_latest() {
+        assert_eq!(manifest("127.0.0.1:5000/test/hello:1"), "1");
+        assert_eq!(manifest("registry.example/a/b/c@sha256:ab"), "sha256:ab");
+        assert_eq!(manifest("ubuntu:22.04"), "22.04");
+        assert_eq!(manifest("localhost:5000/app"), "latest");
+        assert_eq!(manifest("ubuntu"), "latest");
+    }
 
     #[test]
     fn image_references_split_into_registry_and_repository() {

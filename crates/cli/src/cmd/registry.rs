@@ -178,15 +178,7 @@ pub async fn token(
         broker_identity(),
     );
     let (host, repository) = credkeeper_registry::host::reference(&args.image);
-    let tag = args
-        .image
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_string())
-        .or_else(|| {
-            let last = args.image.rsplit('/').next().unwrap_or("");
-            last.split_once(':').map(|(_, t)| t.to_string())
-        })
-        .unwrap_or_else(|| "latest".into());
+    let tag = credkeeper_registry::host::manifest(&args.image);
     // The keychain's sources block (helpers, the broker's and Kubernetes' clients run
     // their own short runtimes): off this runtime's thread.
     let target = host.clone();
