@@ -150,7 +150,7 @@ pub fn config(s: &RucioSettings, auth_type: &str, files: &BTreeMap<&str, String>
 /// Write `contents` to `dir/name` with mode 0600; the path.
 pub fn private_file(dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<String> {
     let path = dir.join(name);
-    credkeeper_store::sink::write_atomic(&path, contents, 0o600).map_err(std::io::Error::other)?;
+    crate::run::write_private(&path, contents)?;
     Ok(path.display().to_string())
 }
 

@@ -75,36 +75,17 @@ impl Outcome {
     }
 }
 
-/// The run's private directory (0700), removed when dropped.
-struct RunDir(PathBuf);
-
-impl RunDir {
-    fn create(base: &Path, task: &str) -> std::io::Result<RunDir> {
-        let mut random = [0u8; 8];
-        getrandom(&mut random);
-        let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let path = base.join(format!("credkeeper-task-{task}-{name}"));
-        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-        Ok(RunDir(path))
-    }
+/// The run's private directory (0700, a random name), removed when dropped.
+fn run_dir(base: &Path, task: &str) -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("credkeeper-task-{task}-"))
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(base)
 }
 
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn getrandom(buf: &mut [u8]) {
-    use std::io::Read;
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(buf);
-    }
-}
-
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    credkeeper_store::sink::write_atomic(path, contents, 0o600).map_err(std::io::Error::other)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+/// Atomically, mode 0600 (exactly: the umask does not narrow it).
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    credkeeper_store::sink::write_atomic(path, contents, 0o600).map_err(std::io::Error::other)
 }
 
 /// Run `task` (already rendered) until it succeeds or its retries are used up.
@@ -151,7 +132,7 @@ async fn attempt_once(
         reason: Some(reason),
         output: String::new(),
     };
-    let dir = match RunDir::create(&options.base_dir, &task.name) {
+    let dir = match run_dir(&options.base_dir, &task.name) {
         Ok(d) => d,
         Err(e) => {
             return failed(format!(
@@ -170,7 +151,7 @@ async fn attempt_once(
                 "the task declares a bearer token but no token source is configured".into(),
             );
         };
-        let path = dir.0.join("bearer_token");
+        let path = dir.path().join("bearer_token");
         let (token, expires) = match source.token(spec).await {
             Ok(t) => t,
             Err(e) => return failed(format!("authentication failed: {e}")),
@@ -192,7 +173,7 @@ async fn attempt_once(
     let mut rucio_refresher = None;
     let mut command_env_remove: Vec<&str> = Vec::new();
     if let Some(settings) = crate::rucio::RucioSettings::take(&mut env) {
-        match prepare_rucio(&settings, &dir.0, &mut env, &mut secrets).await {
+        match prepare_rucio(&settings, dir.path(), &mut env, &mut secrets).await {
             Ok(fresh) => rucio_refresher = fresh,
             Err(e) => {
                 if let Some(r) = refresher {
@@ -211,7 +192,7 @@ async fn attempt_once(
         ];
     }
     if let Some(text) = &rendered.task_file {
-        let path = dir.0.join("task.yml");
+        let path = dir.path().join("task.yml");
         if let Err(e) = write_private(&path, text.as_bytes()) {
             return failed(format!("cannot write the task file: {e}"));
         }
