@@ -629,9 +629,13 @@ mod tests {
     #[tokio::test]
     async fn a_hanging_task_is_stopped_with_everything_it_started() {
         let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("sleep.pid");
         let (t, r) = task(
             dir.path(),
-            "tasks:\n- name: hang\n  schedule: '@hourly'\n  shell: true\n  command: 'sleep 300 & echo started; wait'\n  timeout: 1s\n",
+            &format!(
+                "tasks:\n- name: hang\n  schedule: '@hourly'\n  shell: true\n  command: 'sleep 300 & echo $! > {}; echo started; wait'\n  timeout: 1s\n",
+                pid_file.display()
+            ),
         );
         let begun = std::time::Instant::now();
         let outcome = run(&t, &r, None, &options(dir.path())).await;
@@ -646,14 +650,11 @@ mod tests {
         );
         assert_eq!(outcome.exit_code(), 1);
         assert_eq!(outcome.output, "started\n");
-        let stray = std::process::Command::new("pgrep")
-            .args(["-f", "^sleep 300$"])
-            .output()
-            .unwrap();
-        assert!(
-            stray.stdout.is_empty(),
-            "the background sleep was stopped too"
-        );
+        // This run's own sleep (not any other `sleep 300` on the machine): gone, or a
+        // zombie waiting for its reaper (an empty command line).
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid.trim())).unwrap_or_default();
+        assert!(cmdline.is_empty(), "the background sleep was stopped too");
     }
 
     #[tokio::test]
