@@ -271,3 +271,23 @@ venv_stamp_write() {
   } >"$stamp.tmp"
   mv -f "$stamp.tmp" "$stamp"
 }
+
+# setup_once READY LOCK CHECK_ONLY: the gate of the setup-*.sh scripts. When the command READY
+# succeeds, print $VPY and exit 0; with CHECK_ONLY=1 (--check) exit 1 otherwise. Else take LOCK (waiting
+# up to 10 min for another run) and ask READY again, as that run may have done the job; the
+# caller goes on to install only when it still fails. The lock is held until the script exits.
+setup_once() {
+  local ready=$1 lock=$2 check_only=$3
+  if "$ready"; then
+    echo "$VPY"
+    exit 0
+  fi
+  [ "$check_only" -eq 1 ] && exit 1
+  mkdir -p "$(dirname "$lock")"
+  exec 9>"$lock"
+  flock -w 600 9 || die "timed out waiting for $lock"
+  if "$ready"; then
+    echo "$VPY"
+    exit 0
+  fi
+}

@@ -73,19 +73,7 @@ ready() {
   touch "$READY" 2>/dev/null || true
 }
 
-if ready; then
-  echo "$VPY"
-  exit 0
-fi
-[ "$CHECK_ONLY" -eq 1 ] && exit 1
-
-mkdir -p "$CACHE"
-exec 9>"$LOCK"
-flock -w 600 9 || die "timed out waiting for $LOCK"
-if ready; then
-  echo "$VPY"
-  exit 0
-fi
+setup_once ready "$LOCK" "$CHECK_ONLY"
 t0=$(now_ms)
 
 # --- venv ------------------------------------------------------------------------------------

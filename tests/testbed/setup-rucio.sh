@@ -121,20 +121,7 @@ venv_ok() {
   [ -x "$VENV/bin/rucio" ] && [ -x "$VENV/bin/gunicorn" ] && venv_stamp_ok "$VPY" "$STAMP" "$(pin_key)"
 }
 
-if venv_ok; then
-  echo "$VPY"
-  exit 0
-fi
-[ "$CHECK_ONLY" -eq 1 ] && exit 1
-
-mkdir -p "$CACHE"
-exec 9>"$LOCK"
-flock -w 600 9 || die "timed out waiting for $LOCK"
-# another run may have finished the job while we waited
-if venv_ok; then
-  echo "$VPY"
-  exit 0
-fi
+setup_once venv_ok "$LOCK" "$CHECK_ONLY"
 
 t0=$(now_ms)
 venv_prepare "$VENV" "$STAMP"
