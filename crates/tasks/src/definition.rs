@@ -467,6 +467,7 @@ fn check_task_file(text: &str) -> Result<(), String> {
 /// must exist in one of `secret_dirs`.
 pub fn validate(tasks: &[Task], vars: &dyn Vars, options: &Options) -> Result<(), TaskError> {
     for t in tasks {
+        t.check_command_line(vars)?;
         for name in &t.names {
             if vars.get(name).is_none() {
                 return Err(TaskError::Undefined {
@@ -520,7 +521,45 @@ pub struct Rendered {
 }
 
 impl Task {
+    /// A secret on the command line is readable by every user of the machine (`ps`,
+    /// `/proc/<pid>/cmdline`): a `{{ NAME }}` in the command whose value comes from a
+    /// secret volume or a declared secret is refused; the environment is the place for it.
+    fn check_command_line(&self, vars: &dyn Vars) -> Result<(), TaskError> {
+        let declared_secret = |name: &str| {
+            name.starts_with("secret:")
+                || self.env.get(name).is_some_and(|v| {
+                    placeholder_names(v)
+                        .iter()
+                        .any(|n| n.starts_with("secret:"))
+                })
+        };
+        let secret = self
+            .command
+            .iter()
+            .flat_map(|c| placeholder_names(c))
+            .find(|name| declared_secret(name) || vars.is_secret(name));
+        match secret {
+            None => Ok(()),
+            Some(name) => {
+                let name = name.trim_start_matches("secret:");
+                let how = if self.shell {
+                    format!("refer to it as \"${name}\" in the command")
+                } else {
+                    "have the command read it from its environment".to_string()
+                };
+                Err(TaskError::Task {
+                    file: self.file.clone(),
+                    task: self.name.clone(),
+                    message: format!(
+                        "{{{{ {name} }}}} is a secret and would be on the command line, where every user of the machine can read it; put it in the task's env ({name}: '{{{{ {name} }}}}') and {how}"
+                    ),
+                })
+            }
+        }
+    }
+
     pub fn render(&self, vars: &dyn Vars, options: &Options) -> Result<Rendered, TaskError> {
+        self.check_command_line(vars)?;
         struct WithSecrets<'a> {
             vars: &'a dyn Vars,
             options: &'a Options,
@@ -633,6 +672,49 @@ mod tests {
             err.contains("task `whoami` uses {{ ACCOUNT }}, which is not defined"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_secret_is_refused_on_the_command_line_and_allowed_in_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let volume = dir.path().join("volume");
+        std::fs::create_dir_all(&volume).unwrap();
+        std::fs::write(volume.join("DB_PASSWORD"), "s3cr3t-value\n").unwrap();
+        let vars = crate::template::Sources {
+            env: false,
+            dirs: vec![volume],
+            extra: BTreeMap::from([("ACCOUNT".to_string(), "robot".to_string())]),
+        };
+        let p = write(
+            dir.path(),
+            "tasks.yaml",
+            "tasks:\n- name: argv\n  schedule: '@hourly'\n  command: [db-dump, --account, '{{ ACCOUNT }}', --password, '{{ DB_PASSWORD }}']\n- name: shell\n  schedule: '@hourly'\n  shell: true\n  command: 'db-dump --password {{ DB_PASSWORD }}'\n- name: env\n  schedule: '@hourly'\n  command: [db-dump, --account, '{{ ACCOUNT }}']\n  env: {DB_PASSWORD: '{{ DB_PASSWORD }}'}\n",
+        );
+        let tasks = load(&p, &Options::default()).unwrap();
+        let options = Options::default();
+        for (t, how) in [
+            (&tasks[0], "have the command read it from its environment"),
+            (&tasks[1], "refer to it as \"$DB_PASSWORD\" in the command"),
+        ] {
+            for err in [
+                validate(std::slice::from_ref(t), &vars, &options).unwrap_err(),
+                t.render(&vars, &options).err().unwrap(),
+            ] {
+                let err = err.to_string();
+                assert!(
+                    err.contains(&format!("task `{}`: {{{{ DB_PASSWORD }}}} is a secret and would be on the command line", t.name)),
+                    "{err}"
+                );
+                assert!(err.contains(how), "{err}");
+                assert!(!err.contains("s3cr3t"), "{err}");
+            }
+        }
+        // In the environment it is where it belongs; a plain value may stay in argv.
+        validate(&tasks[2..], &vars, &options).unwrap();
+        let r = tasks[2].render(&vars, &options).unwrap();
+        assert_eq!(r.command, vec!["db-dump", "--account", "robot"]);
+        assert_eq!(r.env["DB_PASSWORD"], "s3cr3t-value");
+        assert!(r.secrets.contains(&"s3cr3t-value".to_string()));
     }
 
     #[test]

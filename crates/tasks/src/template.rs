@@ -6,6 +6,12 @@
 /// Where values come from.
 pub trait Vars {
     fn get(&self, name: &str) -> Option<String>;
+
+    /// Whether `name`'s value is a secret by where it comes from (a secret volume), so it
+    /// must never be put where others can read it, such as a command line.
+    fn is_secret(&self, _name: &str) -> bool {
+        false
+    }
 }
 
 /// `{{ NAME }}` occurrences: (start, end, name).
@@ -74,6 +80,11 @@ impl Vars for Sources {
             }
         }
         self.extra.get(name).cloned()
+    }
+
+    fn is_secret(&self, name: &str) -> bool {
+        !(self.env && std::env::var_os(name).is_some())
+            && self.dirs.iter().any(|d| d.join(name).is_file())
     }
 }
 
