@@ -2,7 +2,8 @@
 //! 41.5.1 server (`tests/testbed/start-rucio.sh`): `rucio whoami` prints the account for
 //! userpass (the task gets a session token, never the password), for OIDC with a token from
 //! the test OpenID Provider through the broker (kept fresh while a task outlives it), and
-//! for X.509 over TLS with a test CA; a wrong password fails the run before it starts.
+//! for X.509 over TLS with a test CA, and for OIDC with the token straight from the issuer
+//! (client credentials, no broker); a wrong password fails the run before it starts.
 //! `rucio` exits 0 when authentication fails inside a command, so the output is checked.
 
 mod common;
@@ -209,6 +210,52 @@ audiences = ["*"]
         "{}",
         run.stdout
     );
+    assert!(
+        !run.stdout.contains("Cannot authenticate"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn an_oidc_task_gets_its_token_straight_from_the_issuer() {
+    let op = Op::start();
+    let rucio = rucio(Some(op.issuer()));
+    let user = User::new();
+    let secret = user.secret_file("client.secret", "robot-secret", 0o600);
+    let file = user.path("tasks.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"tasks:
+  - name: whoami
+    schedule: '@hourly'
+    command: [{bin}, whoami]
+    env:
+      RUCIO_CFG_AUTH_TYPE: oidc
+      RUCIO_CFG_RUCIO_HOST: {url}
+      RUCIO_CFG_ACCOUNT: robot
+    credentials:
+      bearer: {{scopes: read, audience: "https://api.test.example"}}
+"#,
+            bin = rucio.get("RUCIO_BIN"),
+            url = rucio.get("RUCIO_URL"),
+        ),
+    )
+    .unwrap();
+    let run = tasks_run(
+        &user,
+        &file,
+        "whoami",
+        &[
+            ("CREDKEEPER_ISSUER", op.issuer()),
+            ("CREDKEEPER_CLIENT_ID", "robot-client"),
+            ("CREDKEEPER_CLIENT_SECRET_FILE", secret.to_str().unwrap()),
+        ],
+    )
+    .ok()
+    .never_shows(&["robot-secret"]);
+    assert!(run.stdout.contains("account    : robot"), "{}", run.stdout);
     assert!(
         !run.stdout.contains("Cannot authenticate"),
         "{}",

@@ -164,7 +164,7 @@ fn a_failed_authentication_fails_the_run_and_the_command_never_starts() {
     // Without a broker at all: a clear error before anything runs.
     let mut cmd = d.user.cmd();
     cmd.args(["tasks", "run", &file, "--task", "guarded"]);
-    Run::from(cmd.output().unwrap()).fails(1, "name the broker with --server");
+    Run::from(cmd.output().unwrap()).fails(1, "a broker with --server");
 }
 
 #[test]

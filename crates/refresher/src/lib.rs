@@ -52,7 +52,8 @@ pub struct Obtained {
 }
 
 /// The user-facing side of an interactive login. Implemented by the command line.
-pub trait Prompt {
+/// `Sync`, so a token can be obtained on any runtime thread (a scheduler's runs).
+pub trait Prompt: Sync {
     /// Whether a human can answer (a terminal is attached).
     fn interactive(&self) -> bool;
     /// Show the device flow's code and URL; polling starts after this returns.

@@ -1,6 +1,6 @@
 //! `credkeeper tasks`: check, list and run scheduled tasks with their credentials.
 
-use crate::config::Settings;
+use crate::config::{IssuerArgs, Settings};
 use anyhow::Context;
 use credkeeper_core::{Secret, Timestamp};
 use credkeeper_tasks::Task;
@@ -95,7 +95,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub task: String,
     #[command(flatten)]
-    pub robot: RobotArgs,
+    pub tokens: TokenArgs,
     /// Write the task's Prometheus metrics here after the run, from its kept history
     /// (the node exporter's textfile collector, for a CronJob per task)
     #[arg(long, value_name = "FILE", env = "CREDKEEPER_TASKS_METRICS")]
@@ -114,7 +114,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub files: Files,
     #[command(flatten)]
-    pub robot: RobotArgs,
+    pub tokens: TokenArgs,
     /// Seconds running tasks get to finish on stop
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub grace: u64,
@@ -124,9 +124,10 @@ pub struct ServeArgs {
     pub metrics_file: Option<PathBuf>,
 }
 
-/// How tasks' bearer tokens are obtained: the broker, as the tasks' robot.
+/// Where tasks' bearer tokens come from: a credkeeper broker, as the tasks' robot, or an
+/// issuer directly (client credentials, or the refresh token `credkeeper login` stored).
 #[derive(clap::Args)]
-pub struct RobotArgs {
+pub struct TokenArgs {
     /// The credkeeper broker that hands out the tasks' bearer tokens
     #[arg(long, value_name = "URL", env = "CREDKEEPER_SERVER")]
     pub server: Option<String>,
@@ -139,14 +140,33 @@ pub struct RobotArgs {
     /// The broker robot, with --secret-file
     #[arg(long, env = "CREDKEEPER_ROBOT", value_name = "NAME")]
     pub robot: Option<String>,
+    /// The broker robot's secret (a 0600 file), with --robot
     #[arg(long, env = "CREDKEEPER_SECRET_FILE", value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
+    /// Without --server: the issuer the tokens come from; a task's scopes and audience
+    /// replace --scopes and --audience
+    #[command(flatten)]
+    pub issuer: IssuerArgs,
 }
 
-impl RobotArgs {
-    fn tokens(&self, settings: &Settings) -> anyhow::Result<Arc<dyn TokenSource>> {
+impl TokenArgs {
+    /// Whether a source is named (a broker, or an issuer here or in the config file).
+    fn named(&self, settings: &Settings) -> bool {
+        self.server.is_some() || self.issuer.issuer.is_some() || settings.file.issuer.is_some()
+    }
+
+    async fn source(&self, settings: &Settings) -> anyhow::Result<Arc<dyn TokenSource>> {
         let Some(server) = &self.server else {
-            anyhow::bail!("name the broker with --server (CREDKEEPER_SERVER)");
+            if !self.named(settings) {
+                anyhow::bail!(
+                    "name where tokens come from: a broker with --server (CREDKEEPER_SERVER), or an issuer with --issuer (CREDKEEPER_ISSUER)"
+                );
+            }
+            let resolved = settings.resolve(&self.issuer)?;
+            return Ok(Arc::new(IssuerTokens {
+                issuer: super::Issuer::open(&resolved, settings).await?,
+                resolved,
+            }));
         };
         let login = super::RobotLogin {
             robot: self.robot.as_deref(),
@@ -255,6 +275,61 @@ impl TokenSource for BrokerTokens {
     }
 }
 
+/// Bearer tokens straight from an issuer: the stored refresh token of `credkeeper login`,
+/// else client credentials. Never interactive: a task has no one to answer.
+struct IssuerTokens {
+    issuer: super::Issuer,
+    resolved: crate::config::Resolved,
+}
+
+struct Unattended;
+
+impl credkeeper_refresher::Prompt for Unattended {
+    fn interactive(&self) -> bool {
+        false
+    }
+    fn device_code(&self, _: &credkeeper_oidc::DeviceAuthorization) {}
+    fn browser_url(&self, _: &str) {}
+    fn login_finished(&self, _: bool) {}
+}
+
+impl TokenSource for IssuerTokens {
+    fn token<'a>(&'a self, spec: &'a BearerSpec) -> TokenFuture<'a> {
+        Box::pin(async move {
+            if let Some(provider) = &spec.provider {
+                return Err(format!(
+                    "credentials.bearer.provider `{provider}` names a broker's provider, but tokens come from the issuer {} (no --server)",
+                    self.resolved.issuer
+                ));
+            }
+            let r = &self.resolved;
+            let scopes = spec
+                .scopes
+                .as_deref()
+                .map(crate::config::normalise_scopes)
+                .or_else(|| r.scopes.clone());
+            let audience = spec.audience.clone().or_else(|| r.audience.clone());
+            let want = credkeeper_core::Requirements {
+                min_secs: 60,
+                issuer: Some(r.issuer.clone()),
+                audience: audience.clone(),
+                scopes: credkeeper_core::ScopeSet::parse(scopes.as_deref().unwrap_or("")),
+            };
+            let request = credkeeper_oidc::TokenRequest { scopes, audience };
+            let obtained = self
+                .issuer
+                .refresher(credkeeper_refresher::LOCAL_IDENTITY)
+                .obtain(&want, &request, None, &Unattended)
+                .await
+                .map_err(|e| e.to_string())?;
+            // An opaque token without expires_in: assume five minutes, so it is
+            // rewritten often rather than held past its end.
+            let expires = Timestamp::now().plus_secs(obtained.remaining.unwrap_or(300));
+            Ok((obtained.token, expires))
+        })
+    }
+}
+
 pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
     let (tasks, options) = args.files.load()?;
     let task = tasks
@@ -275,8 +350,9 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
     let rendered = task.render(&args.files.vars(), &options)?;
     let tokens = if task.credentials.bearer.is_some() {
         Some(
-            args.robot
-                .tokens(settings)
+            args.tokens
+                .source(settings)
+                .await
                 .with_context(|| format!("task `{}` declares a bearer token", task.name))?,
         )
     } else {
@@ -379,10 +455,10 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
     let (tasks, options) = args.files.load()?;
     definition::validate(&tasks, &args.files.vars(), &options)?;
     let scheduled = tasks.iter().filter(|t| !t.disabled).count();
-    // With a broker named, tokens are at hand even for bearer tasks a reload adds later.
+    // With a source named, tokens are at hand even for bearer tasks a reload adds later.
     let needs_tokens = tasks.iter().any(|t| t.credentials.bearer.is_some());
-    let tokens = if needs_tokens || args.robot.server.is_some() {
-        Some(args.robot.tokens(settings)?)
+    let tokens = if needs_tokens || args.tokens.named(settings) {
+        Some(args.tokens.source(settings).await?)
     } else {
         None
     };
