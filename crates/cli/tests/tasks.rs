@@ -1,8 +1,9 @@
 //! `credkeeper tasks`: definitions checked before anything runs, a task run with a bearer
 //! token from a real broker (`serve --dev`) in a private file that is gone afterwards, a
 //! failed authentication that fails the run before the command starts, rucio-task-manager's
-//! values file run through a runner with its secrets from a mounted volume, and a stop by
-//! SIGTERM that leaves nothing behind.
+//! values file run through a runner with its secrets from a mounted volume, a stop by
+//! SIGTERM that leaves nothing behind, the scheduler's concurrency policies and reloads,
+//! and a scheduler restart that makes up a missed run (or counts it missed).
 
 mod common;
 use common::*;
@@ -357,4 +358,112 @@ fn the_scheduler_runs_tasks_when_due_with_their_concurrency_policy_and_reloads()
         })
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_scheduler_restart_makes_up_a_missed_run_within_its_deadline_and_counts_the_rest() {
+    let user = User::new();
+    let dir = user.home.path().display().to_string();
+    let file = user.path("sched.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "tasks:\n\
+- name: made-up\n  schedule: '@every 10s'\n  startingDeadlineSeconds: 60\n  shell: true\n  command: 'date +%s >> {dir}/made-up'\n\
+- name: too-late\n  schedule: '@every 10s'\n  startingDeadlineSeconds: 2\n  shell: true\n  command: 'date +%s >> {dir}/too-late'\n"
+        ),
+    )
+    .unwrap();
+    let metrics = user.path("tasks.prom");
+    let serve = || {
+        let mut cmd = user.cmd();
+        cmd.args(["-v", "tasks", "serve"])
+            .arg(&file)
+            .args(["--metrics-file", metrics.to_str().unwrap()]);
+        let mut s = Spawned::start(cmd);
+        s.wait_for("task(s) scheduled");
+        s
+    };
+    let lines = |name: &str| -> Vec<i64> {
+        std::fs::read_to_string(user.path(name))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect()
+    };
+    let until = |what: &str, ok: &dyn Fn() -> bool, secs: u64| {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while !ok() {
+            assert!(
+                std::time::Instant::now() < end,
+                "waited {secs} s for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let recorded = |task: &str, runs: usize| {
+        let out = user.run(&["tasks", "history", task]);
+        out.code == 0 && out.stdout.lines().count() == runs + 1
+    };
+    let stop = |s: Spawned| {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+        let (code, log) = s.finish();
+        assert_eq!(code, 0, "{log}");
+        log
+    };
+
+    // Both run at the first 10 s slot; the scheduler then goes down.
+    let first = serve();
+    until(
+        "the first runs",
+        &|| recorded("made-up", 1) && recorded("too-late", 1),
+        25,
+    );
+    stop(first);
+    let slot = lines("made-up")[0] / 10 * 10;
+    // Down over the next slot; back 3 s after it, 7 s before the one after.
+    let back = slot + 13;
+    let now = chrono_now();
+    assert!(now < back, "the first run was recorded late");
+    std::thread::sleep(std::time::Duration::from_secs((back - now) as u64));
+
+    let second = serve();
+    until("the made-up run", &|| lines("made-up").len() == 2, 5);
+    let made_up_at = lines("made-up")[1];
+    assert!(
+        made_up_at < slot + 20,
+        "made up at start ({made_up_at}), not at the next slot ({})",
+        slot + 20
+    );
+    assert_eq!(
+        lines("too-late").len(),
+        1,
+        "3 s late is past its 2 s deadline"
+    );
+    let prom = read(&metrics);
+    for (task, missed) in [("made-up", 0), ("too-late", 1)] {
+        assert!(
+            prom.contains(&format!(
+                "credkeeper_task_missed_total{{task=\"{task}\"}} {missed}\n"
+            )) || (missed == 0 && !prom.contains(&format!("missed_total{{task=\"{task}\"}}"))),
+            "{prom}"
+        );
+    }
+    let log = stop(second);
+    assert!(
+        log.contains("making up a run missed while the scheduler was down"),
+        "{log}"
+    );
+    assert!(
+        log.contains("runs missed while the scheduler was down"),
+        "{log}"
+    );
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }

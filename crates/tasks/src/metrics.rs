@@ -14,6 +14,7 @@ struct PerTask {
     succeeded: u64,
     failed: u64,
     skipped: u64,
+    missed: u64,
     duration_sum: i64,
     last_duration: i64,
 }
@@ -71,6 +72,12 @@ impl Metrics {
         tasks.entry(task.to_string()).or_default().skipped += 1;
     }
 
+    /// Runs due while the scheduler was down that will never run.
+    pub fn missed(&self, task: &str, runs: u64) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.entry(task.to_string()).or_default().missed += runs;
+    }
+
     pub fn render(&self) -> String {
         let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut out = String::new();
@@ -112,6 +119,12 @@ impl Metrics {
             "counter",
             "Due runs not started (Forbid while running).",
             &|t| Some(t.skipped.to_string()),
+        );
+        family(
+            "credkeeper_task_missed_total",
+            "counter",
+            "Due runs missed while the scheduler was down and not made up.",
+            &|t| Some(t.missed.to_string()),
         );
         family(
             "credkeeper_task_duration_seconds_sum",
@@ -162,6 +175,8 @@ mod tests {
         m.finished("sync", &ok);
         m.finished("sync", &bad);
         m.skipped("sync");
+        m.missed("sync", 2);
+        m.missed("sync", 1);
         let text = m.render();
         assert!(
             text.contains("credkeeper_task_last_success_timestamp_seconds{task=\"sync\"} 103\n"),
@@ -170,6 +185,7 @@ mod tests {
         assert!(text.contains("credkeeper_task_succeeded_total{task=\"sync\"} 1\n"));
         assert!(text.contains("credkeeper_task_failed_total{task=\"sync\"} 1\n"));
         assert!(text.contains("credkeeper_task_skipped_total{task=\"sync\"} 1\n"));
+        assert!(text.contains("credkeeper_task_missed_total{task=\"sync\"} 3\n"));
         assert!(text.contains("# TYPE credkeeper_task_failed_total counter\n"));
     }
 }

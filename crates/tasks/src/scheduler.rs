@@ -1,14 +1,14 @@
 //! The scheduler behind `tasks serve`: each enabled task started when due, with the
 //! Kubernetes CronJob meanings — `concurrencyPolicy` (Allow: overlapping runs; Forbid: a
 //! due run is skipped while one runs; Replace: the running one is stopped and the new one
-//! starts), `startingDeadlineSeconds` (a run missed while the scheduler was down is made up
-//! at start when its due time is no older than this), and jitter (a random delay up to it).
+//! starts), runs missed while the scheduler was down (the latest is made up at start when
+//! its due time is within `startingDeadlineSeconds`, or always when that is unset; the
+//! others are counted as missed), and jitter (a random delay up to it).
 //! Definitions are reloaded on request; a stop lets running tasks finish for a grace
 //! period, then stops them (their credentials are removed either way).
 
 use crate::definition::{Concurrency, Rendered, Task, TaskError};
 use crate::run::{Outcome, RunOptions, TokenSource};
-use crate::schedule::Schedule;
 use chrono::{DateTime, Utc};
 use credkeeper_core::Timestamp;
 use std::collections::HashMap;
@@ -21,6 +21,7 @@ pub type RenderFn = Arc<dyn Fn(&Task) -> Result<Rendered, TaskError> + Send + Sy
 pub type LastStartedFn = Box<dyn Fn(&str) -> Option<Timestamp> + Send + Sync>;
 pub type FinishedFn = Arc<dyn Fn(&Task, &Outcome) + Send + Sync>;
 pub type SkippedFn = Arc<dyn Fn(&Task, &str) + Send + Sync>;
+pub type MissedFn = Box<dyn Fn(&Task, u64) + Send + Sync>;
 
 /// What the scheduler needs from its caller.
 pub struct Hooks {
@@ -34,29 +35,57 @@ pub struct Hooks {
     pub finished: FinishedFn,
     /// Called when a due run is not started (Forbid while running).
     pub skipped: SkippedFn,
+    /// Called at start with how many runs due while the scheduler was down are lost.
+    pub missed: MissedFn,
     pub tokens: Option<Arc<dyn TokenSource>>,
 }
 
-/// The last due time at or before `now`.
-pub fn previous_due(schedule: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    match schedule {
-        Schedule::Every { secs } => {
-            DateTime::from_timestamp(now.timestamp().div_euclid(*secs) * secs, 0)
-        }
-        Schedule::Cron { cron, zone, .. } => cron
-            .find_previous_occurrence(&now.with_timezone(zone), true)
-            .ok()
-            .map(|t| t.with_timezone(&Utc)),
-    }
+/// The runs due while the scheduler was down, by the Kubernetes CronJob rules.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Missed {
+    /// The latest due time, started now: it is within `startingDeadlineSeconds` (always,
+    /// when that is unset) and no more than [`MISSED_LIMIT`] fell in that window.
+    pub make_up: Option<DateTime<Utc>>,
+    /// Due times since the last start that will never run (counted up to [`COUNT_LIMIT`]).
+    pub lost: u64,
+    /// More than [`MISSED_LIMIT`] due times in the window: Kubernetes starts none.
+    pub too_many: bool,
 }
 
-/// Whether a run missed while the scheduler was down is to be made up now: its due time
-/// came after the last start and is no older than the deadline.
-pub fn make_up(task: &Task, last: Option<Timestamp>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let deadline = task.starting_deadline_secs?;
-    let due = previous_due(&task.schedule, now)?;
-    let last = last?;
-    (due.timestamp() > last.unix() && now.timestamp() - due.timestamp() <= deadline).then_some(due)
+/// Kubernetes' limit of missed start times beyond which none is started.
+pub const MISSED_LIMIT: u64 = 100;
+/// Counting stops here: a long outage of a frequent task is not walked slot by slot.
+pub const COUNT_LIMIT: u64 = 1000;
+
+/// What to do about the runs due after the task last started (`last`, from the history)
+/// and before `now`. A task that never ran here has missed nothing.
+pub fn missed(task: &Task, last: Option<Timestamp>, now: DateTime<Utc>) -> Missed {
+    let Some(last) = last.and_then(|l| DateTime::from_timestamp(l.unix(), 0)) else {
+        return Missed::default();
+    };
+    let window = task
+        .starting_deadline_secs
+        .map(|d| now - chrono::Duration::seconds(d));
+    let (mut due, mut in_window, mut latest) = (0, 0, None);
+    let mut after = last;
+    while let Some(next) = task.schedule.next_after(after) {
+        if next > now || due == COUNT_LIMIT {
+            break;
+        }
+        due += 1;
+        if window.is_none_or(|w| next >= w) {
+            in_window += 1;
+            latest = Some(next);
+        }
+        after = next;
+    }
+    let too_many = in_window > MISSED_LIMIT;
+    let make_up = latest.filter(|_| !too_many);
+    Missed {
+        make_up,
+        lost: due - u64::from(make_up.is_some()),
+        too_many,
+    }
 }
 
 fn jitter(max: i64) -> u64 {
@@ -84,7 +113,22 @@ pub async fn serve(
     let mut running: HashMap<String, Vec<JoinHandle<()>>> = HashMap::new();
     let now = Utc::now();
     for t in tasks.iter().filter(|t| !t.disabled) {
-        if let Some(due) = make_up(t, (hooks.last_started)(&t.name), now) {
+        let m = missed(t, (hooks.last_started)(&t.name), now);
+        if m.too_many {
+            tracing::error!(
+                task = t.name,
+                "more than {MISSED_LIMIT} runs were due while the scheduler was down: none is made up (set startingDeadlineSeconds to make up the latest)"
+            );
+        }
+        if m.lost > 0 {
+            tracing::warn!(
+                task = t.name,
+                runs = m.lost,
+                "runs missed while the scheduler was down"
+            );
+            (hooks.missed)(t, m.lost);
+        }
+        if let Some(due) = m.make_up {
             tracing::info!(task = t.name, %due, "making up a run missed while the scheduler was down");
             next.insert(t.name.clone(), now);
             continue;
@@ -213,6 +257,7 @@ async fn futures_join(handles: Vec<JoinHandle<()>>) {
 mod tests {
     use super::*;
     use crate::definition::{Credentials, Task};
+    use crate::schedule::Schedule;
     use std::collections::BTreeMap;
 
     fn task(schedule: &str, deadline: Option<i64>) -> Task {
@@ -242,29 +287,56 @@ mod tests {
     }
 
     #[test]
-    fn a_run_missed_while_down_is_made_up_only_within_the_deadline() {
+    fn runs_missed_while_down_follow_the_kubernetes_cronjob_rules() {
         let t = task("0 * * * *", Some(600));
         let last = Some(Timestamp::from_unix(at("2026-12-01T08:00:05Z").timestamp()));
+        let make_up = |due: &str, lost| Missed {
+            make_up: Some(at(due)),
+            lost,
+            too_many: false,
+        };
         // Down over 09:00, back at 09:05: made up.
         assert_eq!(
-            make_up(&t, last, at("2026-12-01T09:05:00Z")),
-            Some(at("2026-12-01T09:00:00Z"))
+            missed(&t, last, at("2026-12-01T09:05:00Z")),
+            make_up("2026-12-01T09:00:00Z", 0)
         );
-        // Back at 09:20: too late (600 s).
-        assert_eq!(make_up(&t, last, at("2026-12-01T09:20:00Z")), None);
-        // Ran at 09:00 already: nothing missed.
+        // Back at 09:20: too late (600 s), one run lost.
+        assert_eq!(
+            missed(&t, last, at("2026-12-01T09:20:00Z")),
+            Missed {
+                lost: 1,
+                ..Missed::default()
+            }
+        );
+        // Down from 08:00 to 11:05: 11:00 is made up, 09:00 and 10:00 are lost.
+        assert_eq!(
+            missed(&t, last, at("2026-12-01T11:05:00Z")),
+            make_up("2026-12-01T11:00:00Z", 2)
+        );
+        // Ran at 09:00 already, or never ran here: nothing missed.
         let ran = Some(Timestamp::from_unix(at("2026-12-01T09:00:01Z").timestamp()));
-        assert_eq!(make_up(&t, ran, at("2026-12-01T09:05:00Z")), None);
-        // Without startingDeadlineSeconds, or never run before: nothing is made up.
         assert_eq!(
-            make_up(&task("0 * * * *", None), last, at("2026-12-01T09:05:00Z")),
-            None
+            missed(&t, ran, at("2026-12-01T09:05:00Z")),
+            Missed::default()
         );
-        assert_eq!(make_up(&t, None, at("2026-12-01T09:05:00Z")), None);
-        let every = task("@every 600s", Some(100));
         assert_eq!(
-            previous_due(&every.schedule, at("2026-12-01T09:05:00Z")),
-            Some(at("2026-12-01T09:00:00Z"))
+            missed(&t, None, at("2026-12-01T09:05:00Z")),
+            Missed::default()
+        );
+        // Without startingDeadlineSeconds there is no deadline: the latest is made up.
+        assert_eq!(
+            missed(&task("0 * * * *", None), last, at("2026-12-02T08:30:00Z")),
+            make_up("2026-12-02T08:00:00Z", 23)
+        );
+        // More than 100 due in the window: none is started, as Kubernetes does.
+        let often = task("@every 60s", None);
+        let m = missed(&often, last, at("2026-12-01T11:00:00Z"));
+        assert!(m.too_many && m.make_up.is_none() && m.lost == 180, "{m:?}");
+        // ...unless the deadline narrows the window.
+        let narrow = task("@every 60s", Some(90));
+        assert_eq!(
+            missed(&narrow, last, at("2026-12-01T11:00:30Z")),
+            make_up("2026-12-01T11:00:00Z", 179)
         );
     }
 }

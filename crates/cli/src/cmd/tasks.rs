@@ -106,8 +106,9 @@ pub struct RunArgs {
 #[command(
     after_help = "Each enabled task starts when due (cron in its time zone, @every slots), \
 with Kubernetes CronJob meanings: concurrency Allow, Forbid (skip while running), Replace \
-(stop the running one); startingDeadlineSeconds makes up a run missed while the scheduler \
-was down; jitter delays each start randomly. Definitions are read again on SIGHUP and when \
+(stop the running one); the latest run missed while the scheduler was down is made up at \
+start if within startingDeadlineSeconds (unset: always), the others are counted as missed; \
+jitter delays each start randomly. Definitions are read again on SIGHUP and when \
 a file changes. SIGTERM/SIGINT: no new runs; running ones get --grace seconds, then stop."
 )]
 pub struct ServeArgs {
@@ -531,6 +532,13 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
             Arc::new(move |task: &Task, why: &str| {
                 tracing::warn!(task = task.name, "due run skipped: {why}");
                 metrics.skipped(&task.name);
+                publish();
+            })
+        },
+        missed: {
+            let (metrics, publish) = (metrics.clone(), publish.clone());
+            Box::new(move |task: &Task, runs: u64| {
+                metrics.missed(&task.name, runs);
                 publish();
             })
         },
