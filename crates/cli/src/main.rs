@@ -266,7 +266,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             block_on(cmd::registry::cri_proxy(args), Mode::Server)
         }
         Command::Registry(c) => cmd::registry::run(c, global.state_dir.clone()),
-        Command::Tasks(cmd::tasks::Command::Validate(f)) => cmd::tasks::validate(&f),
+        Command::Tasks(cmd::tasks::Command::Validate(f)) => cmd::tasks::validate(&f, &settings()?),
+        Command::Tasks(cmd::tasks::Command::Secret(c)) => cmd::tasks::secret(c, &settings()?),
         Command::Tasks(cmd::tasks::Command::List(f)) => cmd::tasks::list(&f),
         Command::Tasks(cmd::tasks::Command::History {
             task,

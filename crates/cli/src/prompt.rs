@@ -1,4 +1,5 @@
-//! The terminal side of an interactive login: code, QR code, spinner, browser.
+//! The terminal side of an interactive login (code, QR code, spinner, browser), and a
+//! secret typed without echo.
 
 use credkeeper_oidc::DeviceAuthorization;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -97,4 +98,27 @@ impl credkeeper_refresher::Prompt for Terminal {
             eprintln!("Login complete.");
         }
     }
+}
+
+/// A line typed on the terminal (standard input) without echo, after `prompt` on stderr.
+pub fn read_hidden(prompt: &str) -> std::io::Result<String> {
+    eprint!("{prompt}");
+    let fd = libc::STDIN_FILENO;
+    // SAFETY: termios is plain data; tcgetattr fills it for our own standard input.
+    let mut mode: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `mode` is a valid, writable termios.
+    if unsafe { libc::tcgetattr(fd, &mut mode) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let saved = mode;
+    mode.c_lflag &= !libc::ECHO;
+    mode.c_lflag |= libc::ECHONL;
+    // SAFETY: sets our own terminal's mode from a termios tcgetattr gave; restored below.
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &mode) };
+    let mut line = String::new();
+    let read = std::io::stdin().read_line(&mut line);
+    // SAFETY: restores the mode saved above.
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+    read?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }

@@ -467,3 +467,77 @@ fn chrono_now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+#[test]
+fn a_secret_kept_in_the_store_fills_the_environment_sealed_and_never_the_command_line() {
+    let user = User::new();
+    let set = |name: &str, stdin: &str| {
+        let mut cmd = user.cmd();
+        cmd.args(["tasks", "secret", "set", name])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        Run::from(child.wait_with_output().unwrap())
+    };
+    set("DB_PASSWORD", "store-secret-value\n")
+        .ok()
+        .never_shows(&["store-secret-value"]);
+    set("1BAD", "x").fails(1, "`1BAD` cannot be a {{ NAME }}");
+    set("EMPTY", "\n").fails(1, "the value of EMPTY is empty; nothing was stored");
+    let listed = user.run(&["tasks", "secret", "list"]).ok();
+    assert!(listed.stdout.contains("DB_PASSWORD"), "{}", listed.stdout);
+    assert!(!listed.stdout.contains("EMPTY") && !listed.stdout.contains("store-secret"));
+
+    let out = user.path("seen");
+    let file = user.path("tasks.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "tasks:\n- name: env\n  schedule: '@hourly'\n  shell: true\n  command: 'echo \"$DB_PASSWORD\" > {}; echo \"password is $DB_PASSWORD\"'\n  env: {{DB_PASSWORD: '{{{{ DB_PASSWORD }}}}'}}\n- name: argv\n  schedule: '@hourly'\n  command: [echo, '{{{{ DB_PASSWORD }}}}']\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    user.run(&["tasks", "validate", f]).fails(
+        1,
+        "task `argv`: {{ DB_PASSWORD }} is a secret and would be on the command line",
+    );
+    let run = user.run(&["tasks", "run", f, "--task", "env"]).ok();
+    assert_eq!(run.stdout, "password is [redacted]\n");
+    assert_eq!(read(&out), "store-secret-value\n");
+    user.run(&["tasks", "run", f, "--task", "argv"])
+        .fails(1, "would be on the command line")
+        .never_shows(&["store-secret-value"]);
+    let history = user
+        .run(&["tasks", "history", "env", "--output"])
+        .ok()
+        .never_shows(&["store-secret-value"]);
+    assert!(history.stdout.contains("[redacted]"), "{}", history.stdout);
+    let state = user.path(".local/share/credkeeper");
+    for name in ["credentials.db", "credentials.db-wal"] {
+        let raw = std::fs::read(state.join(name)).unwrap_or_default();
+        assert!(
+            !raw.windows(18).any(|w| w == b"store-secret-value"),
+            "{name}: sealed"
+        );
+    }
+
+    // Forgotten: the name is undefined again, and says where it could come from.
+    user.run(&["tasks", "secret", "delete", "DB_PASSWORD"]).ok();
+    user.run(&["tasks", "secret", "delete", "DB_PASSWORD"])
+        .fails(1, "no secret DB_PASSWORD");
+    std::fs::write(&out, "").unwrap();
+    user.run(&["tasks", "run", f, "--task", "env"])
+        .fails(1, "{{ DB_PASSWORD }}, which is not defined")
+        .fails(1, "credkeeper tasks secret set DB_PASSWORD");
+    assert_eq!(read(&out), "", "the command never started");
+}

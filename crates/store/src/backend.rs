@@ -118,4 +118,12 @@ pub trait CredentialStore: Send + Sync {
     fn record_run(&self, run: &TaskRun, keep: usize) -> Result<(), StoreError>;
     /// The task's runs, newest first.
     fn runs(&self, task: &str, limit: usize) -> Result<Vec<TaskRun>, StoreError>;
+
+    /// Keep a named secret for tasks' `{{ NAME }}`, sealed (replacing one of that name).
+    fn put_task_secret(&self, name: &str, value: &Secret) -> Result<(), StoreError>;
+    fn task_secret(&self, name: &str) -> Result<Option<Secret>, StoreError>;
+    /// Returns whether there was something to delete.
+    fn delete_task_secret(&self, name: &str) -> Result<bool, StoreError>;
+    /// The names, and when each was set; never a value.
+    fn task_secret_names(&self) -> Result<Vec<(String, Timestamp)>, StoreError>;
 }

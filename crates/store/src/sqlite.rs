@@ -48,7 +48,18 @@ const MIGRATIONS: &[&str] = &[
         output     BLOB NOT NULL
      );
      CREATE INDEX task_run_by_task ON task_run (task, started);",
+    "CREATE TABLE task_secret (
+        name       TEXT PRIMARY KEY,
+        key_id     TEXT NOT NULL,
+        sealed     BLOB NOT NULL,
+        updated_at INTEGER NOT NULL
+     );",
 ];
+
+/// Associated data of a task secret: its value cannot be moved under another name.
+fn task_secret_aad(name: &str) -> Vec<u8> {
+    [b"task-secret:".as_slice(), name.as_bytes()].concat()
+}
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -57,6 +68,11 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Whether `state_dir` holds a store (so a read-only look need not create one).
+    pub fn exists(state_dir: &Path) -> bool {
+        state_dir.join("credentials.db").is_file()
+    }
+
     /// Open (creating if needed) the store in `state_dir`: `credentials.db` and its key
     /// file `store.key`. The directory is made 0700 when created.
     pub fn open(state_dir: &Path) -> Result<SqliteStore, StoreError> {
@@ -396,6 +412,65 @@ impl CredentialStore for SqliteStore {
             .collect()
     }
 
+    fn put_task_secret(&self, name: &str, value: &Secret) -> Result<(), StoreError> {
+        let sealed = self
+            .keys
+            .seal(value.expose().as_bytes(), &task_secret_aad(name))?;
+        self.conn()
+            .execute(
+                "INSERT INTO task_secret (name, key_id, sealed, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET key_id = excluded.key_id,
+                   sealed = excluded.sealed, updated_at = excluded.updated_at",
+                params![name, sealed.key_id, sealed.bytes, Timestamp::now().unix()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn task_secret(&self, name: &str) -> Result<Option<Secret>, StoreError> {
+        let row: Option<(String, Vec<u8>)> = self
+            .conn()
+            .query_row(
+                "SELECT key_id, sealed FROM task_secret WHERE name = ?1",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((key_id, sealed)) = row else {
+            return Ok(None);
+        };
+        let undecryptable = || StoreError::Undecryptable {
+            issuer: format!("task secret {name}"),
+        };
+        let plain = self
+            .keys
+            .open(&key_id, &sealed, &task_secret_aad(name))
+            .map_err(|_| undecryptable())?;
+        String::from_utf8(plain)
+            .map(|v| Some(Secret::new(v)))
+            .map_err(|_| undecryptable())
+    }
+
+    fn delete_task_secret(&self, name: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM task_secret WHERE name = ?1", params![name])
+            .map_err(|e| self.err(e))?;
+        Ok(n > 0)
+    }
+
+    fn task_secret_names(&self) -> Result<Vec<(String, Timestamp)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT name, updated_at FROM task_secret ORDER BY name")
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([], |r| Ok((r.get(0)?, Timestamp::from_unix(r.get(1)?))))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))
+    }
+
     fn set_robot_secret_hash(&self, robot: &str, phc: &str) -> Result<(), StoreError> {
         self.conn()
             .execute(
@@ -459,6 +534,53 @@ mod tests {
             assert!(
                 !raw.windows(17).any(|w| w == b"run-output-number"),
                 "{file}: output is sealed"
+            );
+        }
+    }
+
+    #[test]
+    fn task_secrets_round_trip_by_name_and_never_rest_in_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store
+            .put_task_secret("DB_PASSWORD", &Secret::new("first-value"))
+            .unwrap();
+        store
+            .put_task_secret("DB_PASSWORD", &Secret::new("plain-secret-value"))
+            .unwrap();
+        store.put_task_secret("API_KEY", &Secret::new("k")).unwrap();
+        assert_eq!(
+            store.task_secret("DB_PASSWORD").unwrap().unwrap().expose(),
+            "plain-secret-value"
+        );
+        assert!(store.task_secret("OTHER").unwrap().is_none());
+        let names: Vec<String> = store
+            .task_secret_names()
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, vec!["API_KEY", "DB_PASSWORD"]);
+        // A sealed value moved under another name does not open.
+        store
+            .conn()
+            .execute(
+                "UPDATE task_secret SET sealed = (SELECT sealed FROM task_secret WHERE name = 'DB_PASSWORD') WHERE name = 'API_KEY'",
+                [],
+            )
+            .unwrap();
+        assert!(matches!(
+            store.task_secret("API_KEY"),
+            Err(StoreError::Undecryptable { .. })
+        ));
+        assert!(store.delete_task_secret("API_KEY").unwrap());
+        assert!(!store.delete_task_secret("API_KEY").unwrap());
+        drop(store);
+        for file in ["credentials.db", "credentials.db-wal"] {
+            let raw = std::fs::read(dir.path().join(file)).unwrap_or_default();
+            assert!(
+                !raw.windows(12).any(|w| w == b"plain-secret"),
+                "{file}: the value is sealed"
             );
         }
     }

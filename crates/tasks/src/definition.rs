@@ -25,7 +25,7 @@ pub enum TaskError {
         message: String,
     },
     #[error(
-        "{file}: task `{task}` uses {{{{ {name} }}}}, which is not defined (not in the environment, a secret, or a secret directory)"
+        "{file}: task `{task}` uses {{{{ {name} }}}}, which is not defined (not in the environment, a secret directory, or credkeeper's store: `credkeeper tasks secret set {name}`)"
     )]
     Undefined {
         file: String,
@@ -680,11 +680,22 @@ mod tests {
         let volume = dir.path().join("volume");
         std::fs::create_dir_all(&volume).unwrap();
         std::fs::write(volume.join("DB_PASSWORD"), "s3cr3t-value\n").unwrap();
-        let vars = crate::template::Sources {
+        struct Vars(crate::template::Sources);
+        impl crate::template::Vars for Vars {
+            fn get(&self, name: &str) -> Option<String> {
+                (name == "ACCOUNT")
+                    .then(|| "robot".to_string())
+                    .or_else(|| self.0.get(name))
+            }
+            fn is_secret(&self, name: &str) -> bool {
+                self.0.is_secret(name)
+            }
+        }
+        let vars = Vars(crate::template::Sources {
             env: false,
             dirs: vec![volume],
-            extra: BTreeMap::from([("ACCOUNT".to_string(), "robot".to_string())]),
-        };
+            store: None,
+        });
         let p = write(
             dir.path(),
             "tasks.yaml",

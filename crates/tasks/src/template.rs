@@ -23,13 +23,7 @@ fn occurrences(text: &str) -> Vec<(usize, usize, String)> {
             break;
         };
         let name = text[open + 2..close].trim();
-        let valid = !name.is_empty()
-            && name
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if valid {
+        if valid_name(name) {
             out.push((open, close + 2, name.to_string()));
         }
         from = close + 2;
@@ -59,32 +53,57 @@ pub fn render(text: &str, vars: &dyn Vars) -> Result<String, String> {
     Ok(out)
 }
 
+/// Whether `name` can be a template variable (`[A-Za-z_][A-Za-z0-9_]*`).
+pub fn valid_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Environment variables first, then files named after the variable in each directory
-/// (a Kubernetes secret volume), then extra values.
+/// (a Kubernetes secret volume), then the secrets kept in credkeeper's store.
+#[derive(Clone, Default)]
 pub struct Sources {
     pub env: bool,
     pub dirs: Vec<std::path::PathBuf>,
-    pub extra: std::collections::BTreeMap<String, String>,
+    pub store: Option<std::sync::Arc<dyn credkeeper_store::CredentialStore>>,
+}
+
+impl Sources {
+    fn in_env(&self, name: &str) -> Option<String> {
+        self.env.then(|| std::env::var(name).ok()).flatten()
+    }
+
+    fn in_dirs(&self, name: &str) -> Option<String> {
+        self.dirs.iter().find_map(|dir| {
+            std::fs::read_to_string(dir.join(name))
+                .ok()
+                .map(|v| v.trim_end_matches('\n').to_string())
+        })
+    }
+
+    fn in_store(&self, name: &str) -> Option<String> {
+        match self.store.as_ref()?.task_secret(name) {
+            Ok(v) => v.map(|s| s.expose().to_string()),
+            Err(e) => {
+                tracing::warn!("task secret {name}: {e}");
+                None
+            }
+        }
+    }
 }
 
 impl Vars for Sources {
     fn get(&self, name: &str) -> Option<String> {
-        if self.env
-            && let Ok(v) = std::env::var(name)
-        {
-            return Some(v);
-        }
-        for dir in &self.dirs {
-            if let Ok(v) = std::fs::read_to_string(dir.join(name)) {
-                return Some(v.trim_end_matches('\n').to_string());
-            }
-        }
-        self.extra.get(name).cloned()
+        self.in_env(name)
+            .or_else(|| self.in_dirs(name))
+            .or_else(|| self.in_store(name))
     }
 
     fn is_secret(&self, name: &str) -> bool {
-        !(self.env && std::env::var_os(name).is_some())
-            && self.dirs.iter().any(|d| d.join(name).is_file())
+        self.in_env(name).is_none()
+            && (self.in_dirs(name).is_some() || self.in_store(name).is_some())
     }
 }
 

@@ -7,6 +7,7 @@ use credkeeper_tasks::Task;
 use credkeeper_tasks::definition::{self, BearerSpec, Options};
 use credkeeper_tasks::run::{RunOptions, TokenFuture, TokenSource};
 use credkeeper_tasks::template::Sources;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,6 +21,9 @@ pub enum Command {
     Run(RunArgs),
     /// The scheduler: run every task when due, until SIGTERM
     Serve(ServeArgs),
+    /// Secrets kept (sealed) in credkeeper's store for tasks' {{ NAME }}
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// A task's past runs, newest first (start, duration, status, attempts, reason)
     History {
         /// The task
@@ -31,6 +35,82 @@ pub enum Command {
         #[arg(long)]
         output: bool,
     },
+}
+
+#[derive(clap::Subcommand)]
+pub enum SecretCommand {
+    /// Keep a secret: its value from standard input (typed without echo on a terminal) or
+    /// --from-file, never from the command line
+    Set {
+        /// The name tasks use, as {{ NAME }}
+        name: String,
+        /// Read the value from this file (one trailing newline is dropped)
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
+    },
+    /// The names kept and when each was set (never a value)
+    List,
+    /// Forget a secret
+    Delete { name: String },
+}
+
+pub fn secret(cmd: SecretCommand, settings: &Settings) -> anyhow::Result<()> {
+    use credkeeper_store::CredentialStore;
+    match cmd {
+        SecretCommand::Set { name, from_file } => {
+            anyhow::ensure!(
+                credkeeper_tasks::template::valid_name(&name),
+                "`{name}` cannot be a {{{{ NAME }}}}: use letters, digits and _, not starting with a digit"
+            );
+            let value = match &from_file {
+                Some(path) => std::fs::read_to_string(path).with_context(|| {
+                    format!("reading the value of {name} from {}", path.display())
+                })?,
+                None if std::io::stdin().is_terminal() => {
+                    crate::prompt::read_hidden(&format!("Value of {name} (not shown): "))?
+                }
+                None => std::io::read_to_string(std::io::stdin())
+                    .with_context(|| format!("reading the value of {name} from standard input"))?,
+            };
+            let value = value.strip_suffix('\n').unwrap_or(&value);
+            anyhow::ensure!(
+                !value.is_empty(),
+                "the value of {name} is empty; nothing was stored"
+            );
+            super::open_store(settings)?.put_task_secret(&name, &Secret::new(value))?;
+            eprintln!("{name} stored (sealed) in {}", settings.state_dir.display());
+        }
+        SecretCommand::List => {
+            let names = match existing_store(settings)? {
+                Some(store) => store.task_secret_names()?,
+                None => Vec::new(),
+            };
+            println!("{:<32} SET (UTC)", "NAME");
+            for (name, set) in names {
+                println!("{name:<32} {set}");
+            }
+        }
+        SecretCommand::Delete { name } => {
+            let deleted = match existing_store(settings)? {
+                Some(store) => store.delete_task_secret(&name)?,
+                None => false,
+            };
+            anyhow::ensure!(
+                deleted,
+                "no secret {name} in {}",
+                settings.state_dir.display()
+            );
+            eprintln!("{name} deleted");
+        }
+    }
+    Ok(())
+}
+
+/// The store, when the state directory has one: a look at definitions creates nothing.
+fn existing_store(settings: &Settings) -> anyhow::Result<Option<credkeeper_store::SqliteStore>> {
+    credkeeper_store::SqliteStore::exists(&settings.state_dir)
+        .then(|| super::open_store(settings))
+        .transpose()
 }
 
 /// Runs kept per task.
@@ -72,8 +152,10 @@ pub fn history(task: &str, limit: usize, output: bool, settings: &Settings) -> a
 #[command(
     after_help = "Definitions: credkeeper's YAML (`tasks:`), or rucio-task-manager's Helm \
 values file (`config`, `secrets`, `cronjobs`) with its task files, run through --runner. \
-{{ VAR }} is filled from the environment, then from files named VAR in each --secret-dir; \
-`secrets` entries are read from <secret-dir>/<fromSecretName>/<fromSecretKey>."
+{{ VAR }} is filled from the environment, then from files named VAR in each --secret-dir, \
+then from credkeeper's store (`tasks secret set VAR`); `secrets` entries are read from \
+<secret-dir>/<fromSecretName>/<fromSecretKey>. A value from a secret directory or the store \
+is refused in a task's command line: pass it in `env`."
 )]
 pub struct Files {
     /// Definition files
@@ -194,11 +276,11 @@ impl Files {
         })
     }
 
-    fn vars(&self) -> Sources {
+    fn vars(&self, store: Option<Arc<dyn credkeeper_store::CredentialStore>>) -> Sources {
         Sources {
             env: true,
             dirs: self.secret_dirs.clone(),
-            extra: Default::default(),
+            store,
         }
     }
 
@@ -220,9 +302,11 @@ impl Files {
     }
 }
 
-pub fn validate(files: &Files) -> anyhow::Result<()> {
+pub fn validate(files: &Files, settings: &Settings) -> anyhow::Result<()> {
     let (tasks, options) = files.load()?;
-    definition::validate(&tasks, &files.vars(), &options)?;
+    let store = existing_store(settings)?
+        .map(|s| Arc::new(s) as Arc<dyn credkeeper_store::CredentialStore>);
+    definition::validate(&tasks, &files.vars(store), &options)?;
     eprintln!("{} task(s) valid", tasks.len());
     Ok(())
 }
@@ -348,7 +432,8 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
                     .join(", ")
             )
         })?;
-    let rendered = task.render(&args.files.vars(), &options)?;
+    let store: Arc<dyn credkeeper_store::CredentialStore> = Arc::new(super::open_store(settings)?);
+    let rendered = task.render(&args.files.vars(Some(store)), &options)?;
     let tokens = if task.credentials.bearer.is_some() {
         Some(
             args.tokens
@@ -454,7 +539,11 @@ fn trim_heap() {
 pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
     use credkeeper_tasks::scheduler::{Hooks, serve};
     let (tasks, options) = args.files.load()?;
-    definition::validate(&tasks, &args.files.vars(), &options)?;
+    // One store for the secrets and the history, written off the scheduler's threads
+    // (each record is a durable SQLite transaction).
+    let history = Arc::new(credkeeper_store::SqliteStore::open(&settings.state_dir)?);
+    let store: Arc<dyn credkeeper_store::CredentialStore> = history.clone();
+    definition::validate(&tasks, &args.files.vars(Some(store.clone())), &options)?;
     let scheduled = tasks.iter().filter(|t| !t.disabled).count();
     // With a source named, tokens are at hand even for bearer tasks a reload adds later.
     let needs_tokens = tasks.iter().any(|t| t.credentials.bearer.is_some());
@@ -465,9 +554,6 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
     };
     let files = Arc::new(args.files);
     drop(tasks);
-    // One store for the history, written off the scheduler's threads (each record is a
-    // durable SQLite transaction).
-    let history = Arc::new(credkeeper_store::SqliteStore::open(&settings.state_dir)?);
     let metrics = Arc::new(credkeeper_tasks::metrics::Metrics::default());
     let metrics_file = args.metrics_file.clone();
     let publish = {
@@ -493,7 +579,10 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
         render: {
             let files = files.clone();
             Arc::new(move |task: &Task| {
-                task.render(&files.vars(), &files.options().unwrap_or_default())
+                task.render(
+                    &files.vars(Some(store.clone())),
+                    &files.options().unwrap_or_default(),
+                )
             })
         },
         last_started: {
