@@ -268,7 +268,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Registry(c) => cmd::registry::run(c, global.state_dir.clone()),
         Command::Tasks(cmd::tasks::Command::Validate(f)) => cmd::tasks::validate(&f, &settings()?),
         Command::Tasks(cmd::tasks::Command::Secret(c)) => cmd::tasks::secret(c, &settings()?),
-        Command::Tasks(cmd::tasks::Command::List(f)) => cmd::tasks::list(&f),
+        Command::Tasks(cmd::tasks::Command::List(f)) => cmd::tasks::list(&f, &settings()?),
         Command::Tasks(cmd::tasks::Command::History {
             task,
             limit,

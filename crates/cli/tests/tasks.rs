@@ -136,6 +136,14 @@ fn a_task_runs_with_a_fresh_bearer_token_in_a_private_file_that_is_gone_afterwar
         "{}",
         history.stdout
     );
+    // The list shows the last run and its result.
+    let listed = Run::from(d.tasks(&["list", &file]).output().unwrap()).ok();
+    let row = listed.stdout.lines().nth(1).unwrap().to_string();
+    assert!(
+        row.starts_with("copy-token") && row.ends_with(" ok") && row.contains("enabled"),
+        "{}",
+        listed.stdout
+    );
 }
 
 #[test]
@@ -161,6 +169,17 @@ fn a_failed_authentication_fails_the_run_and_the_command_never_starts() {
         history.stdout.contains("authentication failed"),
         "{}",
         history.stdout
+    );
+    let listed = Run::from(d.tasks(&["list", &file]).output().unwrap()).ok();
+    assert!(
+        listed
+            .stdout
+            .lines()
+            .nth(1)
+            .unwrap()
+            .contains(" authentication failed: "),
+        "{}",
+        listed.stdout
     );
     // Without a broker at all: a clear error before anything runs.
     let mut cmd = d.user.cmd();

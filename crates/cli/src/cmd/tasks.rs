@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub enum Command {
     /// Check definition files: formats, schedules, and that every {{ VAR }} is defined
     Validate(Files),
-    /// The tasks with their schedules and next run times (never a secret value)
+    /// The tasks: schedule, next run time, last run and its result (never a secret value)
     List(Files),
     /// Run one task now and exit with its status (what a Kubernetes CronJob calls)
     Run(RunArgs),
@@ -311,12 +311,14 @@ pub fn validate(files: &Files, settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn list(files: &Files) -> anyhow::Result<()> {
+pub fn list(files: &Files, settings: &Settings) -> anyhow::Result<()> {
+    use credkeeper_store::CredentialStore;
     let (tasks, _) = files.load()?;
+    let store = existing_store(settings)?;
     let now = chrono_now();
     println!(
-        "{:<24} {:<28} {:<22} STATE",
-        "TASK", "SCHEDULE", "NEXT RUN (UTC)"
+        "{:<24} {:<28} {:<22} {:<9} {:<22} LAST RESULT",
+        "TASK", "SCHEDULE", "NEXT RUN (UTC)", "STATE", "LAST RUN (UTC)"
     );
     for t in &tasks {
         let next = t
@@ -325,8 +327,19 @@ pub fn list(files: &Files) -> anyhow::Result<()> {
             .map(|n| n.format("%Y-%m-%dT%H:%M:%SZ").to_string())
             .unwrap_or_else(|| "never".into());
         let state = if t.disabled { "disabled" } else { "enabled" };
+        let last = match &store {
+            Some(s) => s.runs(&t.name, 1)?.into_iter().next(),
+            None => None,
+        };
+        let (last_run, result) = match &last {
+            Some(r) => (
+                r.started.to_string(),
+                r.reason.clone().unwrap_or_else(|| "ok".into()),
+            ),
+            None => ("-".into(), "-".into()),
+        };
         println!(
-            "{:<24} {:<28} {:<22} {state}",
+            "{:<24} {:<28} {:<22} {state:<9} {last_run:<22} {result}",
             t.name,
             t.schedule.describe(),
             next
