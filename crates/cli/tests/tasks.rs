@@ -250,29 +250,36 @@ fn rucio_task_managers_values_file_runs_through_the_runner_with_its_secrets() {
 }
 
 #[test]
-fn a_task_stopped_by_sigterm_leaves_no_credentials_behind() {
+fn a_task_stopped_by_sigterm_leaves_no_credentials_and_a_killed_runs_are_swept_next_time() {
     let d = dev();
     let started = d.user.path("started");
     let file = d.write(
         "tasks.yaml",
         &format!(
-            "tasks:\n- name: long\n  schedule: '@hourly'\n  shell: true\n  command: 'echo \"$BEARER_TOKEN_FILE\" > {}; sleep 60'\n  credentials:\n    bearer: {{scopes: 'read:/data'}}\n",
+            "tasks:\n- name: long\n  schedule: '@hourly'\n  shell: true\n  command: 'echo \"$BEARER_TOKEN_FILE $$\" > {}; sleep 60'\n  credentials:\n    bearer: {{scopes: 'read:/data'}}\n- name: quick\n  schedule: '@hourly'\n  command: ['true']\n",
             started.display()
         ),
     );
-    let mut cmd = d.tasks(&["run", &file, "--task", "long"]);
-    cmd.env("XDG_RUNTIME_DIR", d.user.home.path());
-    let mut child = cmd.spawn().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !started.exists() || read(&started).trim().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the task did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let token_file = read(&started).trim().to_string();
-    assert!(std::path::Path::new(&token_file).exists());
+    // The run's token file and the task's shell pid, once it has started.
+    let start = || {
+        std::fs::write(&started, "").unwrap();
+        let mut cmd = d.tasks(&["run", &file, "--task", "long"]);
+        cmd.env("XDG_RUNTIME_DIR", d.user.home.path());
+        let child = cmd.spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while read(&started).trim().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the task did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let seen = read(&started);
+        let (token_file, pid) = seen.trim().split_once(' ').unwrap();
+        assert!(std::path::Path::new(token_file).exists());
+        (child, token_file.to_string(), pid.parse::<i32>().unwrap())
+    };
+    let (mut child, token_file, _) = start();
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
@@ -280,6 +287,24 @@ fn a_task_stopped_by_sigterm_leaves_no_credentials_behind() {
     assert!(
         !std::path::Path::new(&token_file).exists(),
         "the token file is removed on SIGTERM"
+    );
+
+    // SIGKILL leaves no chance to clean up: the next credkeeper removes what was left.
+    let (mut child, token_file, task_pid) = start();
+    // SAFETY: kill(2) on our own child, then on the process group the task leads.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    unsafe { libc::kill(-task_pid, libc::SIGKILL) };
+    let run_dir = std::path::Path::new(&token_file).parent().unwrap();
+    assert!(run_dir.exists(), "left behind by SIGKILL");
+    let mut cmd = d.tasks(&["run", &file, "--task", "quick"]);
+    cmd.env("XDG_RUNTIME_DIR", d.user.home.path());
+    let next = Run::from(cmd.output().unwrap()).ok();
+    assert!(!run_dir.exists(), "swept by the next run");
+    assert!(
+        next.stderr.contains("removed") && next.stderr.contains(&run_dir.display().to_string()),
+        "{}",
+        next.stderr
     );
 }
 

@@ -75,12 +75,47 @@ impl Outcome {
     }
 }
 
-/// The run's private directory (0700, a random name), removed when dropped.
+const RUN_DIR_PREFIX: &str = "credkeeper-task-";
+
+/// The run's private directory (0700, a random name that starts with the owning process's
+/// pid), removed when dropped.
 fn run_dir(base: &Path, task: &str) -> std::io::Result<tempfile::TempDir> {
     tempfile::Builder::new()
-        .prefix(&format!("credkeeper-task-{task}-"))
+        .prefix(&format!("{RUN_DIR_PREFIX}{}-{task}-", std::process::id()))
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(base)
+}
+
+/// Remove the run directories a credkeeper killed outright (SIGKILL, a crash, the OOM
+/// killer) left in `base`: those of this user whose owning process is gone. Returns them.
+pub fn sweep_stale(base: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return Vec::new();
+    };
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(RUN_DIR_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path();
+        let ours = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if ours && gone && std::fs::remove_dir_all(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
 }
 
 /// Atomically, mode 0600 (exactly: the umask does not narrow it).
@@ -677,5 +712,24 @@ mod tests {
         );
         let outcome = run(&t, &r, None, &options(dir.path())).await;
         assert_eq!((outcome.exit_code(), outcome.attempts), (7, 1));
+    }
+
+    #[test]
+    fn run_directories_of_a_killed_credkeeper_are_swept_and_live_ones_kept() {
+        let base = tempfile::tempdir().unwrap();
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        dead.wait().unwrap();
+        let stale = base
+            .path()
+            .join(format!("{RUN_DIR_PREFIX}{dead_pid}-sync-Ab12"));
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join("bearer_token"), "left-behind").unwrap();
+        let live = run_dir(base.path(), "sync").unwrap();
+        let other = base.path().join("credkeeper-task-notapid");
+        std::fs::create_dir(&other).unwrap();
+        assert_eq!(sweep_stale(base.path()), vec![stale.clone()]);
+        assert!(!stale.exists());
+        assert!(live.path().exists() && other.exists());
     }
 }

@@ -461,6 +461,7 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
     // its command and removes its private directory before credkeeper exits.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let run_options = RunOptions::default();
+    sweep(&run_options);
     let outcome = tokio::select! {
         o = credkeeper_tasks::run::run(task, &rendered, tokens, &run_options) => o,
         _ = term.recv() => {
@@ -535,6 +536,16 @@ fn record_in(
     };
     if let Err(e) = store.record_run(&run, KEEP_RUNS) {
         tracing::warn!("run history: {e}");
+    }
+}
+
+/// Remove what runs of a killed credkeeper left behind (their credentials), saying so.
+fn sweep(options: &RunOptions) {
+    for dir in credkeeper_tasks::run::sweep_stale(&options.base_dir) {
+        tracing::warn!(
+            "removed {}: a run's credentials left behind when its credkeeper was killed",
+            dir.display()
+        );
     }
 }
 
@@ -689,14 +700,10 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
         tracing::info!("stopping: no new runs");
         let _ = stop_tx.send(true);
     });
+    let run_options = RunOptions::default();
+    sweep(&run_options);
     eprintln!("credkeeper tasks serve: {scheduled} task(s) scheduled");
-    serve(
-        hooks,
-        Arc::new(RunOptions::default()),
-        args.grace,
-        reload_rx,
-        stop_rx,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!(e))
+    serve(hooks, Arc::new(run_options), args.grace, reload_rx, stop_rx)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
 }
