@@ -25,6 +25,33 @@ fn rucio(oidc_issuer: Option<&str>) -> Peer {
     }
 }
 
+/// A task `long` running `command` (a shell string) as Rucio's account robot with auth
+/// type oidc, its bearer token asked with scope read and the test audience (`provider`:
+/// a broker's provider, `"provider: op, "`, or nothing).
+fn oidc_task(user: &User, rucio: &Peer, command: &str, provider: &str) -> std::path::PathBuf {
+    let file = user.path("tasks.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"tasks:
+  - name: long
+    schedule: '@hourly'
+    shell: true
+    command: {command}
+    env:
+      RUCIO_CFG_AUTH_TYPE: oidc
+      RUCIO_CFG_RUCIO_HOST: {url}
+      RUCIO_CFG_ACCOUNT: robot
+    credentials:
+      bearer: {{{provider}scopes: read, audience: "https://api.test.example"}}
+"#,
+            url = rucio.get("RUCIO_URL"),
+        ),
+    )
+    .unwrap();
+    file
+}
+
 fn tasks_run(user: &User, file: &std::path::Path, task: &str, env: &[(&str, &str)]) -> Run {
     let mut cmd = user.cmd();
     for k in [
@@ -171,27 +198,13 @@ audiences = ["*"]
     let state = user.path("state");
     robot_secrets(&user, &config, &state, &["tasks"]);
     let broker = Broker::start(&user, &state, &["--config", config.to_str().unwrap()]);
-    let file = user.path("tasks.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"tasks:
-  - name: long
-    schedule: '@hourly'
-    shell: true
-    command: '{bin} whoami; sleep 25; {bin} whoami'
-    env:
-      RUCIO_CFG_AUTH_TYPE: oidc
-      RUCIO_CFG_RUCIO_HOST: {url}
-      RUCIO_CFG_ACCOUNT: robot
-    credentials:
-      bearer: {{provider: op, scopes: read, audience: "https://api.test.example"}}
-"#,
-            bin = rucio.get("RUCIO_BIN"),
-            url = rucio.get("RUCIO_URL"),
-        ),
-    )
-    .unwrap();
+    let bin = rucio.get("RUCIO_BIN");
+    let file = oidc_task(
+        &user,
+        &rucio,
+        &format!("'{bin} whoami; sleep 25; {bin} whoami'"),
+        "provider: op, ",
+    );
     let robot_secret = user.path("tasks.secret");
     let run = tasks_run(
         &user,
@@ -223,30 +236,16 @@ fn an_oidc_task_gets_its_token_straight_from_the_issuer() {
     let rucio = rucio(Some(op.issuer()));
     let user = User::new();
     let secret = user.secret_file("client.secret", "robot-secret", 0o600);
-    let file = user.path("tasks.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"tasks:
-  - name: whoami
-    schedule: '@hourly'
-    command: [{bin}, whoami]
-    env:
-      RUCIO_CFG_AUTH_TYPE: oidc
-      RUCIO_CFG_RUCIO_HOST: {url}
-      RUCIO_CFG_ACCOUNT: robot
-    credentials:
-      bearer: {{scopes: read, audience: "https://api.test.example"}}
-"#,
-            bin = rucio.get("RUCIO_BIN"),
-            url = rucio.get("RUCIO_URL"),
-        ),
-    )
-    .unwrap();
+    let file = oidc_task(
+        &user,
+        &rucio,
+        &format!("'{} whoami'", rucio.get("RUCIO_BIN")),
+        "",
+    );
     let run = tasks_run(
         &user,
         &file,
-        "whoami",
+        "long",
         &[
             ("CREDKEEPER_ISSUER", op.issuer()),
             ("CREDKEEPER_CLIENT_ID", "robot-client"),
