@@ -130,11 +130,37 @@ pub async fn run(
     tokens: Option<Arc<dyn TokenSource>>,
     options: &RunOptions,
 ) -> Outcome {
+    run_from(task, rendered, tokens, options, None).await
+}
+
+/// [`run`], the first attempt with what [`prepare`] made ready before the due time (or why
+/// it could not); later attempts prepare afresh.
+pub async fn run_from(
+    task: &Task,
+    rendered: &Rendered,
+    tokens: Option<Arc<dyn TokenSource>>,
+    options: &RunOptions,
+    mut first: Option<Result<Prepared, String>>,
+) -> Outcome {
     let started = Timestamp::now();
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut outcome = attempt_once(task, rendered, tokens.clone(), options).await;
+        let prepared = match first.take() {
+            Some(p) => p,
+            None => prepare(task, rendered, tokens.clone(), options).await,
+        };
+        let mut outcome = match prepared {
+            Ok(p) => execute(task, rendered, p, options).await,
+            Err(reason) => Outcome {
+                status: None,
+                attempts: 0,
+                started,
+                ended: Timestamp::now(),
+                reason: Some(reason),
+                output: String::new(),
+            },
+        };
         outcome.attempts = attempt;
         outcome.started = started;
         if outcome.succeeded() || attempt > task.retries {
@@ -152,10 +178,108 @@ pub async fn run(
     }
 }
 
-async fn attempt_once(
+/// A run made ready to start: its private directory with the credentials in it (kept
+/// fresh from now on) and the command's environment. Dropped unused, it takes them away.
+pub struct Prepared {
+    dir: tempfile::TempDir,
+    env: std::collections::BTreeMap<String, String>,
+    /// Values to redact from the output: filled templates and tokens.
+    secrets: Vec<String>,
+    /// What would override the run's config, from credkeeper's own environment.
+    env_remove: &'static [&'static str],
+    refreshers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        for r in &self.refreshers {
+            r.abort();
+        }
+    }
+}
+
+/// Make a run ready: the private directory, then the credentials (a failure here means
+/// the command must not start), the Rucio config and the task file.
+pub async fn prepare(
     task: &Task,
     rendered: &Rendered,
     tokens: Option<Arc<dyn TokenSource>>,
+    options: &RunOptions,
+) -> Result<Prepared, String> {
+    let dir = run_dir(&options.base_dir, &task.name).map_err(|e| {
+        format!(
+            "cannot make the run's private directory in {}: {e}",
+            options.base_dir.display()
+        )
+    })?;
+    let mut prepared = Prepared {
+        dir,
+        env: rendered.env.clone(),
+        secrets: rendered.secrets.clone(),
+        env_remove: &[],
+        refreshers: Vec::new(),
+    };
+    if let Some(spec) = &task.credentials.bearer {
+        let Some(source) = tokens.clone() else {
+            return Err(
+                "the task declares a bearer token but no token source is configured".into(),
+            );
+        };
+        let path = prepared.dir.path().join("bearer_token");
+        let (token, expires) = source
+            .token(spec)
+            .await
+            .map_err(|e| format!("authentication failed: {e}"))?;
+        write_private(&path, format!("{}\n", token.expose()).as_bytes())
+            .map_err(|e| format!("cannot write the bearer token file: {e}"))?;
+        prepared.secrets.push(token.expose().to_string());
+        prepared
+            .env
+            .insert("BEARER_TOKEN_FILE".into(), path.display().to_string());
+        prepared.refreshers.push(tokio::spawn(keep_fresh(
+            source,
+            spec.clone(),
+            path,
+            expires,
+            true,
+        )));
+    }
+    // Rucio: a private rucio.cfg from the task's RUCIO_CFG_* (which the task never sees).
+    if let Some(settings) = crate::rucio::RucioSettings::take(&mut prepared.env) {
+        let Prepared {
+            dir,
+            env,
+            secrets,
+            refreshers,
+            ..
+        } = &mut prepared;
+        if let Some(fresh) = prepare_rucio(&settings, dir.path(), env, secrets).await? {
+            refreshers.push(fresh);
+        }
+        prepared.env_remove = &[
+            "RUCIO_HOME",
+            "RUCIO_ACCOUNT",
+            "RUCIO_AUTH_TYPE",
+            "X509_CERT_DIR",
+            "BEARER_TOKEN",
+        ];
+    }
+    if let Some(text) = &rendered.task_file {
+        let path = prepared.dir.path().join("task.yml");
+        write_private(&path, text.as_bytes())
+            .map_err(|e| format!("cannot write the task file: {e}"))?;
+        prepared
+            .env
+            .insert("TASK_FILE_PATH".into(), path.display().to_string());
+    }
+    Ok(prepared)
+}
+
+/// Start the prepared run's command and see it to its end.
+async fn execute(
+    task: &Task,
+    rendered: &Rendered,
+    prepared: Prepared,
     options: &RunOptions,
 ) -> Outcome {
     let now = Timestamp::now();
@@ -167,72 +291,6 @@ async fn attempt_once(
         reason: Some(reason),
         output: String::new(),
     };
-    let dir = match run_dir(&options.base_dir, &task.name) {
-        Ok(d) => d,
-        Err(e) => {
-            return failed(format!(
-                "cannot make the run's private directory in {}: {e}",
-                options.base_dir.display()
-            ));
-        }
-    };
-    let mut env = rendered.env.clone();
-    let mut secrets = rendered.secrets.clone();
-    // Credentials first: without them the command does not start.
-    let mut refresher = None;
-    if let Some(spec) = &task.credentials.bearer {
-        let Some(source) = tokens.clone() else {
-            return failed(
-                "the task declares a bearer token but no token source is configured".into(),
-            );
-        };
-        let path = dir.path().join("bearer_token");
-        let (token, expires) = match source.token(spec).await {
-            Ok(t) => t,
-            Err(e) => return failed(format!("authentication failed: {e}")),
-        };
-        if let Err(e) = write_private(&path, format!("{}\n", token.expose()).as_bytes()) {
-            return failed(format!("cannot write the bearer token file: {e}"));
-        }
-        secrets.push(token.expose().to_string());
-        env.insert("BEARER_TOKEN_FILE".into(), path.display().to_string());
-        refresher = Some(tokio::spawn(keep_fresh(
-            source,
-            spec.clone(),
-            path,
-            expires,
-            true,
-        )));
-    }
-    // Rucio: a private rucio.cfg from the task's RUCIO_CFG_* (which the task never sees).
-    let mut rucio_refresher = None;
-    let mut command_env_remove: Vec<&str> = Vec::new();
-    if let Some(settings) = crate::rucio::RucioSettings::take(&mut env) {
-        match prepare_rucio(&settings, dir.path(), &mut env, &mut secrets).await {
-            Ok(fresh) => rucio_refresher = fresh,
-            Err(e) => {
-                if let Some(r) = refresher {
-                    r.abort();
-                }
-                return failed(e);
-            }
-        }
-        // What would override the run's config, from credkeeper's own environment.
-        command_env_remove = vec![
-            "RUCIO_HOME",
-            "RUCIO_ACCOUNT",
-            "RUCIO_AUTH_TYPE",
-            "X509_CERT_DIR",
-            "BEARER_TOKEN",
-        ];
-    }
-    if let Some(text) = &rendered.task_file {
-        let path = dir.path().join("task.yml");
-        if let Err(e) = write_private(&path, text.as_bytes()) {
-            return failed(format!("cannot write the task file: {e}"));
-        }
-        env.insert("TASK_FILE_PATH".into(), path.display().to_string());
-    }
     let (program, args): (&str, Vec<&str>) = if task.shell {
         ("/bin/sh", vec!["-c", rendered.command[0].as_str()])
     } else {
@@ -242,12 +300,12 @@ async fn attempt_once(
         )
     };
     let mut command = tokio::process::Command::new(program);
-    for name in command_env_remove {
+    for name in prepared.env_remove {
         command.env_remove(name);
     }
     command
         .args(&args)
-        .envs(&env)
+        .envs(&prepared.env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -259,12 +317,7 @@ async fn attempt_once(
     }
     let mut child = match command.spawn() {
         Ok(c) => c,
-        Err(e) => {
-            if let Some(r) = refresher {
-                r.abort();
-            }
-            return failed(format!("cannot start `{program}`: {e}"));
-        }
+        Err(e) => return failed(format!("cannot start `{program}`: {e}")),
     };
     let pid = child.id();
     // A run dropped midway (Replace, a stop) takes its whole process group with it.
@@ -331,10 +384,7 @@ async fn attempt_once(
         }
     };
     group.disarm();
-    if let Some(r) = refresher {
-        r.abort();
-    }
-    if let Some(r) = rucio_refresher {
+    for r in &prepared.refreshers {
         r.abort();
     }
     for r in readers {
@@ -345,12 +395,13 @@ async fn attempt_once(
         bytes.drain(..bytes.len() - cap);
     }
     let mut output = String::from_utf8_lossy(&bytes).into_owned();
-    for s in &secrets {
+    for s in &prepared.secrets {
         if !s.is_empty() {
             output = output.replace(s.as_str(), "[redacted]");
         }
     }
-    drop(dir);
+    // The run's private directory goes with it.
+    drop(prepared);
     Outcome {
         status,
         attempts: 0,

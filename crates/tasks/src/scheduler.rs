@@ -3,7 +3,9 @@
 //! due run is skipped while one runs; Replace: the running one is stopped and the new one
 //! starts), runs missed while the scheduler was down (the latest is made up at start when
 //! its due time is within `startingDeadlineSeconds`, or always when that is unset; the
-//! others are counted as missed), and jitter (a random delay up to it).
+//! others are counted as missed), and jitter (a random delay up to it). Each run is made
+//! ready two seconds before it is due (values filled, directory made, credentials
+//! obtained), so its start waits for no identity provider.
 //! Definitions are reloaded on request; a stop lets running tasks finish for a grace
 //! period, then stops them (their credentials are removed either way).
 
@@ -100,6 +102,45 @@ fn jitter(max: i64) -> u64 {
     u64::from_le_bytes(b) % (max as u64 + 1)
 }
 
+/// How long before its due time a run is made ready (values filled, directory made,
+/// credentials obtained), so that the start itself waits for none of that.
+const PREPARE_AHEAD: chrono::Duration = chrono::Duration::seconds(2);
+
+type Prepared = (Rendered, Result<crate::run::Prepared, String>);
+
+/// A run being made ready in the background; dropped (a Forbid skip, a reload, a stop), it
+/// takes what it made with it.
+struct Preparation(JoinHandle<Result<Prepared, TaskError>>);
+
+impl Preparation {
+    fn start(task: &Task, hooks: &Hooks, options: &Arc<RunOptions>) -> Preparation {
+        let (task, render, tokens, options) = (
+            task.clone(),
+            hooks.render.clone(),
+            hooks.tokens.clone(),
+            options.clone(),
+        );
+        Preparation(tokio::spawn(async move {
+            let rendered = render(&task)?;
+            let prepared = crate::run::prepare(&task, &rendered, tokens, &options).await;
+            Ok((rendered, prepared))
+        }))
+    }
+
+    async fn finish(mut self) -> Result<Prepared, String> {
+        match (&mut self.0).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("preparing the run: {e}")),
+        }
+    }
+}
+
+impl Drop for Preparation {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Run until `stop` turns true; reload the definitions whenever `reload` changes.
 pub async fn serve(
     hooks: Hooks,
@@ -137,12 +178,19 @@ pub async fn serve(
             next.insert(t.name.clone(), n);
         }
     }
+    // Runs made ready ahead of their due time: (due, the preparation).
+    let mut ready: HashMap<String, (DateTime<Utc>, Preparation)> = HashMap::new();
     loop {
+        // Each task's next moment: when to prepare its run, or (that passed) its due time.
+        let now = Utc::now();
         let wake = next
             .values()
+            .map(|due| {
+                let prepare_at = *due - PREPARE_AHEAD;
+                if prepare_at > now { prepare_at } else { *due }
+            })
             .min()
-            .copied()
-            .unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(60));
+            .unwrap_or_else(|| now + chrono::Duration::seconds(60));
         let wait = (wake - Utc::now()).to_std().unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -161,6 +209,8 @@ pub async fn serve(
                                     }
                                 }
                             }
+                            // What was prepared from the old definitions is not used.
+                            ready.clear();
                             tasks = new;
                         }
                         Err(e) => tracing::error!("reload failed, keeping the definitions in effect: {e}"),
@@ -176,11 +226,26 @@ pub async fn serve(
                 continue;
             };
             if due > now {
+                // Soon due: make it ready now, so its start waits for no login or file
+                // (unless Forbid will skip it: a run is still going).
+                let busy = task.concurrency == Concurrency::Forbid
+                    && running
+                        .get(&task.name)
+                        .is_some_and(|l| l.iter().any(|h| !h.is_finished()));
+                let prepared = ready.get(&task.name).is_some_and(|(d, _)| *d == due);
+                if due - PREPARE_AHEAD <= now && !prepared && !busy {
+                    let p = Preparation::start(task, &hooks, &run_options);
+                    ready.insert(task.name.clone(), (due, p));
+                }
                 continue;
             }
             if let Some(n) = task.schedule.next_after(now) {
                 next.insert(task.name.clone(), n);
             }
+            let preparation = ready
+                .remove(&task.name)
+                .filter(|(d, _)| *d == due)
+                .map(|(_, p)| p);
             let list = running.entry(task.name.clone()).or_default();
             list.retain(|h| !h.is_finished());
             match task.concurrency {
@@ -196,17 +261,20 @@ pub async fn serve(
                 }
                 _ => {}
             }
-            let (task, render, finished, tokens, options) = (
+            let preparation =
+                preparation.unwrap_or_else(|| Preparation::start(task, &hooks, &run_options));
+            let (task, finished, tokens, options) = (
                 task.clone(),
-                hooks.render.clone(),
                 hooks.finished.clone(),
                 hooks.tokens.clone(),
                 run_options.clone(),
             );
             list.push(tokio::spawn(async move {
                 tokio::time::sleep(std::time::Duration::from_secs(jitter(task.jitter_secs))).await;
-                let outcome = match render(&task) {
-                    Ok(rendered) => crate::run::run(&task, &rendered, tokens, &options).await,
+                let outcome = match preparation.finish().await {
+                    Ok((rendered, first)) => {
+                        crate::run::run_from(&task, &rendered, tokens, &options, Some(first)).await
+                    }
                     Err(e) => Outcome {
                         status: None,
                         attempts: 0,
@@ -337,6 +405,87 @@ mod tests {
         assert_eq!(
             missed(&narrow, last, at("2026-12-01T11:00:30Z")),
             make_up("2026-12-01T11:00:00Z", 179)
+        );
+    }
+
+    /// Tokens that take `delay` to come, as from a slow identity provider.
+    struct SlowTokens(std::time::Duration);
+
+    impl TokenSource for SlowTokens {
+        fn token<'a>(
+            &'a self,
+            _: &'a crate::definition::BearerSpec,
+        ) -> crate::run::TokenFuture<'a> {
+            Box::pin(async move {
+                tokio::time::sleep(self.0).await;
+                Ok((
+                    credkeeper_core::Secret::new("slow-token-value"),
+                    Timestamp::now().plus_secs(300),
+                ))
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_is_prepared_ahead_so_a_slow_login_does_not_delay_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let starts = dir.path().join("starts");
+        let yaml = dir.path().join("t.yaml");
+        std::fs::write(
+            &yaml,
+            format!(
+                "tasks:\n- name: slow-login\n  schedule: '@every 4s'\n  shell: true\n  command: 'test -s \"$BEARER_TOKEN_FILE\" && date +%s.%N >> {}'\n  credentials: {{bearer: {{}}}}\n",
+                starts.display()
+            ),
+        )
+        .unwrap();
+        let options = crate::definition::Options::default();
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let hooks = Hooks {
+            load: Box::new(move || {
+                crate::definition::load(&yaml, &options).map_err(|e| e.to_string())
+            }),
+            render: Arc::new(|t: &Task| {
+                struct NoVars;
+                impl crate::template::Vars for NoVars {
+                    fn get(&self, _: &str) -> Option<String> {
+                        None
+                    }
+                }
+                t.render(&NoVars, &crate::definition::Options::default())
+            }),
+            last_started: Box::new(|_| None),
+            finished: Arc::new(move |_: &Task, o: &Outcome| {
+                let _ = done_tx.send(o.clone());
+            }),
+            skipped: Arc::new(|_, _| {}),
+            missed: Box::new(|_, _| {}),
+            tokens: Some(Arc::new(SlowTokens(std::time::Duration::from_millis(1500)))),
+        };
+        let run_options = Arc::new(RunOptions {
+            base_dir: dir.path().to_path_buf(),
+            output_cap: 4096,
+            grace_secs: 1,
+        });
+        let (_reload_tx, reload_rx) = watch::channel(0u64);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let scheduler = tokio::spawn(serve(hooks, run_options, 1, reload_rx, stop_rx));
+        // The first slot may come before there was time to prepare; the second may not.
+        for _ in 0..2 {
+            let outcome = tokio::time::timeout(std::time::Duration::from_secs(15), done_rx.recv())
+                .await
+                .expect("a run within 15 s")
+                .unwrap();
+            assert!(outcome.succeeded(), "{outcome:?}");
+        }
+        stop_tx.send(true).unwrap();
+        scheduler.await.unwrap().unwrap();
+        let text = std::fs::read_to_string(&starts).unwrap();
+        let second: f64 = text.lines().nth(1).unwrap().parse().unwrap();
+        let lag = second - (second / 4.0).floor() * 4.0;
+        assert!(
+            lag < 0.5,
+            "started {lag:.3} s after its due time; the 1.5 s login was not done ahead"
         );
     }
 }
