@@ -658,7 +658,7 @@ else:
         check("credkeeper tasks validate tasks.yaml --secret-dir <the Secret's keys>", rc == 0, out)
         rc, out = ck("tasks", "list", tf)
         check("credkeeper tasks list tasks.yaml: every task scheduled, none disabled",
-              rc == 0 and all(re.search(rf"^{re.escape(n)}\s.*\senabled$", out.replace(" / ", "\n"), re.M)
+              rc == 0 and all(re.search(rf"^{re.escape(n)}\s.*\senabled\s", out.replace(" / ", "\n"), re.M)
                               for n in own_tasks), out)
         rc, out = ck("tasks", "validate", tf, "--secret-dir", os.path.join(t, "empty"))
         check("credkeeper tasks validate refuses tasks.yaml without the Secret (the check is live)",

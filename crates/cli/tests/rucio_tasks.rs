@@ -231,7 +231,7 @@ audiences = ["*"]
 }
 
 #[test]
-fn an_oidc_task_gets_its_token_straight_from_the_issuer() {
+fn an_oidc_task_and_a_values_files_oidc_cronjob_get_their_token_straight_from_the_issuer() {
     let op = Op::start();
     let rucio = rucio(Some(op.issuer()));
     let user = User::new();
@@ -260,4 +260,41 @@ fn an_oidc_task_gets_its_token_straight_from_the_issuer() {
         "{}",
         run.stdout
     );
+
+    // rucio-task-manager's values file has no `credentials`: its oidc cronjob gets the
+    // token its client would ask for (here the server's scope and audience).
+    let runner = user.path("rtm-run");
+    std::fs::write(
+        &runner,
+        format!(
+            "#!/bin/sh\ntest -f \"$TASK_FILE_PATH\" || exit 9\nexec {} whoami\n",
+            rucio.get("RUCIO_BIN")
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let values = user.path("values.yaml");
+    std::fs::write(
+        &values,
+        format!(
+            "config:\n  RUCIO_CFG_RUCIO_HOST: {}\n  RUCIO_CFG_ACCOUNT: robot\n  RUCIO_CFG_AUTH_TYPE: oidc\n  RUCIO_CFG_CLIENT_OIDC_SCOPE: read\n  RUCIO_CFG_CLIENT_OIDC_AUDIENCE: https://api.test.example\ncronjobs:\n  - name: whoami\n    minute: '*/10'\n    task_file_yaml:\n      who:\n        module_name: tasks.who\n        class_name: Who\n",
+            rucio.get("RUCIO_URL")
+        ),
+    )
+    .unwrap();
+    let run = tasks_run(
+        &user,
+        &values,
+        "whoami",
+        &[
+            ("CREDKEEPER_ISSUER", op.issuer()),
+            ("CREDKEEPER_CLIENT_ID", "robot-client"),
+            ("CREDKEEPER_CLIENT_SECRET_FILE", secret.to_str().unwrap()),
+            ("CREDKEEPER_TASKS_RUNNER", runner.to_str().unwrap()),
+        ],
+    )
+    .ok()
+    .never_shows(&["robot-secret"]);
+    assert!(run.stdout.contains("account    : robot"), "{}", run.stdout);
 }

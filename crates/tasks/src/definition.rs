@@ -328,6 +328,11 @@ fn own_task(file: &str, t: OwnTask) -> Result<Task, TaskError> {
         }
         CommandSpec::Argv(_) => return Err(task_err("empty command".into())),
     };
+    if crate::rucio::wants_bearer(&t.env) && t.credentials.bearer.is_none() {
+        return Err(task_err(
+            "RUCIO_CFG_AUTH_TYPE oidc needs credentials.bearer, the token the run keeps fresh (e.g. {scopes: 'openid profile', audience: rucio})".into(),
+        ));
+    }
     let mut names: Vec<String> = command.iter().flat_map(|c| placeholder_names(c)).collect();
     names.extend(t.env.values().flat_map(|v| placeholder_names(v)));
     names.sort();
@@ -418,6 +423,10 @@ fn values_tasks(file: &str, values: Values, options: &Options) -> Result<Vec<Tas
         names.retain(|n| !n.starts_with("secret:") && !secret_names.contains(n));
         names.sort();
         names.dedup();
+        // The format has no credentials: an oidc task gets the token its client would.
+        let credentials = Credentials {
+            bearer: crate::rucio::values_bearer(&job_env),
+        };
         tasks.push(Task {
             name: job.name.clone(),
             file: file.to_string(),
@@ -433,7 +442,7 @@ fn values_tasks(file: &str, values: Values, options: &Options) -> Result<Vec<Tas
             concurrency: Concurrency::Allow,
             starting_deadline_secs: None,
             jitter_secs: 0,
-            credentials: Credentials::default(),
+            credentials,
             task_file,
             disabled: job.disabled.as_ref().is_some_and(yaml_truthy),
             names,
@@ -761,6 +770,25 @@ mod tests {
         assert!(r.task_file.unwrap().contains("text: hello from a secret"));
         assert!(r.secrets.contains(&"hello from a secret".to_string()));
         assert_eq!(tasks[1].env["TASK_FILE_PATH"], "etc/tasks/stubs.yml");
+        assert_eq!(
+            stubs.credentials.bearer, None,
+            "userpass needs no bearer token"
+        );
+        // An oidc cronjob gets the bearer token its Rucio client would ask for.
+        let oidc = write(
+            dir.path(),
+            "oidc.yaml",
+            "config:\n  RUCIO_CFG_AUTH_TYPE: oidc\n  RUCIO_CFG_CLIENT_OIDC_AUDIENCE: https://rucio.example\ncronjobs:\n  - name: o\n    task_file_path: etc/tasks/o.yml\n",
+        );
+        let o = load(&oidc, &options).unwrap().remove(0);
+        assert_eq!(
+            o.credentials.bearer,
+            Some(BearerSpec {
+                provider: None,
+                scopes: Some("openid profile".into()),
+                audience: Some("https://rucio.example".into()),
+            })
+        );
         // Without the runner, or with the secret missing: errors that say so.
         let err = load(&p, &Options::default()).unwrap_err().to_string();
         assert!(err.contains("need the site's runner command"), "{err}");
@@ -798,6 +826,10 @@ mod tests {
                 "unknown field `colour`",
             ),
             ("something: else\n", "neither `tasks`"),
+            (
+                "tasks:\n- name: a\n  schedule: '@hourly'\n  command: [rucio, whoami]\n  env: {RUCIO_CFG_AUTH_TYPE: oidc}\n",
+                "task `a`: RUCIO_CFG_AUTH_TYPE oidc needs credentials.bearer",
+            ),
         ] {
             let p = write(dir.path(), "t.yaml", text);
             let err = load(&p, &Options::default()).unwrap_err().to_string();

@@ -55,6 +55,34 @@ impl RucioSettings {
     }
 }
 
+/// A `RUCIO_CFG_*` (or `RUCIO_CFG_CLIENT_*`) value as written in a definition.
+fn setting<'a>(env: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
+    env.get(&format!("RUCIO_CFG_{name}"))
+        .or_else(|| env.get(&format!("RUCIO_CFG_CLIENT_{name}")))
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+/// Whether the task authenticates to Rucio with a bearer token (`auth_type = oidc`).
+pub fn wants_bearer(env: &BTreeMap<String, String>) -> bool {
+    setting(env, "AUTH_TYPE") == Some("oidc")
+}
+
+/// The bearer token an `oidc` task of a rucio-task-manager values file gets (that format
+/// has no `credentials`): the scope and audience its Rucio client would ask for
+/// (`oidc_scope`, `oidc_audience`; the client's defaults `openid profile` and `rucio`).
+pub fn values_bearer(env: &BTreeMap<String, String>) -> Option<crate::definition::BearerSpec> {
+    wants_bearer(env).then(|| crate::definition::BearerSpec {
+        provider: None,
+        scopes: Some(
+            setting(env, "OIDC_SCOPE")
+                .unwrap_or("openid profile")
+                .into(),
+        ),
+        audience: Some(setting(env, "OIDC_AUDIENCE").unwrap_or("rucio").into()),
+    })
+}
+
 /// A Rucio session token from `/auth/userpass`, and when it expires.
 pub async fn userpass_token(
     s: &RucioSettings,
