@@ -120,16 +120,7 @@ fn a_missing_or_unwritable_out_directory_is_named() {
     let op = Op::start();
     let user = User::new();
     let secret = user.secret_file("s", "robot-secret", 0o600);
-    let base = [
-        "get",
-        "--issuer",
-        op.issuer(),
-        "--client-id",
-        "robot-client",
-        "--client-secret-file",
-        secret.to_str().unwrap(),
-        "-o",
-    ];
+    let base = [&["get"][..], &op.robot_client_args(&secret), &["-o"]].concat();
     let missing = user.path("no/such/dir/tok");
     user.run(&[&base[..], &[missing.to_str().unwrap()]].concat())
         .fails(1, "directory")

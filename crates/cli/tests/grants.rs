@@ -7,17 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 
 fn robot_get(user: &User, op: &Op, out: &std::path::Path, extra: &[&str]) -> Run {
     let secret = user.secret_file("robot.secret", "robot-secret", 0o600);
-    let mut args = vec![
-        "get",
-        "--issuer",
-        op.issuer(),
-        "--client-id",
-        "robot-client",
-        "--client-secret-file",
-        secret.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ];
+    let mut args = vec!["get"];
+    args.extend(op.robot_client_args(&secret));
+    args.extend(["-o", out.to_str().unwrap()]);
     args.extend_from_slice(extra);
     user.run(&args)
 }

@@ -242,18 +242,15 @@ fn an_oidc_task_and_a_values_files_oidc_cronjob_get_their_token_straight_from_th
         &format!("'{} whoami'", rucio.get("RUCIO_BIN")),
         "",
     );
-    let run = tasks_run(
-        &user,
-        &file,
-        "long",
-        &[
-            ("CREDKEEPER_ISSUER", op.issuer()),
-            ("CREDKEEPER_CLIENT_ID", "robot-client"),
-            ("CREDKEEPER_CLIENT_SECRET_FILE", secret.to_str().unwrap()),
-        ],
-    )
-    .ok()
-    .never_shows(&["robot-secret"]);
+    // The token source: the provider's robot client, straight.
+    let issuer = [
+        ("CREDKEEPER_ISSUER", op.issuer()),
+        ("CREDKEEPER_CLIENT_ID", "robot-client"),
+        ("CREDKEEPER_CLIENT_SECRET_FILE", secret.to_str().unwrap()),
+    ];
+    let run = tasks_run(&user, &file, "long", &issuer)
+        .ok()
+        .never_shows(&["robot-secret"]);
     assert!(run.stdout.contains("account    : robot"), "{}", run.stdout);
     assert!(
         !run.stdout.contains("Cannot authenticate"),
@@ -288,11 +285,10 @@ fn an_oidc_task_and_a_values_files_oidc_cronjob_get_their_token_straight_from_th
         &values,
         "whoami",
         &[
-            ("CREDKEEPER_ISSUER", op.issuer()),
-            ("CREDKEEPER_CLIENT_ID", "robot-client"),
-            ("CREDKEEPER_CLIENT_SECRET_FILE", secret.to_str().unwrap()),
-            ("CREDKEEPER_TASKS_RUNNER", runner.to_str().unwrap()),
-        ],
+            &issuer[..],
+            &[("CREDKEEPER_TASKS_RUNNER", runner.to_str().unwrap())],
+        ]
+        .concat(),
     )
     .ok()
     .never_shows(&["robot-secret"]);

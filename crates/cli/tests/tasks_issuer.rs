@@ -51,14 +51,7 @@ fn a_task_gets_client_credentials_tokens_from_the_issuer_with_its_own_scopes() {
         &user,
         "{scopes: 'read storage.read:/', audience: https://api.test.example}",
     );
-    let issuer = [
-        "--issuer",
-        op.issuer(),
-        "--client-id",
-        "robot-client",
-        "--client-secret-file",
-        secret.to_str().unwrap(),
-    ];
+    let issuer = op.robot_client_args(&secret);
     tasks_run(&user, &file, &issuer)
         .ok()
         .never_shows(&["robot-secret"]);

@@ -9,21 +9,21 @@ use common::*;
 fn robot_token(user: &User, op: &Op, scopes: &str) -> std::path::PathBuf {
     let secret = user.secret_file("s", "robot-secret", 0o600);
     let out = user.path("tok");
-    user.run(&[
-        "get",
-        "--issuer",
-        op.issuer(),
-        "--client-id",
-        "robot-client",
-        "--client-secret-file",
-        secret.to_str().unwrap(),
-        "--scopes",
-        scopes,
-        "--audience",
-        "https://api.test.example",
-        "-o",
-        out.to_str().unwrap(),
-    ])
+    user.run(
+        &[
+            &["get"][..],
+            &op.robot_client_args(&secret),
+            &[
+                "--scopes",
+                scopes,
+                "--audience",
+                "https://api.test.example",
+                "-o",
+                out.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    )
     .ok();
     out
 }

@@ -86,6 +86,19 @@ impl Op {
         self.get("OP_ISSUER")
     }
 
+    /// `--issuer … --client-id robot-client --client-secret-file SECRET`: this provider's
+    /// confidential robot client (its secret is `robot-secret`).
+    pub fn robot_client_args<'a>(&'a self, secret: &'a Path) -> [&'a str; 6] {
+        [
+            "--issuer",
+            self.issuer(),
+            "--client-id",
+            "robot-client",
+            "--client-secret-file",
+            secret.to_str().unwrap(),
+        ]
+    }
+
     pub fn stop(&self) {
         let _ = Command::new(testbed().join("stop-op.sh"))
             .arg(self.state.path())
