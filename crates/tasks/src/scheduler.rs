@@ -65,22 +65,33 @@ pub fn missed(task: &Task, last: Option<Timestamp>, now: DateTime<Utc>) -> Misse
     let Some(last) = last.and_then(|l| DateTime::from_timestamp(l.unix(), 0)) else {
         return Missed::default();
     };
-    let window = task
-        .starting_deadline_secs
-        .map(|d| now - chrono::Duration::seconds(d));
-    let (mut due, mut in_window, mut latest) = (0, 0, None);
-    let mut after = last;
-    while let Some(next) = task.schedule.next_after(after) {
-        if next > now || due == COUNT_LIMIT {
-            break;
+    // Due times after `from` and up to now that are `>= since`: how many (up to `limit`)
+    // and the last one counted.
+    let count = |from: DateTime<Utc>, since: DateTime<Utc>, limit: u64| {
+        let (mut n, mut latest, mut after) = (0, None, from);
+        while let Some(next) = task.schedule.next_after(after) {
+            if next > now || n == limit {
+                break;
+            }
+            if next >= since {
+                n += 1;
+                latest = Some(next);
+            }
+            after = next;
         }
-        due += 1;
-        if window.is_none_or(|w| next >= w) {
-            in_window += 1;
-            latest = Some(next);
+        (n, latest)
+    };
+    // The deadline's window is walked from its start, not from the last run: a frequent
+    // task down for long still has its latest due time found.
+    let (from, since) = match task.starting_deadline_secs {
+        Some(d) => {
+            let since = now - chrono::Duration::seconds(d);
+            (last.max(since - chrono::Duration::seconds(1)), since)
         }
-        after = next;
-    }
+        None => (last, last),
+    };
+    let (in_window, latest) = count(from, since, MISSED_LIMIT + 1);
+    let (due, _) = count(last, last, COUNT_LIMIT);
     let too_many = in_window > MISSED_LIMIT;
     let make_up = latest.filter(|_| !too_many);
     Missed {
@@ -405,6 +416,13 @@ mod tests {
         assert_eq!(
             missed(&narrow, last, at("2026-12-01T11:00:30Z")),
             make_up("2026-12-01T11:00:00Z", 179)
+        );
+        // A frequent task down for long: the count stops at COUNT_LIMIT, the latest due
+        // time within the deadline is still found and made up.
+        let frequent = task("@every 1s", Some(5));
+        assert_eq!(
+            missed(&frequent, last, at("2026-12-01T11:00:00Z")),
+            make_up("2026-12-01T11:00:00Z", COUNT_LIMIT - 1)
         );
     }
 
