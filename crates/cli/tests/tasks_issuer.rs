@@ -1,7 +1,8 @@
 //! `credkeeper tasks run` with bearer tokens straight from an issuer — the test OpenID
 //! Provider, no broker: client credentials for a confidential client; the refresh token a
 //! `credkeeper login` stored for a public one; and that login revoked, or expired, failing
-//! the run with the reason before the command starts, with nothing left behind.
+//! the run with the reason before the command starts, with nothing left behind; and the
+//! scheduler preparing each run with a token from the issuer.
 
 mod common;
 use common::*;
@@ -138,4 +139,66 @@ fn an_expired_login_fails_the_run_before_it_starts() {
         })
         .collect();
     assert!(leftovers.is_empty(), "no run directory left: {leftovers:?}");
+}
+
+#[test]
+fn the_scheduler_prepares_each_run_with_a_token_from_the_issuer() {
+    let op = Op::start();
+    let user = User::new();
+    let secret = user.secret_file("client.secret", "robot-secret", 0o600);
+    let tokens = user.path("tokens");
+    let file = user.path("sched.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "tasks:\n- name: every-2s\n  schedule: '@every 2s'\n  shell: true\n  command: 'cat \"$BEARER_TOKEN_FILE\" >> {}'\n  credentials:\n    bearer: {{scopes: read, audience: https://api.test.example}}\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = user.cmd();
+    cmd.args(["tasks", "serve"])
+        .arg(&file)
+        .args(op.robot_client_args(&secret));
+    let mut serve = Spawned::start(cmd);
+    serve.wait_for("task(s) scheduled");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_to_string(&tokens)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "two runs in 20 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(serve.child.id() as i32, libc::SIGTERM) };
+    let (code, log) = serve.finish();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        !log.contains("robot-secret") && !log.contains("eyJ"),
+        "{log}"
+    );
+    for token in read(&tokens).lines().take(2) {
+        let c = claims(token);
+        assert_eq!(
+            (c["sub"].as_str(), c["scope"].as_str(), c["aud"].as_str()),
+            (
+                Some("robot-client"),
+                Some("read"),
+                Some("https://api.test.example")
+            )
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(user.path(""))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("credkeeper-task")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
