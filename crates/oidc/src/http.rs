@@ -68,6 +68,12 @@ impl Http {
         Ok(Http { client })
     }
 
+    /// The configured client (timeouts, trusted CAs, no redirects) for a protocol this crate
+    /// does not speak itself, such as Rucio's header login.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// GET a JSON document, retrying transient failures.
     pub async fn get_json<T: DeserializeOwned>(
         &self,

@@ -86,7 +86,7 @@ pub fn values_bearer(env: &BTreeMap<String, String>) -> Option<crate::definition
 /// A Rucio session token from `/auth/userpass`, and when it expires.
 pub async fn userpass_token(
     s: &RucioSettings,
-    ca_pem: Option<&[u8]>,
+    http: &credkeeper_oidc::Http,
 ) -> Result<(Secret, Timestamp), String> {
     let auth_host = s
         .auth_host
@@ -99,16 +99,10 @@ pub async fn userpass_token(
             "userpass needs RUCIO_CFG_ACCOUNT, RUCIO_CFG_USERNAME and RUCIO_CFG_PASSWORD".into(),
         );
     };
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .timeout(std::time::Duration::from_secs(30));
-    if let Some(pem) = ca_pem {
-        builder = builder
-            .tls_certs_only(reqwest::Certificate::from_pem_bundle(pem).map_err(|e| e.to_string())?);
-    }
-    let client = builder.build().map_err(|e| e.to_string())?;
     let url = format!("{}/auth/userpass", auth_host.trim_end_matches('/'));
-    let mut request = client
+    // The project's client: a redirect never carries the password to another host.
+    let mut request = http
+        .client()
         .get(&url)
         .header("X-Rucio-Account", account)
         .header("X-Rucio-Username", username)

@@ -178,13 +178,44 @@ pub async fn run_from(
     }
 }
 
+/// The values a run's captured output must not show (filled templates, credentials), shared
+/// with the refreshers, which add each token they write.
+#[derive(Clone, Default)]
+struct Redactions(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Redactions {
+    fn of(values: &[String]) -> Redactions {
+        let r = Redactions::default();
+        for v in values {
+            r.add(v);
+        }
+        r
+    }
+
+    fn add(&self, value: &str) {
+        if !value.is_empty() {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(value.to_string());
+        }
+    }
+
+    fn redact(&self, mut text: String) -> String {
+        for s in self.0.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            text = text.replace(s.as_str(), "[redacted]");
+        }
+        text
+    }
+}
+
 /// A run made ready to start: its private directory with the credentials in it (kept
 /// fresh from now on) and the command's environment. Dropped unused, it takes them away.
 pub struct Prepared {
     dir: tempfile::TempDir,
     env: std::collections::BTreeMap<String, String>,
     /// Values to redact from the output: filled templates and tokens.
-    secrets: Vec<String>,
+    secrets: Redactions,
     /// What would override the run's config, from credkeeper's own environment.
     env_remove: &'static [&'static str],
     refreshers: Vec<tokio::task::JoinHandle<()>>,
@@ -215,7 +246,7 @@ pub async fn prepare(
     let mut prepared = Prepared {
         dir,
         env: rendered.env.clone(),
-        secrets: rendered.secrets.clone(),
+        secrets: Redactions::of(&rendered.secrets),
         env_remove: &[],
         refreshers: Vec::new(),
     };
@@ -232,12 +263,13 @@ pub async fn prepare(
             .map_err(|e| format!("authentication failed: {e}"))?;
         write_private(&path, format!("{}\n", token.expose()).as_bytes())
             .map_err(|e| format!("cannot write the bearer token file: {e}"))?;
-        prepared.secrets.push(token.expose().to_string());
+        prepared.secrets.add(token.expose());
         prepared
             .env
             .insert("BEARER_TOKEN_FILE".into(), path.display().to_string());
         prepared.refreshers.push(tokio::spawn(keep_fresh(
             source,
+            prepared.secrets.clone(),
             spec.clone(),
             path,
             expires,
@@ -394,12 +426,9 @@ async fn execute(
     if bytes.len() > cap {
         bytes.drain(..bytes.len() - cap);
     }
-    let mut output = String::from_utf8_lossy(&bytes).into_owned();
-    for s in &prepared.secrets {
-        if !s.is_empty() {
-            output = output.replace(s.as_str(), "[redacted]");
-        }
-    }
+    let output = prepared
+        .secrets
+        .redact(String::from_utf8_lossy(&bytes).into_owned());
     // The run's private directory goes with it.
     drop(prepared);
     Outcome {
@@ -415,15 +444,12 @@ async fn execute(
 /// Rucio session tokens for the run's userpass settings (the password stays here).
 struct RucioTokens {
     settings: crate::rucio::RucioSettings,
-    ca_pem: Option<Vec<u8>>,
+    http: credkeeper_oidc::Http,
 }
 
 impl TokenSource for RucioTokens {
     fn token<'a>(&'a self, _spec: &'a BearerSpec) -> TokenFuture<'a> {
-        Box::pin(crate::rucio::userpass_token(
-            &self.settings,
-            self.ca_pem.as_deref(),
-        ))
+        Box::pin(crate::rucio::userpass_token(&self.settings, &self.http))
     }
 }
 
@@ -434,33 +460,36 @@ async fn prepare_rucio(
     s: &crate::rucio::RucioSettings,
     dir: &Path,
     env: &mut std::collections::BTreeMap<String, String>,
-    secrets: &mut Vec<String>,
+    secrets: &Redactions,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
     use crate::rucio::{config, private_file};
     let io = |e: std::io::Error| format!("cannot write the run's Rucio files: {e}");
-    let ca_pem = match &s.ca_cert {
-        Some(p) => Some(std::fs::read(p).map_err(|e| format!("RUCIO_CFG_CA_CERT {p}: {e}"))?),
-        None => None,
-    };
+    // Read (and checked) once: the trusted CAs of every login this run makes.
+    let http = credkeeper_oidc::Http::with_ca_file(
+        s.ca_cert.as_deref().map(Path::new),
+        credkeeper_oidc::Roots::Only,
+    )
+    .map_err(|e| format!("RUCIO_CFG_CA_CERT: {e}"))?;
     let mut files = std::collections::BTreeMap::new();
     let mut refresher = None;
     let auth_type = match s.auth_type.as_str() {
         "userpass" => {
-            let (token, expires) = crate::rucio::userpass_token(s, ca_pem.as_deref())
+            let (token, expires) = crate::rucio::userpass_token(s, &http)
                 .await
                 .map_err(|e| format!("authentication failed: {e}"))?;
             let path = private_file(dir, "rucio_token", token.expose().as_bytes()).map_err(io)?;
-            secrets.push(token.expose().to_string());
+            secrets.add(token.expose());
             if let Some(p) = &s.password {
-                secrets.push(p.expose().to_string());
+                secrets.add(p.expose());
             }
             files.insert("auth_token_file_path", path.clone());
             let source: Arc<dyn TokenSource> = Arc::new(RucioTokens {
                 settings: s.clone(),
-                ca_pem: ca_pem.clone(),
+                http: http.clone(),
             });
             refresher = Some(tokio::spawn(keep_fresh(
                 source,
+                secrets.clone(),
                 BearerSpec::default(),
                 PathBuf::from(path),
                 expires,
@@ -478,14 +507,14 @@ async fn prepare_rucio(
             "oidc"
         }
         "x509" => {
-            let mut pem_file = |value: &Option<credkeeper_core::Secret>,
-                                path: &Option<String>,
-                                name: &'static str,
-                                what: &str|
+            let pem_file = |value: &Option<credkeeper_core::Secret>,
+                            path: &Option<String>,
+                            name: &'static str,
+                            what: &str|
              -> Result<String, String> {
                 match (value, path) {
                     (Some(v), _) => {
-                        secrets.push(v.expose().to_string());
+                        secrets.add(v.expose());
                         private_file(dir, name, v.expose().as_bytes()).map_err(io)
                     }
                     (None, Some(p)) => Ok(p.clone()),
@@ -565,6 +594,7 @@ async fn stop_group(pid: Option<u32>, grace: u64, child: &mut tokio::process::Ch
 /// longer than a token's lifetime never holds an expired one.
 async fn keep_fresh(
     source: Arc<dyn TokenSource>,
+    secrets: Redactions,
     spec: BearerSpec,
     path: PathBuf,
     mut expires: Timestamp,
@@ -575,6 +605,8 @@ async fn keep_fresh(
         tokio::time::sleep(std::time::Duration::from_secs((left / 2) as u64)).await;
         match source.token(&spec).await {
             Ok((token, e)) => {
+                // Redacted before the task can read it.
+                secrets.add(token.expose());
                 let text = if newline {
                     format!("{}\n", token.expose())
                 } else {
@@ -646,7 +678,7 @@ mod tests {
         let (t, r) = task(
             dir.path(),
             &format!(
-                "tasks:\n- name: long\n  schedule: '@hourly'\n  shell: true\n  command: 'stat -c %a \"$BEARER_TOKEN_FILE\"; cat \"$BEARER_TOKEN_FILE\"; echo \"$BEARER_TOKEN_FILE\" > {0}.path; sleep 3; cat \"$BEARER_TOKEN_FILE\" > {0}'\n  credentials: {{bearer: {{scopes: read}}}}\n",
+                "tasks:\n- name: long\n  schedule: '@hourly'\n  shell: true\n  command: 'stat -c %a \"$BEARER_TOKEN_FILE\"; cat \"$BEARER_TOKEN_FILE\"; echo \"$BEARER_TOKEN_FILE\" > {0}.path; sleep 3; cat \"$BEARER_TOKEN_FILE\" > {0}; cat \"$BEARER_TOKEN_FILE\"'\n  credentials: {{bearer: {{scopes: read}}}}\n",
                 seen.display()
             ),
         );
@@ -662,8 +694,9 @@ mod tests {
             "{}",
             outcome.output
         );
+        // The refreshed token printed at the end is redacted too.
         assert!(
-            !outcome.output.contains("token-number"),
+            !outcome.output.contains("token-number") && outcome.output.ends_with("[redacted]\n"),
             "{}",
             outcome.output
         );
