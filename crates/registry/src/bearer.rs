@@ -3,9 +3,7 @@
 //! turns a keychain credential into a registry access token for a scope.
 
 use crate::Credential;
-use credkeeper_core::{Secret, Timestamp};
-use std::collections::HashMap;
-use std::sync::Mutex;
+use credkeeper_core::Secret;
 
 /// A parsed `Bearer` challenge.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,39 +75,16 @@ pub enum TokenError {
     },
 }
 
-/// Realm, service, scope, and who asked.
-type CacheKey = (String, String, String, String);
-
-/// Registry access tokens from a registry's token server, cached per realm, service,
-/// scope and credential until shortly before they expire.
+/// Registry access tokens from a registry's token server.
 pub struct TokenClient {
     http: reqwest::Client,
-    cache: Mutex<HashMap<CacheKey, (Secret, Timestamp)>>,
 }
 
-/// Tokens are not reused in their last seconds (a pull started then would fail midway).
-const MARGIN_SECS: i64 = 10;
-/// When the server names no lifetime: the token spec's default.
-const DEFAULT_SECS: i64 = 60;
-
 impl TokenClient {
-    /// Trusting the system's CAs, or only those in `ca_pem` when given.
-    pub fn new(ca_pem: Option<&[u8]>) -> Result<TokenClient, TokenError> {
-        let fail = |e: reqwest::Error| TokenError::Http {
-            url: "(HTTP client)".into(),
-            message: e.to_string(),
-        };
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .timeout(std::time::Duration::from_secs(30));
-        if let Some(pem) = ca_pem {
-            builder =
-                builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(pem).map_err(fail)?);
-        }
-        Ok(TokenClient {
-            http: builder.build().map_err(fail)?,
-            cache: Mutex::new(HashMap::new()),
-        })
+    /// With the caller's configured client (trusted CAs, timeouts, no redirects: a
+    /// redirect must not carry a password or identity token to another host).
+    pub fn new(http: reqwest::Client) -> TokenClient {
+        TokenClient { http }
     }
 
     /// Whether `token` opens the manifest of `repository:reference` at `base` (`https://host`):
@@ -147,23 +122,6 @@ impl TokenClient {
         credential: Option<&Credential>,
     ) -> Result<Secret, TokenError> {
         let service = challenge.service.clone().unwrap_or_default();
-        let who = credential.map(|c| c.username.clone()).unwrap_or_default();
-        let key = (
-            challenge.realm.clone(),
-            service.clone(),
-            scope.to_string(),
-            who,
-        );
-        let now = Timestamp::now();
-        if let Some((token, expires)) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            && expires.seconds_after(now) > MARGIN_SECS
-        {
-            return Ok(token.clone());
-        }
         let http_err = |e: reqwest::Error| TokenError::Http {
             url: challenge.realm.clone(),
             message: e.to_string(),
@@ -218,14 +176,6 @@ impl TokenClient {
                 status,
                 message: "the answer has no token".into(),
             })?;
-        let lifetime = body
-            .get("expires_in")
-            .and_then(|e| e.as_i64())
-            .unwrap_or(DEFAULT_SECS);
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (token.clone(), now.plus_secs(lifetime)));
         Ok(token)
     }
 }

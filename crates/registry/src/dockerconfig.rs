@@ -9,7 +9,8 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-#[derive(Debug, Default, Deserialize)]
+/// No `Debug`: `auth` is a password in base64.
+#[derive(Default, Deserialize)]
 pub struct AuthEntry {
     #[serde(default)]
     pub auth: Option<String>,
@@ -17,7 +18,7 @@ pub struct AuthEntry {
     pub identitytoken: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 pub struct DockerConfig {
     #[serde(default)]
     pub auths: BTreeMap<String, AuthEntry>,
@@ -60,12 +61,28 @@ impl DockerConfig {
                 });
             }
         };
-        serde_json::from_str(&text)
+        DockerConfig::parse(text.as_bytes())
             .map(Some)
-            .map_err(|e| ConfigError::Malformed {
+            .map_err(|message| ConfigError::Malformed {
                 path: path.display().to_string(),
-                message: e.to_string(),
+                message,
             })
+    }
+
+    /// Parse a config's JSON. The error says what and where, never the text: serde's own
+    /// message quotes the offending value, which may be an `auth`.
+    pub fn parse(bytes: &[u8]) -> Result<DockerConfig, String> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            let what = match e.classify() {
+                serde_json::error::Category::Io => "unreadable",
+                serde_json::error::Category::Syntax => "not JSON",
+                serde_json::error::Category::Data => {
+                    "not a docker config (a value of the wrong type)"
+                }
+                serde_json::error::Category::Eof => "cut short",
+            };
+            format!("{what} at line {}, column {}", e.line(), e.column())
+        })
     }
 
     /// The answer for `wanted` (a normalised host). A `credHelpers` entry wins over
@@ -113,6 +130,18 @@ impl DockerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_malformed_config_is_named_without_quoting_its_values() {
+        // `auths.h` should be an object; serde's own message would quote the string.
+        let err = DockerConfig::parse(br#"{"auths":{"h":"dXNlcjpwYXNzd29yZA=="}}"#)
+            .err()
+            .unwrap();
+        assert!(err.starts_with("not a docker config"), "{err}");
+        assert!(!err.contains("dXNlcjpw"), "{err}");
+        let err = DockerConfig::parse(b"{\"auths\": ").err().unwrap();
+        assert!(err.starts_with("cut short at line 1"), "{err}");
+    }
 
     fn config(json: &str) -> DockerConfig {
         serde_json::from_str(json).unwrap()

@@ -29,8 +29,9 @@ pub enum KubeError {
     Malformed(String),
 }
 
-/// Where the API is and how to authenticate to it.
-#[derive(Clone, Debug)]
+/// Where the API is and how to authenticate to it. No `Debug`: it holds the client's
+/// private key and token.
+#[derive(Clone)]
 pub struct Kubeconfig {
     pub server: String,
     /// PEM CA bundle for the server's certificate.
@@ -219,7 +220,7 @@ impl Kubeconfig {
 }
 
 /// The docker configs of all `dockerconfigjson` Secrets, by (namespace, name).
-#[derive(Default, Debug)]
+#[derive(Default)]
 pub struct Secrets {
     configs: BTreeMap<(String, String), DockerConfig>,
     /// Where a watch resumes.
@@ -268,9 +269,7 @@ impl Secrets {
             .and_then(Value::as_str)
             .ok_or("no .dockerconfigjson".to_string())
             .and_then(|b64| STANDARD.decode(b64).map_err(|_| "not base64".to_string()))
-            .and_then(|bytes| {
-                serde_json::from_slice::<DockerConfig>(&bytes).map_err(|e| e.to_string())
-            });
+            .and_then(|bytes| DockerConfig::parse(&bytes));
         match parsed {
             Ok(config) => {
                 self.unreadable.remove(&key);
@@ -532,7 +531,7 @@ mod tests {
                 .starts_with(b"-----BEGIN CERTIFICATE-----")
         );
         std::fs::write(&path, "current-context: missing\ncontexts: []\n").unwrap();
-        let err = Kubeconfig::load(&path).unwrap_err().to_string();
+        let err = Kubeconfig::load(&path).err().unwrap().to_string();
         assert!(err.contains("no context `missing`"), "{err}");
     }
 }

@@ -208,11 +208,12 @@ pub async fn token(
         "repository:{repository}:{}",
         if args.push { "pull,push" } else { "pull" }
     );
-    let ca_pem = match &ca_file {
-        Some(p) => Some(std::fs::read(p).with_context(|| format!("CA file {}", p.display()))?),
-        None => None,
-    };
-    let client = credkeeper_registry::bearer::TokenClient::new(ca_pem.as_deref())?;
+    if credential.is_some() {
+        // A password or identity token goes only over HTTPS (or to a loopback realm, as
+        // for a loopback registry).
+        LOOPBACK_ALLOWED.check("the registry's token server (realm)", &challenge.realm)?;
+    }
+    let client = credkeeper_registry::bearer::TokenClient::new(http.client().clone());
     let token = client
         .token(&challenge, &scope, credential.as_ref())
         .await?;
@@ -453,6 +454,11 @@ impl RobotIdentity for BrokerIdentity {
     }
 }
 
+/// Plain HTTP for loopback only, as docker and skopeo treat local registries.
+const LOOPBACK_ALLOWED: credkeeper_oidc::UrlPolicy = credkeeper_oidc::UrlPolicy {
+    allow_insecure_loopback: true,
+};
+
 /// The registry's Bearer challenge from `GET /v2/`: HTTPS, and plain HTTP for a loopback
 /// registry that does not speak TLS (as docker and skopeo allow for local registries).
 async fn challenge(http: &credkeeper_oidc::Http, host: &str) -> Option<Challenge> {
@@ -462,8 +468,9 @@ async fn challenge(http: &credkeeper_oidc::Http, host: &str) -> Option<Challenge
 /// The base URL that answered `/v2/` and its Bearer challenge (`None` when it asks for
 /// none).
 async fn probe(http: &credkeeper_oidc::Http, host: &str) -> Option<(String, Option<Challenge>)> {
-    let loopback =
-        host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
+    let loopback = LOOPBACK_ALLOWED
+        .check("registry", &format!("http://{host}/"))
+        .is_ok();
     let mut schemes = vec!["https"];
     if loopback {
         schemes.push("http");
