@@ -339,12 +339,27 @@ fn the_scheduler_runs_tasks_when_due_with_their_concurrency_policy_and_reloads()
     text.push_str(&format!(
         "- name: added\n  schedule: '@every 1s'\n  shell: true\n  command: 'echo added >> {dir}/added'\n"
     ));
-    std::fs::write(&file, text).unwrap();
+    std::fs::write(&file, &text).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(4500));
+    // A reload with an undefined name is refused as the start would be; the tasks in
+    // effect keep running.
+    std::fs::write(
+        &file,
+        format!(
+            "{text}- name: broken\n  schedule: '@every 1s'\n  command: [echo, '{{{{ NOPE }}}}']\n"
+        ),
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(serve.child.id() as i32, libc::SIGTERM) };
     let (code, log) = serve.finish();
     assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("reload failed, keeping the definitions in effect")
+            && log.contains("task `broken` uses {{ NOPE }}, which is not defined"),
+        "{log}"
+    );
     let lines = |name: &str| {
         read(&d.user.path(name))
             .lines()

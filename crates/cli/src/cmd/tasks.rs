@@ -593,9 +593,17 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
     let publish = Arc::new(publish);
     let hooks = Hooks {
         load: {
-            let files = files.clone();
+            let (files, store) = (files.clone(), store.clone());
+            // A reload is checked as the start was: an undefined name or a secret on a
+            // command line keeps the definitions in effect instead of failing runs later.
             Box::new(move || {
-                let loaded = files.load().map(|(t, _)| t).map_err(|e| format!("{e:#}"));
+                let loaded = files
+                    .load()
+                    .and_then(|(tasks, options)| {
+                        definition::validate(&tasks, &files.vars(Some(store.clone())), &options)?;
+                        Ok(tasks)
+                    })
+                    .map_err(|e| format!("{e:#}"));
                 trim_heap();
                 loaded
             })
