@@ -17,10 +17,18 @@ const LOGIN_SECS: i64 = 600;
 /// Logins in progress beyond this many: expired ones are swept, then new ones refused.
 const PENDING_MAX: usize = 10_000;
 
+/// Who may poll a login: the robot that started it, or the client nonce of a Vault login.
+/// Two kinds, never equal to each other: a Vault client cannot pick a robot's name as its
+/// nonce and finish that robot's login (or the other way round).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Poller {
+    Robot(String),
+    VaultNonce(String),
+}
+
 struct Pending {
     provider: String,
-    /// Who may poll: the robot that started it, or the client nonce of a Vault login.
-    poller: String,
+    poller: Poller,
     device: DeviceAuthorization,
     expires: Timestamp,
 }
@@ -57,7 +65,7 @@ impl DeviceLogins {
         &self,
         broker: &Broker,
         provider: &str,
-        poller: &str,
+        poller: Poller,
     ) -> Result<Started, Refusal> {
         let p = broker.config.provider(provider).ok_or_else(|| {
             Refusal::new(
@@ -98,7 +106,7 @@ impl DeviceLogins {
             state,
             Pending {
                 provider: provider.to_string(),
-                poller: poller.to_string(),
+                poller,
                 expires: now.plus_secs(started.expires_in),
                 device,
             },
@@ -111,20 +119,26 @@ impl DeviceLogins {
         &self,
         broker: &Broker,
         state: &str,
-        poller: &str,
+        poller: &Poller,
     ) -> Result<Polled, Refusal> {
-        let login = lock(&self.pending).remove(state);
-        let Some(login) = login.filter(|l| l.expires > Timestamp::now()) else {
+        let login = {
+            let mut pending = lock(&self.pending);
+            match pending.get(state) {
+                Some(l) if l.expires <= Timestamp::now() => None,
+                // Not the starter's: it stays, untouched, for them.
+                Some(l) if &l.poller != poller => {
+                    return Err(Refusal::forbidden("this login was started by someone else"));
+                }
+                Some(_) => pending.remove(state),
+                None => None,
+            }
+        };
+        let Some(login) = login else {
             return Err(Refusal::new(
                 "bad_request",
                 "no login in progress with this state (expired?)",
             ));
         };
-        if login.poller != poller {
-            // Not the starter's: leave it for them.
-            lock(&self.pending).insert(state.to_string(), login);
-            return Err(Refusal::forbidden("this login was started by someone else"));
-        }
         let p = broker
             .config
             .provider(&login.provider)

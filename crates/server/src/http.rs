@@ -156,7 +156,11 @@ async fn start_login(
     }
     let started = broker
         .logins
-        .start(&broker, &ask.provider, &caller.robot)
+        .start(
+            &broker,
+            &ask.provider,
+            crate::device::Poller::Robot(caller.robot.clone()),
+        )
         .await?;
     Ok(Json(serde_json::json!({
         "state": started.state,
@@ -176,7 +180,15 @@ async fn poll_login(
     axum::extract::Path(state): axum::extract::Path<String>,
 ) -> Result<Json<serde_json::Value>, Refusal> {
     use crate::device::Polled;
-    match broker.logins.poll(&broker, &state, &caller.robot).await? {
+    match broker
+        .logins
+        .poll(
+            &broker,
+            &state,
+            &crate::device::Poller::Robot(caller.robot.clone()),
+        )
+        .await?
+    {
         Polled::Pending { slow_down } => Ok(Json(serde_json::json!({
             "status": if slow_down { "slow_down" } else { "pending" }
         }))),

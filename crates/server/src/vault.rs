@@ -482,7 +482,11 @@ async fn auth_url(
     let provider = provider_for(&broker, vault_issuer, None);
     let started = broker
         .logins
-        .start(&broker, &provider, &client_nonce)
+        .start(
+            &broker,
+            &provider,
+            crate::device::Poller::VaultNonce(client_nonce.clone()),
+        )
         .await?;
     Ok(Json(json!({
         "request_id": random(),
@@ -504,7 +508,15 @@ async fn poll(State(broker): State<Arc<Broker>>, body: Bytes) -> Result<Json<Val
     else {
         return Err(Failure::new(400, "state and client_nonce are required"));
     };
-    let (provider, client, response) = match broker.logins.poll(&broker, &state, &nonce).await? {
+    let (provider, client, response) = match broker
+        .logins
+        .poll(
+            &broker,
+            &state,
+            &crate::device::Poller::VaultNonce(nonce.clone()),
+        )
+        .await?
+    {
         Polled::Pending { slow_down } => {
             let code = if slow_down {
                 "slow_down"
