@@ -48,9 +48,8 @@ pub fn reference(image: &str) -> (String, String) {
     }
     let mut repo = path.join("/");
     // A tag follows the last `:` of the last component.
-    if let Some(slash) = repo.rfind('/').map(|i| i + 1).or(Some(0))
-        && let Some(colon) = repo[slash..].rfind(':')
-    {
+    let slash = repo.rfind('/').map_or(0, |i| i + 1);
+    if let Some(colon) = repo[slash..].rfind(':') {
         repo.truncate(slash + colon);
     }
     if registry == "docker.io" && !repo.contains('/') {

@@ -58,9 +58,10 @@ pub fn answer(
             request.kind, request.api_version
         )));
     }
-    let registry = host::normalise(&request.image);
+    // An image reference, not a host: `nginx:1.25` is Docker Hub's, not host `nginx:1.25`.
+    let (registry, _) = host::reference(&request.image);
     let mut trace = Vec::new();
-    let auth = match keychain.lookup(&request.image, &mut trace)? {
+    let auth = match keychain.lookup(&registry, &mut trace)? {
         Some(found) => {
             let Credential { username, secret } = found.credential;
             json!({ registry: { "username": username, "password": secret.expose() } })
@@ -104,6 +105,12 @@ mod tests {
         assert_eq!(out["cacheDuration"], "300s");
         assert_eq!(out["auth"]["registry.example:5000"]["username"], "robot");
         assert_eq!(out["auth"]["registry.example:5000"]["password"], "s3cret");
+        // A Docker Hub short name is answered for docker.io.
+        let short = r#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderRequest","image":"nginx:1.25"}"#;
+        let out: Value =
+            serde_json::from_str(&answer(&mut short.as_bytes(), &keychain(), 300).unwrap())
+                .unwrap();
+        assert_eq!(out["auth"]["docker.io"]["username"], "robot", "{out}");
         let empty = Keychain { sources: vec![] };
         let out: Value =
             serde_json::from_str(&answer(&mut request.as_bytes(), &empty, 300).unwrap()).unwrap();
