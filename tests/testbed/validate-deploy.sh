@@ -11,8 +11,9 @@
 #                concurrency, exit status), the scheduler Deployment (one replica,
 #                grace), definitions/secrets/JWT/state/XDG_RUNTIME_DIR on the right
 #                volumes, the broker [[robot]] in serviceaccount.yaml covering what the
-#                tasks ask for; `credkeeper tasks validate` on both files when
-#                target/debug/credkeeper exists.
+#                tasks ask for; `credkeeper tasks validate` on both files with the
+#                binary given as $1 (the test command passes its build), else
+#                target/debug/credkeeper when it exists.
 #   Compose      deploy/compose.yaml parsed with PyYAML: services, user, read-only keytab,
 #                token volume, the application reading the token read-only.
 #   systemd      deploy/systemd/*: `systemd-analyze verify` (and `security --offline`)
@@ -54,40 +55,37 @@ STAMP=$VENV/.deploy-pins
 CACHE=$TESTBED_DIR/.cache
 pin_key() { printf '%s ' "${PINS[@]}" -- "${CONSTRAINTS[@]}"; }
 
-venv_ok() {
-  [ -x "$VPY" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(pin_key)" ] \
-    && "$VPY" -I -c 'import kubernetes_validate, yaml, tomllib' 2>/dev/null
-}
+venv_ok() { venv_stamp_ok "$VPY" "$STAMP" "$(pin_key)"; }
 
 if ! venv_ok; then
   mkdir -p "$CACHE"
   exec 9>"$CACHE/venv-deploy.lock"
   flock -w 600 9 || die "timed out waiting for $CACHE/venv-deploy.lock"
   if ! venv_ok; then
-    BASE_PY=$("$TESTBED_PYTHON" -c 'import sys; print(getattr(sys, "_base_executable", "") or sys.executable)')
-    "$BASE_PY" -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
-    rm -rf "$VENV"
-    log "creating $VENV with ${PINS[*]}"
-    "$BASE_PY" -m venv "$VENV" >&2
+    venv_prepare "$VENV" "$STAMP"
     # Not part of the repository (the way Python 3.13's venv does it by itself).
     echo '*' >"$VENV/.gitignore"
+    log "installing ${PINS[*]} into $VENV"
     constraints=$(mktemp "$CACHE/deploy-constraints.XXXXXX")
     printf '%s\n' "${CONSTRAINTS[@]}" >"$constraints"
     PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1 "$VPY" -m pip install -q \
       --cache-dir "$CACHE/pip" -c "$constraints" "${PINS[@]}" >&2
     rm -f "$constraints"
     "$VENV/bin/kubernetes-validate" --version >/dev/null || die "kubernetes-validate does not run"
-    pin_key >"$STAMP"
+    venv_stamp_write "$VPY" "$STAMP" "$(pin_key)"
   fi
   exec 9>&-
 fi
 
 # --- the checks (one Python process) --------------------------------------------------------
-exec "$VPY" - "$ROOT" "$VENV/bin/kubernetes-validate" "$KUBE_VERSIONS" <<'PY'
+exec "$VPY" - "$ROOT" "$VENV/bin/kubernetes-validate" "$KUBE_VERSIONS" "${1:-}" <<'PY'
 import base64, glob, json, os, re, shlex, shutil, subprocess, sys, tempfile, tomllib
 import yaml
 
 root, kv, kube_versions = sys.argv[1], sys.argv[2], sys.argv[3].split()
+# The binary named on the command line (the test command passes the one it built) must be
+# there; without one, target/debug/credkeeper is used when it exists.
+binary_given = sys.argv[4]
 deploy = os.path.join(root, "deploy")
 passed = failed = 0
 
@@ -630,11 +628,14 @@ if check("tasks: serviceaccount.yaml exists", os.path.isfile(saf)):
 # The binary's own check of both files, if it is built: every {{ NAME }} and mounted
 # secret defined (the Secret's keys as files of a --secret-dir, the values file's
 # secrets at <dir>/<fromSecretName>/<fromSecretKey>), schedules and formats.
-binary = os.path.join(root, "target", "debug", "credkeeper")
+binary = os.path.abspath(binary_given) if binary_given else os.path.join(root, "target", "debug", "credkeeper")
 if tasks_text is None:
     pass
 elif not os.access(binary, os.X_OK):
-    print("skip tasks: `credkeeper tasks validate` (target/debug/credkeeper not built)")
+    if binary_given:
+        check(f"the credkeeper binary {binary_given} exists", False, "not an executable file")
+    else:
+        print("skip tasks: `credkeeper tasks validate` (target/debug/credkeeper not built)")
 else:
     with tempfile.TemporaryDirectory() as t:
         clean = {"PATH": "/usr/bin:/bin", "HOME": t, "CREDKEEPER_STATE_DIR": os.path.join(t, "state")}
