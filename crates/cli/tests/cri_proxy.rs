@@ -97,7 +97,13 @@ fn the_cri_proxy_passes_every_call_through_and_offers_the_pulls_credential_from_
         "{}",
         refused.stderr
     );
-    helper_get(&user, &keychain, &host).fails(1, "");
+    let none = helper_get(&user, &keychain, &host);
+    assert_eq!(none.code, 1);
+    assert_eq!(
+        none.stdout.trim(),
+        "credentials not found in native keychain",
+        "nothing kept from a refused pull"
+    );
 
     // kubelet's pull with the secret's credential: through, and kept.
     let pulled = cri(&endpoint, &["pull", &image, "-u", login], Some(password)).ok();
@@ -140,17 +146,5 @@ fn the_cri_proxy_passes_every_call_through_and_offers_the_pulls_credential_from_
         !sock.exists() && !keychain.exists(),
         "sockets removed on stop"
     );
-    for entry in std::fs::read_dir(user.home.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            let bytes = std::fs::read(&path).unwrap();
-            assert!(
-                !bytes
-                    .windows(password.len())
-                    .any(|w| w == password.as_bytes()),
-                "{}",
-                path.display()
-            );
-        }
-    }
+    assert_no_file_holds(user.home.path(), password);
 }

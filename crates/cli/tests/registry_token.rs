@@ -162,6 +162,11 @@ fn skopeo_pulls_with_a_robot_identity_and_gets_only_what_the_policy_allows() {
     // A wrong secret does not get a token at all.
     let wrong = s.inspect(Some("puller:not-the-secret"));
     assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        stderr.contains("unauthorized") || stderr.contains("denied"),
+        "refused, not failed otherwise: {stderr}"
+    );
     // Pull rights do not give push rights.
     let push = s.skopeo(&[
         "copy",
@@ -173,6 +178,11 @@ fn skopeo_pulls_with_a_robot_identity_and_gets_only_what_the_policy_allows() {
         &format!("docker://{}/test/copy:1", s.registry.get("REGISTRY_HOST")),
     ]);
     assert!(!push.status.success(), "push must be refused");
+    let stderr = String::from_utf8_lossy(&push.stderr);
+    assert!(
+        stderr.contains("unauthorized") || stderr.contains("denied"),
+        "refused, not failed otherwise: {stderr}"
+    );
 
     // The token itself: RS256 with the certificate chain, aud a string, the access granted.
     let (code, body) = s.broker.http(

@@ -54,15 +54,6 @@ fn oidc_task(user: &User, rucio: &Peer, command: &str, provider: &str) -> std::p
 
 fn tasks_run(user: &User, file: &std::path::Path, task: &str, env: &[(&str, &str)]) -> Run {
     let mut cmd = user.cmd();
-    for k in [
-        "RUCIO_ACCOUNT",
-        "RUCIO_CLIENT_CERT",
-        "RUCIO_CLIENT_KEY",
-        "RUCIO_HOME",
-        "X509_CERT_DIR",
-    ] {
-        cmd.env_remove(k);
-    }
     cmd.args(["tasks", "run"])
         .arg(file)
         .args(["--task", task])

@@ -528,6 +528,9 @@ mod tests {
         assert_eq!(runs[0].status, None);
         assert_eq!(runs[1].reason.as_deref(), Some("exit status 3"));
         assert!(store.runs("other", 10).unwrap().is_empty());
+        // While the store is open the pages may sit in the WAL; after, in the database.
+        let raw = std::fs::read(dir.path().join("credentials.db-wal")).unwrap();
+        assert!(!raw.windows(17).any(|w| w == b"run-output-number"));
         drop(store);
         for file in ["credentials.db", "credentials.db-wal"] {
             let raw = std::fs::read(dir.path().join(file)).unwrap_or_default();
@@ -575,6 +578,8 @@ mod tests {
         ));
         assert!(store.delete_task_secret("API_KEY").unwrap());
         assert!(!store.delete_task_secret("API_KEY").unwrap());
+        let raw = std::fs::read(dir.path().join("credentials.db-wal")).unwrap();
+        assert!(!raw.windows(12).any(|w| w == b"plain-secret"));
         drop(store);
         for file in ["credentials.db", "credentials.db-wal"] {
             let raw = std::fs::read(dir.path().join(file)).unwrap_or_default();

@@ -145,14 +145,16 @@ impl User {
         cmd
     }
 
-    /// Make `cmd` see none of the caller's credkeeper, WLCG, XDG, Kerberos or htgettoken
-    /// settings, and this user's home as its own.
+    /// Make `cmd` see none of the caller's credkeeper, WLCG, XDG, Kerberos, htgettoken,
+    /// Rucio or X.509 settings, and this user's home as its own.
     pub fn hermetic(&self, cmd: &mut Command) {
         for (k, _) in std::env::vars() {
             if k.starts_with("CREDKEEPER_")
                 || k.starts_with("BEARER_TOKEN")
                 || k.starts_with("XDG_")
                 || k.starts_with("KRB5")
+                || k.starts_with("RUCIO_")
+                || k.starts_with("X509_")
                 || k == "HTGETTOKENOPTS"
             {
                 cmd.env_remove(k);
@@ -656,5 +658,25 @@ impl Registry {
     /// With `REG_*` settings (`REG_AUTH=token`, ...).
     pub fn start_with(env: &[(&str, &str)]) -> Peer {
         Peer::start("registry", env, &[])
+    }
+}
+
+/// No file under `dir`, at any depth, holds `secret` (state directories, logs, sockets'
+/// leftovers: whatever a process could have written).
+#[track_caller]
+pub fn assert_no_file_holds(dir: &Path, secret: &str) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            assert_no_file_holds(&path, secret);
+        } else if meta.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds the secret",
+                path.display()
+            );
+        }
     }
 }
