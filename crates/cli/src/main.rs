@@ -89,22 +89,9 @@ fn init_logging(global: &config::Global, file: Option<std::fs::File>) {
     };
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("CREDKEEPER_LOG").unwrap_or_else(|_| {
-            // Every crate of ours (the binary and its libraries), none of the dependencies'.
-            let ours = [
-                "credkeeper",
-                "credkeeper_core",
-                "credkeeper_oidc",
-                "credkeeper_store",
-                "credkeeper_refresher",
-                "credkeeper_issuer",
-                "credkeeper_server",
-                "credkeeper_credmon",
-                "credkeeper_registry",
-                "credkeeper_kerberos",
-                "credkeeper_cri",
-            ];
-            let directives: Vec<String> = ours.iter().map(|c| format!("{c}={level}")).collect();
-            tracing_subscriber::EnvFilter::new(directives.join(","))
+            // Every crate of ours, none of the dependencies': a directive's target matches
+            // by prefix, so `credkeeper` covers credkeeper_core, credkeeper_tasks, ...
+            tracing_subscriber::EnvFilter::new(format!("credkeeper={level}"))
         });
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let to_file = file.is_some();
