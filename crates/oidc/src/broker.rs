@@ -18,10 +18,9 @@ pub enum BrokerAuth {
     Secret { robot: String, secret: Secret },
     /// Kerberos (HTTP Negotiate), one exchange per request.
     Negotiate(Box<dyn Negotiator>),
-    /// A JWT the broker trusts for this robot (e.g. a Kubernetes service-account token).
-    Bearer(Secret),
-    /// The same, read from this file at every request: a projected service-account token
-    /// is rotated by the kubelet, and a long-running process must follow it.
+    /// A JWT the broker trusts for this robot (e.g. a Kubernetes service-account token),
+    /// read from this file at every request: a projected service-account token is
+    /// rotated by the kubelet, and a long-running process must follow it.
     BearerFile(std::path::PathBuf),
 }
 
@@ -138,12 +137,10 @@ impl BrokerClient {
                 let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
                 (format!("Basic {encoded}"), None)
             }
-            BrokerAuth::Bearer(token) => (format!("Bearer {}", token.expose()), None),
             BrokerAuth::BearerFile(path) => {
-                let token = std::fs::read_to_string(path).map_err(|e| {
-                    OidcError::Authentication(format!("JWT file {}: {e}", path.display()))
-                })?;
-                (format!("Bearer {}", token.trim()), None)
+                let token = credkeeper_store::sink::read(path)
+                    .map_err(|e| OidcError::Authentication(format!("JWT file: {e}")))?;
+                (format!("Bearer {}", token.expose()), None)
             }
             BrokerAuth::Negotiate(negotiator) => {
                 let (authorization, check) = negotiator
