@@ -118,6 +118,8 @@ pub trait CredentialStore: Send + Sync {
     fn record_run(&self, run: &TaskRun, keep: usize) -> Result<(), StoreError>;
     /// The task's runs, newest first.
     fn runs(&self, task: &str, limit: usize) -> Result<Vec<TaskRun>, StoreError>;
+    /// When the task's newest kept run started (no output is opened).
+    fn last_started(&self, task: &str) -> Result<Option<Timestamp>, StoreError>;
 
     /// Keep a named secret for tasks' `{{ NAME }}`, sealed (replacing one of that name).
     fn put_task_secret(&self, name: &str, value: &Secret) -> Result<(), StoreError>;

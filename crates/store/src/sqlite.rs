@@ -412,6 +412,18 @@ impl CredentialStore for SqliteStore {
             .collect()
     }
 
+    fn last_started(&self, task: &str) -> Result<Option<Timestamp>, StoreError> {
+        let started: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT MAX(started) FROM task_run WHERE task = ?1",
+                params![task],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(started.map(Timestamp::from_unix))
+    }
+
     fn put_task_secret(&self, name: &str, value: &Secret) -> Result<(), StoreError> {
         let sealed = self
             .keys
@@ -528,6 +540,11 @@ mod tests {
         assert_eq!(runs[0].status, None);
         assert_eq!(runs[1].reason.as_deref(), Some("exit status 3"));
         assert!(store.runs("other", 10).unwrap().is_empty());
+        assert_eq!(
+            store.last_started("sync").unwrap(),
+            Some(Timestamp::from_unix(1003))
+        );
+        assert_eq!(store.last_started("other").unwrap(), None);
         // While the store is open the pages may sit in the WAL; after, in the database.
         let raw = std::fs::read(dir.path().join("credentials.db-wal")).unwrap();
         assert!(!raw.windows(17).any(|w| w == b"run-output-number"));

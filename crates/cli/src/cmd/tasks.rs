@@ -445,8 +445,9 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
                     .join(", ")
             )
         })?;
-    let store: Arc<dyn credkeeper_store::CredentialStore> = Arc::new(super::open_store(settings)?);
-    let rendered = task.render(&args.files.vars(Some(store)), &options)?;
+    // One store for the secrets, the history and the metrics.
+    let history = Arc::new(super::open_store(settings)?);
+    let rendered = task.render(&args.files.vars(Some(history.clone())), &options)?;
     let tokens = if task.credentials.bearer.is_some() {
         Some(
             args.tokens
@@ -476,13 +477,11 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
     if !outcome.output.is_empty() {
         print!("{}", outcome.output);
     }
-    record(&settings.state_dir, task, &outcome);
+    record_in(&history, task, &outcome);
     if let Some(path) = &args.metrics_file {
         use credkeeper_store::CredentialStore;
         let metrics = credkeeper_tasks::metrics::Metrics::default();
-        match credkeeper_store::SqliteStore::open(&settings.state_dir)
-            .and_then(|s| s.runs(&task.name, KEEP_RUNS))
-        {
+        match history.runs(&task.name, KEEP_RUNS) {
             Ok(runs) => metrics.replay(&runs),
             Err(e) => tracing::warn!("metrics from the run history: {e}"),
         }
@@ -510,15 +509,7 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
     }
 }
 
-/// Keep the run in the store's history (a store that cannot be opened is reported, the
-/// run's status still stands).
-pub fn record(state_dir: &std::path::Path, task: &Task, outcome: &credkeeper_tasks::run::Outcome) {
-    match credkeeper_store::SqliteStore::open(state_dir) {
-        Ok(store) => record_in(&store, task, outcome),
-        Err(e) => tracing::warn!("run history: {e}"),
-    }
-}
-
+/// Keep the run in the store's history (a failure is reported; the run's status stands).
 fn record_in(
     store: &credkeeper_store::SqliteStore,
     task: &Task,
@@ -621,7 +612,7 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
             let history = history.clone();
             Box::new(move |name: &str| {
                 use credkeeper_store::CredentialStore;
-                history.runs(name, 1).ok()?.first().map(|r| r.started)
+                history.last_started(name).ok()?
             })
         },
         finished: {
