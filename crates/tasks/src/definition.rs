@@ -513,11 +513,7 @@ pub fn validate(tasks: &[Task], vars: &dyn Vars, options: &Options) -> Result<()
 }
 
 fn secret_value(name_key: &str, options: &Options) -> Option<String> {
-    options
-        .secret_dirs
-        .iter()
-        .find_map(|d| std::fs::read_to_string(d.join(name_key)).ok())
-        .map(|v| v.trim_end_matches('\n').to_string())
+    template::from_dirs(&options.secret_dirs, name_key)
 }
 
 /// A task's argv, environment and task file with their values, for one run; also the

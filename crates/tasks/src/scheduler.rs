@@ -239,12 +239,15 @@ pub async fn serve(
             if due > now {
                 // Soon due: make it ready now, so its start waits for no login or file
                 // (unless Forbid will skip it: a run is still going).
-                let busy = task.concurrency == Concurrency::Forbid
-                    && running
-                        .get(&task.name)
-                        .is_some_and(|l| l.iter().any(|h| !h.is_finished()));
-                let prepared = ready.get(&task.name).is_some_and(|(d, _)| *d == due);
-                if due - PREPARE_AHEAD <= now && !prepared && !busy {
+                let soon = due - PREPARE_AHEAD <= now;
+                let prepared = || ready.get(&task.name).is_some_and(|(d, _)| *d == due);
+                let busy = || {
+                    task.concurrency == Concurrency::Forbid
+                        && running
+                            .get(&task.name)
+                            .is_some_and(|l| l.iter().any(|h| !h.is_finished()))
+                };
+                if soon && !prepared() && !busy() {
                     let p = Preparation::start(task, &hooks, &run_options);
                     ready.insert(task.name.clone(), (due, p));
                 }

@@ -61,6 +61,16 @@ pub fn valid_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// The file `name` (a path relative to a secret volume) in the first of `dirs` that has
+/// it, without its trailing newlines.
+pub fn from_dirs(dirs: &[std::path::PathBuf], name: &str) -> Option<String> {
+    dirs.iter().find_map(|dir| {
+        std::fs::read_to_string(dir.join(name))
+            .ok()
+            .map(|v| v.trim_end_matches('\n').to_string())
+    })
+}
+
 /// Environment variables first, then files named after the variable in each directory
 /// (a Kubernetes secret volume), then the secrets kept in credkeeper's store.
 #[derive(Clone, Default)]
@@ -76,11 +86,7 @@ impl Sources {
     }
 
     fn in_dirs(&self, name: &str) -> Option<String> {
-        self.dirs.iter().find_map(|dir| {
-            std::fs::read_to_string(dir.join(name))
-                .ok()
-                .map(|v| v.trim_end_matches('\n').to_string())
-        })
+        from_dirs(&self.dirs, name)
     }
 
     fn in_store(&self, name: &str) -> Option<String> {
