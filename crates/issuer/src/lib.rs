@@ -208,17 +208,15 @@ impl X5cSigner {
             path: key_file.to_path_buf(),
             message: format!("not a {algorithm:?} private key in PEM: {message}"),
         })?;
-        let certs = std::fs::read_to_string(cert_file).map_err(|e| IssuerError::Key {
-            path: cert_file.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        let mut x5c = Vec::new();
-        let mut rest = certs.as_str();
-        while let Some(der) = pem_body(rest, "CERTIFICATE") {
-            x5c.push(STANDARD.encode(der));
-            let end = rest.find("-----END CERTIFICATE-----").unwrap_or(rest.len());
-            rest = &rest[(end + "-----END CERTIFICATE-----".len()).min(rest.len())..];
-        }
+        // The same PEM reader as the TLS server's: a malformed certificate is an error,
+        // never a chain silently cut short.
+        use rustls_pki_types::pem::PemObject;
+        let x5c: Vec<String> = rustls_pki_types::CertificateDer::pem_file_iter(cert_file)
+            .and_then(|certs| certs.map(|c| c.map(|c| STANDARD.encode(c))).collect())
+            .map_err(|e| IssuerError::Key {
+                path: cert_file.to_path_buf(),
+                message: e.to_string(),
+            })?;
         if x5c.is_empty() {
             return Err(IssuerError::Key {
                 path: cert_file.to_path_buf(),
