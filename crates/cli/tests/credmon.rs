@@ -411,8 +411,7 @@ fn local_keys_are_generated_when_missing_and_sighup_scans_now() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
-    let (code, _) = daemon.finish();
+    let (code, _) = daemon.terminate();
     assert_eq!(code, 0);
 }
 

@@ -137,8 +137,7 @@ fn the_cri_proxy_passes_every_call_through_and_offers_the_pulls_credential_from_
     );
 
     // Memory only: not in the proxy's log, not in any file it could have written.
-    unsafe { libc::kill(proxy.child.id() as i32, libc::SIGTERM) };
-    let (code, log) = proxy.finish();
+    let (code, log) = proxy.terminate();
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("pull credential kept"), "{log}");
     assert!(!log.contains(password), "the proxy logged the password");

@@ -121,14 +121,6 @@ impl Setup {
     }
 }
 
-fn audit_lines(state: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(state.join("audit.log"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn skopeo_pulls_with_a_robot_identity_and_gets_only_what_the_policy_allows() {
     let s = setup("RS256");

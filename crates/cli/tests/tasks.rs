@@ -351,9 +351,7 @@ fn the_scheduler_runs_tasks_when_due_with_their_concurrency_policy_and_reloads()
     )
     .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(2500));
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(serve.child.id() as i32, libc::SIGTERM) };
-    let (code, log) = serve.finish();
+    let (code, log) = serve.terminate();
     assert_eq!(code, 0, "{log}");
     assert!(
         log.contains("reload failed, keeping the definitions in effect")
@@ -465,9 +463,7 @@ fn a_scheduler_restart_makes_up_a_missed_run_within_its_deadline_and_counts_the_
         out.code == 0 && out.stdout.lines().count() == runs + 1
     };
     let stop = |s: Spawned| {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
-        let (code, log) = s.finish();
+        let (code, log) = s.terminate();
         assert_eq!(code, 0, "{log}");
         log
     };

@@ -172,9 +172,7 @@ fn the_scheduler_prepares_each_run_with_a_token_from_the_issuer() {
         assert!(std::time::Instant::now() < deadline, "two runs in 20 s");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(serve.child.id() as i32, libc::SIGTERM) };
-    let (code, log) = serve.finish();
+    let (code, log) = serve.terminate();
     assert_eq!(code, 0, "{log}");
     assert!(
         !log.contains("robot-secret") && !log.contains("eyJ"),

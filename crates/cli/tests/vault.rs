@@ -119,11 +119,7 @@ impl Site {
     }
 
     fn audit_lines(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.broker.state.join("audit.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        audit_lines(&self.broker.state)
     }
 }
 

@@ -279,6 +279,13 @@ impl Spawned {
         }
     }
 
+    /// Stop it with SIGTERM, as systemd and Kubernetes do, and [`Spawned::finish`].
+    pub fn terminate(self) -> (i32, String) {
+        // SAFETY: kill(2) on our own child, which `self` has not reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.finish()
+    }
+
     /// Wait for exit; returns the code and the rest of stderr.
     pub fn finish(mut self) -> (i32, String) {
         let status = self.child.wait().unwrap();
@@ -642,8 +649,16 @@ pub fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 
 /// The last line of an audit log, parsed.
 pub fn last_audit(state: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(state.join("audit.log")).unwrap_or_default();
-    serde_json::from_str(text.lines().last().unwrap_or("null")).unwrap()
+    audit_lines(state).pop().unwrap_or(serde_json::Value::Null)
+}
+
+/// Every line of the broker's audit log in `state`, oldest first.
+pub fn audit_lines(state: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(state.join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// Private registries (CNCF distribution 2.8.2, `tests/testbed/start-registry.sh`) with the
