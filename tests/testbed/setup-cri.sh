@@ -92,9 +92,13 @@ if ! venv_ok; then
 fi
 
 # --- the proto -------------------------------------------------------------------------------
+# Prints the unpacked crate's proto, or nothing (never fails: the caller decides).
 find_crate_proto() {
-  local home=${CARGO_HOME:-$HOME/.cargo}
-  ls -d "$home"/registry/src/*/"k8s-cri-$K8S_CRI_VERSION"/proto/v1.proto 2>/dev/null | head -n 1
+  local home=${CARGO_HOME:-$HOME/.cargo} f
+  for f in "$home"/registry/src/*/"k8s-cri-$K8S_CRI_VERSION"/proto/v1.proto; do
+    [ -f "$f" ] && { echo "$f"; return 0; }
+  done
+  return 0
 }
 if [ -n "${CRI_PROTO:-}" ]; then
   PROTO=$CRI_PROTO

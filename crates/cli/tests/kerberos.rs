@@ -489,3 +489,59 @@ scopes = "read write"
     ]);
     Run::from(other.output().unwrap()).fails(1, "robot `two` may not use provider `op`");
 }
+
+/// Kerberos is loaded when used, never at start: a broker without a keytab maps no
+/// Kerberos library, and a machine without MIT krb5 gets one line naming the package.
+#[test]
+fn kerberos_is_loaded_only_by_the_first_kerberos_operation() {
+    let user = User::new();
+    let broker = Broker::start(&user, &user.path("state"), &["--dev"]);
+    let pid = broker.child.as_ref().unwrap().id();
+    let maps = read(std::path::Path::new(&format!("/proc/{pid}/maps")));
+    assert!(maps.contains("credkeeper"), "{maps}");
+    for lib in ["libgssapi_krb5", "libkrb5", "libk5crypto"] {
+        assert!(!maps.contains(lib), "serve --dev mapped {lib}:\n{maps}");
+    }
+
+    let keytab = user.secret_file("robot.keytab", "\u{5}\u{2}", 0o600);
+    let mut cmd = user.cmd();
+    cmd.env(
+        "CREDKEEPER_GSSAPI_LIBRARY",
+        "/nonexistent/libgssapi_krb5.so.2",
+    )
+    .args(["get", "--server", &broker.url, "-k"])
+    .arg(&keytab)
+    .args(["-o", "-"]);
+    let run = Run::from(cmd.output().unwrap()).fails(1, "apt-get install libgssapi-krb5-2");
+    assert!(
+        run.stderr.contains("/nonexistent/libgssapi_krb5.so.2"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr.trim().lines().count(),
+        1,
+        "one line:\n{}",
+        run.stderr
+    );
+
+    // Everything that is not Kerberos still works without it.
+    let mut cmd = user.cmd();
+    cmd.env(
+        "CREDKEEPER_GSSAPI_LIBRARY",
+        "/nonexistent/libgssapi_krb5.so.2",
+    )
+    .args([
+        "--insecure-loopback",
+        "get",
+        "--server",
+        &broker.url,
+        "--robot",
+        "dev",
+    ])
+    .arg("--secret-file")
+    .arg(user.path("state").join("dev-robot.secret"))
+    .args(["-o", "-"]);
+    let run = Run::from(cmd.output().unwrap()).ok();
+    assert!(run.stdout.trim().starts_with("ey"), "{}", run.stdout);
+}

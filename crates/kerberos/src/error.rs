@@ -1,5 +1,6 @@
 //! Kerberos failures sorted by what the person reading them can do about it.
 
+use crate::gssapi::GssError;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,16 @@ pub enum KerberosError {
     BadPrincipal { principal: String, reason: String },
     #[error("the client's token needs more than one round (only Kerberos in SPNEGO is served)")]
     Incomplete,
+    #[error(
+        "{during}: Kerberos needs MIT krb5's GSSAPI library, and `{library}` could not be \
+         loaded ({reason}); install it (Debian/Ubuntu: `apt-get install libgssapi-krb5-2`; \
+         RHEL/Fedora: `dnf install krb5-libs`)"
+    )]
+    LibraryMissing {
+        during: &'static str,
+        library: String,
+        reason: String,
+    },
     #[error("{during}: {detail}")]
     Gss {
         during: &'static str,
@@ -65,8 +76,17 @@ pub enum KerberosError {
 impl KerberosError {
     /// Sort a GSSAPI failure by MIT krb5's message (the minor status names the Kerberos
     /// error; its text is stable across MIT releases).
-    pub(crate) fn classify(e: &libgssapi::error::Error, during: &'static str) -> KerberosError {
-        let detail = e.to_string().trim().to_string();
+    pub(crate) fn classify(e: GssError, during: &'static str) -> KerberosError {
+        let detail = match e {
+            GssError::Unavailable { library, reason } => {
+                return KerberosError::LibraryMissing {
+                    during,
+                    library,
+                    reason,
+                };
+            }
+            GssError::Failed { message } => message.trim().to_string(),
+        };
         let has = |needle: &str| detail.to_ascii_lowercase().contains(needle);
         if has("clock skew") || has("ticket not yet valid") {
             KerberosError::ClockSkew { during, detail }
@@ -87,6 +107,17 @@ impl KerberosError {
         }
     }
 
+    /// A name the library would not take; a missing library says so instead.
+    pub(crate) fn bad_principal(principal: &str, e: GssError) -> KerberosError {
+        match e {
+            GssError::Failed { message } => KerberosError::BadPrincipal {
+                principal: principal.to_string(),
+                reason: message,
+            },
+            unavailable => KerberosError::classify(unavailable, "reading a principal name"),
+        }
+    }
+
     /// Whether the fault is on the client's side of an exchange the server accepted
     /// to try (a bad or replayed token, a wrong key), as opposed to the server's own keytab.
     pub fn is_client_fault(&self) -> bool {
@@ -96,6 +127,7 @@ impl KerberosError {
                 | KerberosError::KeytabUnreadable { .. }
                 | KerberosError::KeytabTooOpen { .. }
                 | KerberosError::KeytabNotAFile { .. }
+                | KerberosError::LibraryMissing { .. }
         )
     }
 }

@@ -6,14 +6,18 @@
 //! cache unless a caller names one), never the user's default cache; an [`Acceptor`] takes
 //! the broker's service keytab and tells who a token came from. Failures are sorted into
 //! what a person can act on ([`KerberosError`]): no keytab, a keytab others can read,
-//! clock skew, an unknown principal, an unreachable KDC.
+//! clock skew, an unknown principal, an unreachable KDC, no Kerberos library installed.
+//!
+//! MIT krb5's GSSAPI library is opened at run time by the first call that needs it
+//! ([`gssapi`]): building needs no Kerberos headers, and a process that never uses
+//! Kerberos never loads it.
 //!
 //! What it is not: HTTP. Callers put [`negotiate_header`] in their requests and read
 //! [`parse_negotiate`] from them. Every call here blocks (GSSAPI talks to the KDC
 //! synchronously): async callers run it on a blocking thread.
 
 mod error;
-mod ffi;
+mod gssapi;
 mod keytab;
 
 pub use error::KerberosError;
@@ -21,12 +25,7 @@ pub use keytab::check_keytab;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use libgssapi::context::{ClientCtx, CtxFlags, SecurityContext, ServerCtx};
-use libgssapi::credential::{Cred, CredUsage};
-use libgssapi::name::Name;
-use libgssapi::oid::{
-    GSS_MECH_KRB5, GSS_MECH_SPNEGO, GSS_NT_HOSTBASED_SERVICE, GSS_NT_KRB5_PRINCIPAL,
-};
+use gssapi::{ClientCtx, Cred, Name, ServerCtx, Usage};
 use std::path::Path;
 
 /// `Authorization: Negotiate <token>` (or `WWW-Authenticate`), as a header value.
@@ -47,12 +46,9 @@ pub fn parse_negotiate(value: &str) -> Option<Vec<u8>> {
 /// `principal` with the default realm of the Kerberos configuration when it names none
 /// (`robot/ci.example` → `robot/ci.example@TEST.REALM`).
 pub fn qualify(principal: &str) -> Result<String, KerberosError> {
-    let name = Name::new(principal.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL))
-        .and_then(|n| n.canonicalize(Some(GSS_MECH_KRB5)))
-        .map_err(|e| KerberosError::BadPrincipal {
-            principal: principal.to_string(),
-            reason: e.to_string(),
-        })?;
+    let name = Name::import(principal, &gssapi::NT_KRB5_PRINCIPAL)
+        .and_then(|n| n.canonicalize(&gssapi::MECH_KRB5))
+        .map_err(|e| KerberosError::bad_principal(principal, e))?;
     display(&name)
 }
 
@@ -63,10 +59,8 @@ pub fn without_realm(principal: &str) -> &str {
 }
 
 fn display(name: &Name) -> Result<String, KerberosError> {
-    let buf = name
-        .display_name()
-        .map_err(|e| KerberosError::classify(&e, "name"))?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    name.display()
+        .map_err(|e| KerberosError::classify(e, "name"))
 }
 
 /// A robot's Kerberos identity from its keytab, ready to start SPNEGO exchanges.
@@ -93,26 +87,23 @@ impl Initiator {
             ("ccache", ccache.map_or(private_cache, str::to_string)),
         ];
         let during = "acquiring the keytab's credential";
-        let cred = ffi::acquire_cred_from(principal.as_deref(), CredUsage::Initiate, &store)
-            .map_err(
-                |e| match (KerberosError::classify(&e, during), &principal) {
-                    // MIT looks in the cache after the keytab: "no credentials cache found"
-                    // means the keytab has no key for the principal asked for.
-                    (KerberosError::Gss { detail, .. }, Some(p)) => {
-                        KerberosError::NoKeyForPrincipal {
-                            during,
-                            detail: format!("{p} in {}: {detail}", keytab.display()),
-                        }
-                    }
-                    (other, _) => other,
+        let cred = Cred::acquire_from(principal.as_deref(), Usage::Initiate, &store).map_err(
+            |e| match (KerberosError::classify(e, during), &principal) {
+                // MIT looks in the cache after the keytab: "no credentials cache found"
+                // means the keytab has no key for the principal asked for.
+                (KerberosError::Gss { detail, .. }, Some(p)) => KerberosError::NoKeyForPrincipal {
+                    during,
+                    detail: format!("{p} in {}: {detail}", keytab.display()),
                 },
-            )?;
+                (other, _) => other,
+            },
+        )?;
         let principal = match principal {
             Some(p) => p,
             None => display(
                 &cred
                     .name()
-                    .map_err(|e| KerberosError::classify(&e, "credential name"))?,
+                    .map_err(|e| KerberosError::classify(e, "credential name"))?,
             )?,
         };
         Ok(Initiator { cred, principal })
@@ -125,12 +116,12 @@ impl Initiator {
             .map(|c| ("ccache", c.to_string()))
             .into_iter()
             .collect();
-        let cred = ffi::acquire_cred_from(None, CredUsage::Initiate, &store)
-            .map_err(|e| KerberosError::classify(&e, "reading the credential cache"))?;
+        let cred = Cred::acquire_from(None, Usage::Initiate, &store)
+            .map_err(|e| KerberosError::classify(e, "reading the credential cache"))?;
         let principal = display(
             &cred
                 .name()
-                .map_err(|e| KerberosError::classify(&e, "credential name"))?,
+                .map_err(|e| KerberosError::classify(e, "credential name"))?,
         )?;
         Ok(Initiator { cred, principal })
     }
@@ -148,24 +139,18 @@ impl Initiator {
         service: &str,
         host: &str,
     ) -> Result<(Negotiation, Vec<u8>), KerberosError> {
-        let target = Name::new(
-            format!("{service}@{host}").as_bytes(),
-            Some(GSS_NT_HOSTBASED_SERVICE),
-        )
-        .map_err(|e| KerberosError::BadPrincipal {
-            principal: format!("{service}@{host}"),
-            reason: e.to_string(),
-        })?;
+        let target = format!("{service}@{host}");
+        let target = Name::import(&target, &gssapi::NT_HOSTBASED_SERVICE)
+            .map_err(|e| KerberosError::bad_principal(&target, e))?;
         let mut ctx = ClientCtx::new(
-            Some(self.cred.clone()),
+            self.cred.clone(),
             target,
-            CtxFlags::GSS_C_MUTUAL_FLAG,
-            Some(GSS_MECH_SPNEGO),
+            gssapi::MUTUAL_FLAG,
+            &gssapi::MECH_SPNEGO,
         );
         let token = ctx
-            .step(None, None)
-            .map_err(|e| KerberosError::classify(&e, "getting a service ticket"))?
-            .map(|b| b.to_vec())
+            .step(None)
+            .map_err(|e| KerberosError::classify(e, "getting a service ticket"))?
             .unwrap_or_default();
         Ok((Negotiation { ctx }, token))
     }
@@ -185,8 +170,8 @@ impl Negotiation {
             return Ok(false);
         };
         self.ctx
-            .step(Some(reply), None)
-            .map_err(|e| KerberosError::classify(&e, "checking the server's reply"))?;
+            .step(Some(reply))
+            .map_err(|e| KerberosError::classify(e, "checking the server's reply"))?;
         Ok(self.ctx.is_complete())
     }
 }
@@ -210,29 +195,25 @@ impl Acceptor {
     pub fn from_keytab(keytab: &Path) -> Result<Acceptor, KerberosError> {
         let keytab = check_keytab(keytab)?;
         let store = [("keytab", format!("FILE:{}", keytab.display()))];
-        let cred = ffi::acquire_cred_from(None, CredUsage::Accept, &store)
-            .map_err(|e| KerberosError::classify(&e, "reading the service keytab"))?;
+        let cred = Cred::acquire_from(None, Usage::Accept, &store)
+            .map_err(|e| KerberosError::classify(e, "reading the service keytab"))?;
         Ok(Acceptor { cred })
     }
 
     /// Accept one client token. Multi-leg mechanisms (NTLM) are refused: Kerberos in
     /// SPNEGO completes in one round.
     pub fn accept(&self, token: &[u8]) -> Result<Accepted, KerberosError> {
-        let mut ctx = ServerCtx::new(Some(self.cred.clone()));
+        let mut ctx = ServerCtx::new(self.cred.clone());
         let reply = ctx
-            .step(token, None)
-            .map_err(|e| KerberosError::classify(&e, "accepting the client's token"))?
-            .map(|b| b.to_vec());
-        if !ctx.is_complete() {
-            return Err(KerberosError::Incomplete);
+            .step(token)
+            .map_err(|e| KerberosError::classify(e, "accepting the client's token"))?;
+        match ctx.source_name() {
+            Some(name) if ctx.is_complete() => Ok(Accepted {
+                principal: display(name)?,
+                reply,
+            }),
+            _ => Err(KerberosError::Incomplete),
         }
-        let name = ctx
-            .source_name()
-            .map_err(|e| KerberosError::classify(&e, "client name"))?;
-        Ok(Accepted {
-            principal: display(&name)?,
-            reply,
-        })
     }
 }
 
