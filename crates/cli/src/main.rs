@@ -115,19 +115,35 @@ fn init_logging(global: &config::Global, file: Option<std::fs::File>) {
 fn main() -> ExitCode {
     // Installed (or linked) as docker-credential-credkeeper, the binary is that helper:
     // one action as the only argument, the protocol's own usage message otherwise.
-    let mut args = std::env::args_os();
-    let program = args.next().unwrap_or_default();
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let program = if args.is_empty() {
+        Default::default()
+    } else {
+        args.remove(0)
+    };
     if std::path::Path::new(&program)
         .file_name()
         .is_some_and(|n| n == "docker-credential-credkeeper")
     {
-        let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+        let rest: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         let action = match rest.as_slice() {
             [one] => one.as_str(),
             _ => "usage",
         };
         let state = std::env::var_os("CREDKEEPER_STATE_DIR").map(std::path::PathBuf::from);
         return ExitCode::from(cmd::registry::helper_main(action, state) as u8);
+    }
+    // `--version` alone is asked by scripts and probes in loops: answered before clap builds
+    // the whole command tree (the same text clap prints).
+    if let [flag] = args.as_slice()
+        && (flag == "--version" || flag == "-V")
+        && persona(&program).is_none()
+    {
+        println!("credkeeper {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
     }
     let cli = match persona(&program) {
         // Installed as htgettoken or igwn-robot-get: `credkeeper get` with that tool's
@@ -143,9 +159,9 @@ fn main() -> ExitCode {
                 argv.extend(opts.to_string_lossy().split_whitespace().map(Into::into));
             }
             argv.extend(args);
-            Cli::parse_from(argv)
+            parse(argv)
         }
-        None => Cli::parse(),
+        None => parse(std::iter::once(program).chain(args).collect()),
     };
     let log_file = match &cli.command {
         Command::Credmon(args) => match cmd::credmon::log_file(args) {
@@ -168,6 +184,30 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// The command line, parsed. `get` runs from cron and mostly just reuses its file, so most
+/// of its start-up was clap building the tree of every command: it is parsed against a tree
+/// holding `get` alone. Anything else (another command, help, a version flag, any error)
+/// goes through the whole tree, so what a user sees is the same.
+fn parse(argv: Vec<std::ffi::OsString>) -> Cli {
+    parse_get_alone(&argv).unwrap_or_else(|| Cli::parse_from(argv))
+}
+
+fn parse_get_alone(argv: &[std::ffi::OsString]) -> Option<Cli> {
+    use clap::{Args, FromArgMatches};
+    let asks_for_help = |a: &std::ffi::OsString| {
+        ["-h", "--help", "help", "-V", "--version"]
+            .iter()
+            .any(|h| a == h)
+    };
+    if !argv.iter().skip(1).any(|a| a == "get") || argv.iter().any(asks_for_help) {
+        return None;
+    }
+    let tree = config::Global::augment_args(clap::Command::new("credkeeper"))
+        .subcommand(cmd::get::Args::augment_args(clap::Command::new("get")));
+    let matches = tree.try_get_matches_from(argv).ok()?;
+    Cli::from_arg_matches(&matches).ok()
 }
 
 /// The tool this binary stands in for, by the name it was run as.
