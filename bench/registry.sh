@@ -224,14 +224,15 @@ helper_part() {
     extra=(--input "$WORK/host.txt")
     HCMD[ck]="$ckh get"
     HCMD[pass]="$passh get"
-    keys=(ck pass floor)
+    keys=(ck pass version floor)
   else
     INPUT_MODE=0
     HCMD[ck]="sh -c 'printf $HOST_REG | $ckh get'"
     HCMD[pass]="sh -c 'printf $HOST_REG | $passh get'"
     HCMD[base]="sh -c 'printf $HOST_REG | cat'"
-    keys=(ck pass base floor)
+    keys=(ck pass base version floor)
   fi
+  HCMD[version]="$CK --version" # start-up alone, beside the floor
   HCMD[floor]=/bin/true
   : >"$WORK/helper-rows.tsv"
   for key in "${keys[@]}"; do printf '%s\t%s\n' "$key" "${HCMD[$key]}" >>"$WORK/helper-rows.tsv"; done

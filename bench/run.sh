@@ -238,11 +238,12 @@ refresh_block() {
 log "(a) reuse: $ROUNDS blocks x $PER runs (+ $WARMUP warmup) per command"
 before=$(wc -l <"$OP_LOG")
 for ((r = 0; r < ROUNDS; r++)); do
-  if ((r % 2 == 0)); then order=(credkeeper oidc-token floor); else order=(floor oidc-token credkeeper); fi
+  if ((r % 2 == 0)); then order=(credkeeper oidc-token version floor); else order=(floor version oidc-token credkeeper); fi
   for who in "${order[@]}"; do
     case $who in
       credkeeper) block reuse credkeeper "$r" "$CK_REUSE" ;;
       oidc-token) block reuse oidc-token "$r" "$PEER_REUSE" ;;
+      version) block reuse version "$r" "$CK --version" ;;
       floor) block reuse floor "$r" "$FLOOR" ;;
     esac
   done
@@ -326,8 +327,9 @@ def row(label, r, ratio, rss):
             f"| {ms(r['min']):.2f} | {ms(r['cpu']):.2f} | {ratio} | {rss} |")
 
 ck_a, peer_a, floor = load("reuse", "credkeeper"), load("reuse", "oidc-token"), load("reuse", "floor")
+version = load("reuse", "version")
 ck_b, peer_b = load("refresh", "credkeeper"), load("refresh", "oidc-token")
-assert all(x["n"] == int(runs) for x in (ck_a, peer_a, floor, ck_b, peer_b))
+assert all(x["n"] == int(runs) for x in (ck_a, peer_a, floor, version, ck_b, peer_b))
 ra = peer_a["median"] / ck_a["median"]
 rb = peer_b["median"] / ck_b["median"]
 short = lambda c: c.replace(root + "/", "")
@@ -340,6 +342,7 @@ print("| command | median ms | mean ± σ ms | min ms | user+sys ms | ratio oidc
 print("|---|---:|---:|---:|---:|---:|---:|")
 print(row("(a) reuse: `credkeeper get -m 300`", ck_a, "1", mib(rss_ck_reuse)))
 print(row("(a) reuse: `oidc-token -t 300`", peer_a, f"{ra:.2f}", mib(rss_peer_reuse)))
+print(row("`credkeeper --version` (start-up alone)", version, "", ""))
 print(row("floor: `/bin/true` (process start only)", floor, "", ""))
 print(row("(b) refresh: `credkeeper get -m 999999`", ck_b, "1", mib(rss_ck_refresh)))
 print(row("(b) refresh: `oidc-token -t 999999`", peer_b, f"{rb:.2f}", mib(rss_peer_refresh)))
@@ -360,6 +363,9 @@ ok = med < goal and ck_a["median"] < peer_a["median"]
 verdict = "NO VERDICT, machine busy (floor moved > 50 % between blocks): rerun" if noisy else ("MET" if ok else "NOT MET")
 print(f"goal (reuse: credkeeper median < {goal:g} ms and below oidc-token): "
       f"{verdict} ({med:.2f} ms vs {ms(peer_a['median']):.2f} ms)")
+over = ms(version["median"] - floor["median"])
+print(f"start-up (`credkeeper --version` within 0.5 ms of /bin/true): "
+      f"{'MET' if over <= 0.5 else 'NOT MET'} (+{over:.2f} ms: {ms(version['median']):.2f} vs {ms(floor['median']):.2f} ms)")
 sys.exit(4 if noisy else 0 if ok else 3)
 PY
 

@@ -28,6 +28,7 @@ LABELS = {
     "ck": "`docker-credential-credkeeper get`",
     "pass": "`docker-credential-pass get`",
     "base": "baseline: `sh -c 'printf HOST \\| cat'`",
+    "version": "`credkeeper --version` (start-up alone)",
     "floor": "floor: `/bin/true`",
 }
 
@@ -131,6 +132,11 @@ def section_helper():
         if ck - stats["base"]["median"] <= 0:
             text += " (credkeeper's median is within the baseline's: that ratio means nothing)"
     print(text + ".")
+    if "version" in stats:
+        over = stats["version"]["median"] - stats["floor"]["median"]
+        print()
+        print(f"Start-up: `credkeeper --version` is {fmt(over)} ms above `/bin/true` (goal ≤ 0.5 ms: "
+              f"{'met' if over <= 0.5 else 'missed'}).")
     fl = stats["floor"]["blocks"]
     if max(fl) > 1.5 * min(fl):
         print()
