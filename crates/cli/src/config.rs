@@ -120,7 +120,7 @@ impl Resolved {
         let Some((path, method)) = &self.secret else {
             return Ok(ClientAuth::None);
         };
-        let secret = Secret::new(credkeeper_store::perm::read_private(
+        let secret = Secret::new(credkeeper_sink::perm::read_private(
             path,
             "client-secret file",
         )?);

@@ -37,7 +37,7 @@ pub fn prepare(dir: &Path) -> Result<(), DaemonError> {
         return Err(DaemonError::OpenToOthers(name, mode));
     }
     // The pid is decimal without a newline: the CredD reads it with strtol.
-    credkeeper_store::sink::write_atomic(
+    credkeeper_sink::write_atomic(
         &dir.join("pid"),
         std::process::id().to_string().as_bytes(),
         0o644,

@@ -111,7 +111,7 @@ fn check_secret_file(path: &Path, dir_owner: u32) -> Result<(), String> {
     if meta.file_type().is_symlink() {
         return Err("is a symlink; not followed".into());
     }
-    let euid = credkeeper_store::sink::uid();
+    let euid = credkeeper_sink::uid();
     if ![0, euid, dir_owner].contains(&meta.uid()) {
         return Err(format!(
             "is owned by uid {}, not root, this credmon or the directory's owner",
@@ -578,7 +578,7 @@ impl Credmon {
                     .get(&format!("{provider}_CLIENT_SECRET_FILE"))
                 {
                     Some(f) => {
-                        credkeeper_store::perm::read_private(Path::new(&f), "client-secret file")
+                        credkeeper_sink::perm::read_private(Path::new(&f), "client-secret file")
                             .map_err(|e| e.to_string())?
                     }
                     None => String::new(),

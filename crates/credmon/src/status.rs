@@ -104,10 +104,7 @@ impl Status {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    pub fn save_bytes(
-        cred_dir: &Path,
-        bytes: &[u8],
-    ) -> Result<(), credkeeper_store::sink::SinkError> {
-        credkeeper_store::sink::write_atomic(&Status::path(cred_dir), bytes, 0o640)
+    pub fn save_bytes(cred_dir: &Path, bytes: &[u8]) -> Result<(), credkeeper_sink::SinkError> {
+        credkeeper_sink::write_atomic(&Status::path(cred_dir), bytes, 0o640)
     }
 }

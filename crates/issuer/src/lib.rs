@@ -48,7 +48,7 @@ pub enum VersionClaim {
 #[derive(Debug, thiserror::Error)]
 pub enum IssuerError {
     #[error(transparent)]
-    Permissions(#[from] credkeeper_store::perm::PermError),
+    Permissions(#[from] credkeeper_sink::perm::PermError),
     #[error("issuer key file {path}: {message}")]
     Key { path: PathBuf, message: String },
     #[error("signing failed: {0}")]
@@ -109,7 +109,7 @@ impl LocalIssuer {
             )
             .map_err(|e| key_err(e.to_string()))?;
         }
-        let pem = credkeeper_store::perm::read_private(path, "issuer key file")?;
+        let pem = credkeeper_sink::perm::read_private(path, "issuer key file")?;
         let key = load_key(&pem, settings.algorithm)
             .map_err(|e| key_err(format!("not a {alg:?} private key in PEM: {e}")))?;
         let mut jwk = Jwk::from_encoding_key(&key, alg).map_err(|e| key_err(e.to_string()))?;
@@ -203,7 +203,7 @@ impl X5cSigner {
         cert_file: &Path,
         algorithm: Algorithm,
     ) -> Result<X5cSigner, IssuerError> {
-        let pem = credkeeper_store::perm::read_private(key_file, "registry token key file")?;
+        let pem = credkeeper_sink::perm::read_private(key_file, "registry token key file")?;
         let key = load_key(&pem, algorithm).map_err(|message| IssuerError::Key {
             path: key_file.to_path_buf(),
             message: format!("not a {algorithm:?} private key in PEM: {message}"),

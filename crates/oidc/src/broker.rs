@@ -138,7 +138,7 @@ impl BrokerClient {
                 (format!("Basic {encoded}"), None)
             }
             BrokerAuth::BearerFile(path) => {
-                let token = credkeeper_store::sink::read(path)
+                let token = credkeeper_sink::read(path)
                     .map_err(|e| OidcError::Authentication(format!("JWT file: {e}")))?;
                 (format!("Bearer {}", token.expose()), None)
             }

@@ -54,7 +54,7 @@ impl DiskCache {
         };
         let _ = std::fs::create_dir_all(dir);
         if let Ok(bytes) = serde_json::to_vec(&entry) {
-            let _ = credkeeper_store::sink::write_atomic(&file, &bytes, 0o644);
+            let _ = credkeeper_sink::write_atomic(&file, &bytes, 0o644);
         }
     }
 

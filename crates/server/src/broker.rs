@@ -491,7 +491,7 @@ impl Broker {
         let auth = match &p.client_secret_file {
             None => ClientAuth::None,
             Some(f) => ClientAuth::Basic(Secret::new(
-                credkeeper_store::perm::read_private(f, "client-secret file")
+                credkeeper_sink::perm::read_private(f, "client-secret file")
                     .map_err(|e| Refusal::new("internal", e.to_string()))?,
             )),
         };

@@ -480,7 +480,7 @@ impl Config {
                 ));
             }
             if let Some(f) = &p.client_secret_file
-                && let Err(e) = credkeeper_store::perm::check_private(f, "client-secret file")
+                && let Err(e) = credkeeper_sink::perm::check_private(f, "client-secret file")
             {
                 return Err(fail(
                     key("client_secret_file"),

@@ -193,7 +193,7 @@ pub fn issue_robot_secret(
     path: &Path,
 ) -> Result<Secret, ServeError> {
     let secret = robots::new_secret(store, robot)?;
-    credkeeper_store::sink::write_token(path, &secret)
+    credkeeper_sink::write_token(path, &secret)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(secret)
 }

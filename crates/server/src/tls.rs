@@ -23,7 +23,7 @@ pub enum TlsError {
     #[error("TLS certificate file {path}: {message}")]
     Cert { path: String, message: String },
     #[error(transparent)]
-    Key(#[from] credkeeper_store::perm::PermError),
+    Key(#[from] credkeeper_sink::perm::PermError),
     #[error("TLS key file {path}: {message}")]
     KeyFormat { path: String, message: String },
     #[error("TLS configuration: {0}")]
@@ -44,7 +44,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
             message: "no certificate in the file".into(),
         });
     }
-    credkeeper_store::perm::check_private(key, "TLS key file")?;
+    credkeeper_sink::perm::check_private(key, "TLS key file")?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::KeyFormat {
         path: key.display().to_string(),
         message: e.to_string(),

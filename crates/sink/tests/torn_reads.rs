@@ -2,7 +2,7 @@
 //! being replaced, however often it is replaced.
 
 use credkeeper_core::Secret;
-use credkeeper_store::sink::write_token;
+use credkeeper_sink::write_token;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 

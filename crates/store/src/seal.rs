@@ -7,10 +7,10 @@
 //! key new values are sealed with, the others still open older values. Rotation is
 //! adding a new first line.
 
-use crate::perm;
 use aws_lc_rs::aead::{AES_256_GCM_SIV, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use credkeeper_sink::perm;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -146,7 +146,7 @@ fn create_key_file(path: &Path) -> Result<(), SealError> {
     let mut id = [0u8; 4];
     aws_lc_rs::rand::fill(&mut id).map_err(|_| SealError::Random)?;
     let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = crate::sink::temp_path_beside(path);
+    let tmp = credkeeper_sink::file::temp_path_beside(path);
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)

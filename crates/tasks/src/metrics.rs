@@ -143,7 +143,7 @@ impl Metrics {
 
     /// Rewrite `path` atomically (readers never see half a file).
     pub fn write(&self, path: &std::path::Path) -> std::io::Result<()> {
-        credkeeper_store::sink::write_atomic(path, self.render().as_bytes(), 0o644)
+        credkeeper_sink::write_atomic(path, self.render().as_bytes(), 0o644)
             .map_err(std::io::Error::other)
     }
 }

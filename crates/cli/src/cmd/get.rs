@@ -5,7 +5,7 @@ use crate::prompt::Terminal;
 use anyhow::Context;
 use credkeeper_core::{Requirements, ScopeSet};
 use credkeeper_refresher::LOCAL_IDENTITY;
-use credkeeper_store::sink;
+use credkeeper_sink as sink;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -136,7 +136,7 @@ const DEFAULT_MINSECS: i64 = 60;
 
 /// Where the token goes, what it must satisfy, and where a new one would come from.
 pub struct Plan {
-    out: super::Out,
+    out: Box<dyn credkeeper_sink::Sink>,
     want: Requirements,
     source: Source,
 }
@@ -152,7 +152,7 @@ enum Source {
 }
 
 pub fn plan(args: &Args, settings: &Settings) -> anyhow::Result<Plan> {
-    let out = super::Out::choose(args.outfile.clone(), settings);
+    let out = super::out(args.outfile.clone(), settings);
     let persona = args.vault.persona;
     let igwn = persona == Some(Persona::IgwnRobotGet);
     let min_secs =
@@ -202,7 +202,7 @@ pub fn plan(args: &Args, settings: &Settings) -> anyhow::Result<Plan> {
                 role: v.role.clone(),
                 credkey: v.credkey.clone(),
                 token_file: v.vaulttokenfile.clone().unwrap_or_else(|| {
-                    PathBuf::from(format!("/tmp/vt_u{}", credkeeper_store::sink::uid()))
+                    PathBuf::from(format!("/tmp/vt_u{}", credkeeper_sink::uid()))
                 }),
                 min_ttl: match &v.vaulttokenminttl {
                     Some(d) => duration(d, "--vaulttokenminttl")?,
@@ -364,7 +364,7 @@ async fn from_vault(
         _ => "default".to_string(),
     };
     // 1. The saved Vault token.
-    if let (Some(key), Ok(saved)) = (&credkey, credkeeper_store::sink::read(&plan.token_file)) {
+    if let (Some(key), Ok(saved)) = (&credkey, credkeeper_sink::read(&plan.token_file)) {
         let alive = plan.min_ttl <= 0
             || match client.lookup_self(&saved).await {
                 Ok(ttl) => ttl >= plan.min_ttl,
@@ -415,7 +415,7 @@ async fn from_vault(
         .read_token(&vault.token, &secret_path(plan, &key, &role, minsecs))
         .await?;
     // Saved only once it has worked, as htgettoken does.
-    credkeeper_store::sink::write_token(&plan.token_file, &vault.token)?;
+    credkeeper_sink::write_token(&plan.token_file, &vault.token)?;
     Ok(token)
 }
 

@@ -73,7 +73,7 @@ pub async fn login(args: LoginArgs, settings: &Settings) -> anyhow::Result<()> {
     } else {
         refresher.login_device(&request, &prompt).await?
     };
-    let out = super::Out::choose(args.outfile, settings);
+    let out = super::out(args.outfile, settings);
     out.deliver(&obtained.token)?;
     eprintln!(
         "Refresh token stored for {}{}; access token written to {out}.",

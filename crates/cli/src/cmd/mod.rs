@@ -81,7 +81,7 @@ pub fn broker_client_with(
     let auth = match (login.robot, login.secret_file, login.jwt_file) {
         (Some(robot), Some(secret_file), _) => BrokerAuth::Secret {
             robot: robot.to_string(),
-            secret: credkeeper_core::Secret::new(credkeeper_store::perm::read_private(
+            secret: credkeeper_core::Secret::new(credkeeper_sink::perm::read_private(
                 secret_file,
                 "robot secret file",
             )?),
@@ -89,7 +89,7 @@ pub fn broker_client_with(
         (_, Some(_), _) => anyhow::bail!("--secret-file needs --robot NAME"),
         (_, None, Some(path)) => {
             // Readable now (a clear error before anything runs), read again at each request.
-            credkeeper_store::sink::read(path)?;
+            credkeeper_sink::read(path)?;
             BrokerAuth::BearerFile(path.to_path_buf())
         }
         _ => match login.initiator()? {
@@ -141,44 +141,16 @@ pub fn token_request(r: &Resolved) -> TokenRequest {
     }
 }
 
-/// Where a token goes: a file (atomic, 0600) or standard output (`-o -`).
-pub enum Out {
-    Stdout,
-    File(std::path::PathBuf),
-}
-
-impl Out {
-    /// `-o` if given, else the config file's `outfile`, else WLCG discovery.
-    pub fn choose(flag: Option<std::path::PathBuf>, settings: &Settings) -> Out {
-        match flag.or_else(|| settings.file.outfile.clone()) {
-            Some(p) if p.as_os_str() == "-" => Out::Stdout,
-            Some(p) => Out::File(p),
-            None => Out::File(credkeeper_store::sink::default_path()),
-        }
-    }
-
-    pub fn deliver(&self, token: &credkeeper_core::Secret) -> anyhow::Result<()> {
-        match self {
-            Out::Stdout => println!("{}", token.expose()),
-            Out::File(path) => credkeeper_store::sink::write_token(path, token)?,
-        }
-        Ok(())
-    }
-
-    /// The token there now, if any.
-    pub fn existing(&self) -> Option<credkeeper_core::Secret> {
-        match self {
-            Out::Stdout => None,
-            Out::File(path) => credkeeper_store::sink::read(path).ok(),
-        }
-    }
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Out::Stdout => f.write_str("standard output"),
-            Out::File(p) => write!(f, "{}", p.display()),
-        }
+/// Where a token goes: `-o` if given (`-` for standard output), else the config file's
+/// `outfile`, else the WLCG discovery file.
+pub fn out(
+    flag: Option<std::path::PathBuf>,
+    settings: &Settings,
+) -> Box<dyn credkeeper_sink::Sink> {
+    use credkeeper_sink::{Stdout, TokenFile};
+    match flag.or_else(|| settings.file.outfile.clone()) {
+        Some(p) if p.as_os_str() == "-" => Box::new(Stdout),
+        Some(p) => Box::new(TokenFile(p)),
+        None => Box::new(TokenFile::discovered()),
     }
 }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use credkeeper_core::verify::{Expectations, Profile};
 use credkeeper_core::{Jwt, ScopeSet, Secret, Timestamp};
 use credkeeper_oidc::KeyCache;
-use credkeeper_store::sink;
+use credkeeper_sink as sink;
 use serde_json::{Value, json};
 use std::io::Read;
 use std::path::PathBuf;
