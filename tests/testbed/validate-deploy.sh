@@ -933,8 +933,9 @@ if check("deploy/Dockerfile exists", os.path.isfile(df)):
     build = instr[froms[0][0]:froms[-1][0]] if len(froms) >= 2 else []
     runtime = instr[froms[-1][0]:] if froms else []
     build_runs = " ".join(r for k, r in build if k == "RUN")
-    check("Dockerfile: build stage installs libclang-dev libkrb5-dev pkg-config",
-          all(p in build_runs.split() for p in ("libclang-dev", "libkrb5-dev", "pkg-config")))
+    # Kerberos is opened at run time: the build needs nothing beyond the Rust image.
+    check("Dockerfile: build stage installs no system packages (no Kerberos headers, no libclang)",
+          "apt-get" not in build_runs, build_runs)
     check("Dockerfile: cargo build --release --locked -p credkeeper",
           "cargo build --release --locked -p credkeeper" in build_runs)
     for k, r in build:
