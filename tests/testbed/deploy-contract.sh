@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # deploy-contract.sh BINARY - what deploy/Dockerfile promises, checked with the binary itself
-# and no container engine.
+# and no container engine (or, with CONTRACT_RUN, inside the image built from it).
 #
 # The image runs `credkeeper get` as whatever uid:gid `--user` / runAsUser gives, with no
 # passwd entry and no HOME, the keytab mounted read-only (0440 root:<gid> with
@@ -15,6 +15,15 @@
 # needs no network: CREDKEEPER_SERVER points at 127.0.0.1:9 (nothing listens) and the
 # keytab's realm at a KDC on 127.0.0.1:9.
 #
+# CONTRACT_RUN=PROGRAM (tests/testbed/build-image.sh sets it): every command of the robot
+# (the uid 12345 side) runs in the image instead, as
+#   PROGRAM -v DIR UID:GID [VAR=VALUE...] -- COMMAND [ARG...]
+# which must run COMMAND in a container of the image as UID:GID (no supplementary groups),
+# with the image's ENV plus the VARs (`docker run -e`), this script's work directory DIR
+# mounted at the same path, the host's network (the broker is on 127.0.0.1), and exit with
+# COMMAND's status. COMMAND is then /usr/local/bin/credkeeper, the image's binary; BINARY is
+# only the broker's (a test peer on the host).
+#
 # Prints `ok NAME` / `FAIL NAME: why`, ends with "N passed, M failed"; exit 1 on failure.
 # Everything it starts is stopped and everything it makes is removed on exit.
 set -uo pipefail
@@ -25,6 +34,12 @@ BIN=$(readlink -f "$1")
 [ -x "$BIN" ] || die "$1 is not an executable"
 [ "$(id -u)" -eq 0 ] || die "must run as root (setpriv switches to uid 12345)"
 command -v setpriv >/dev/null || apt_install util-linux
+BROKER_BIN=$BIN # the test broker's binary, always the host's
+if [ -n "${CONTRACT_RUN:-}" ]; then
+  [ -x "$CONTRACT_RUN" ] || die "CONTRACT_RUN=$CONTRACT_RUN is not an executable"
+  BIN=/usr/local/bin/credkeeper # the robot's: the image's
+  log "the robot's commands run in the image through $CONTRACT_RUN"
+fi
 
 U=12345 # the container's --user uid and gid; not in /etc/passwd
 WORK=$(mktemp -d /tmp/credkeeper-contract.XXXXXX)
@@ -39,7 +54,7 @@ trap 'exit 130' INT TERM
 chmod 0755 "$WORK"
 
 # The binary must be executable by uid 12345 (a copy when its directory is private).
-if ! setpriv --reuid=$U --regid=$U --clear-groups test -x "$BIN"; then
+if [ -z "${CONTRACT_RUN:-}" ] && ! setpriv --reuid=$U --regid=$U --clear-groups test -x "$BIN"; then
   install -m 0755 "$BIN" "$WORK/credkeeper"
   BIN=$WORK/credkeeper
 fi
@@ -83,17 +98,28 @@ EOF
 # The dev robot's secret, handed to the uid as a 0600 file of its own.
 mkdir -p "$WORK/robot" && chown $U:$U "$WORK/robot" && chmod 0700 "$WORK/robot"
 
+# as_uid VAR=VALUE... -- CMD...: run CMD as uid/gid 12345 with only these variables (no
+# HOME, no USER); with CONTRACT_RUN in the image, with its ENV plus these (and runc's HOME=/).
+as_uid() {
+  local envs=()
+  while [ "$1" != -- ]; do envs+=("$1"); shift; done
+  shift
+  if [ -n "${CONTRACT_RUN:-}" ]; then
+    timeout 60 "$CONTRACT_RUN" -v "$WORK" "$U:$U" "${envs[@]}" -- "$@"
+  else
+    env -i "${envs[@]}" timeout 60 setpriv --reuid=$U --regid=$U --clear-groups "$@"
+  fi
+}
 # as_robot VAR=VALUE... -- CMD...: run CMD as uid/gid 12345 with only the image's
 # environment (no HOME, no USER), plus the given variables.
 as_robot() {
   local envs=()
   while [ "$1" != -- ]; do envs+=("$1"); shift; done
   shift
-  env -i PATH=/usr/local/bin:/usr/bin:/bin \
+  as_uid PATH=/usr/local/bin:/usr/bin:/bin \
     KRB5_CONFIG="$WORK/krb5.conf" KRB5_KTNAME="$KEYTAB" BEARER_TOKEN_FILE="$TOKEN" \
     CREDKEEPER_MINSECS=3600 CREDKEEPER_STATE_DIR="$WORK/tmp/credkeeper" \
-    "${envs[@]}" \
-    timeout 60 setpriv --reuid=$U --regid=$U --clear-groups "$@"
+    "${envs[@]}" -- "$@"
 }
 # The robot path of the image: the broker is gone (port 9 refuses), the audience and
 # scopes are the ones the token was fetched with.
@@ -103,7 +129,7 @@ ROBOT_ENV=(CREDKEEPER_SERVER=https://127.0.0.1:9 CREDKEEPER_SCOPES=read:/data
 file_id() { stat -c '%i %y %s' "$1" 2>/dev/null; } # inode, mtime, size
 
 # --- a valid token from `serve --dev` -------------------------------------------------------
-"$BIN" serve --dev --listen 127.0.0.1:0 --state-dir "$WORK/broker" \
+"$BROKER_BIN" serve --dev --listen 127.0.0.1:0 --state-dir "$WORK/broker" \
   >"$WORK/broker.out" 2>"$WORK/broker.err" &
 BROKER_PID=$!
 GET_LINE='' URL=''
@@ -186,10 +212,17 @@ check_eq "reuse with flags: the token file is untouched" "$before" "$(file_id "$
 # Why the image sets CREDKEEPER_STATE_DIR: with neither it nor HOME, this build of
 # credkeeper stops before looking at the token file (it wants a state directory even
 # when it would not use one). Either that, naming the variable, or a plain reuse.
-out=$(env -i PATH=/usr/bin:/bin KRB5_KTNAME="$KEYTAB" BEARER_TOKEN_FILE="$TOKEN" CREDKEEPER_MINSECS=600 \
-  timeout 60 setpriv --reuid=$U --regid=$U --clear-groups "$BIN" get --server https://127.0.0.1:9 \
+# In the image (CONTRACT_RUN) none is given either, so the image's own one must do: reuse.
+out=$(as_uid PATH=/usr/bin:/bin KRB5_KTNAME="$KEYTAB" BEARER_TOKEN_FILE="$TOKEN" CREDKEEPER_MINSECS=600 \
+  -- "$BIN" get --server https://127.0.0.1:9 \
   --audience https://storage.example --scopes read:/data 2>&1); rc=$?
-if { [ $rc -eq 0 ] || [[ $out == *CREDKEEPER_STATE_DIR* ]]; } && [ "$before" = "$(file_id "$TOKEN")" ]; then
+if [ -n "${CONTRACT_RUN:-}" ]; then
+  if [ $rc -eq 0 ] && [ "$before" = "$(file_id "$TOKEN")" ]; then
+    pass "no CREDKEEPER_STATE_DIR given, HOME=/ (not writable): the image's CREDKEEPER_STATE_DIR does, reused; file untouched"
+  else
+    fail "no CREDKEEPER_STATE_DIR given, HOME=/ (not writable): the image's CREDKEEPER_STATE_DIR does, reused" "rc $rc: $out"
+  fi
+elif { [ $rc -eq 0 ] || [[ $out == *CREDKEEPER_STATE_DIR* ]]; } && [ "$before" = "$(file_id "$TOKEN")" ]; then
   pass "no CREDKEEPER_STATE_DIR and no HOME: $([ $rc -eq 0 ] && echo "reused" || echo "stops, naming CREDKEEPER_STATE_DIR (the image sets it)"); file untouched"
 else
   fail "no CREDKEEPER_STATE_DIR and no HOME: reuse, or an error naming CREDKEEPER_STATE_DIR" "rc $rc: $out"

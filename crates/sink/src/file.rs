@@ -79,42 +79,111 @@ pub fn write_atomic_via(
     contents: &[u8],
     mode: u32,
 ) -> Result<(), SinkError> {
-    let dir = match path.parent() {
+    let staged = Staged::write(temp_dir, path, contents, mode)?;
+    let finish = || -> std::io::Result<()> {
+        std::fs::File::open(&staged.tmp)?.sync_all()?;
+        std::fs::rename(&staged.tmp, &staged.dest)?;
+        // Make the rename itself durable.
+        std::fs::File::open(parent(&staged.dest))?.sync_all()
+    };
+    let result = finish();
+    staged.settle(result)
+}
+
+fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
-    };
-    match std::fs::metadata(&dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(SinkError::DirMissing(dir));
-        }
-        Ok(m) if !m.is_dir() => return Err(SinkError::NotADir(dir)),
-        _ => {}
     }
-    let tmp = match temp_dir {
-        Some(t) => t.join(temp_path_beside(path).file_name().unwrap_or_default()),
-        None => temp_path_beside(path),
-    };
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // The umask may have narrowed the mode; make it exactly what was asked.
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // Make the rename itself durable.
-        std::fs::File::open(&dir)?.sync_all()
-    };
-    write().map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
+}
+
+/// A file's new contents in a temporary file, not yet synced nor in place. Dropped
+/// without being renamed, the temporary file is removed: nothing is left half-done.
+pub struct Staged {
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+impl Staged {
+    /// Write `contents` with exactly `mode` to a temporary file in `temp_dir` (default:
+    /// beside `path`), after checking that `path`'s directory exists.
+    pub fn write(
+        temp_dir: Option<&Path>,
+        path: &Path,
+        contents: &[u8],
+        mode: u32,
+    ) -> Result<Staged, SinkError> {
+        let dir = parent(path);
+        match std::fs::metadata(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SinkError::DirMissing(dir));
+            }
+            Ok(m) if !m.is_dir() => return Err(SinkError::NotADir(dir)),
+            _ => {}
+        }
+        let tmp = match temp_dir {
+            Some(t) => t.join(temp_path_beside(path).file_name().unwrap_or_default()),
+            None => temp_path_beside(path),
+        };
+        let staged = Staged {
+            tmp,
+            dest: path.to_path_buf(),
+        };
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&staged.tmp)?;
+            // The umask may have narrowed the mode; make it exactly what was asked.
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            f.write_all(contents)
+        };
+        match write() {
+            Ok(()) => Ok(staged),
+            Err(source) => Err(staged.failed(source)),
+        }
+    }
+
+    /// Where the file goes.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    pub(crate) fn temp(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// The error for this file; the temporary file goes (by drop).
+    pub(crate) fn failed(self, source: std::io::Error) -> SinkError {
         SinkError::Write {
-            path: path.to_path_buf(),
+            path: self.dest.clone(),
             source,
         }
-    })
+    }
+
+    /// Renamed into place: nothing to clean up any more.
+    pub(crate) fn placed(mut self) {
+        self.tmp = PathBuf::new();
+    }
+
+    fn settle(self, result: std::io::Result<()>) -> Result<(), SinkError> {
+        match result {
+            Ok(()) => {
+                self.placed();
+                Ok(())
+            }
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 #[cfg(test)]
