@@ -25,9 +25,9 @@
 #   checks   the built image's config and files, its entrypoint as its own USER, then
 #            deploy-contract.sh with CONTRACT_RUN: the robot's commands in the image.
 #
-# Prints `ok NAME` / `FAIL NAME: why` and "N passed, M failed" (the image checks, then
-# deploy-contract.sh's own line); exit 1 when anything failed. The image stays in the
-# private storage for a look afterwards:
+# Prints `ok NAME` / `FAIL NAME: why`; deploy-contract.sh's own "N passed, M failed" comes in
+# between, and the closing "N passed, M failed" counts everything (image checks + contract).
+# Exit 1 when anything failed. The image stays in the private storage for a look afterwards:
 #   buildah --root tests/testbed/.cache/image/storage --runroot tests/testbed/.cache/image/runroot \
 #     --storage-driver vfs images
 # and so does the runner, tests/testbed/.cache/image/run-in-image (usage below), until the
@@ -36,8 +36,9 @@
 # build-image.sh --exec [-v DIR]... UID:GID [VAR=VALUE...] -- COMMAND [ARG...]
 #   (deploy-contract.sh's CONTRACT_RUN) run COMMAND in a container of the built image as
 #   UID:GID with the image's ENV plus the VARs, each DIR bind-mounted read-write at its own
-#   path; exits with COMMAND's status. Needs CK_IMAGE_ROOTFS, CK_IMAGE_CONFIG, CK_RUNC_ROOT
-#   and CK_RUNC_SPEC, which the run-in-image wrapper sets.
+#   path, stdin /dev/null; exits with COMMAND's status (TERM/INT kill the container). Needs
+#   CK_IMAGE_ROOTFS, CK_IMAGE_CONFIG, CK_RUNC_ROOT and CK_RUNC_SPEC: the run-in-image wrapper
+#   sets them.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -132,9 +133,9 @@ ROOT=$(cd "$TESTBED_DIR/../.." && pwd)
 DOCKERFILE=$ROOT/deploy/Dockerfile
 [ -f "$DOCKERFILE" ] || die "no $DOCKERFILE"
 
-step() { TB_STEP=$*; log "$*"; }
 T0=$(now_ms)
 took() { printf '%d.%01d s' $(( ($(now_ms) - $1) / 1000 )) $(( ($(now_ms) - $1) % 1000 / 100 )); }
+step() { TB_STEP=$*; log "[$(took "$T0")] $*"; }
 
 step "system packages"
 # buildah (vfs storage, chroot isolation), runc to run the image, debootstrap for the base,
@@ -354,6 +355,5 @@ else
   fail "deploy-contract.sh in the image ended without its closing line (exit $contract_rc)"
 fi
 
-TB_STEP=
 log "done in $(took "$T0"); disk: base $(du -sh "$BASE_TAR" | cut -f1), storage $(du -sh "$STORAGE" | cut -f1) (the image stays there, and $RUN runs commands in it, until the next run)"
 summary

@@ -132,6 +132,37 @@ pub struct ServerSection {
     /// Accept Kerberos (HTTP Negotiate) with the service keys in this keytab: `HTTP/<host>`
     /// for curl and browsers, `host/<host>` for htgettoken. Mode 0600 (or 0440).
     pub kerberos_keytab: Option<PathBuf>,
+    /// Connections open at once [default: three quarters of the descriptor limit, at most
+    /// 10,000]. At the cap the longest-idle connection is closed to make room.
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a request head, and a kept-alive connection to start
+    /// its next request.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request body.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_secs: u64,
+}
+
+fn default_header_timeout() -> u64 {
+    10
+}
+
+fn default_body_timeout() -> u64 {
+    30
+}
+
+impl ServerSection {
+    /// What one peer may hold, from this section.
+    pub fn limits(&self) -> crate::conn::Limits {
+        crate::conn::Limits {
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(crate::conn::Limits::default_max_connections),
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_secs.max(1)),
+            body_timeout: std::time::Duration::from_secs(self.body_timeout_secs.max(1)),
+        }
+    }
 }
 
 impl Default for ServerSection {
@@ -143,6 +174,9 @@ impl Default for ServerSection {
             tls_cert: None,
             tls_key: None,
             kerberos_keytab: None,
+            max_connections: None,
+            header_timeout_secs: default_header_timeout(),
+            body_timeout_secs: default_body_timeout(),
         }
     }
 }

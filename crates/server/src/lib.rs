@@ -14,6 +14,7 @@ pub mod audit;
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod conn;
 pub mod device;
 pub mod http;
 pub mod keeper;
@@ -130,23 +131,24 @@ impl Bound {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let keeper = tokio::spawn(keeper::run(self.broker.clone(), stop_rx));
+        let keeper = tokio::spawn(keeper::run(self.broker.clone(), stop_rx.clone()));
         let app = http::router(self.broker.clone());
-        let shutdown = async move {
+        let limits = self.broker.config.server.limits();
+        tracing::info!(
+            "at most {} connections; {} s for a request head, {} s for a body",
+            limits.max_connections,
+            limits.header_timeout.as_secs(),
+            limits.body_timeout.as_secs()
+        );
+        tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
-        };
+        });
         let result = match self.tls {
-            None => {
-                axum::serve(self.listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
+            None => conn::serve(self.listener, app, limits, stop_rx).await,
             Some(config) => {
                 let listener = tls::TlsListener::new(self.listener, config)?;
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
+                conn::serve(listener, app, limits, stop_rx).await
             }
         };
         let _ = keeper.await;

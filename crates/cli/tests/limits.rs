@@ -1,0 +1,143 @@
+//! What a peer that has not authenticated can hold: connections, and time. Each attack is
+//! made for real against `credkeeper serve`, and real requests are served meanwhile.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn broker_with(user: &User, state: &str, server: &str) -> Broker {
+    let config = user.path(&format!("{state}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\n{server}\n\n[[robot]]\nname = \"dev\"\nauth = {{ secret = true }}\n\
+             providers = [\"local\"]\nscopes = [\"read:/data\"]\naudiences = [\"*\"]\n"
+        ),
+    )
+    .unwrap();
+    Broker::start(
+        user,
+        &user.path(state),
+        &["--dev", "--config", config.to_str().unwrap()],
+    )
+}
+
+fn addr(broker: &Broker) -> String {
+    broker.url.trim_start_matches("http://").to_string()
+}
+
+/// A slowloris connection: half a request head, then nothing.
+fn half_head(addr: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    s
+}
+
+/// Whether the server closed `s` within `within` (a read returns end of file or an error).
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn at_the_connection_cap_slow_clients_make_room_for_real_requests() {
+    let user = User::new();
+    // A head may take a minute: only the cap can free connections quickly.
+    let broker = broker_with(
+        &user,
+        "capped",
+        "max_connections = 20\nheader_timeout_secs = 60",
+    );
+    let addr = addr(&broker);
+    let mut slow: Vec<TcpStream> = (0..60).map(|_| half_head(&addr)).collect();
+    for i in 0..20 {
+        let started = Instant::now();
+        let (code, body) = broker.http("GET", "/healthz", None, None);
+        assert_eq!(code, 200, "request {i}: {body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "request {i} waited {:?}",
+            started.elapsed()
+        );
+    }
+    // A robot still gets its token.
+    let mut get = user.cmd();
+    get.args(["--insecure-loopback", "get", "--server", &broker.url])
+        .args(["--robot", "dev", "--secret-file"])
+        .arg(user.path("capped").join("dev-robot.secret"))
+        .args(["--scopes", "read:/data", "-o", "-"]);
+    let run = Run::from(get.output().unwrap()).ok();
+    assert!(run.stdout.starts_with("ey"), "{}", run.stdout);
+    // The slow connections paid for it: most were closed, the oldest first.
+    let closed = slow
+        .iter_mut()
+        .filter_map(|s| closed_within(s, Duration::from_millis(200)).then_some(()))
+        .count();
+    assert!(
+        closed >= 40,
+        "only {closed} of 60 slow connections were closed"
+    );
+    assert!(closed_within(&mut slow[0], Duration::from_millis(10)));
+}
+
+#[test]
+fn heads_bodies_and_idle_keep_alives_have_deadlines() {
+    let user = User::new();
+    let broker = broker_with(
+        &user,
+        "timed",
+        "header_timeout_secs = 2\nbody_timeout_secs = 2",
+    );
+    let addr = addr(&broker);
+
+    // Half a head: closed after the header timeout, not kept for ever.
+    let mut slow = half_head(&addr);
+    let started = Instant::now();
+    assert!(closed_within(&mut slow, Duration::from_secs(15)));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A body that never comes: the request fails after the body timeout.
+    let mut post = TcpStream::connect(&addr).unwrap();
+    post.write_all(
+        b"POST /registry/token HTTP/1.1\r\nHost: x\r\n\
+          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant",
+    )
+    .unwrap();
+    post.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = post.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        "{answer}"
+    );
+
+    // A kept-alive connection that starts no next request is closed too.
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    assert!(closed_within(&mut idle, Duration::from_secs(15)));
+
+    // And the broker serves on.
+    assert_eq!(broker.http("GET", "/healthz", None, None).0, 200);
+}
