@@ -16,9 +16,11 @@ log() { printf '%s %s\n' "[$(basename "$0")]" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # Every script that sources this fails loudly: under `set -e` a failing command would end it
-# without a word, so say which command it was and where (errtrace: in functions too).
+# without a word, so say which command it was and where (errtrace: in functions too). Only
+# under `set -e`: a script without it checks statuses itself, and expected failures are not
+# news.
 set -o errtrace
-trap 'tb_status=$?; log "error: \`$BASH_COMMAND\` failed with status $tb_status (line $LINENO${TB_STEP:+, step: $TB_STEP})"' ERR
+trap 'tb_status=$?; [[ $- == *e* ]] && log "error: \`$BASH_COMMAND\` failed with status $tb_status (line $LINENO${TB_STEP:+, step: $TB_STEP})"' ERR
 
 # Milliseconds since the epoch.
 now_ms() { date +%s%3N; }

@@ -140,9 +140,14 @@ fn main() -> ExitCode {
     // the whole command tree (the same text clap prints).
     if let [flag] = args.as_slice()
         && (flag == "--version" || flag == "-V")
-        && persona(&program).is_none()
     {
-        println!("credkeeper {}", env!("CARGO_PKG_VERSION"));
+        let ours = env!("CARGO_PKG_VERSION");
+        // As htgettoken or igwn-robot-get, the version of the tool whose flags are
+        // followed comes first: scripts compare it.
+        match persona(&program) {
+            None => println!("credkeeper {ours}"),
+            Some(p) => println!("{} (credkeeper {ours})", persona_version(p)),
+        }
         return ExitCode::SUCCESS;
     }
     let cli = match persona(&program) {
@@ -208,6 +213,14 @@ fn parse_get_alone(argv: &[std::ffi::OsString]) -> Option<Cli> {
         .subcommand(cmd::get::Args::augment_args(clap::Command::new("get")));
     let matches = tree.try_get_matches_from(argv).ok()?;
     Cli::from_arg_matches(&matches).ok()
+}
+
+/// The release of each stood-in tool whose options and defaults `get --persona` follows.
+fn persona_version(persona: &str) -> &'static str {
+    match persona {
+        "htgettoken" => "2.2",
+        _ => "0.3.3",
+    }
 }
 
 /// The tool this binary stands in for, by the name it was run as.

@@ -226,3 +226,22 @@ fn usage_errors_exit_2() {
     let run = user.run(&["get", "--no-such-flag"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
 }
+
+#[test]
+fn the_version_is_answered_under_every_name_the_binary_is_installed_as() {
+    let user = User::new();
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        user.run(&["--version"]).ok().stdout,
+        format!("credkeeper {version}\n")
+    );
+    // Scripts compare the stood-in tool's version: it comes first, as the real tool prints it.
+    for (name, theirs) in [("htgettoken", "2.2"), ("igwn-robot-get", "0.3.3")] {
+        let link = user.path(name);
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_credkeeper"), &link).unwrap();
+        let mut cmd = std::process::Command::new(&link);
+        user.hermetic(&mut cmd);
+        let run = Run::from(cmd.arg("--version").output().unwrap()).ok();
+        assert_eq!(run.stdout, format!("{theirs} (credkeeper {version})\n"));
+    }
+}
