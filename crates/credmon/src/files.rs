@@ -1,7 +1,6 @@
 //! The credential files as upstream writes them, shared by the credmon's pass and the
 //! broker's web login for CredD key files.
 
-use credkeeper_sink::Staged;
 use serde_json::{Map, Value, json};
 use std::path::Path;
 
@@ -35,16 +34,9 @@ pub fn shape_use(
 /// Write a credential file as upstream does: a temporary file in the credential
 /// directory's root, mode 0400, renamed into place.
 pub fn write_cred_file(cred_dir: &Path, path: &Path, contents: &str) -> Result<(), String> {
-    credkeeper_sink::write_atomic_via(Some(cred_dir), path, contents.as_bytes(), CRED_MODE)
+    credkeeper_sink::write_atomic_via(Some(cred_dir), path, contents.as_bytes(), 0o400)
         .map_err(|e| e.to_string())
 }
-
-/// A credential file staged as [`write_cred_file`] writes it, for a group commit.
-pub fn stage_cred_file(cred_dir: &Path, path: &Path, contents: &str) -> Result<Staged, String> {
-    Staged::write(Some(cred_dir), path, contents.as_bytes(), CRED_MODE).map_err(|e| e.to_string())
-}
-
-const CRED_MODE: u32 = 0o400;
 
 #[cfg(test)]
 mod tests {

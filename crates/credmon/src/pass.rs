@@ -63,9 +63,6 @@ pub struct Credmon {
     issuers: Mutex<HashMap<String, Arc<LocalIssuer>>>,
     status: Mutex<Status>,
     seen: Mutex<HashMap<PathBuf, Seen>>,
-    /// Every credential file of a pass goes through it: the refreshes in flight share a
-    /// few file-system syncs instead of two fsyncs per file.
-    commits: credkeeper_sink::GroupCommit,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -161,7 +158,6 @@ impl Credmon {
             issuers: Mutex::new(HashMap::new()),
             status: Mutex::new(status),
             seen: Mutex::new(HashMap::new()),
-            commits: credkeeper_sink::GroupCommit::new(),
         })
     }
 
@@ -542,7 +538,7 @@ impl Credmon {
 
     /// Refresh `<user>/<token>` exactly as upstream does: a form POST to the `.meta`'s
     /// token URL with client id, client secret and refresh token, no scope.
-    async fn refresh(self: &Arc<Self>, user: &str, token: &str) -> Outcome {
+    async fn refresh(&self, user: &str, token: &str) -> Outcome {
         let dir = self.dir().join(user);
         let top_path = dir.join(format!("{token}.top"));
         let meta_path = dir.join(format!("{token}.meta"));
@@ -659,25 +655,17 @@ impl Credmon {
             top.insert("refresh_token".into(), json!(rt));
         }
         // `.use` before `.top`, as upstream: a job never sees a token older than its `.top`.
-        // Both are durable before this returns (a rotated refresh token must survive a
-        // crash); off the async thread, committed with the other refreshes in flight.
+        // Each write is fsynced; off the async thread, so the refreshes in flight share the
+        // file system's commits instead of waiting for each other's.
+        let cred_dir = self.dir().to_path_buf();
         let use_path = dir.join(format!("{token}.use"));
-        let me = self.clone();
         let written = tokio::task::spawn_blocking(move || {
-            let cred_dir = me.dir();
-            let files = vec![
-                crate::files::stage_cred_file(
-                    cred_dir,
-                    &use_path,
-                    &Value::Object(response).to_string(),
-                )?,
-                crate::files::stage_cred_file(
-                    cred_dir,
-                    &top_path,
-                    &Value::Object(top).to_string(),
-                )?,
-            ];
-            me.commits.commit(files).map_err(|e| e.to_string())
+            crate::files::write_cred_file(
+                &cred_dir,
+                &use_path,
+                &Value::Object(response).to_string(),
+            )?;
+            crate::files::write_cred_file(&cred_dir, &top_path, &Value::Object(top).to_string())
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
@@ -755,8 +743,7 @@ impl Credmon {
     }
 
     fn write(&self, path: &Path, contents: &str) -> Result<(), String> {
-        let staged = crate::files::stage_cred_file(self.dir(), path, contents)?;
-        self.commits.commit(vec![staged]).map_err(|e| e.to_string())
+        crate::files::write_cred_file(self.dir(), path, contents)
     }
 }
 

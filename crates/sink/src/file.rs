@@ -81,7 +81,7 @@ pub fn write_atomic_via(
 ) -> Result<(), SinkError> {
     let staged = Staged::write(temp_dir, path, contents, mode)?;
     let finish = || -> std::io::Result<()> {
-        std::fs::File::open(&staged.tmp)?.sync_all()?;
+        staged.file.sync_all()?;
         std::fs::rename(&staged.tmp, &staged.dest)?;
         // Make the rename itself durable.
         std::fs::File::open(parent(&staged.dest))?.sync_all()
@@ -99,15 +99,17 @@ fn parent(path: &Path) -> PathBuf {
 
 /// A file's new contents in a temporary file, not yet synced nor in place. Dropped
 /// without being renamed, the temporary file is removed: nothing is left half-done.
-pub struct Staged {
+struct Staged {
     tmp: PathBuf,
     dest: PathBuf,
+    /// Kept open: syncing it needs no second open.
+    file: std::fs::File,
 }
 
 impl Staged {
     /// Write `contents` with exactly `mode` to a temporary file in `temp_dir` (default:
     /// beside `path`), after checking that `path`'s directory exists.
-    pub fn write(
+    fn write(
         temp_dir: Option<&Path>,
         path: &Path,
         contents: &[u8],
@@ -125,37 +127,35 @@ impl Staged {
             Some(t) => t.join(temp_path_beside(path).file_name().unwrap_or_default()),
             None => temp_path_beside(path),
         };
-        let staged = Staged {
-            tmp,
-            dest: path.to_path_buf(),
-        };
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&staged.tmp)?;
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp);
+        let mut file = opened.map_err(|source| SinkError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // From here on a failure removes the temporary file (Staged's drop).
+        let write = |f: &mut std::fs::File| -> std::io::Result<()> {
             // The umask may have narrowed the mode; make it exactly what was asked.
             f.set_permissions(std::fs::Permissions::from_mode(mode))?;
             f.write_all(contents)
         };
-        match write() {
+        let written = write(&mut file);
+        let staged = Staged {
+            tmp,
+            dest: path.to_path_buf(),
+            file,
+        };
+        match written {
             Ok(()) => Ok(staged),
             Err(source) => Err(staged.failed(source)),
         }
     }
 
-    /// Where the file goes.
-    pub fn dest(&self) -> &Path {
-        &self.dest
-    }
-
-    pub(crate) fn temp(&self) -> &Path {
-        &self.tmp
-    }
-
     /// The error for this file; the temporary file goes (by drop).
-    pub(crate) fn failed(self, source: std::io::Error) -> SinkError {
+    fn failed(self, source: std::io::Error) -> SinkError {
         SinkError::Write {
             path: self.dest.clone(),
             source,
@@ -163,7 +163,7 @@ impl Staged {
     }
 
     /// Renamed into place: nothing to clean up any more.
-    pub(crate) fn placed(mut self) {
+    fn placed(mut self) {
         self.tmp = PathBuf::new();
     }
 

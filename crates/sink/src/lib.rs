@@ -7,7 +7,6 @@
 //!   directories of their own (credmon's HTCondor credential directory, a task's private
 //!   run directory) implement it on top of [`file`].
 //! - [`file`]: replacing a file so that a reader never sees a partial one.
-//! - [`group`]: many files replaced with the same guarantee for a few syncs in all.
 //! - [`discovery`]: where a token is found (WLCG Bearer Token Discovery).
 //! - [`perm`]: the ssh-style refusal of secret files that others can read, for the files
 //!   credkeeper is handed (client secrets, keys) as for the ones it writes.
@@ -17,12 +16,10 @@
 
 pub mod discovery;
 pub mod file;
-pub mod group;
 pub mod perm;
 
 pub use discovery::{TokenLocation, default_path, discover, uid};
-pub use file::{SinkError, Staged, read, write_atomic, write_atomic_via, write_token};
-pub use group::GroupCommit;
+pub use file::{SinkError, read, write_atomic, write_atomic_via, write_token};
 
 use credkeeper_core::Secret;
 use std::fmt;
