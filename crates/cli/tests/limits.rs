@@ -141,3 +141,73 @@ fn heads_bodies_and_idle_keep_alives_have_deadlines() {
     // And the broker serves on.
     assert_eq!(broker.http("GET", "/healthz", None, None).0, 200);
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn strangers_names_never_become_metric_series() {
+    let user = User::new();
+    let broker = broker_with(&user, "named", "");
+    for i in 0..200 {
+        let (code, _) = broker.http(
+            "POST",
+            "/api/v1/token",
+            Some((&format!("stranger-{i}"), "guess")),
+            Some("{}"),
+        );
+        assert_eq!(code, 401);
+    }
+    let (code, metrics) = broker.http("GET", "/metrics", None, None);
+    assert_eq!(code, 200);
+    assert!(!metrics.contains("stranger-"), "{metrics}");
+    let denied: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("credkeeper_tokens_denied_total{"))
+        .collect();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert!(denied[0].contains("robot=\"unknown\""), "{denied:?}");
+    assert!(denied[0].ends_with(" 200"), "{denied:?}");
+}
+
+#[test]
+fn metrics_can_have_their_own_address_and_a_bearer_token() {
+    let user = User::new();
+    let token_file = user.secret_file("metrics.token", "scrape-me-7f3a", 0o600);
+    let port = free_port();
+    let broker = broker_with(
+        &user,
+        "scraped",
+        &format!(
+            "metrics_listen = \"127.0.0.1:{port}\"\nmetrics_token_file = \"{}\"",
+            token_file.display()
+        ),
+    );
+    // Not on the main address any more.
+    assert_eq!(broker.http("GET", "/metrics", None, None).0, 404);
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    assert_eq!(curl(&[&url]).0, 401);
+    assert_eq!(
+        curl(&["-H", "Authorization: Bearer scrape-me-7f3b", &url]).0,
+        401
+    );
+    let (code, body) = curl(&["-H", "Authorization: Bearer scrape-me-7f3a", &url]);
+    assert_eq!(code, 200);
+    assert!(body.contains("credkeeper_credentials_needing_login 0"), "{body}");
+}

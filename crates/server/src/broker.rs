@@ -4,7 +4,7 @@
 use crate::audit::{Audit, Event};
 use crate::auth::{Caller, Method};
 use crate::config::{Config, ProviderSection, RobotSection, fill};
-use crate::metrics::{DenyLabels, Metrics, VendLabels};
+use crate::metrics::{DenyLabels, Metrics, UNKNOWN, VendLabels};
 use crate::robots::SecretCheck;
 use credkeeper_core::{Jwt, ScopeSet, Secret, Timestamp};
 use credkeeper_issuer::{Grant, LocalIssuer};
@@ -262,6 +262,16 @@ impl Broker {
             reason: None,
             expires: None,
         };
+        // Label values only from configured names: a stranger's made-up robot name must
+        // neither add a series (memory without bound) nor be echoed by /metrics.
+        let known =
+            |name: &str, configured: bool| if configured { name } else { UNKNOWN }.to_string();
+        let who = known(who, self.config.robot(who).is_some());
+        let provider = known(
+            provider,
+            ["", "local", "registry"].contains(&provider)
+                || self.config.provider(provider).is_some(),
+        );
         match outcome {
             Ok((source, expires)) => {
                 event.source = Some(source);
@@ -269,8 +279,8 @@ impl Broker {
                 self.metrics
                     .vended
                     .get_or_create(&VendLabels {
-                        robot: who.into(),
-                        provider: provider.into(),
+                        robot: who,
+                        provider,
                         source: source.into(),
                     })
                     .inc();
@@ -286,8 +296,8 @@ impl Broker {
                 self.metrics
                     .denied
                     .get_or_create(&DenyLabels {
-                        robot: who.into(),
-                        provider: provider.into(),
+                        robot: who,
+                        provider,
                         code: refusal.code.into(),
                     })
                     .inc();

@@ -142,6 +142,10 @@ pub struct ServerSection {
     /// Seconds a client has to send a request body.
     #[serde(default = "default_body_timeout")]
     pub body_timeout_secs: u64,
+    /// Serve `/metrics` on this address only, not on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Scrapers must send `Authorization: Bearer <the token in this file>` (mode 0600).
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 fn default_header_timeout() -> u64 {
@@ -177,6 +181,8 @@ impl Default for ServerSection {
             max_connections: None,
             header_timeout_secs: default_header_timeout(),
             body_timeout_secs: default_body_timeout(),
+            metrics_listen: None,
+            metrics_token_file: None,
         }
     }
 }

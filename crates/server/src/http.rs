@@ -5,7 +5,7 @@ use crate::broker::{Broker, Refusal, TokenAsk};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,7 +13,14 @@ use axum::{Json, Router};
 use std::sync::{Arc, Mutex};
 
 pub fn router(broker: Arc<Broker>) -> Router {
-    Router::new()
+    let on_own_listener = broker.config.server.metrics_listen.is_some();
+    let router = Router::new();
+    let router = if on_own_listener {
+        router
+    } else {
+        router.route("/metrics", get(metrics))
+    };
+    router
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/jwks", get(jwks))
         .route("/api/v1/token", post(token))
@@ -25,7 +32,6 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/api/v1/logins/{state}", post(poll_login))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
         .merge(crate::web::router())
         .merge(crate::vault::router())
         .layer(axum::middleware::from_fn(negotiate_reply))
@@ -227,7 +233,26 @@ async fn ready(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+/// `/metrics` alone, for `[server] metrics_listen`.
+pub fn metrics_router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(broker)
+}
+
+async fn metrics(State(broker): State<Arc<Broker>>, headers: HeaderMap) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    if !broker.metrics.allows(authorization) {
+        let mut refused =
+            (StatusCode::UNAUTHORIZED, "metrics need a bearer token\n").into_response();
+        refused.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"credkeeper-metrics\""),
+        );
+        return refused;
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -235,4 +260,5 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         )],
         broker.metrics.render(),
     )
+        .into_response()
 }

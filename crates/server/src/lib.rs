@@ -58,6 +58,8 @@ pub enum ServeError {
     Tls(#[from] tls::TlsError),
     #[error("Kerberos: {0}")]
     Kerberos(#[from] credkeeper_kerberos::KerberosError),
+    #[error("{0}")]
+    MetricsToken(credkeeper_sink::perm::PermError),
 }
 
 /// A broker bound to its address, ready to serve.
@@ -67,6 +69,8 @@ pub struct Bound {
     pub scheme: &'static str,
     pub addr: SocketAddr,
     listener: tokio::net::TcpListener,
+    /// `[server] metrics_listen`: `/metrics` alone, plain HTTP.
+    metrics_listener: Option<tokio::net::TcpListener>,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -84,6 +88,14 @@ pub async fn start(
         .await
         .map_err(|source| ServeError::Listen { addr, source })?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match config.server.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
         _ => None,
@@ -112,13 +124,21 @@ pub async fn start(
     })?;
     let kerberos = auth::KerberosAuth::from_config(&config)?;
     let http = credkeeper_oidc::Http::with_ca_file(ca_file, credkeeper_oidc::Roots::AlsoSystem)?;
-    let broker = Broker::new(config, issuer, store, audit, policy, kerberos, http)?;
+    let mut broker = Broker::new(config, issuer, store, audit, policy, kerberos, http)?;
+    if let Some(file) = &broker.config.server.metrics_token_file {
+        let token = credkeeper_sink::perm::read_private(file, "metrics token file")
+            .map_err(ServeError::MetricsToken)?;
+        broker
+            .metrics
+            .require_token(credkeeper_core::Secret::new(token));
+    }
     let broker = Arc::new(broker);
     Ok(Bound {
         broker,
         scheme,
         addr,
         listener,
+        metrics_listener,
         tls,
     })
 }
@@ -140,6 +160,10 @@ impl Bound {
             limits.header_timeout.as_secs(),
             limits.body_timeout.as_secs()
         );
+        let metrics = self.metrics_listener.map(|listener| {
+            let app = http::metrics_router(self.broker.clone());
+            tokio::spawn(conn::serve(listener, app, limits, stop_rx.clone()))
+        });
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
@@ -152,6 +176,9 @@ impl Bound {
             }
         };
         let _ = keeper.await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         result.map_err(ServeError::Io)
     }
 }

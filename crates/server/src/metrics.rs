@@ -1,10 +1,15 @@
-//! Prometheus metrics, served at `/metrics` in the OpenMetrics text format.
+//! Prometheus metrics, served at `/metrics` in the OpenMetrics text format: on the main
+//! listener or on one of their own (`[server] metrics_listen`), and behind a bearer token
+//! when `[server] metrics_token_file` names one.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+/// The label value for a robot or provider the configuration does not name.
+pub const UNKNOWN: &str = "unknown";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VendLabels {
@@ -35,6 +40,8 @@ pub struct Metrics {
     pub refreshes: Family<RefreshLabels, Counter>,
     pub needs_login: Gauge,
     pub earliest_expiry: Gauge,
+    /// The bearer token a scraper must show, when one is configured.
+    token: Option<credkeeper_core::Secret>,
 }
 
 impl Metrics {
@@ -69,7 +76,31 @@ impl Metrics {
             refreshes,
             needs_login,
             earliest_expiry,
+            token: None,
         }
+    }
+
+    /// Ask scrapers for `token` (`Authorization: Bearer <token>`).
+    pub fn require_token(&mut self, token: credkeeper_core::Secret) {
+        self.token = Some(token);
+    }
+
+    /// Whether a request with this `Authorization` header value may read the metrics.
+    pub fn allows(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let presented = authorization
+            .and_then(|v| v.strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        let expected = token.expose().as_bytes();
+        // Constant time: the comparison must not tell how much of a guess was right.
+        presented.len() == expected.len()
+            && presented
+                .iter()
+                .zip(expected)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     }
 
     pub fn render(&self) -> String {
