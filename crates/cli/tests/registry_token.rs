@@ -425,3 +425,58 @@ fn registry_token_follows_the_challenge_with_whatever_the_keychain_holds() {
         .env("CREDKEEPER_REGISTRY_PASSWORD", "wrong");
     Run::from(cmd.output().unwrap()).fails(1, "refused (401)");
 }
+
+/// `POST /registry/token` with an OAuth2 form (curl `--data-urlencode` each field):
+/// (HTTP status, body).
+fn post_form(s: &Setup, fields: &[String]) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"])
+        .arg(format!("{}/registry/token", s.broker.url));
+    for f in fields {
+        cmd.arg("--data-urlencode").arg(f);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
+}
+
+fn password_form(s: &Setup, scopes: &[&str]) -> Vec<String> {
+    let mut fields = vec![
+        "grant_type=password".to_string(),
+        "username=puller".to_string(),
+        format!("password={}", read(&s.user.path("puller.secret")).trim()),
+        format!("service={SERVICE}"),
+    ];
+    fields.extend(scopes.iter().map(|s| format!("scope={s}")));
+    fields
+}
+
+#[test]
+fn a_token_form_with_the_scope_field_repeated_is_read_whole() {
+    let s = setup("ES256");
+    // skopeo's retry after `insufficient_scope` repeats `scope`, as GET may.
+    let (code, body) = post_form(
+        &s,
+        &password_form(
+            &s,
+            &[
+                "repository:test/hello:pull",
+                "repository:test/other:pull,push",
+            ],
+        ),
+    );
+    assert_eq!(code, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        claims(answer["token"].as_str().unwrap())["access"],
+        serde_json::json!([
+            {"type": "repository", "name": "test/hello", "actions": ["pull"]},
+            {"type": "repository", "name": "test/other", "actions": ["pull"]}
+        ])
+    );
+    // A form without a grant type is a bad request that says so.
+    let (code, body) = post_form(&s, &[format!("service={SERVICE}")]);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("grant_type"), "{body}");
+}

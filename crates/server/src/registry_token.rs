@@ -13,9 +13,9 @@ use crate::auth::{Caller, Method};
 use crate::broker::{Broker, Refusal};
 use crate::http::Robot;
 use axum::Json;
-use axum::extract::{Form, RawQuery, State};
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
 use credkeeper_core::{Secret, Timestamp};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -87,9 +87,9 @@ pub fn grant(policy: &[Access], asked: &[Access]) -> Vec<Access> {
         .collect()
 }
 
-/// The `scope` parameters (repeated, or space-separated in one) of a query.
-fn scopes_of(raw: Option<&str>) -> Vec<Access> {
-    url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+/// The `scope` parameters (repeated, or space-separated in one) of a query or form.
+fn scopes_of(raw: &[u8]) -> Vec<Access> {
+    url::form_urlencoded::parse(raw)
         .filter(|(k, _)| k == "scope")
         .flat_map(|(_, v)| v.split(' ').filter_map(Access::parse).collect::<Vec<_>>())
         .collect()
@@ -111,7 +111,7 @@ pub async fn get_token(
         &broker,
         &caller,
         service.as_deref(),
-        &scopes_of(raw.as_deref()),
+        &scopes_of(raw.as_deref().unwrap_or("").as_bytes()),
     )?;
     // `offline_token=true`: also an identity token, which a credential helper hands to
     // skopeo or containerd as `<token>`; they trade it here (`grant_type=refresh_token`).
@@ -174,19 +174,41 @@ fn identity_robot(broker: &Broker, token: &str) -> Result<String, Refusal> {
         })
 }
 
-#[derive(Deserialize)]
+/// The OAuth2 form of `POST /registry/token`, read by hand: `scope` may come more than
+/// once (skopeo repeats it on its retry after `insufficient_scope`), which a derived
+/// form decoder refuses as a duplicate field. Other fields count once: the first wins, as
+/// `GET` reads its query.
 pub struct TokenForm {
     grant_type: String,
-    #[serde(default)]
     service: Option<String>,
-    #[serde(default)]
-    scope: Option<String>,
-    #[serde(default)]
+    scopes: Vec<Access>,
     username: Option<String>,
-    #[serde(default)]
     password: Option<Secret>,
-    #[serde(default)]
     refresh_token: Option<Secret>,
+}
+
+impl TokenForm {
+    pub fn parse(body: &[u8]) -> Result<TokenForm, Refusal> {
+        let field = |name: &str| {
+            url::form_urlencoded::parse(body)
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
+        let grant_type = field("grant_type").ok_or_else(|| {
+            Refusal::new(
+                "bad_request",
+                "the token form has no grant_type (password or refresh_token)",
+            )
+        })?;
+        Ok(TokenForm {
+            grant_type,
+            service: field("service"),
+            scopes: scopes_of(body),
+            username: field("username"),
+            password: field("password").map(Secret::new),
+            refresh_token: field("refresh_token").map(Secret::new),
+        })
+    }
 }
 
 /// `POST /registry/token` (OAuth2 form): the password grant with the robot's name and
@@ -195,15 +217,10 @@ pub struct TokenForm {
 /// Anything else answers 401, on which containerd falls back to `GET` with Basic.
 pub async fn post_token(
     State(broker): State<Arc<Broker>>,
-    Form(form): Form<TokenForm>,
+    body: Bytes,
 ) -> Result<Json<Value>, Refusal> {
-    let scopes: Vec<Access> = form
-        .scope
-        .as_deref()
-        .unwrap_or("")
-        .split(' ')
-        .filter_map(Access::parse)
-        .collect();
+    let form = TokenForm::parse(&body)?;
+    let scopes = &form.scopes;
     // An identity token also arrives as the password of user `<token>`: the kubelet's
     // credential providers speak only user/password, and containerd sends the password
     // grant with them.
@@ -220,7 +237,7 @@ pub async fn post_token(
             robot,
             method: Method::IdentityToken,
         };
-        return issue(&broker, &caller, form.service.as_deref(), &scopes);
+        return issue(&broker, &caller, form.service.as_deref(), scopes);
     }
     let (Some(robot), Some(secret)) = (form.username.as_deref(), form.password.as_ref()) else {
         return Err(Refusal::unauthenticated(format!(
@@ -242,7 +259,7 @@ pub async fn post_token(
         robot: robot.to_string(),
         method: Method::Secret,
     };
-    issue(&broker, &caller, form.service.as_deref(), &scopes)
+    issue(&broker, &caller, form.service.as_deref(), scopes)
 }
 
 fn issue(
@@ -341,9 +358,9 @@ mod tests {
 
     #[test]
     fn scopes_are_read_from_every_scope_parameter() {
-        let got = scopes_of(Some(
-            "service=reg&scope=repository%3Ateam%2Fapp%3Apull&scope=repository:b:pull,push%20repository:c:pull",
-        ));
+        let got = scopes_of(
+            b"service=reg&scope=repository%3Ateam%2Fapp%3Apull&scope=repository:b:pull,push%20repository:c:pull",
+        );
         assert_eq!(
             got,
             vec![
