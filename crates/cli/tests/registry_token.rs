@@ -480,3 +480,65 @@ fn a_token_form_with_the_scope_field_repeated_is_read_whole() {
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("grant_type"), "{body}");
 }
+
+#[test]
+fn a_repository_name_outside_the_reference_grammar_is_not_granted() {
+    let s = setup("ES256");
+    let secret = read(&s.user.path("puller.secret"));
+    let get_pull = |name: &str| {
+        let query = url_query(&format!("repository:{name}:pull"));
+        s.broker.http(
+            "GET",
+            &format!("/registry/token?service={SERVICE}&scope={query}"),
+            Some(("puller", secret.trim())),
+            None,
+        )
+    };
+    // `test/*` must not reach `other/x` by climbing out of `test/`.
+    for name in [
+        "test/../other/x",
+        "test/./x",
+        "test//x",
+        "test/X",
+        "test/a%2fb",
+    ] {
+        let (code, body) = get_pull(name);
+        assert_eq!(code, 400, "{name}: {body}");
+        assert!(
+            body.contains("not a repository name"),
+            "{name}: says what is wrong: {body}"
+        );
+        let (code, body) = post_form(
+            &s,
+            &password_form(&s, &[&format!("repository:{name}:pull")]),
+        );
+        assert_eq!(code, 400, "{name}: {body}");
+    }
+    // Names in the grammar still get what the policy allows, a host prefix included.
+    for (name, granted) in [
+        ("test/a.b_c__d-e--f/g", true),
+        ("localhost:5000/test/x", false),
+    ] {
+        let (code, body) = get_pull(name);
+        assert_eq!(code, 200, "{name}: {body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let access = claims(answer["token"].as_str().unwrap())["access"].clone();
+        assert_eq!(
+            access.as_array().unwrap().len(),
+            usize::from(granted),
+            "{access}"
+        );
+    }
+}
+
+/// `text` percent-encoded for a query string.
+fn url_query(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

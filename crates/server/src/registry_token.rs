@@ -47,9 +47,74 @@ impl Access {
         })
     }
 
+    /// `repository` (or distribution's `repository(<class>)`): the name is a repository's.
+    fn is_repository(&self) -> bool {
+        self.kind == "repository" || self.kind.starts_with("repository(")
+    }
+
     fn claim(&self) -> Value {
         json!({ "type": self.kind, "name": self.name, "actions": self.actions })
     }
+}
+
+/// Names longer than this are not repository names (distribution's limit).
+const NAME_MAX: usize = 255;
+
+/// Whether `name` is a repository name in the distribution reference grammar: path
+/// components `[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*` separated by `/`, the first of
+/// them optionally a registry host (`localhost:5000`, `r.example.org`). Nothing else may
+/// meet a policy glob: `test/../other/x` must not be `test/*`'s to grant.
+pub fn is_repository_name(name: &str) -> bool {
+    if name.is_empty() || name.len() > NAME_MAX {
+        return false;
+    }
+    let mut components = name.split('/');
+    let first = components.next().unwrap_or_default();
+    let rest: Vec<&str> = components.collect();
+    (is_path_component(first) || (!rest.is_empty() && is_registry_host(first)))
+        && rest.iter().all(|c| is_path_component(c))
+}
+
+/// `[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*`
+fn is_path_component(c: &str) -> bool {
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let mut rest = c.as_bytes();
+    loop {
+        let run = rest.iter().take_while(|b| alnum(b)).count();
+        if run == 0 {
+            return false;
+        }
+        rest = &rest[run..];
+        if rest.is_empty() {
+            return true;
+        }
+        let sep = rest.iter().take_while(|b| !alnum(b)).count();
+        if !matches!(&rest[..sep], b"." | b"_" | b"__") && !rest[..sep].iter().all(|b| *b == b'-') {
+            return false;
+        }
+        rest = &rest[sep..];
+    }
+}
+
+/// `host[:port]`, the host of DNS labels (letters, digits, inner `-`) joined by `.`; as
+/// docker reads a reference, only a component with a `.` or a `:`, or `localhost`, is one.
+fn is_registry_host(d: &str) -> bool {
+    if !d.contains(['.', ':']) && d != "localhost" {
+        return false;
+    }
+    let (host, port) = match d.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (d, None),
+    };
+    let label = |l: &str| {
+        let b = l.as_bytes();
+        !b.is_empty()
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter().all(|x| x.is_ascii_alphanumeric() || *x == b'-')
+    };
+    port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && host.split('.').all(label)
 }
 
 /// `team/*` matches `team/app` and `team/sub/app`; `*` alone matches every name.
@@ -285,6 +350,24 @@ fn issue(
             format!("this token server serves `{}`, not `{s}`", config.service),
         ));
     }
+    // A name outside the grammar is refused before any policy glob sees it.
+    if let Some(bad) = asked
+        .iter()
+        .find(|a| a.is_repository() && !is_repository_name(&a.name))
+    {
+        let refusal = Refusal::new(
+            "bad_request",
+            format!(
+                "scope `{}:{}:{}`: `{}` is not a repository name (path components of lower-case letters and digits, joined by `.`, `_`, `__` or `-`, separated by `/`)",
+                bad.kind,
+                bad.name,
+                bad.actions.join(","),
+                bad.name
+            ),
+        );
+        broker.record_refusal(&caller.robot, Some(caller.method), &refusal);
+        return Err(refusal);
+    }
     let policy: Vec<Access> = broker
         .config
         .robot(&caller.robot)
@@ -354,6 +437,47 @@ mod tests {
         assert!(grant(&policy, &[a("repository:elsewhere:pull")]).is_empty());
         assert!(grant(&policy, &[a("registry:catalog:*")]).is_empty());
         assert!(grant(&[], &[a("repository:team/app:pull")]).is_empty());
+    }
+
+    #[test]
+    fn repository_names_follow_the_reference_grammar() {
+        for ok in [
+            "app",
+            "team/app",
+            "team/sub/app-1",
+            "a.b_c__d-e---f/g0",
+            "localhost:5000/x",
+            "localhost/x",
+            "registry.example.org/team/app",
+            "Reg-1.example:443/x",
+        ] {
+            assert!(is_repository_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "team/../other/x",
+            "team/./x",
+            "..",
+            "team//x",
+            "team/",
+            "/team",
+            "Team/app",
+            "team/App",
+            "team/a%2fb",
+            "team/a..b",
+            "team/a___b",
+            "team/-a",
+            "team/a-",
+            "team/a_",
+            "localhost:5000",
+            "localhost:/x",
+            "-host.example/x",
+            "host..example/x",
+            "team/a b",
+        ] {
+            assert!(!is_repository_name(bad), "{bad}");
+        }
+        assert!(!is_repository_name(&"a".repeat(NAME_MAX + 1)));
     }
 
     #[test]
