@@ -426,3 +426,42 @@ fn a_tls_key_others_can_read_stops_the_broker() {
     ])
     .fails(1, &format!("chmod 600 {}", key.display()));
 }
+
+#[test]
+fn a_scope_path_with_percent_encoded_dots_or_slashes_is_refused_and_says_why() {
+    let user = User::new();
+    let (broker, _) = configured(&user, "");
+    let secret = read(&user.path("ci.secret"));
+    let ask = |scope: &str| {
+        let body = format!(r#"{{"scopes":"{scope}"}}"#);
+        broker.http(
+            "POST",
+            "/api/v1/token",
+            Some(("ci", secret.trim())),
+            Some(&body),
+        )
+    };
+    // `read:/data` must not reach `/other` through a storage server that decodes the path.
+    for (scope, what) in [
+        ("read:/data/%2e%2e/other", "%2e"),
+        ("read:/data/%2E%2E%2Fother", "%2E"),
+        ("read:/data/x%2f..%2f..%2fother", "%2f"),
+        ("read:/data/%252e%252e/other", "%25"),
+    ] {
+        let (code, body) = ask(scope);
+        assert_eq!(code, 400, "{scope}: {body}");
+        assert!(
+            body.contains("percent-encoded") && body.contains(what),
+            "{scope}: says what is wrong: {body}"
+        );
+    }
+    // A `..` that stays inside the grant is refused too: the token would carry it as asked.
+    let (code, body) = ask("read:/data/x/../y");
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("read:/data/y"),
+        "names the path meant: {body}"
+    );
+    let (code, body) = ask("read:/data/y");
+    assert_eq!(code, 200, "{body}");
+}

@@ -418,13 +418,12 @@ impl Broker {
             })
             .filter(|s| !s.is_empty());
         let scope = asked.unwrap_or(default_scope);
-        let requested = ScopeSet::parse(&scope);
-        if requested.iter().count() != scope.split_whitespace().count() {
-            return Err(Refusal::new(
-                "bad_request",
-                format!("scope `{scope}` has a path that climbs above `/`"),
-            ));
+        // Signed as written, so each is taken only as written (no `..`, nothing encoded).
+        for s in scope.split_whitespace() {
+            credkeeper_core::Scope::requested(s)
+                .map_err(|e| Refusal::new("bad_request", e.to_string()))?;
         }
+        let requested = ScopeSet::parse(&scope);
         let allowed = robot.allowed_scopes();
         let missing = allowed.missing(&requested);
         if !missing.is_empty() {

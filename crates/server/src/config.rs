@@ -524,12 +524,8 @@ impl Config {
                 }
             }
             for s in &r.scopes {
-                if credkeeper_core::Scope::parse(&fill(s, r.username())).is_none() {
-                    return Err(fail(
-                        key("scopes"),
-                        &q(s),
-                        format!("scope `{s}` climbs above `/`"),
-                    ));
+                if let Err(e) = credkeeper_core::Scope::read(&fill(s, r.username())) {
+                    return Err(fail(key("scopes"), &q(s), e.to_string()));
                 }
             }
             if r.auth.kerberos_principal.is_some() && self.server.kerberos_keytab.is_none() {
@@ -717,6 +713,11 @@ mod tests {
                 "[[robot]]\nname = \"ci\"\nscopes = [\"read:/../etc\"]\n",
                 "line 3",
                 "climbs above",
+            ),
+            (
+                "[[robot]]\nname = \"ci\"\nscopes = [\"read:/data/%2e%2e/etc\"]\n",
+                "line 3",
+                "`%2e` in its path",
             ),
             ("[refresher]\nshare = 1.5\n", "line 2", "refresher.share"),
             ("[issuer]\nlifetime = -1\n", "line 2", "issuer.lifetime"),
