@@ -465,3 +465,27 @@ fn a_scope_path_with_percent_encoded_dots_or_slashes_is_refused_and_says_why() {
     let (code, body) = ask("read:/data/y");
     assert_eq!(code, 200, "{body}");
 }
+
+#[test]
+fn an_audit_log_others_can_read_is_made_private_and_the_broker_says_so() {
+    use std::os::unix::fs::PermissionsExt;
+    let user = User::new();
+    let config = user.path("broker.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let state = user.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let audit = state.join("audit.log");
+    std::fs::write(&audit, "").unwrap();
+    std::fs::set_permissions(&audit, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let broker = Broker::start(&user, &state, &["--config", config.to_str().unwrap()]);
+    let mode = std::fs::metadata(&audit).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        broker
+            .startup
+            .iter()
+            .any(|l| l.contains(&audit.display().to_string()) && l.contains("0644")),
+        "{:?}",
+        broker.startup
+    );
+}

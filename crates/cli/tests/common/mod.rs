@@ -356,6 +356,8 @@ pub struct Broker {
     pub url: String,
     pub state: PathBuf,
     pub stdout_first_line: String,
+    /// What it wrote on stderr before it listened.
+    pub startup: Vec<String>,
     lines: mpsc::Receiver<String>,
 }
 
@@ -405,6 +407,7 @@ impl Broker {
             url,
             state: state.to_path_buf(),
             stdout_first_line,
+            startup: seen,
             lines,
         }
     }
