@@ -235,7 +235,8 @@ fn bad_files_are_skipped_with_a_reason_and_never_followed() {
     std::os::unix::fs::symlink(&secret_elsewhere, f.dir.join("eve/op.top")).unwrap();
     std::fs::create_dir(f.dir.join("bad name")).unwrap();
 
-    let run = f.once(&[]).ok();
+    // Credentials failed: `--once` says so and exits 1, as a cron job or probe needs.
+    let run = f.once(&[]).fails(1, "credential(s) failed this pass");
     assert!(run.stderr.contains("1 refreshed"), "{}", run.stderr);
     assert!(
         run.stderr.contains("bob/op.meta is not valid JSON"),
