@@ -85,10 +85,15 @@ impl Refusal {
             "needs_login" => 409,
             "bad_request" => 400,
             "provider_error" => 502,
+            "busy" => 503,
             _ => 500,
         }
     }
 }
+
+/// How long a client told `busy` (503) is asked to wait before it tries again
+/// (`Retry-After`).
+pub const BUSY_RETRY_SECS: u32 = 30;
 
 /// A provider's discovered client, or the memory of a failed discovery (for a while, so
 /// every request and every credential does not wait on an unreachable provider again).

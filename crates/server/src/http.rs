@@ -41,6 +41,9 @@ impl IntoResponse for Refusal {
             Json(serde_json::json!({"error": self.code, "message": self.message})),
         )
             .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            retry_after(&mut response);
+        }
         if status == StatusCode::UNAUTHORIZED {
             let headers = response.headers_mut();
             headers.append(
@@ -54,6 +57,14 @@ impl IntoResponse for Refusal {
         }
         response
     }
+}
+
+/// `Retry-After` on a 503 (`busy`): the condition passes, so the client may try again.
+pub(crate) fn retry_after(response: &mut Response) {
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(crate::broker::BUSY_RETRY_SECS),
+    );
 }
 
 /// A robot that proved who it is, by any of its methods ([`crate::auth`]).
@@ -235,4 +246,17 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         )],
         broker.metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_is_503_with_a_retry_after() {
+        let response = Refusal::new("busy", "too many logins in progress").into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let after = response.headers().get(header::RETRY_AFTER).unwrap();
+        assert!(after.to_str().unwrap().parse::<u64>().unwrap() > 0);
+    }
 }
