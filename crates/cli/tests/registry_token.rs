@@ -475,6 +475,18 @@ fn a_token_form_with_the_scope_field_repeated_is_read_whole() {
             {"type": "repository", "name": "test/other", "actions": ["pull"]}
         ])
     );
+    // A wrong secret in the form: refused, and audited as no robot (`auth` none), as the
+    // same secret over Basic is.
+    let mut wrong = password_form(&s, &[]);
+    wrong[2] = "password=not-the-secret".into();
+    let (code, body) = post_form(&s, &wrong);
+    assert_eq!(code, 401, "{body}");
+    let denied = last_audit(&s.broker.state);
+    assert_eq!(
+        (denied["robot"].as_str(), denied["auth"].as_str()),
+        (Some("puller"), Some("none")),
+        "{denied}"
+    );
     // A form without a grant type is a bad request that says so.
     let (code, body) = post_form(&s, &[format!("service={SERVICE}")]);
     assert_eq!(code, 400, "{body}");

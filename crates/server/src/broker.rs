@@ -225,7 +225,9 @@ impl Broker {
     }
 
     /// Audit and count a refusal that happened before [`Broker::vend`] (authentication,
-    /// an unreadable request, a credential the caller may not read).
+    /// an unreadable request, a credential the caller may not read). `method` is how the
+    /// caller proved it is `robot`: `None` (`auth` "none") when it did not — whichever
+    /// method it tried, which `robot` shows then (`(kerberos)`, `(jwt)`, a claimed name).
     pub fn record_refusal(&self, robot: &str, method: Option<Method>, refusal: &Refusal) {
         let blank = (String::new(), String::new());
         self.record(robot, method, "", blank, Err(refusal));

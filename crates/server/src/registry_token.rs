@@ -295,9 +295,8 @@ pub async fn post_token(
         _ => None,
     };
     if let Some(token) = identity {
-        let robot = identity_robot(&broker, token.expose()).inspect_err(|refusal| {
-            broker.record_refusal("(identity token)", Some(Method::IdentityToken), refusal)
-        })?;
+        let robot = identity_robot(&broker, token.expose())
+            .inspect_err(|refusal| broker.record_refusal("(identity token)", None, refusal))?;
         let caller = Caller {
             robot,
             method: Method::IdentityToken,
@@ -317,7 +316,7 @@ pub async fn post_token(
         )));
     }
     if let Err(refusal) = broker.authenticate(robot, secret).await {
-        broker.record_refusal(robot, Some(Method::Secret), &refusal);
+        broker.record_refusal(robot, None, &refusal);
         return Err(refusal);
     }
     let caller = Caller {

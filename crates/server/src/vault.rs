@@ -219,7 +219,8 @@ async fn kerberos_login(
     let (robot, reply) = match kerberos.accept(token).await {
         Ok(r) => r,
         Err(refusal) => {
-            broker.record_refusal("(kerberos)", Some(Method::Kerberos), &refusal);
+            // Not authenticated as any robot: `auth` none, as on the robot API.
+            broker.record_refusal("(kerberos)", None, &refusal);
             return Failure::from(refusal).into_response();
         }
     };
