@@ -166,7 +166,8 @@ pub enum TokenProfile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerSection {
-    /// The `iss` of the tokens it signs; default `http://<listen>`.
+    /// The `iss` of the tokens it signs; default `https://<listen>` when the broker
+    /// serves TLS (`[server] tls_cert`), else `http://<listen>`.
     pub url: Option<String>,
     #[serde(default)]
     pub algorithm: Algorithm,
