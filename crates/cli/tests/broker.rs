@@ -426,3 +426,66 @@ fn a_tls_key_others_can_read_stops_the_broker() {
     ])
     .fails(1, &format!("chmod 600 {}", key.display()));
 }
+
+#[test]
+fn a_scope_path_with_percent_encoded_dots_or_slashes_is_refused_and_says_why() {
+    let user = User::new();
+    let (broker, _) = configured(&user, "");
+    let secret = read(&user.path("ci.secret"));
+    let ask = |scope: &str| {
+        let body = format!(r#"{{"scopes":"{scope}"}}"#);
+        broker.http(
+            "POST",
+            "/api/v1/token",
+            Some(("ci", secret.trim())),
+            Some(&body),
+        )
+    };
+    // `read:/data` must not reach `/other` through a storage server that decodes the path.
+    for (scope, what) in [
+        ("read:/data/%2e%2e/other", "%2e"),
+        ("read:/data/%2E%2E%2Fother", "%2E"),
+        ("read:/data/x%2f..%2f..%2fother", "%2f"),
+        ("read:/data/%252e%252e/other", "%25"),
+    ] {
+        let (code, body) = ask(scope);
+        assert_eq!(code, 400, "{scope}: {body}");
+        assert!(
+            body.contains("percent-encoded") && body.contains(what),
+            "{scope}: says what is wrong: {body}"
+        );
+    }
+    // A `..` that stays inside the grant is refused too: the token would carry it as asked.
+    let (code, body) = ask("read:/data/x/../y");
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("read:/data/y"),
+        "names the path meant: {body}"
+    );
+    let (code, body) = ask("read:/data/y");
+    assert_eq!(code, 200, "{body}");
+}
+
+#[test]
+fn an_audit_log_others_can_read_is_made_private_and_the_broker_says_so() {
+    use std::os::unix::fs::PermissionsExt;
+    let user = User::new();
+    let config = user.path("broker.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let state = user.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let audit = state.join("audit.log");
+    std::fs::write(&audit, "").unwrap();
+    std::fs::set_permissions(&audit, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let broker = Broker::start(&user, &state, &["--config", config.to_str().unwrap()]);
+    let mode = std::fs::metadata(&audit).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        broker
+            .startup
+            .iter()
+            .any(|l| l.contains(&audit.display().to_string()) && l.contains("0644")),
+        "{:?}",
+        broker.startup
+    );
+}

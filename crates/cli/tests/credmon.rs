@@ -235,7 +235,8 @@ fn bad_files_are_skipped_with_a_reason_and_never_followed() {
     std::os::unix::fs::symlink(&secret_elsewhere, f.dir.join("eve/op.top")).unwrap();
     std::fs::create_dir(f.dir.join("bad name")).unwrap();
 
-    let run = f.once(&[]).ok();
+    // Credentials failed: `--once` says so and exits 1, as a cron job or probe needs.
+    let run = f.once(&[]).fails(1, "credential(s) failed this pass");
     assert!(run.stderr.contains("1 refreshed"), "{}", run.stderr);
     assert!(
         run.stderr.contains("bob/op.meta is not valid JSON"),
@@ -420,4 +421,28 @@ fn a_credential_directory_open_to_others_is_refused() {
     let f = Fixture::new();
     std::fs::set_permissions(&f.dir, std::fs::Permissions::from_mode(0o2777)).unwrap();
     f.once(&[]).fails(1, "is open to others (mode 2777)");
+}
+
+#[test]
+fn a_local_top_others_can_read_is_not_signed() {
+    let f = Fixture::new();
+    write(&f.dir.join("bob/scitokens.top"), "bob@foo", 0o644);
+    write(&f.dir.join("carl/scitokens.top"), "carl@foo", 0o600);
+    let run = f.once(&[]).fails(1, "1 credential(s) failed this pass");
+    let top = f.dir.join("bob/scitokens.top");
+    assert!(
+        run.stderr.contains(&format!(
+            "{} is readable by others (mode 0644); run `chmod 600 {}`",
+            top.display(),
+            top.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!f.dir.join("bob/scitokens.use").exists(), "not signed");
+    assert!(f.dir.join("carl/scitokens.use").exists(), "the others are");
+    // Fixed as told: signed on the next pass.
+    std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o600)).unwrap();
+    f.once(&[]).ok();
+    assert!(f.dir.join("bob/scitokens.use").exists());
 }

@@ -425,3 +425,132 @@ fn registry_token_follows_the_challenge_with_whatever_the_keychain_holds() {
         .env("CREDKEEPER_REGISTRY_PASSWORD", "wrong");
     Run::from(cmd.output().unwrap()).fails(1, "refused (401)");
 }
+
+/// `POST /registry/token` with an OAuth2 form (curl `--data-urlencode` each field):
+/// (HTTP status, body).
+fn post_form(s: &Setup, fields: &[String]) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"])
+        .arg(format!("{}/registry/token", s.broker.url));
+    for f in fields {
+        cmd.arg("--data-urlencode").arg(f);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
+}
+
+fn password_form(s: &Setup, scopes: &[&str]) -> Vec<String> {
+    let mut fields = vec![
+        "grant_type=password".to_string(),
+        "username=puller".to_string(),
+        format!("password={}", read(&s.user.path("puller.secret")).trim()),
+        format!("service={SERVICE}"),
+    ];
+    fields.extend(scopes.iter().map(|s| format!("scope={s}")));
+    fields
+}
+
+#[test]
+fn a_token_form_with_the_scope_field_repeated_is_read_whole() {
+    let s = setup("ES256");
+    // skopeo's retry after `insufficient_scope` repeats `scope`, as GET may.
+    let (code, body) = post_form(
+        &s,
+        &password_form(
+            &s,
+            &[
+                "repository:test/hello:pull",
+                "repository:test/other:pull,push",
+            ],
+        ),
+    );
+    assert_eq!(code, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        claims(answer["token"].as_str().unwrap())["access"],
+        serde_json::json!([
+            {"type": "repository", "name": "test/hello", "actions": ["pull"]},
+            {"type": "repository", "name": "test/other", "actions": ["pull"]}
+        ])
+    );
+    // A wrong secret in the form: refused, and audited as no robot (`auth` none), as the
+    // same secret over Basic is.
+    let mut wrong = password_form(&s, &[]);
+    wrong[2] = "password=not-the-secret".into();
+    let (code, body) = post_form(&s, &wrong);
+    assert_eq!(code, 401, "{body}");
+    let denied = last_audit(&s.broker.state);
+    assert_eq!(
+        (denied["robot"].as_str(), denied["auth"].as_str()),
+        (Some("puller"), Some("none")),
+        "{denied}"
+    );
+    // A form without a grant type is a bad request that says so.
+    let (code, body) = post_form(&s, &[format!("service={SERVICE}")]);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("grant_type"), "{body}");
+}
+
+#[test]
+fn a_repository_name_outside_the_reference_grammar_is_not_granted() {
+    let s = setup("ES256");
+    let secret = read(&s.user.path("puller.secret"));
+    let get_pull = |name: &str| {
+        let query = url_query(&format!("repository:{name}:pull"));
+        s.broker.http(
+            "GET",
+            &format!("/registry/token?service={SERVICE}&scope={query}"),
+            Some(("puller", secret.trim())),
+            None,
+        )
+    };
+    // `test/*` must not reach `other/x` by climbing out of `test/`.
+    for name in [
+        "test/../other/x",
+        "test/./x",
+        "test//x",
+        "test/X",
+        "test/a%2fb",
+    ] {
+        let (code, body) = get_pull(name);
+        assert_eq!(code, 400, "{name}: {body}");
+        assert!(
+            body.contains("not a repository name"),
+            "{name}: says what is wrong: {body}"
+        );
+        let (code, body) = post_form(
+            &s,
+            &password_form(&s, &[&format!("repository:{name}:pull")]),
+        );
+        assert_eq!(code, 400, "{name}: {body}");
+    }
+    // Names in the grammar still get what the policy allows, a host prefix included.
+    for (name, granted) in [
+        ("test/a.b_c__d-e--f/g", true),
+        ("localhost:5000/test/x", false),
+    ] {
+        let (code, body) = get_pull(name);
+        assert_eq!(code, 200, "{name}: {body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let access = claims(answer["token"].as_str().unwrap())["access"].clone();
+        assert_eq!(
+            access.as_array().unwrap().len(),
+            usize::from(granted),
+            "{access}"
+        );
+    }
+}
+
+/// `text` percent-encoded for a query string.
+fn url_query(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

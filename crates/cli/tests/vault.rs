@@ -232,6 +232,22 @@ fn principals_that_are_not_robots_get_nothing_from_the_vault_api() {
             .unwrap()
             .contains("stranger/ci.example@TEST.REALM")
     );
+    // Not authenticated as any robot: `auth` says none, here as on the robot API.
+    assert_eq!(last["auth"], "none", "{last}");
+    let mut get = s.user.cmd();
+    s.kdc.apply(&mut get);
+    get.args(["--cafile", s.ca.to_str().unwrap(), "get", "--server"])
+        .arg(&s.broker.url)
+        .args(["-k", s.kdc.get("KRB5_STRANGER_KEYTAB"), "-o"])
+        .arg(s.path("api-bt"));
+    Run::from(get.output().unwrap()).fails(1, "not bound to any robot");
+    let api = s.audit_lines().pop().unwrap();
+    assert_eq!(api["code"], "forbidden");
+    assert_eq!(
+        (api["auth"].clone(), api["robot"].clone()),
+        (last["auth"].clone(), last["robot"].clone()),
+        "{api} {last}"
+    );
 
     // A robot's Vault token reads only the robot's own credkey. (A fresh ccache:
     // igwn-robot-get cannot reuse one holding another principal's tickets.)

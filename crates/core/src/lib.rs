@@ -18,6 +18,6 @@ pub mod verify;
 
 pub use jwt::{Audience, Jwt, JwtError};
 pub use require::{Requirements, Shortfall};
-pub use scope::{Scope, ScopeSet};
+pub use scope::{Scope, ScopeError, ScopeSet};
 pub use secret::Secret;
 pub use time::{Timestamp, parse_seconds};

@@ -27,23 +27,74 @@ const PATH_AUTHZ: &[&str] = &[
     "storage.stage",
 ];
 
+/// Why a scope is not taken.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ScopeError {
+    #[error("scope `{scope}` has a path that climbs above `/`")]
+    ClimbsAboveRoot { scope: String },
+    #[error(
+        "scope `{scope}` has `{found}` in its path: a percent-encoded `.`, `/`, `\\` or `%` is refused, since a service that decodes the path would read another path than the one granted"
+    )]
+    EncodedPath { scope: String, found: String },
+    #[error(
+        "scope `{scope}` has a `.` or `..` segment in its path, which the token would carry as written; ask for `{normalised}`"
+    )]
+    DotSegment { scope: String, normalised: String },
+}
+
 impl Scope {
-    /// Parse one scope. Returns `None` for a path that climbs above `/` with `..`,
-    /// which can never be granted.
+    /// Parse one scope. Returns `None` where [`Scope::read`] says why not.
     pub fn parse(text: &str) -> Option<Scope> {
+        Scope::read(text).ok()
+    }
+
+    /// Parse one scope, `.` and `..` segments of its path resolved. A path that climbs
+    /// above `/`, or that holds a percent-encoded `.`, `/`, `\` or `%` (which a storage
+    /// service may decode into a different path after the prefix check), can never be
+    /// granted.
+    pub fn read(text: &str) -> Result<Scope, ScopeError> {
         let (authz, path) = match text.split_once(':') {
             Some((a, p)) if p.starts_with('/') => (a, Some(p)),
             _ => (text, None),
         };
         let path = match path {
-            Some(p) => Some(normalise_path(p)?),
+            Some(p) => {
+                if let Some(found) = encoded_separator(p) {
+                    return Err(ScopeError::EncodedPath {
+                        scope: text.to_string(),
+                        found: found.to_string(),
+                    });
+                }
+                Some(
+                    normalise_path(p).ok_or_else(|| ScopeError::ClimbsAboveRoot {
+                        scope: text.to_string(),
+                    })?,
+                )
+            }
             None if PATH_AUTHZ.contains(&authz) => Some("/".to_string()),
             None => None,
         };
-        Some(Scope {
+        Ok(Scope {
             authz: authz.to_string(),
             path,
         })
+    }
+
+    /// A scope asked of an issuer, which signs it as written: as [`Scope::read`], and
+    /// its path without `.` or `..` segments, so that what a relying service reads is
+    /// what was checked.
+    pub fn requested(text: &str) -> Result<Scope, ScopeError> {
+        let scope = Scope::read(text)?;
+        let dotted = text.split_once(':').is_some_and(|(_, p)| {
+            p.starts_with('/') && p.split('/').any(|s| s == "." || s == "..")
+        });
+        if dotted {
+            return Err(ScopeError::DotSegment {
+                scope: text.to_string(),
+                normalised: scope.to_string(),
+            });
+        }
+        Ok(scope)
     }
 
     pub fn authz(&self) -> &str {
@@ -99,6 +150,16 @@ fn path_covers(granted: &str, wanted: &str) -> bool {
     granted == "/"
         || wanted == granted
         || (wanted.starts_with(granted) && wanted.as_bytes()[granted.len()] == b'/')
+}
+
+/// The first percent-encoded `.`, `/`, `\` or `%` in `path`, as written (`%2E`, `%2f`).
+fn encoded_separator(path: &str) -> Option<&str> {
+    let bytes = path.as_bytes();
+    (0..bytes.len().saturating_sub(2)).find_map(|i| {
+        let code = path.get(i + 1..i + 3)?;
+        (bytes[i] == b'%' && matches!(u8::from_str_radix(code, 16), Ok(b'.' | b'/' | b'\\' | b'%')))
+            .then(|| &path[i..i + 3])
+    })
 }
 
 /// Resolve `.`, `..` and repeated or trailing slashes; `None` if the path leaves `/`.
@@ -193,6 +254,56 @@ mod tests {
         assert!(!covers("read:/data", "read:/data/../etc/passwd"));
         assert!(covers("read:/data", "read:/data/./run1//x"));
         assert!(Scope::parse("read:/../x").is_none());
+    }
+
+    #[test]
+    fn percent_encoded_dots_and_slashes_are_never_taken() {
+        for (text, found) in [
+            ("read:/r1/%2e%2e/r2", "%2e"),
+            ("read:/r1/%2E%2E/r2", "%2E"),
+            ("read:/r1%2f..%2fr2", "%2f"),
+            ("read:/r1/..%5cr2", "%5c"),
+            ("read:/r1/%252e%252e/r2", "%25"),
+        ] {
+            assert_eq!(
+                Scope::read(text),
+                Err(ScopeError::EncodedPath {
+                    scope: text.into(),
+                    found: found.into()
+                })
+            );
+            assert!(Scope::parse(text).is_none());
+        }
+        // Dropped from any set: a token or a policy holding one grants nothing by it.
+        assert!(ScopeSet::parse("read:/r1/%2e%2e/r2").is_empty());
+        assert!(!covers("read:/r1/%2e%2e/r2", "read:/r2"));
+        // Other escapes are plain characters of a name.
+        assert!(covers("read:/r1", "read:/r1/a%20b"));
+        assert!(Scope::read("read:/r1/50%").is_ok());
+        assert!(Scope::read("read:/r1/%2").is_ok());
+    }
+
+    #[test]
+    fn a_requested_path_is_taken_only_as_written() {
+        assert_eq!(
+            Scope::requested("read:/d/x/../y"),
+            Err(ScopeError::DotSegment {
+                scope: "read:/d/x/../y".into(),
+                normalised: "read:/d/y".into()
+            })
+        );
+        assert!(matches!(
+            Scope::requested("read:/d/./y"),
+            Err(ScopeError::DotSegment { .. })
+        ));
+        assert!(matches!(
+            Scope::requested("read:/../etc"),
+            Err(ScopeError::ClimbsAboveRoot { .. })
+        ));
+        assert!(Scope::requested("read:/d/y.txt").is_ok());
+        assert!(Scope::requested("read:/d/..y").is_ok());
+        assert!(Scope::requested("storage.read").is_ok());
+        assert!(Scope::requested("compute.read").is_ok());
     }
 
     #[test]

@@ -128,6 +128,16 @@ fn check_secret_file(path: &Path, dir_owner: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// [`check_secret_file`] for each of `paths` in the user directory `dir`, the refusal
+/// naming the file.
+fn check_secret_files(dir: &Path, paths: &[&Path]) -> Result<(), String> {
+    let dir_owner = std::fs::symlink_metadata(dir).map(|m| m.uid()).unwrap_or(0);
+    for p in paths {
+        check_secret_file(p, dir_owner).map_err(|e| format!("{} {e}", p.display()))?;
+    }
+    Ok(())
+}
+
 fn read_json_object(path: &Path) -> Result<Map<String, Value>, String> {
     let bytes = read_plain(path)?;
     match serde_json::from_slice(&bytes) {
@@ -542,13 +552,8 @@ impl Credmon {
         let dir = self.dir().join(user);
         let top_path = dir.join(format!("{token}.top"));
         let meta_path = dir.join(format!("{token}.meta"));
-        let dir_owner = std::fs::symlink_metadata(&dir)
-            .map(|m| m.uid())
-            .unwrap_or(0);
         let prepared = (|| -> Result<_, String> {
-            for p in [&top_path, &meta_path] {
-                check_secret_file(p, dir_owner).map_err(|e| format!("{} {e}", p.display()))?;
-            }
+            check_secret_files(&dir, &[&top_path, &meta_path])?;
             let top =
                 read_json_object(&top_path).map_err(|e| format!("{} {e}", top_path.display()))?;
             let meta =
@@ -698,6 +703,12 @@ impl Credmon {
 
     /// Sign a local token for `user` with the claims upstream's local mode uses.
     fn sign(&self, user: &str, token: &str, index: usize) -> Outcome {
+        // The `.top` is the user's credential as the CredD stored it: signed for only while
+        // it is private, as an OAuth `.top` is refreshed only then.
+        let dir = self.dir().join(user);
+        if let Err(e) = check_secret_files(&dir, &[&dir.join(format!("{token}.top"))]) {
+            return self.fail(user, token, "local", e);
+        }
         let provider = &self.settings.local[index];
         let issuer = match self.issuer(provider) {
             Ok(i) => i,
@@ -721,10 +732,7 @@ impl Credmon {
         } else {
             format!("{}\n", jwt.expose())
         };
-        if let Err(e) = self.write(
-            &self.dir().join(user).join(format!("{token}.use")),
-            &contents,
-        ) {
+        if let Err(e) = self.write(&dir.join(format!("{token}.use")), &contents) {
             return self.fail(user, token, "local", e);
         }
         tracing::info!("signed a local token for {user}/{token}");

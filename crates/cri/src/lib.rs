@@ -13,6 +13,8 @@
 //! ([`wire`]) and never writes a credential to disk or to a log.
 
 pub mod captured;
+mod client_io;
+mod hpack;
 pub mod keychain;
 pub mod proxy;
 pub mod wire;

@@ -6,6 +6,7 @@
 
 use crate::CriError;
 use crate::captured::{Captured, credential};
+use crate::client_io::ClientIo;
 use crate::wire;
 use bytes::Bytes;
 use http_body::{Body, Frame};
@@ -90,8 +91,10 @@ pub async fn serve(listener: UnixListener, upstream: Arc<Upstream>, captured: Ar
                     Ok::<_, std::convert::Infallible>(forward(request, &upstream, &captured).await)
                 }
             });
+            // Through ClientIo: grpc's C core names the socket in `:authority`, which
+            // the HTTP/2 server would reset; and its resets are logged.
             let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(ClientIo::new(stream)), service)
                 .await;
             if let Err(e) = served {
                 tracing::debug!("client connection ended: {e}");
@@ -158,6 +161,7 @@ async fn forward(
 
 /// A gRPC "trailers-only" error answer: containerd could not be reached.
 fn unavailable(message: &str) -> Response<ProxyBody> {
+    tracing::debug!("answered UNAVAILABLE: {message}");
     let mut response = Response::new(
         Full::new(Bytes::new())
             .map_err(|never| match never {})

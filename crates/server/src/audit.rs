@@ -32,19 +32,29 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Append to `path` (`-` for standard output), creating it with mode 0600.
+    /// Append to `path` (`-` for standard output), creating it with mode 0600; a file
+    /// that was there already with another mode is made 0600 (and a warning says so).
     pub fn open(path: &Path) -> std::io::Result<Audit> {
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let mut out: Box<dyn Write + Send> = if path.as_os_str() == "-" {
             Box::new(std::io::stdout())
         } else {
-            Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(path)?,
-            )
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)?;
+            let meta = file.metadata()?;
+            let mode = meta.permissions().mode() & 0o7777;
+            // A regular file only: a pipe or a device (`/dev/stderr`) is left alone.
+            if meta.is_file() && mode != 0o600 {
+                file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                tracing::warn!(
+                    "audit log {}: mode was {mode:04o}; set to 0600",
+                    path.display()
+                );
+            }
+            Box::new(file)
         };
         let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
         tokio::task::spawn_blocking(move || {

@@ -85,10 +85,15 @@ impl Refusal {
             "needs_login" => 409,
             "bad_request" => 400,
             "provider_error" => 502,
+            "busy" => 503,
             _ => 500,
         }
     }
 }
+
+/// How long a client told `busy` (503) is asked to wait before it tries again
+/// (`Retry-After`).
+pub const BUSY_RETRY_SECS: u32 = 30;
 
 /// A provider's discovered client, or the memory of a failed discovery (for a while, so
 /// every request and every credential does not wait on an unreachable provider again).
@@ -220,7 +225,9 @@ impl Broker {
     }
 
     /// Audit and count a refusal that happened before [`Broker::vend`] (authentication,
-    /// an unreadable request, a credential the caller may not read).
+    /// an unreadable request, a credential the caller may not read). `method` is how the
+    /// caller proved it is `robot`: `None` (`auth` "none") when it did not — whichever
+    /// method it tried, which `robot` shows then (`(kerberos)`, `(jwt)`, a claimed name).
     pub fn record_refusal(&self, robot: &str, method: Option<Method>, refusal: &Refusal) {
         let blank = (String::new(), String::new());
         self.record(robot, method, "", blank, Err(refusal));
@@ -428,13 +435,12 @@ impl Broker {
             })
             .filter(|s| !s.is_empty());
         let scope = asked.unwrap_or(default_scope);
-        let requested = ScopeSet::parse(&scope);
-        if requested.iter().count() != scope.split_whitespace().count() {
-            return Err(Refusal::new(
-                "bad_request",
-                format!("scope `{scope}` has a path that climbs above `/`"),
-            ));
+        // Signed as written, so each is taken only as written (no `..`, nothing encoded).
+        for s in scope.split_whitespace() {
+            credkeeper_core::Scope::requested(s)
+                .map_err(|e| Refusal::new("bad_request", e.to_string()))?;
         }
+        let requested = ScopeSet::parse(&scope);
         let allowed = robot.allowed_scopes();
         let missing = allowed.missing(&requested);
         if !missing.is_empty() {

@@ -206,7 +206,8 @@ pub enum TokenProfile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerSection {
-    /// The `iss` of the tokens it signs; default `http://<listen>`.
+    /// The `iss` of the tokens it signs; default `https://<listen>` when the broker
+    /// serves TLS (`[server] tls_cert`), else `http://<listen>`.
     pub url: Option<String>,
     #[serde(default)]
     pub algorithm: Algorithm,
@@ -564,12 +565,8 @@ impl Config {
                 }
             }
             for s in &r.scopes {
-                if credkeeper_core::Scope::parse(&fill(s, r.username())).is_none() {
-                    return Err(fail(
-                        key("scopes"),
-                        &q(s),
-                        format!("scope `{s}` climbs above `/`"),
-                    ));
+                if let Err(e) = credkeeper_core::Scope::read(&fill(s, r.username())) {
+                    return Err(fail(key("scopes"), &q(s), e.to_string()));
                 }
             }
             if r.auth.kerberos_principal.is_some() && self.server.kerberos_keytab.is_none() {
@@ -757,6 +754,11 @@ mod tests {
                 "[[robot]]\nname = \"ci\"\nscopes = [\"read:/../etc\"]\n",
                 "line 3",
                 "climbs above",
+            ),
+            (
+                "[[robot]]\nname = \"ci\"\nscopes = [\"read:/data/%2e%2e/etc\"]\n",
+                "line 3",
+                "`%2e` in its path",
             ),
             ("[refresher]\nshare = 1.5\n", "line 2", "refresher.share"),
             ("[issuer]\nlifetime = -1\n", "line 2", "issuer.lifetime"),

@@ -47,6 +47,9 @@ impl IntoResponse for Refusal {
             Json(serde_json::json!({"error": self.code, "message": self.message})),
         )
             .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            retry_after(&mut response);
+        }
         if status == StatusCode::UNAUTHORIZED {
             let headers = response.headers_mut();
             headers.append(
@@ -60,6 +63,14 @@ impl IntoResponse for Refusal {
         }
         response
     }
+}
+
+/// `Retry-After` on a 503 (`busy`): the condition passes, so the client may try again.
+pub(crate) fn retry_after(response: &mut Response) {
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(crate::broker::BUSY_RETRY_SECS),
+    );
 }
 
 /// A robot that proved who it is, by any of its methods ([`crate::auth`]).
@@ -261,4 +272,17 @@ async fn metrics(State(broker): State<Arc<Broker>>, headers: HeaderMap) -> Respo
         broker.metrics.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_is_503_with_a_retry_after() {
+        let response = Refusal::new("busy", "too many logins in progress").into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let after = response.headers().get(header::RETRY_AFTER).unwrap();
+        assert!(after.to_str().unwrap().parse::<u64>().unwrap() > 0);
+    }
 }

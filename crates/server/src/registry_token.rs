@@ -13,9 +13,9 @@ use crate::auth::{Caller, Method};
 use crate::broker::{Broker, Refusal};
 use crate::http::Robot;
 use axum::Json;
-use axum::extract::{Form, RawQuery, State};
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
 use credkeeper_core::{Secret, Timestamp};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -47,9 +47,74 @@ impl Access {
         })
     }
 
+    /// `repository` (or distribution's `repository(<class>)`): the name is a repository's.
+    fn is_repository(&self) -> bool {
+        self.kind == "repository" || self.kind.starts_with("repository(")
+    }
+
     fn claim(&self) -> Value {
         json!({ "type": self.kind, "name": self.name, "actions": self.actions })
     }
+}
+
+/// Names longer than this are not repository names (distribution's limit).
+const NAME_MAX: usize = 255;
+
+/// Whether `name` is a repository name in the distribution reference grammar: path
+/// components `[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*` separated by `/`, the first of
+/// them optionally a registry host (`localhost:5000`, `r.example.org`). Nothing else may
+/// meet a policy glob: `test/../other/x` must not be `test/*`'s to grant.
+pub fn is_repository_name(name: &str) -> bool {
+    if name.is_empty() || name.len() > NAME_MAX {
+        return false;
+    }
+    let mut components = name.split('/');
+    let first = components.next().unwrap_or_default();
+    let rest: Vec<&str> = components.collect();
+    (is_path_component(first) || (!rest.is_empty() && is_registry_host(first)))
+        && rest.iter().all(|c| is_path_component(c))
+}
+
+/// `[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*`
+fn is_path_component(c: &str) -> bool {
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let mut rest = c.as_bytes();
+    loop {
+        let run = rest.iter().take_while(|b| alnum(b)).count();
+        if run == 0 {
+            return false;
+        }
+        rest = &rest[run..];
+        if rest.is_empty() {
+            return true;
+        }
+        let sep = rest.iter().take_while(|b| !alnum(b)).count();
+        if !matches!(&rest[..sep], b"." | b"_" | b"__") && !rest[..sep].iter().all(|b| *b == b'-') {
+            return false;
+        }
+        rest = &rest[sep..];
+    }
+}
+
+/// `host[:port]`, the host of DNS labels (letters, digits, inner `-`) joined by `.`; as
+/// docker reads a reference, only a component with a `.` or a `:`, or `localhost`, is one.
+fn is_registry_host(d: &str) -> bool {
+    if !d.contains(['.', ':']) && d != "localhost" {
+        return false;
+    }
+    let (host, port) = match d.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (d, None),
+    };
+    let label = |l: &str| {
+        let b = l.as_bytes();
+        !b.is_empty()
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter().all(|x| x.is_ascii_alphanumeric() || *x == b'-')
+    };
+    port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && host.split('.').all(label)
 }
 
 /// `team/*` matches `team/app` and `team/sub/app`; `*` alone matches every name.
@@ -87,9 +152,9 @@ pub fn grant(policy: &[Access], asked: &[Access]) -> Vec<Access> {
         .collect()
 }
 
-/// The `scope` parameters (repeated, or space-separated in one) of a query.
-fn scopes_of(raw: Option<&str>) -> Vec<Access> {
-    url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+/// The `scope` parameters (repeated, or space-separated in one) of a query or form.
+fn scopes_of(raw: &[u8]) -> Vec<Access> {
+    url::form_urlencoded::parse(raw)
         .filter(|(k, _)| k == "scope")
         .flat_map(|(_, v)| v.split(' ').filter_map(Access::parse).collect::<Vec<_>>())
         .collect()
@@ -111,7 +176,7 @@ pub async fn get_token(
         &broker,
         &caller,
         service.as_deref(),
-        &scopes_of(raw.as_deref()),
+        &scopes_of(raw.as_deref().unwrap_or("").as_bytes()),
     )?;
     // `offline_token=true`: also an identity token, which a credential helper hands to
     // skopeo or containerd as `<token>`; they trade it here (`grant_type=refresh_token`).
@@ -174,19 +239,41 @@ fn identity_robot(broker: &Broker, token: &str) -> Result<String, Refusal> {
         })
 }
 
-#[derive(Deserialize)]
+/// The OAuth2 form of `POST /registry/token`, read by hand: `scope` may come more than
+/// once (skopeo repeats it on its retry after `insufficient_scope`), which a derived
+/// form decoder refuses as a duplicate field. Other fields count once: the first wins, as
+/// `GET` reads its query.
 pub struct TokenForm {
     grant_type: String,
-    #[serde(default)]
     service: Option<String>,
-    #[serde(default)]
-    scope: Option<String>,
-    #[serde(default)]
+    scopes: Vec<Access>,
     username: Option<String>,
-    #[serde(default)]
     password: Option<Secret>,
-    #[serde(default)]
     refresh_token: Option<Secret>,
+}
+
+impl TokenForm {
+    pub fn parse(body: &[u8]) -> Result<TokenForm, Refusal> {
+        let field = |name: &str| {
+            url::form_urlencoded::parse(body)
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
+        let grant_type = field("grant_type").ok_or_else(|| {
+            Refusal::new(
+                "bad_request",
+                "the token form has no grant_type (password or refresh_token)",
+            )
+        })?;
+        Ok(TokenForm {
+            grant_type,
+            service: field("service"),
+            scopes: scopes_of(body),
+            username: field("username"),
+            password: field("password").map(Secret::new),
+            refresh_token: field("refresh_token").map(Secret::new),
+        })
+    }
 }
 
 /// `POST /registry/token` (OAuth2 form): the password grant with the robot's name and
@@ -195,15 +282,10 @@ pub struct TokenForm {
 /// Anything else answers 401, on which containerd falls back to `GET` with Basic.
 pub async fn post_token(
     State(broker): State<Arc<Broker>>,
-    Form(form): Form<TokenForm>,
+    body: Bytes,
 ) -> Result<Json<Value>, Refusal> {
-    let scopes: Vec<Access> = form
-        .scope
-        .as_deref()
-        .unwrap_or("")
-        .split(' ')
-        .filter_map(Access::parse)
-        .collect();
+    let form = TokenForm::parse(&body)?;
+    let scopes = &form.scopes;
     // An identity token also arrives as the password of user `<token>`: the kubelet's
     // credential providers speak only user/password, and containerd sends the password
     // grant with them.
@@ -213,14 +295,13 @@ pub async fn post_token(
         _ => None,
     };
     if let Some(token) = identity {
-        let robot = identity_robot(&broker, token.expose()).inspect_err(|refusal| {
-            broker.record_refusal("(identity token)", Some(Method::IdentityToken), refusal)
-        })?;
+        let robot = identity_robot(&broker, token.expose())
+            .inspect_err(|refusal| broker.record_refusal("(identity token)", None, refusal))?;
         let caller = Caller {
             robot,
             method: Method::IdentityToken,
         };
-        return issue(&broker, &caller, form.service.as_deref(), &scopes);
+        return issue(&broker, &caller, form.service.as_deref(), scopes);
     }
     let (Some(robot), Some(secret)) = (form.username.as_deref(), form.password.as_ref()) else {
         return Err(Refusal::unauthenticated(format!(
@@ -235,14 +316,14 @@ pub async fn post_token(
         )));
     }
     if let Err(refusal) = broker.authenticate(robot, secret).await {
-        broker.record_refusal(robot, Some(Method::Secret), &refusal);
+        broker.record_refusal(robot, None, &refusal);
         return Err(refusal);
     }
     let caller = Caller {
         robot: robot.to_string(),
         method: Method::Secret,
     };
-    issue(&broker, &caller, form.service.as_deref(), &scopes)
+    issue(&broker, &caller, form.service.as_deref(), scopes)
 }
 
 fn issue(
@@ -267,6 +348,24 @@ fn issue(
             "bad_request",
             format!("this token server serves `{}`, not `{s}`", config.service),
         ));
+    }
+    // A name outside the grammar is refused before any policy glob sees it.
+    if let Some(bad) = asked
+        .iter()
+        .find(|a| a.is_repository() && !is_repository_name(&a.name))
+    {
+        let refusal = Refusal::new(
+            "bad_request",
+            format!(
+                "scope `{}:{}:{}`: `{}` is not a repository name (path components of lower-case letters and digits, joined by `.`, `_`, `__` or `-`, separated by `/`)",
+                bad.kind,
+                bad.name,
+                bad.actions.join(","),
+                bad.name
+            ),
+        );
+        broker.record_refusal(&caller.robot, Some(caller.method), &refusal);
+        return Err(refusal);
     }
     let policy: Vec<Access> = broker
         .config
@@ -340,10 +439,51 @@ mod tests {
     }
 
     #[test]
+    fn repository_names_follow_the_reference_grammar() {
+        for ok in [
+            "app",
+            "team/app",
+            "team/sub/app-1",
+            "a.b_c__d-e---f/g0",
+            "localhost:5000/x",
+            "localhost/x",
+            "registry.example.org/team/app",
+            "Reg-1.example:443/x",
+        ] {
+            assert!(is_repository_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "team/../other/x",
+            "team/./x",
+            "..",
+            "team//x",
+            "team/",
+            "/team",
+            "Team/app",
+            "team/App",
+            "team/a%2fb",
+            "team/a..b",
+            "team/a___b",
+            "team/-a",
+            "team/a-",
+            "team/a_",
+            "localhost:5000",
+            "localhost:/x",
+            "-host.example/x",
+            "host..example/x",
+            "team/a b",
+        ] {
+            assert!(!is_repository_name(bad), "{bad}");
+        }
+        assert!(!is_repository_name(&"a".repeat(NAME_MAX + 1)));
+    }
+
+    #[test]
     fn scopes_are_read_from_every_scope_parameter() {
-        let got = scopes_of(Some(
-            "service=reg&scope=repository%3Ateam%2Fapp%3Apull&scope=repository:b:pull,push%20repository:c:pull",
-        ));
+        let got = scopes_of(
+            b"service=reg&scope=repository%3Ateam%2Fapp%3Apull&scope=repository:b:pull,push%20repository:c:pull",
+        );
         assert_eq!(
             got,
             vec![

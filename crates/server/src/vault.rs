@@ -145,7 +145,11 @@ impl From<Refusal> for Failure {
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(json!({ "errors": [self.message] }))).into_response()
+        let mut response = (status, Json(json!({ "errors": [self.message] }))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            crate::http::retry_after(&mut response);
+        }
+        response
     }
 }
 
@@ -215,7 +219,8 @@ async fn kerberos_login(
     let (robot, reply) = match kerberos.accept(token).await {
         Ok(r) => r,
         Err(refusal) => {
-            broker.record_refusal("(kerberos)", Some(Method::Kerberos), &refusal);
+            // Not authenticated as any robot: `auth` none, as on the robot API.
+            broker.record_refusal("(kerberos)", None, &refusal);
             return Failure::from(refusal).into_response();
         }
     };
@@ -588,6 +593,13 @@ async fn poll(State(broker): State<Arc<Broker>>, body: Bytes) -> Result<Json<Val
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_is_503_with_a_retry_after_here_too() {
+        let response = Failure::from(Refusal::new("busy", "too many logins")).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().get(header::RETRY_AFTER).is_some());
+    }
 
     #[test]
     fn vault_durations_and_mount_names_parse_as_htgettoken_sends_them() {

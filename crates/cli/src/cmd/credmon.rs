@@ -26,7 +26,7 @@ pub struct Args {
     /// The credential directory [default: SEC_CREDENTIAL_DIRECTORY_OAUTH]
     #[arg(short = 'c', long = "cred-dir", value_name = "DIR", global = true)]
     pub cred_dir: Option<PathBuf>,
-    /// Run one pass and exit (for cron and tests)
+    /// Run one pass and exit (for cron and tests): 1 when a credential failed
     #[arg(long)]
     pub once: bool,
     /// Log file (appended) [default: SEC_CREDENTIAL_MONITOR_OAUTH_LOG, else standard error;
@@ -108,6 +108,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<()> {
                 "credkeeper credmon: {} credential(s) failed this pass; see `credkeeper credmon status`",
                 report.failed
             );
+            return Err(crate::Exit(1).into());
         }
         return Ok(());
     }

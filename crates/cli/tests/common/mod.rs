@@ -356,6 +356,8 @@ pub struct Broker {
     pub url: String,
     pub state: PathBuf,
     pub stdout_first_line: String,
+    /// What it wrote on stderr before it listened.
+    pub startup: Vec<String>,
     lines: mpsc::Receiver<String>,
 }
 
@@ -405,6 +407,7 @@ impl Broker {
             url,
             state: state.to_path_buf(),
             stdout_first_line,
+            startup: seen,
             lines,
         }
     }
@@ -458,14 +461,13 @@ impl Drop for Broker {
     }
 }
 
-/// The testbed's Python with the SciTokens reference library (installed on first use).
-pub fn scitokens_python() -> PathBuf {
-    let out = Command::new(testbed().join("setup-python.sh"))
-        .output()
-        .unwrap();
+/// The python a testbed setup script (`setup-python.sh`, `setup-cri.sh`) made ready: the
+/// last line it prints.
+pub fn testbed_python(setup: &str) -> PathBuf {
+    let out = Command::new(testbed().join(setup)).output().unwrap();
     assert!(
         out.status.success(),
-        "setup-python.sh failed: {}",
+        "{setup} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(
@@ -475,6 +477,11 @@ pub fn scitokens_python() -> PathBuf {
             .last()
             .unwrap(),
     )
+}
+
+/// The testbed's Python with the SciTokens reference library (installed on first use).
+pub fn scitokens_python() -> PathBuf {
+    testbed_python("setup-python.sh")
 }
 
 /// Give each of `robots` (of the broker config at `config`) a secret in `state`, written
