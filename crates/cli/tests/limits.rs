@@ -209,5 +209,8 @@ fn metrics_can_have_their_own_address_and_a_bearer_token() {
     );
     let (code, body) = curl(&["-H", "Authorization: Bearer scrape-me-7f3a", &url]);
     assert_eq!(code, 200);
-    assert!(body.contains("credkeeper_credentials_needing_login 0"), "{body}");
+    assert!(
+        body.contains("credkeeper_credentials_needing_login 0"),
+        "{body}"
+    );
 }
