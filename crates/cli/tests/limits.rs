@@ -214,3 +214,57 @@ fn metrics_can_have_their_own_address_and_a_bearer_token() {
         "{body}"
     );
 }
+
+#[test]
+fn strangers_starting_vault_logins_cannot_starve_robots_logins() {
+    let op = Op::start();
+    let user = User::new();
+    let config = user.path("logins.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[vault]\npending_logins = 20\nlogins_per_minute = 60\n\n\
+             [[provider]]\nname = \"op\"\nissuer = \"{}\"\nclient_id = \"device-client\"\n\
+             scopes = \"read\"\n\n\
+             [[robot]]\nname = \"ci\"\nauth = {{ secret = true }}\nproviders = [\"op\"]\n\
+             scopes = [\"read\"]\naudiences = [\"*\"]\n",
+            op.issuer()
+        ),
+    )
+    .unwrap();
+    let state = user.path("state");
+    robot_secrets(&user, &config, &state, &["ci"]);
+    let broker = Broker::start(
+        &user,
+        &state,
+        &["--insecure-loopback", "--config", config.to_str().unwrap()],
+    );
+
+    // 100 unauthenticated Vault-API logins as fast as they can be sent: the burst (6) is
+    // served, the rest are told to come back, and the provider is not asked for them.
+    let mut started = 0;
+    for i in 0..100 {
+        let body = format!(r#"{{"role":"default","client_nonce":"n{i}"}}"#);
+        let (code, text) = broker.http("POST", "/v1/auth/oidc-op/oidc/auth_url", None, Some(&body));
+        match code {
+            200 => started += 1,
+            503 => assert!(text.contains("try again later"), "{text}"),
+            other => panic!("auth_url answered {other}: {text}"),
+        }
+    }
+    assert!((6..=12).contains(&started), "{started} of 100 started");
+
+    // Meanwhile the robot starts its logins, as many times as it likes: its own oldest
+    // goes, nobody else's, and it is never told the broker is busy.
+    let secret = read(&user.path("ci.secret"));
+    for _ in 0..8 {
+        let (code, text) = broker.http(
+            "POST",
+            "/api/v1/logins",
+            Some(("ci", secret.trim())),
+            Some(r#"{"provider":"op"}"#),
+        );
+        assert_eq!(code, 200, "{text}");
+        assert!(text.contains("user_code"), "{text}");
+    }
+}

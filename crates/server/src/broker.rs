@@ -167,6 +167,7 @@ impl Broker {
             ),
             issuer.url().to_string(),
         );
+        let logins = crate::device::DeviceLogins::new(&config.vault);
         Ok(Broker {
             config,
             issuer,
@@ -178,7 +179,7 @@ impl Broker {
             jwt,
             web: crate::web::WebState::default(),
             vault: Default::default(),
-            logins: Default::default(),
+            logins,
             registry_signer,
             http,
             policy,

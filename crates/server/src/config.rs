@@ -103,6 +103,14 @@ pub struct VaultSection {
     /// A name not listed is taken as a provider name; `default` is the first provider.
     #[serde(default)]
     pub issuers: std::collections::BTreeMap<String, String>,
+    /// Logins through `auth_url` (which needs no authentication) in progress at once; a
+    /// pool of their own, so they never crowd out robots' logins.
+    #[serde(default = "default_vault_pending")]
+    pub pending_logins: usize,
+    /// `auth_url` logins started per minute at most (each asks the provider for a device
+    /// code), with bursts of a tenth of that.
+    #[serde(default = "default_vault_rate")]
+    pub logins_per_minute: u32,
 }
 
 impl Default for VaultSection {
@@ -110,8 +118,18 @@ impl Default for VaultSection {
         VaultSection {
             token_ttl: default_vault_ttl(),
             issuers: Default::default(),
+            pending_logins: default_vault_pending(),
+            logins_per_minute: default_vault_rate(),
         }
     }
+}
+
+fn default_vault_pending() -> usize {
+    1_000
+}
+
+fn default_vault_rate() -> u32 {
+    120
 }
 
 fn default_vault_ttl() -> i64 {

@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 
 /// How long a login may take, at most (the provider's own limit may be shorter).
 const LOGIN_SECS: i64 = 600;
-/// Logins in progress beyond this many: expired ones are swept, then new ones refused.
-const PENDING_MAX: usize = 10_000;
+/// A robot's logins in progress at most: starting one more drops its oldest (a robot
+/// can only hold its own slots, and a new login supersedes an abandoned one).
+const PER_ROBOT: usize = 4;
 
 /// Who may poll a login: the robot that started it, or the client nonce of a Vault login.
 /// Two kinds, never equal to each other: a Vault client cannot pick a robot's name as its
@@ -31,6 +32,14 @@ struct Pending {
     poller: Poller,
     device: DeviceAuthorization,
     expires: Timestamp,
+    started: Timestamp,
+}
+
+/// Vault-API logins are started by anyone who can reach the port: their own bounded pool
+/// and a token bucket, checked before the provider is asked for anything.
+struct VaultGate {
+    tokens: f64,
+    refilled: std::time::Instant,
 }
 
 /// What a client shows the human.
@@ -54,12 +63,75 @@ pub enum Polled {
     },
 }
 
-#[derive(Default)]
 pub struct DeviceLogins {
     pending: Mutex<HashMap<String, Pending>>,
+    vault_gate: Mutex<VaultGate>,
+    vault_max: usize,
+    /// `auth_url` logins per second, and the burst.
+    vault_rate: f64,
+    vault_burst: f64,
 }
 
 impl DeviceLogins {
+    pub fn new(vault: &crate::config::VaultSection) -> DeviceLogins {
+        let per_minute = f64::from(vault.logins_per_minute.max(1));
+        let burst = (per_minute / 10.0).max(1.0);
+        DeviceLogins {
+            pending: Mutex::new(HashMap::new()),
+            vault_gate: Mutex::new(VaultGate {
+                tokens: burst,
+                refilled: std::time::Instant::now(),
+            }),
+            vault_max: vault.pending_logins.max(1),
+            vault_rate: per_minute / 60.0,
+            vault_burst: burst,
+        }
+    }
+
+    /// Whether `poller` may start a login now, before anything is asked of the provider.
+    /// A robot always may (its oldest login goes when it holds too many); a Vault nonce
+    /// only within the pool and the rate.
+    fn admit(&self, poller: &Poller) -> Result<(), Refusal> {
+        let busy = |why: &str| Refusal::new("busy", format!("{why}; try again later"));
+        let now = Timestamp::now();
+        let mut pending = lock(&self.pending);
+        pending.retain(|_, l| l.expires > now);
+        match poller {
+            Poller::Robot(robot) => {
+                let mut mine: Vec<(Timestamp, String)> = pending
+                    .iter()
+                    .filter(|(_, l)| matches!(&l.poller, Poller::Robot(r) if r == robot))
+                    .map(|(state, l)| (l.started, state.clone()))
+                    .collect();
+                mine.sort();
+                let excess = (mine.len() + 1).saturating_sub(PER_ROBOT);
+                for (_, state) in mine.into_iter().take(excess) {
+                    pending.remove(&state);
+                }
+                Ok(())
+            }
+            Poller::VaultNonce(_) => {
+                let vault = pending
+                    .values()
+                    .filter(|l| matches!(l.poller, Poller::VaultNonce(_)))
+                    .count();
+                if vault >= self.vault_max {
+                    return Err(busy("too many Vault-API logins in progress"));
+                }
+                drop(pending);
+                let mut gate = lock(&self.vault_gate);
+                let elapsed = gate.refilled.elapsed().as_secs_f64();
+                gate.tokens = (gate.tokens + elapsed * self.vault_rate).min(self.vault_burst);
+                gate.refilled = std::time::Instant::now();
+                if gate.tokens < 1.0 {
+                    return Err(busy("too many Vault-API logins started just now"));
+                }
+                gate.tokens -= 1.0;
+                Ok(())
+            }
+        }
+    }
+
     /// Start a device login at `provider`; only `poller` may poll it.
     pub async fn start(
         &self,
@@ -73,6 +145,7 @@ impl DeviceLogins {
                 format!("no provider named `{provider}`"),
             )
         })?;
+        self.admit(&poller)?;
         let client = broker.client(p).await?;
         let request = credkeeper_refresher::login_request(&TokenRequest {
             scopes: p.scopes.clone(),
@@ -92,22 +165,13 @@ impl DeviceLogins {
             interval: device.interval.unwrap_or(5).max(1),
             expires_in: device.expires_in.min(LOGIN_SECS),
         };
-        let mut pending = lock(&self.pending);
-        if pending.len() >= PENDING_MAX {
-            pending.retain(|_, l| l.expires > now);
-            if pending.len() >= PENDING_MAX {
-                return Err(Refusal::new(
-                    "busy",
-                    "too many logins in progress; try again later",
-                ));
-            }
-        }
-        pending.insert(
+        lock(&self.pending).insert(
             state,
             Pending {
                 provider: provider.to_string(),
                 poller,
                 expires: now.plus_secs(started.expires_in),
+                started: now,
                 device,
             },
         );
