@@ -491,3 +491,35 @@ fn an_audit_log_others_can_read_is_made_private_and_the_broker_says_so() {
         broker.startup
     );
 }
+
+#[test]
+fn no_token_leaves_a_broker_that_cannot_write_its_audit_log() {
+    let user = User::new();
+    let config = user.path("full.toml");
+    // /dev/full takes the file open but fails every write (ENOSPC), as a full disk would.
+    std::fs::write(
+        &config,
+        "[server]\naudit_log = \"/dev/full\"\n\n[[robot]]\nname = \"dev\"\n\
+         auth = { secret = true }\nproviders = [\"local\"]\nscopes = [\"read:/data\"]\n\
+         audiences = [\"*\"]\n",
+    )
+    .unwrap();
+    let state = user.path("state");
+    let broker = Broker::start(
+        &user,
+        &state,
+        &["--dev", "--config", config.to_str().unwrap()],
+    );
+    let secret = read(&state.join("dev-robot.secret"));
+    let (code, body) = broker.http(
+        "POST",
+        "/api/v1/token",
+        Some(("dev", secret.trim())),
+        Some(r#"{"scopes":"read:/data"}"#),
+    );
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("audit_unavailable"), "{body}");
+    assert!(!body.contains("access_token"), "{body}");
+    // The broker itself is alive; it just hands nothing out unaudited.
+    assert_eq!(broker.http("GET", "/healthz", None, None).0, 200);
+}

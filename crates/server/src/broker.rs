@@ -85,9 +85,21 @@ impl Refusal {
             "needs_login" => 409,
             "bad_request" => 400,
             "provider_error" => 502,
-            "busy" => 503,
+            "busy" | "audit_unavailable" => 503,
             _ => 500,
         }
+    }
+}
+
+/// A token goes out only once its audit line is written.
+async fn audited(recorded: crate::audit::Recorded) -> Result<(), Refusal> {
+    if recorded.written().await {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            "audit_unavailable",
+            "the audit log cannot be written; no token is handed out without its line",
+        ))
     }
 }
 
@@ -231,20 +243,28 @@ impl Broker {
     /// method it tried, which `robot` shows then (`(kerberos)`, `(jwt)`, a claimed name).
     pub fn record_refusal(&self, robot: &str, method: Option<Method>, refusal: &Refusal) {
         let blank = (String::new(), String::new());
-        self.record(robot, method, "", blank, Err(refusal));
+        // A refusal hands nothing out: it does not wait for its line.
+        let _ = self.record(robot, method, "", blank, Err(refusal));
     }
 
     /// Audit and count a registry token (`scope` is the granted access).
-    pub fn record_registry(&self, caller: &Caller, scope: &str, service: &str, expires: i64) {
+    pub async fn record_registry(
+        &self,
+        caller: &Caller,
+        scope: &str,
+        service: &str,
+        expires: i64,
+    ) -> Result<(), Refusal> {
         let what = (scope.to_string(), service.to_string());
         let outcome = Ok(("signed", Timestamp::from_unix(expires)));
-        self.record(
+        let recorded = self.record(
             &caller.robot,
             Some(caller.method),
             "registry",
             what,
             outcome,
         );
+        audited(recorded).await
     }
 
     /// The one place a request's outcome becomes an audit line and a counter.
@@ -256,7 +276,7 @@ impl Broker {
         provider: &str,
         (scope, audience): (String, String),
         outcome: Result<(&'static str, Timestamp), &Refusal>,
-    ) {
+    ) -> crate::audit::Recorded {
         let mut event = Event {
             time: Timestamp::now().to_string(),
             robot: who.to_string(),
@@ -311,7 +331,7 @@ impl Broker {
                     .inc();
             }
         }
-        self.audit.record(event);
+        self.audit.record(event)
     }
 
     /// Serve `ask` for the authenticated `robot`, auditing the outcome.
@@ -332,8 +352,10 @@ impl Broker {
                 Err(refusal),
             ),
         };
-        self.record(robot, Some(caller.method), &provider, what, outcome);
-        result.map(|(given, _)| given)
+        let recorded = self.record(robot, Some(caller.method), &provider, what, outcome);
+        let given = result?;
+        audited(recorded).await?;
+        Ok(given.0)
     }
 
     async fn vend_inner(
@@ -556,8 +578,10 @@ impl Broker {
             Ok((_, expires, source)) => Ok((*source, *expires)),
             Err(refusal) => Err(refusal),
         };
-        self.record(&identity, Some(method), &p.name, what, outcome);
-        result.map(|(token, expires, _)| (token, expires))
+        let recorded = self.record(&identity, Some(method), &p.name, what, outcome);
+        let (token, expires, _) = result?;
+        audited(recorded).await?;
+        Ok((token, expires))
     }
 
     /// Keep the refresh token of a login the broker ran (a device login) for `identity`

@@ -177,7 +177,8 @@ pub async fn get_token(
         &caller,
         service.as_deref(),
         &scopes_of(raw.as_deref().unwrap_or("").as_bytes()),
-    )?;
+    )
+    .await?;
     // `offline_token=true`: also an identity token, which a credential helper hands to
     // skopeo or containerd as `<token>`; they trade it here (`grant_type=refresh_token`).
     if param("offline_token").as_deref() == Some("true") {
@@ -301,7 +302,7 @@ pub async fn post_token(
             robot,
             method: Method::IdentityToken,
         };
-        return issue(&broker, &caller, form.service.as_deref(), scopes);
+        return issue(&broker, &caller, form.service.as_deref(), scopes).await;
     }
     let (Some(robot), Some(secret)) = (form.username.as_deref(), form.password.as_ref()) else {
         return Err(Refusal::unauthenticated(format!(
@@ -323,10 +324,10 @@ pub async fn post_token(
         robot: robot.to_string(),
         method: Method::Secret,
     };
-    issue(&broker, &caller, form.service.as_deref(), scopes)
+    issue(&broker, &caller, form.service.as_deref(), scopes).await
 }
 
-fn issue(
+async fn issue(
     broker: &Broker,
     caller: &Caller,
     service: Option<&str>,
@@ -392,12 +393,14 @@ fn issue(
         .iter()
         .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
         .collect();
-    broker.record_registry(
-        caller,
-        &described.join(" "),
-        &config.service,
-        now.unix() + lifetime,
-    );
+    broker
+        .record_registry(
+            caller,
+            &described.join(" "),
+            &config.service,
+            now.unix() + lifetime,
+        )
+        .await?;
     Ok(Json(json!({
         "token": token.expose(),
         "access_token": token.expose(),
