@@ -10,7 +10,7 @@ use credkeeper_core::{Jwt, ScopeSet, Secret, Timestamp};
 use credkeeper_issuer::{Grant, LocalIssuer};
 use credkeeper_oidc::{Client, ClientAuth, Http, TokenRequest, UrlPolicy};
 use credkeeper_refresher::{RefreshError, Refresher};
-use credkeeper_store::{CachedToken, CredentialKey, CredentialStore};
+use credkeeper_store::{CachedToken, CredentialKey, Store};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -132,7 +132,7 @@ struct CacheKey {
 pub struct Broker {
     pub config: Config,
     pub issuer: LocalIssuer,
-    pub store: Arc<dyn CredentialStore>,
+    pub store: Arc<dyn Store>,
     pub audit: Audit,
     pub metrics: Metrics,
     pub secrets: SecretCheck,
@@ -157,7 +157,7 @@ impl Broker {
     pub fn new(
         config: Config,
         issuer: LocalIssuer,
-        store: Arc<dyn CredentialStore>,
+        store: Arc<dyn Store>,
         audit: Audit,
         policy: UrlPolicy,
         kerberos: Option<crate::auth::KerberosAuth>,
@@ -230,7 +230,7 @@ impl Broker {
                 format!("robot `{robot}` does not authenticate with a secret"),
             ));
         }
-        match self.secrets.verify(&self.store, robot, secret) {
+        match self.secrets.verify(self.store.as_ref(), robot, secret) {
             Ok(true) => Ok(()),
             Ok(false) => Err(wrong()),
             Err(e) => Err(Refusal::new("internal", e.to_string())),

@@ -29,7 +29,7 @@ use broker::Broker;
 use config::{Config, RobotAuth, RobotSection};
 use credkeeper_core::Secret;
 use credkeeper_oidc::UrlPolicy;
-use credkeeper_store::{CredentialStore, SqliteStore};
+use credkeeper_store::{RobotSecrets, SqliteStore, Store};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -106,7 +106,7 @@ pub async fn start(
         .path
         .clone()
         .unwrap_or_else(|| state_dir.to_path_buf());
-    let store: Arc<dyn CredentialStore> = Arc::new(SqliteStore::open(&store_dir)?);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_dir)?);
     let url = config
         .issuer
         .url
@@ -217,7 +217,7 @@ pub fn dev_config(listen: SocketAddr) -> Config {
 
 /// Give `robot` a new secret and write it to `path` (mode 0600).
 pub fn issue_robot_secret(
-    store: &dyn CredentialStore,
+    store: &dyn RobotSecrets,
     robot: &str,
     path: &Path,
 ) -> Result<Secret, ServeError> {

@@ -8,7 +8,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use credkeeper_core::Secret;
-use credkeeper_store::{CredentialStore, StoreError};
+use credkeeper_store::{RobotSecrets, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -57,7 +57,7 @@ pub fn matches(stored: &str, secret: &Secret) -> bool {
 
 /// Create a new random secret for `robot`, store its hash, and return the secret (the
 /// only time it exists in clear).
-pub fn new_secret(store: &dyn CredentialStore, robot: &str) -> Result<Secret, StoreError> {
+pub fn new_secret(store: &dyn RobotSecrets, robot: &str) -> Result<Secret, StoreError> {
     let secret = Secret::new(URL_SAFE_NO_PAD.encode(random(32)?));
     store.set_robot_secret_hash(robot, &hash(&secret)?)?;
     Ok(secret)
@@ -73,7 +73,7 @@ impl SecretCheck {
     /// Whether `secret` is `robot`'s secret.
     pub fn verify(
         &self,
-        store: &Arc<dyn CredentialStore>,
+        store: &dyn RobotSecrets,
         robot: &str,
         secret: &Secret,
     ) -> Result<bool, StoreError> {

@@ -1,4 +1,4 @@
-//! The store interface every backend implements.
+//! The store's interfaces, one per kind of thing kept; every backend implements each.
 
 use credkeeper_core::{Secret, Timestamp};
 
@@ -109,19 +109,28 @@ pub trait CredentialStore: Send + Sync {
     /// Record the refresher's view of the credential (failures, backoff, needs-login,
     /// refresh in flight).
     fn set_health(&self, key: &CredentialKey, health: &Health) -> Result<(), StoreError>;
+}
 
+/// The broker's robots' secrets, as hashes.
+pub trait RobotSecrets: Send + Sync {
     /// The PHC-format hash of a robot's secret (never the secret itself).
     fn robot_secret_hash(&self, robot: &str) -> Result<Option<String>, StoreError>;
     fn set_robot_secret_hash(&self, robot: &str, phc: &str) -> Result<(), StoreError>;
+}
 
+/// What scheduled tasks did: their finished runs, output sealed.
+pub trait TaskHistory: Send + Sync {
     /// Keep a task run; at most `keep` runs per task are kept (the oldest go).
     fn record_run(&self, run: &TaskRun, keep: usize) -> Result<(), StoreError>;
     /// The task's runs, newest first.
     fn runs(&self, task: &str, limit: usize) -> Result<Vec<TaskRun>, StoreError>;
     /// When the task's newest kept run started (no output is opened).
     fn last_started(&self, task: &str) -> Result<Option<Timestamp>, StoreError>;
+}
 
-    /// Keep a named secret for tasks' `{{ NAME }}`, sealed (replacing one of that name).
+/// Named secrets for tasks' `{{ NAME }}` templates, sealed.
+pub trait TaskSecrets: Send + Sync {
+    /// Keep a named secret (replacing one of that name).
     fn put_task_secret(&self, name: &str, value: &Secret) -> Result<(), StoreError>;
     fn task_secret(&self, name: &str) -> Result<Option<Secret>, StoreError>;
     /// Returns whether there was something to delete.
@@ -129,3 +138,9 @@ pub trait CredentialStore: Send + Sync {
     /// The names, and when each was set; never a value.
     fn task_secret_names(&self) -> Result<Vec<(String, Timestamp)>, StoreError>;
 }
+
+/// Everything a backend keeps, for the code that wires one up and hands out the parts:
+/// an `Arc<dyn Store>` coerces to any one of them.
+pub trait Store: CredentialStore + RobotSecrets + TaskHistory + TaskSecrets {}
+
+impl<T: CredentialStore + RobotSecrets + TaskHistory + TaskSecrets> Store for T {}

@@ -1,7 +1,8 @@
 //! The embedded backend: one SQLite file under the state directory.
 
 use crate::backend::{
-    CachedToken, CredentialKey, CredentialStore, Health, StoreError, StoredCredential, TaskRun,
+    CachedToken, CredentialKey, CredentialStore, Health, RobotSecrets, StoreError,
+    StoredCredential, TaskHistory, TaskRun, TaskSecrets,
 };
 use crate::seal::KeyRing;
 use credkeeper_core::{Secret, Timestamp};
@@ -333,7 +334,9 @@ impl CredentialStore for SqliteStore {
             .map_err(|e| self.err(e))?;
         Ok(())
     }
+}
 
+impl RobotSecrets for SqliteStore {
     fn robot_secret_hash(&self, robot: &str) -> Result<Option<String>, StoreError> {
         self.conn()
             .query_row(
@@ -345,6 +348,19 @@ impl CredentialStore for SqliteStore {
             .map_err(|e| self.err(e))
     }
 
+    fn set_robot_secret_hash(&self, robot: &str, phc: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO robot_secret (robot, phc, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (robot) DO UPDATE SET phc = excluded.phc, updated_at = excluded.updated_at",
+                params![robot, phc, Timestamp::now().unix()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+impl TaskHistory for SqliteStore {
     fn record_run(&self, run: &TaskRun, keep: usize) -> Result<(), StoreError> {
         let aad = [b"task-run:".as_slice(), run.task.as_bytes()].concat();
         let sealed = self.keys.seal(run.output.as_bytes(), &aad)?;
@@ -423,7 +439,9 @@ impl CredentialStore for SqliteStore {
             .map_err(|e| self.err(e))?;
         Ok(started.map(Timestamp::from_unix))
     }
+}
 
+impl TaskSecrets for SqliteStore {
     fn put_task_secret(&self, name: &str, value: &Secret) -> Result<(), StoreError> {
         let sealed = self
             .keys
@@ -481,17 +499,6 @@ impl CredentialStore for SqliteStore {
             .map_err(|e| self.err(e))?
             .collect::<Result<_, _>>()
             .map_err(|e| self.err(e))
-    }
-
-    fn set_robot_secret_hash(&self, robot: &str, phc: &str) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO robot_secret (robot, phc, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (robot) DO UPDATE SET phc = excluded.phc, updated_at = excluded.updated_at",
-                params![robot, phc, Timestamp::now().unix()],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
     }
 }
 

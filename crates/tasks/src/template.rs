@@ -77,7 +77,7 @@ pub fn from_dirs(dirs: &[std::path::PathBuf], name: &str) -> Option<String> {
 pub struct Sources {
     pub env: bool,
     pub dirs: Vec<std::path::PathBuf>,
-    pub store: Option<std::sync::Arc<dyn credkeeper_store::CredentialStore>>,
+    pub store: Option<std::sync::Arc<dyn credkeeper_store::TaskSecrets>>,
 }
 
 impl Sources {

@@ -55,7 +55,7 @@ pub enum SecretCommand {
 }
 
 pub fn secret(cmd: SecretCommand, settings: &Settings) -> anyhow::Result<()> {
-    use credkeeper_store::CredentialStore;
+    use credkeeper_store::TaskSecrets;
     match cmd {
         SecretCommand::Set { name, from_file } => {
             anyhow::ensure!(
@@ -118,7 +118,7 @@ const KEEP_RUNS: usize = 100;
 
 pub fn history(task: &str, limit: usize, output: bool, settings: &Settings) -> anyhow::Result<()> {
     let store = super::open_store(settings)?;
-    use credkeeper_store::CredentialStore;
+    use credkeeper_store::TaskHistory;
     let runs = store.runs(task, limit)?;
     anyhow::ensure!(
         !runs.is_empty(),
@@ -276,7 +276,7 @@ impl Files {
         })
     }
 
-    fn vars(&self, store: Option<Arc<dyn credkeeper_store::CredentialStore>>) -> Sources {
+    fn vars(&self, store: Option<Arc<dyn credkeeper_store::TaskSecrets>>) -> Sources {
         Sources {
             env: true,
             dirs: self.secret_dirs.clone(),
@@ -304,15 +304,15 @@ impl Files {
 
 pub fn validate(files: &Files, settings: &Settings) -> anyhow::Result<()> {
     let (tasks, options) = files.load()?;
-    let store = existing_store(settings)?
-        .map(|s| Arc::new(s) as Arc<dyn credkeeper_store::CredentialStore>);
+    let store =
+        existing_store(settings)?.map(|s| Arc::new(s) as Arc<dyn credkeeper_store::TaskSecrets>);
     definition::validate(&tasks, &files.vars(store), &options)?;
     eprintln!("{} task(s) valid", tasks.len());
     Ok(())
 }
 
 pub fn list(files: &Files, settings: &Settings) -> anyhow::Result<()> {
-    use credkeeper_store::CredentialStore;
+    use credkeeper_store::TaskHistory;
     let (tasks, _) = files.load()?;
     let store = existing_store(settings)?;
     let now = chrono_now();
@@ -479,7 +479,7 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
     }
     record_in(&history, task, &outcome);
     if let Some(path) = &args.metrics_file {
-        use credkeeper_store::CredentialStore;
+        use credkeeper_store::TaskHistory;
         let metrics = credkeeper_tasks::metrics::Metrics::default();
         match history.runs(&task.name, KEEP_RUNS) {
             Ok(runs) => metrics.replay(&runs),
@@ -515,7 +515,7 @@ fn record_in(
     task: &Task,
     outcome: &credkeeper_tasks::run::Outcome,
 ) {
-    use credkeeper_store::CredentialStore;
+    use credkeeper_store::TaskHistory;
     let run = credkeeper_store::TaskRun {
         task: task.name.clone(),
         started: outcome.started,
@@ -557,7 +557,7 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
     // One store for the secrets and the history, written off the scheduler's threads
     // (each record is a durable SQLite transaction).
     let history = Arc::new(credkeeper_store::SqliteStore::open(&settings.state_dir)?);
-    let store: Arc<dyn credkeeper_store::CredentialStore> = history.clone();
+    let store: Arc<dyn credkeeper_store::TaskSecrets> = history.clone();
     definition::validate(&tasks, &args.files.vars(Some(store.clone())), &options)?;
     let scheduled = tasks.iter().filter(|t| !t.disabled).count();
     // With a source named, tokens are at hand even for bearer tasks a reload adds later.
@@ -611,7 +611,7 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
         last_started: {
             let history = history.clone();
             Box::new(move |name: &str| {
-                use credkeeper_store::CredentialStore;
+                use credkeeper_store::TaskHistory;
                 history.last_started(name).ok()?
             })
         },
