@@ -93,13 +93,52 @@ pub struct Refresher<'a> {
     pub identity: &'a str,
 }
 
+/// The store's key of `identity`'s credential at `client`: the one place it is made.
+pub fn credential_key(client: &Client, identity: &str) -> CredentialKey {
+    CredentialKey::new(&client.metadata().issuer, client.client_id(), identity)
+}
+
+/// Keep what a login returned for `identity`: its refresh token (a login that gave none
+/// is an error: nothing could renew it), durably, and with `cache_access` its access token
+/// as the cached one.
+pub fn keep_login(
+    store: &dyn CredentialStore,
+    client: &Client,
+    identity: &str,
+    response: &TokenResponse,
+    cache_access: bool,
+) -> Result<(), RefreshError> {
+    let rt = response
+        .refresh_token
+        .as_ref()
+        .ok_or_else(|| RefreshError::NoRefreshToken {
+            issuer: client.metadata().issuer.clone(),
+        })?;
+    let key = credential_key(client, identity);
+    store.put(&key, rt, response.scope.as_deref())?;
+    if cache_access {
+        let cached = credkeeper_store::CachedToken {
+            expires: expiry(&response.access_token, response.expires_in),
+            token: response.access_token.clone(),
+            issued: Timestamp::now(),
+            scope: response.scope.clone(),
+        };
+        store.put_access(&key, &cached)?;
+    }
+    Ok(())
+}
+
+/// When `token` expires: its `exp` when it is a JWT, else `expires_in` from now.
+pub fn expiry(token: &Secret, expires_in: Option<i64>) -> Timestamp {
+    Jwt::decode(token.expose())
+        .ok()
+        .and_then(|j| j.expires())
+        .unwrap_or_else(|| Timestamp::now().plus_secs(expires_in.unwrap_or(0)))
+}
+
 impl Refresher<'_> {
     fn key(&self) -> CredentialKey {
-        CredentialKey::new(
-            &self.client.metadata().issuer,
-            self.client.client_id(),
-            self.identity,
-        )
+        credential_key(self.client, self.identity)
     }
 
     fn issuer(&self) -> String {
@@ -246,13 +285,7 @@ impl Refresher<'_> {
         response: TokenResponse,
         origin: Origin,
     ) -> Result<Obtained, RefreshError> {
-        let rt = response
-            .refresh_token
-            .as_ref()
-            .ok_or_else(|| RefreshError::NoRefreshToken {
-                issuer: self.issuer(),
-            })?;
-        self.store.put(&self.key(), rt, response.scope.as_deref())?;
+        keep_login(self.store, self.client, self.identity, &response, false)?;
         finish(response, origin, &Requirements::default())
     }
 

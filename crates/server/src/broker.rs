@@ -9,6 +9,7 @@ use crate::robots::SecretCheck;
 use credkeeper_core::{Jwt, ScopeSet, Secret, Timestamp};
 use credkeeper_issuer::{Grant, LocalIssuer};
 use credkeeper_oidc::{Client, ClientAuth, Http, TokenRequest, UrlPolicy};
+use credkeeper_refresher::expiry;
 use credkeeper_refresher::{RefreshError, Refresher};
 use credkeeper_store::{CachedToken, CredentialKey, Store};
 use serde::{Deserialize, Serialize};
@@ -592,16 +593,14 @@ impl Broker {
         client: &Client,
         response: &credkeeper_oidc::TokenResponse,
     ) -> Result<(), Refusal> {
-        let rt = response.refresh_token.as_ref().ok_or_else(|| {
-            Refusal::new(
-                "provider_error",
-                "the provider issued no refresh token (is offline_access allowed for the client?)",
-            )
-        })?;
-        let key = CredentialKey::new(&client.metadata().issuer, client.client_id(), identity);
-        self.store
-            .put(&key, rt, response.scope.as_deref())
-            .map_err(|e| Refusal::internal(e.to_string()))
+        credkeeper_refresher::keep_login(self.store.as_ref(), client, identity, response, false)
+            .map_err(|e| match e {
+                credkeeper_refresher::RefreshError::NoRefreshToken { .. } => Refusal::new(
+                    "provider_error",
+                    "the provider issued no refresh token (is offline_access allowed for the client?)",
+                ),
+                other => Refusal::internal(other.to_string()),
+            })
     }
 
     /// A token through `p` for `robot` (a robot's name, or a user's store identity).
@@ -617,7 +616,7 @@ impl Broker {
         fallback: bool,
     ) -> Result<(Secret, Timestamp, &'static str), Refusal> {
         let client = self.client(p).await?;
-        let key = CredentialKey::new(&client.metadata().issuer, client.client_id(), robot);
+        let key = credkeeper_refresher::credential_key(&client, robot);
         let request = TokenRequest {
             scopes: Some(scope.to_string()).filter(|s| !s.is_empty()),
             audience: Some(audience.to_string()).filter(|a| !a.is_empty()),
@@ -666,14 +665,6 @@ impl Broker {
         let expires = expiry(&response.access_token, response.expires_in);
         Ok((response.access_token, expires, "refreshed"))
     }
-}
-
-/// When a token expires: its `exp` if it is a JWT, else what the response said.
-pub fn expiry(token: &Secret, expires_in: Option<i64>) -> Timestamp {
-    Jwt::decode(token.expose())
-        .ok()
-        .and_then(|j| j.expires())
-        .unwrap_or_else(|| Timestamp::now().plus_secs(expires_in.unwrap_or(0)))
 }
 
 fn fits(access: &CachedToken, scope: &str, audience: &str, minsecs: i64) -> bool {

@@ -6,10 +6,11 @@
 //! credentials. `invalid_grant` marks a credential as needing a new login, after which it
 //! is reported (metrics, API errors) and not retried until someone logs in again.
 
-use crate::broker::{Broker, expiry};
+use crate::broker::Broker;
 use crate::metrics::RefreshLabels;
 use credkeeper_core::Timestamp;
 use credkeeper_oidc::TokenRequest;
+use credkeeper_refresher::expiry;
 use credkeeper_refresher::{RefreshError, Refresher};
 use credkeeper_store::{CachedToken, CredentialKey, StoredCredential};
 use std::sync::Arc;

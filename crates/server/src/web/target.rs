@@ -4,13 +4,12 @@
 //! them).
 
 use super::Identity;
-use crate::broker::{Broker, expiry};
+use crate::broker::Broker;
 use crate::config::ProviderSection;
 use credkeeper_core::Timestamp;
 use credkeeper_credmon::files::{shape_use, write_cred_file};
 use credkeeper_credmon::keyfile::KeyAd;
 use credkeeper_oidc::{Client, ClientAuth, ProviderMetadata, TokenRequest, TokenResponse};
-use credkeeper_store::{CachedToken, CredentialKey};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -144,11 +143,8 @@ impl Target<'_> {
             Target::Provider(p) => {
                 let stored = match broker.client(p).await {
                     Ok(client) => {
-                        let key = CredentialKey::new(
-                            &client.metadata().issuer,
-                            client.client_id(),
-                            &identity.store_name(),
-                        );
+                        let key =
+                            credkeeper_refresher::credential_key(&client, &identity.store_name());
                         broker.store.get(&key).ok().flatten()
                     }
                     Err(_) => None,
@@ -204,25 +200,14 @@ impl Target<'_> {
         )?;
         match self {
             Target::Provider(p) => {
-                let key = CredentialKey::new(
-                    &client.metadata().issuer,
-                    client.client_id(),
+                credkeeper_refresher::keep_login(
+                    broker.store.as_ref(),
+                    client,
                     &identity.store_name(),
-                );
-                broker
-                    .store
-                    .put(&key, &rt, response.scope.as_deref())
-                    .map_err(|e| e.to_string())?;
-                let cached = CachedToken {
-                    expires: expiry(&response.access_token, response.expires_in),
-                    token: response.access_token,
-                    issued: Timestamp::now(),
-                    scope: response.scope,
-                };
-                broker
-                    .store
-                    .put_access(&key, &cached)
-                    .map_err(|e| e.to_string())?;
+                    &response,
+                    true,
+                )
+                .map_err(|e| e.to_string())?;
                 tracing::info!(
                     "web login: {} stored a credential at {}",
                     identity.store_name(),
