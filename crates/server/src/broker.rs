@@ -53,12 +53,57 @@ pub struct TokenGiven {
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Refusal {
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
 }
 
+/// Why a request was refused: the stable `error` codes of the API (README), each with its
+/// HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    Unauthenticated,
+    Forbidden,
+    UnknownProvider,
+    NeedsLogin,
+    BadRequest,
+    ProviderError,
+    Busy,
+    AuditUnavailable,
+    Internal,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Unauthenticated => "unauthenticated",
+            Code::Forbidden => "forbidden",
+            Code::UnknownProvider => "unknown_provider",
+            Code::NeedsLogin => "needs_login",
+            Code::BadRequest => "bad_request",
+            Code::ProviderError => "provider_error",
+            Code::Busy => "busy",
+            Code::AuditUnavailable => "audit_unavailable",
+            Code::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status of the robot API for the code.
+    pub fn status(self) -> u16 {
+        match self {
+            Code::Unauthenticated => 401,
+            Code::Forbidden => 403,
+            Code::UnknownProvider => 404,
+            Code::NeedsLogin => 409,
+            Code::BadRequest => 400,
+            Code::ProviderError => 502,
+            Code::Busy | Code::AuditUnavailable => 503,
+            Code::Internal => 500,
+        }
+    }
+}
+
 impl Refusal {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Refusal {
+    pub fn new(code: Code, message: impl Into<String>) -> Refusal {
         Refusal {
             code,
             message: message.into(),
@@ -66,31 +111,50 @@ impl Refusal {
     }
 
     pub fn unauthenticated(message: impl Into<String>) -> Refusal {
-        Refusal::new("unauthenticated", message)
+        Refusal::new(Code::Unauthenticated, message)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Refusal {
-        Refusal::new("forbidden", message)
+        Refusal::new(Code::Forbidden, message)
     }
 
     pub fn internal(message: impl Into<String>) -> Refusal {
-        Refusal::new("internal", message)
+        Refusal::new(Code::Internal, message)
     }
 
     /// The HTTP status for the code.
     pub fn status(&self) -> u16 {
-        match self.code {
-            "unauthenticated" => 401,
-            "forbidden" => 403,
-            "unknown_provider" => 404,
-            "needs_login" => 409,
-            "bad_request" => 400,
-            "provider_error" => 502,
-            "busy" | "audit_unavailable" => 503,
-            _ => 500,
+        self.code.status()
+    }
+}
+
+/// Where a vended token came from, as the audit log and the metrics say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The token already held, still fresh enough.
+    Cached,
+    /// Signed now by the local issuer (or the registry token signer).
+    Signed,
+    /// Obtained now from the provider with the stored refresh token.
+    Refreshed,
+    /// Obtained now from the provider with the client's own credentials.
+    ClientCredentials,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Cached => "cached",
+            Source::Signed => "signed",
+            Source::Refreshed => "refreshed",
+            Source::ClientCredentials => "client_credentials",
         }
     }
 }
+
+/// How long a client told `busy` (503) is asked to wait before it tries again
+/// (`Retry-After`).
+pub const BUSY_RETRY_SECS: u32 = 30;
 
 /// A token goes out only once its audit line is written.
 async fn audited(recorded: crate::audit::Recorded) -> Result<(), Refusal> {
@@ -98,15 +162,11 @@ async fn audited(recorded: crate::audit::Recorded) -> Result<(), Refusal> {
         Ok(())
     } else {
         Err(Refusal::new(
-            "audit_unavailable",
+            Code::AuditUnavailable,
             "the audit log cannot be written; no token is handed out without its line",
         ))
     }
 }
-
-/// How long a client told `busy` (503) is asked to wait before it tries again
-/// (`Retry-After`).
-pub const BUSY_RETRY_SECS: u32 = 30;
 
 /// A provider's discovered client, or the memory of a failed discovery (for a while, so
 /// every request and every credential does not wait on an unreachable provider again).
@@ -221,20 +281,20 @@ impl Broker {
 
     /// Check a robot's secret. Unknown robots and wrong secrets get the same answer.
     pub async fn authenticate(&self, robot: &str, secret: &Secret) -> Result<(), Refusal> {
-        let wrong = || Refusal::new("unauthenticated", "robot name or secret is wrong");
+        let wrong = || Refusal::new(Code::Unauthenticated, "robot name or secret is wrong");
         let Some(r) = self.config.robot(robot) else {
             return Err(wrong());
         };
         if !r.auth.secret {
             return Err(Refusal::new(
-                "unauthenticated",
+                Code::Unauthenticated,
                 format!("robot `{robot}` does not authenticate with a secret"),
             ));
         }
         match self.secrets.verify(self.store.as_ref(), robot, secret) {
             Ok(true) => Ok(()),
             Ok(false) => Err(wrong()),
-            Err(e) => Err(Refusal::new("internal", e.to_string())),
+            Err(e) => Err(Refusal::new(Code::Internal, e.to_string())),
         }
     }
 
@@ -257,7 +317,7 @@ impl Broker {
         expires: i64,
     ) -> Result<(), Refusal> {
         let what = (scope.to_string(), service.to_string());
-        let outcome = Ok(("signed", Timestamp::from_unix(expires)));
+        let outcome = Ok((Source::Signed, Timestamp::from_unix(expires)));
         let recorded = self.record(
             &caller.robot,
             Some(caller.method),
@@ -276,7 +336,7 @@ impl Broker {
         method: Option<Method>,
         provider: &str,
         (scope, audience): (String, String),
-        outcome: Result<(&'static str, Timestamp), &Refusal>,
+        outcome: Result<(Source, Timestamp), &Refusal>,
     ) -> crate::audit::Recorded {
         let mut event = Event {
             time: Timestamp::now().to_string(),
@@ -303,14 +363,14 @@ impl Broker {
         );
         match outcome {
             Ok((source, expires)) => {
-                event.source = Some(source);
+                event.source = Some(source.as_str());
                 event.expires = Some(expires.unix());
                 self.metrics
                     .vended
                     .get_or_create(&VendLabels {
                         robot: who,
                         provider,
-                        source: source.into(),
+                        source: source.as_str().into(),
                     })
                     .inc();
             }
@@ -320,14 +380,14 @@ impl Broker {
                 } else {
                     "failed"
                 };
-                event.code = Some(refusal.code);
+                event.code = Some(refusal.code.as_str());
                 event.reason = Some(refusal.message.clone());
                 self.metrics
                     .denied
                     .get_or_create(&DenyLabels {
                         robot: who,
                         provider,
-                        code: refusal.code.into(),
+                        code: refusal.code.as_str().into(),
                     })
                     .inc();
             }
@@ -364,21 +424,21 @@ impl Broker {
         robot: &str,
         provider: &str,
         ask: &TokenAsk,
-    ) -> Result<(TokenGiven, &'static str), Refusal> {
+    ) -> Result<(TokenGiven, Source), Refusal> {
         let r = self
             .config
             .robot(robot)
-            .ok_or_else(|| Refusal::new("unauthenticated", "robot name or secret is wrong"))?;
+            .ok_or_else(|| Refusal::new(Code::Unauthenticated, "robot name or secret is wrong"))?;
         if !r.providers.iter().any(|p| p == provider) {
             return Err(Refusal::new(
-                "forbidden",
+                Code::Forbidden,
                 format!("robot `{robot}` may not use provider `{provider}`"),
             ));
         }
         let section = match provider {
             LOCAL => None,
             name => Some(self.config.provider(name).ok_or_else(|| {
-                Refusal::new("unknown_provider", format!("no provider named `{name}`"))
+                Refusal::new(Code::UnknownProvider, format!("no provider named `{name}`"))
             })?),
         };
         let (scope, audience) = self.decide(r, section, ask)?;
@@ -398,7 +458,7 @@ impl Broker {
             provider: provider.into(),
         };
         if let Some((token, expires)) = self.cached(&key, minsecs) {
-            return Ok((given(&token, expires), "cached"));
+            return Ok((given(&token, expires), Source::Cached));
         }
         let (token, expires, source) = match section {
             None => {
@@ -415,8 +475,8 @@ impl Broker {
                         scope: &scope,
                         lifetime,
                     })
-                    .map_err(|e| Refusal::new("internal", e.to_string()))?;
-                (token, expires, "signed")
+                    .map_err(|e| Refusal::new(Code::Internal, e.to_string()))?;
+                (token, expires, Source::Signed)
             }
             Some(p) => {
                 self.via_provider(robot, p, &scope, &audience, minsecs, true)
@@ -462,7 +522,7 @@ impl Broker {
         // Signed as written, so each is taken only as written (no `..`, nothing encoded).
         for s in scope.split_whitespace() {
             credkeeper_core::Scope::requested(s)
-                .map_err(|e| Refusal::new("bad_request", e.to_string()))?;
+                .map_err(|e| Refusal::new(Code::BadRequest, e.to_string()))?;
         }
         let requested = ScopeSet::parse(&scope);
         let allowed = robot.allowed_scopes();
@@ -470,7 +530,7 @@ impl Broker {
         if !missing.is_empty() {
             let names: Vec<String> = missing.iter().map(|s| s.to_string()).collect();
             return Err(Refusal::new(
-                "forbidden",
+                Code::Forbidden,
                 format!(
                     "robot `{}` may not have scope {}",
                     robot.name,
@@ -482,7 +542,7 @@ impl Broker {
             (Some(a), _) => {
                 if !robot.may_use_audience(a) {
                     return Err(Refusal::new(
-                        "forbidden",
+                        Code::Forbidden,
                         format!("robot `{}` may not ask for audience {a}", robot.name),
                     ));
                 }
@@ -518,21 +578,21 @@ impl Broker {
         if let Some((at, error)) = &slot.failed
             && now.seconds_after(*at) < DISCOVERY_RETRY_SECS
         {
-            return Err(Refusal::new("provider_error", error.clone()));
+            return Err(Refusal::new(Code::ProviderError, error.clone()));
         }
         let meta = match credkeeper_oidc::discover(&self.http, &p.issuer, self.policy).await {
             Ok(m) => m,
             Err(e) => {
                 let error = format!("provider `{}`: {e}", p.name);
                 slot.failed = Some((now, error.clone()));
-                return Err(Refusal::new("provider_error", error));
+                return Err(Refusal::new(Code::ProviderError, error));
             }
         };
         let auth = match &p.client_secret_file {
             None => ClientAuth::None,
             Some(f) => ClientAuth::Basic(Secret::new(
                 credkeeper_sink::perm::read_private(f, "client-secret file")
-                    .map_err(|e| Refusal::new("internal", e.to_string()))?,
+                    .map_err(|e| Refusal::new(Code::Internal, e.to_string()))?,
             )),
         };
         let client = Arc::new(Client::new(self.http.clone(), meta, &p.client_id, auth));
@@ -596,7 +656,7 @@ impl Broker {
         credkeeper_refresher::keep_login(self.store.as_ref(), client, identity, response, false)
             .map_err(|e| match e {
                 credkeeper_refresher::RefreshError::NoRefreshToken { .. } => Refusal::new(
-                    "provider_error",
+                    Code::ProviderError,
                     "the provider issued no refresh token (is offline_access allowed for the client?)",
                 ),
                 other => Refusal::internal(other.to_string()),
@@ -614,7 +674,7 @@ impl Broker {
         audience: &str,
         minsecs: i64,
         fallback: bool,
-    ) -> Result<(Secret, Timestamp, &'static str), Refusal> {
+    ) -> Result<(Secret, Timestamp, Source), Refusal> {
         let client = self.client(p).await?;
         let key = credkeeper_refresher::credential_key(&client, robot);
         let request = TokenRequest {
@@ -626,17 +686,17 @@ impl Broker {
         let stored = self
             .store
             .get(&key)
-            .map_err(|e| Refusal::new("internal", e.to_string()))?;
+            .map_err(|e| Refusal::new(Code::Internal, e.to_string()))?;
         let Some(stored) = stored else {
             if fallback && client.is_confidential() {
                 let response = client.client_credentials(&request).await.map_err(|e| {
-                    Refusal::new("provider_error", format!("provider `{}`: {e}", p.name))
+                    Refusal::new(Code::ProviderError, format!("provider `{}`: {e}", p.name))
                 })?;
                 let expires = expiry(&response.access_token, response.expires_in);
-                return Ok((response.access_token, expires, "client_credentials"));
+                return Ok((response.access_token, expires, Source::ClientCredentials));
             }
             return Err(Refusal::new(
-                "needs_login",
+                Code::NeedsLogin,
                 format!(
                     "no credential stored for robot `{robot}` at provider `{}`; a human must log in once for it",
                     p.name
@@ -648,7 +708,7 @@ impl Broker {
         if let Some(access) = &stored.access
             && fits(access, scope, audience, minsecs)
         {
-            return Ok((access.token.clone(), access.expires, "cached"));
+            return Ok((access.token.clone(), access.expires, Source::Cached));
         }
         let refresher = Refresher {
             client: &client,
@@ -657,13 +717,13 @@ impl Broker {
         };
         let response = refresher.refresh_stored(&stored, &request).await.map_err(|e| match e {
             RefreshError::NeedLogin { reason, .. } => Refusal::new(
-                "needs_login",
+                Code::NeedsLogin,
                 format!("the credential of robot `{robot}` at provider `{}` needs a new login: {reason}", p.name),
             ),
-            other => Refusal::new("provider_error", format!("provider `{}`: {other}", p.name)),
+            other => Refusal::new(Code::ProviderError, format!("provider `{}`: {other}", p.name)),
         })?;
         let expires = expiry(&response.access_token, response.expires_in);
-        Ok((response.access_token, expires, "refreshed"))
+        Ok((response.access_token, expires, Source::Refreshed))
     }
 }
 

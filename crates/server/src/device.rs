@@ -5,7 +5,7 @@
 //! The broker holds the device code and polls the provider itself, once per client poll,
 //! so the refresh token is received — and kept — by the broker only.
 
-use crate::broker::{Broker, Refusal};
+use crate::broker::{Broker, Code, Refusal};
 use crate::web::{lock, random};
 use credkeeper_core::Timestamp;
 use credkeeper_oidc::{Client, DeviceAuthorization, DevicePoll, TokenRequest, TokenResponse};
@@ -92,7 +92,7 @@ impl DeviceLogins {
     /// A robot always may (its oldest login goes when it holds too many); a Vault nonce
     /// only within the pool and the rate.
     fn admit(&self, poller: &Poller) -> Result<(), Refusal> {
-        let busy = |why: &str| Refusal::new("busy", format!("{why}; try again later"));
+        let busy = |why: &str| Refusal::new(Code::Busy, format!("{why}; try again later"));
         let now = Timestamp::now();
         let mut pending = lock(&self.pending);
         pending.retain(|_, l| l.expires > now);
@@ -141,7 +141,7 @@ impl DeviceLogins {
     ) -> Result<Started, Refusal> {
         let p = broker.config.provider(provider).ok_or_else(|| {
             Refusal::new(
-                "unknown_provider",
+                Code::UnknownProvider,
                 format!("no provider named `{provider}`"),
             )
         })?;
@@ -151,10 +151,9 @@ impl DeviceLogins {
             scopes: p.scopes.clone(),
             audience: p.audience.clone(),
         });
-        let device = client
-            .start_device(&request)
-            .await
-            .map_err(|e| Refusal::new("provider_error", format!("provider `{provider}`: {e}")))?;
+        let device = client.start_device(&request).await.map_err(|e| {
+            Refusal::new(Code::ProviderError, format!("provider `{provider}`: {e}"))
+        })?;
         let state = random();
         let now = Timestamp::now();
         let started = Started {
@@ -199,14 +198,14 @@ impl DeviceLogins {
         };
         let Some(login) = login else {
             return Err(Refusal::new(
-                "bad_request",
+                Code::BadRequest,
                 "no login in progress with this state (expired?)",
             ));
         };
         let p = broker
             .config
             .provider(&login.provider)
-            .ok_or_else(|| Refusal::new("unknown_provider", "the login's provider is gone"))?;
+            .ok_or_else(|| Refusal::new(Code::UnknownProvider, "the login's provider is gone"))?;
         let client = broker.client(p).await?;
         match client.poll_device(&login.device).await {
             Ok(DevicePoll::Done(response)) => Ok(Polled::Done {
@@ -220,7 +219,7 @@ impl DeviceLogins {
                 Ok(Polled::Pending { slow_down })
             }
             Err(e) => Err(Refusal::new(
-                "provider_error",
+                Code::ProviderError,
                 format!("provider `{}`: {e}", login.provider),
             )),
         }

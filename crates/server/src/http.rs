@@ -1,7 +1,7 @@
 //! The HTTP face of the broker: routes, the robot-authentication extractor, JSON errors.
 
 use crate::auth::{Caller, Presented};
-use crate::broker::{Broker, Refusal, TokenAsk};
+use crate::broker::{Broker, Code, Refusal, TokenAsk};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -44,7 +44,7 @@ impl IntoResponse for Refusal {
             StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (
             status,
-            Json(serde_json::json!({"error": self.code, "message": self.message})),
+            Json(serde_json::json!({"error": self.code.as_str(), "message": self.message})),
         )
             .into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -135,7 +135,7 @@ async fn token(
 ) -> Result<Json<crate::broker::TokenGiven>, Refusal> {
     let Json(ask) = body.map_err(|e| {
         let refusal = Refusal {
-            code: "bad_request",
+            code: Code::BadRequest,
             message: format!("request body: {}", e.body_text()),
         };
         broker.record_refusal(&caller.robot, Some(caller.method), &refusal);
@@ -157,8 +157,8 @@ async fn start_login(
     Robot(caller): Robot,
     body: Result<Json<LoginAsk>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, Refusal> {
-    let Json(ask) =
-        body.map_err(|e| Refusal::new("bad_request", format!("request body: {}", e.body_text())))?;
+    let Json(ask) = body
+        .map_err(|e| Refusal::new(Code::BadRequest, format!("request body: {}", e.body_text())))?;
     let allowed = broker
         .config
         .robot(&caller.robot)
@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn busy_is_503_with_a_retry_after() {
-        let response = Refusal::new("busy", "too many logins in progress").into_response();
+        let response = Refusal::new(Code::Busy, "too many logins in progress").into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         let after = response.headers().get(header::RETRY_AFTER).unwrap();
         assert!(after.to_str().unwrap().parse::<u64>().unwrap() > 0);

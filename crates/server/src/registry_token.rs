@@ -10,7 +10,7 @@
 //! robot, `access` the granted subset, header `x5c` the signing certificate chain.
 
 use crate::auth::{Caller, Method};
-use crate::broker::{Broker, Refusal};
+use crate::broker::{Broker, Code, Refusal};
 use crate::http::Robot;
 use axum::Json;
 use axum::body::Bytes;
@@ -262,7 +262,7 @@ impl TokenForm {
         };
         let grant_type = field("grant_type").ok_or_else(|| {
             Refusal::new(
-                "bad_request",
+                Code::BadRequest,
                 "the token form has no grant_type (password or refresh_token)",
             )
         })?;
@@ -338,7 +338,7 @@ async fn issue(
         broker.config.registry.as_ref(),
     ) else {
         return Err(Refusal::new(
-            "unknown_provider",
+            Code::UnknownProvider,
             "this broker is not a registry token server (no [registry] section)",
         ));
     };
@@ -346,7 +346,7 @@ async fn issue(
         && s != config.service
     {
         return Err(Refusal::new(
-            "bad_request",
+            Code::BadRequest,
             format!("this token server serves `{}`, not `{s}`", config.service),
         ));
     }
@@ -356,7 +356,7 @@ async fn issue(
         .find(|a| a.is_repository() && !is_repository_name(&a.name))
     {
         let refusal = Refusal::new(
-            "bad_request",
+            Code::BadRequest,
             format!(
                 "scope `{}:{}:{}`: `{}` is not a repository name (path components of lower-case letters and digits, joined by `.`, `_`, `__` or `-`, separated by `/`)",
                 bad.kind,

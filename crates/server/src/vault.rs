@@ -17,7 +17,7 @@
 //! API: the Vault path selects the provider and the credential, not the rights.
 
 use crate::auth::{Caller, Method};
-use crate::broker::{Broker, Refusal, TokenAsk};
+use crate::broker::{Broker, Code, Refusal, TokenAsk};
 use crate::device::Polled;
 use crate::web::{digest, lock, random};
 use axum::body::Bytes;
@@ -134,11 +134,11 @@ impl From<Refusal> for Failure {
     fn from(r: Refusal) -> Failure {
         let status = match r.code {
             // Vault answers 403 for anything the token may not do.
-            "unauthenticated" | "forbidden" => 403,
-            "needs_login" | "bad_request" | "unknown_provider" => 400,
+            Code::Unauthenticated | Code::Forbidden => 403,
+            Code::NeedsLogin | Code::BadRequest | Code::UnknownProvider => 400,
             _ => r.status(),
         };
-        Failure::new(status, format!("{} ({})", r.message, r.code))
+        Failure::new(status, format!("{} ({})", r.message, r.code.as_str()))
     }
 }
 
@@ -596,7 +596,7 @@ mod tests {
 
     #[test]
     fn busy_is_503_with_a_retry_after_here_too() {
-        let response = Failure::from(Refusal::new("busy", "too many logins")).into_response();
+        let response = Failure::from(Refusal::new(Code::Busy, "too many logins")).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(response.headers().get(header::RETRY_AFTER).is_some());
     }

@@ -12,7 +12,7 @@
 
 mod target;
 
-use crate::broker::{Broker, Refusal};
+use crate::broker::{Broker, Code, Refusal};
 use crate::http::Robot;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -155,7 +155,7 @@ async fn mint_link(
             let allowed = broker.config.robot(&robot).is_some_and(|r| r.login_links);
             if !allowed {
                 let refusal = Refusal {
-                    code: "forbidden",
+                    code: Code::Forbidden,
                     message: format!("robot `{robot}` may not make login links for users"),
                 };
                 broker.record_refusal(&robot, Some(caller.method), &refusal);
@@ -167,7 +167,7 @@ async fn mint_link(
                     .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
             {
                 return Err(Refusal {
-                    code: "bad_request",
+                    code: Code::BadRequest,
                     message: "user names are letters, digits and - _ . @".into(),
                 });
             }
