@@ -33,9 +33,12 @@ pub fn shape_use(
 
 /// Write a credential file as upstream does: a temporary file in the credential
 /// directory's root, mode 0400, renamed into place.
-pub fn write_cred_file(cred_dir: &Path, path: &Path, contents: &str) -> Result<(), String> {
+pub fn write_cred_file(
+    cred_dir: &Path,
+    path: &Path,
+    contents: &str,
+) -> Result<(), credkeeper_sink::SinkError> {
     credkeeper_sink::write_atomic_via(Some(cred_dir), path, contents.as_bytes(), 0o400)
-        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 
 pub mod condor_config;
 pub mod daemon;
+pub mod error;
 pub mod files;
 pub mod keyfile;
 pub mod pass;

@@ -5,6 +5,7 @@
 //! with backoff after failures, and a credential whose refresh token the provider refused
 //! (`invalid_grant`) is reported and left alone until its `.top` changes.
 
+use crate::error::{CredFileError, PassError};
 use crate::settings::{LocalProvider, Settings};
 use crate::status::{CredStatus, Status};
 use credkeeper_core::{Jwt, Secret, Timestamp};
@@ -86,64 +87,79 @@ fn is_key_file(name: &str) -> bool {
 }
 
 /// Read a file without following a symlink, refusing anything but a regular file.
-fn read_plain(path: &Path) -> Result<Vec<u8>, String> {
+fn read_plain(path: &Path) -> Result<Vec<u8>, CredFileError> {
+    let io = |source| CredFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => "is a symlink; not followed".to_string(),
-            _ => e.to_string(),
+            Some(libc::ELOOP) => CredFileError::Symlink {
+                path: path.to_path_buf(),
+            },
+            _ => io(e),
         })?;
-    let meta = f.metadata().map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(io)?;
     if !meta.is_file() {
-        return Err("is not a regular file".into());
+        return Err(CredFileError::NotRegular {
+            path: path.to_path_buf(),
+        });
     }
     let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    f.read_to_end(&mut bytes).map_err(io)?;
     Ok(bytes)
 }
 
 /// A secret file (`.top`, `.meta`) must be owned by root, this process or the user
 /// directory's owner, and be private.
-fn check_secret_file(path: &Path, dir_owner: u32) -> Result<(), String> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+fn check_secret_file(path: &Path, dir_owner: u32) -> Result<(), CredFileError> {
+    let path_buf = || path.to_path_buf();
+    let meta = std::fs::symlink_metadata(path).map_err(|source| CredFileError::Io {
+        path: path_buf(),
+        source,
+    })?;
     if meta.file_type().is_symlink() {
-        return Err("is a symlink; not followed".into());
+        return Err(CredFileError::Symlink { path: path_buf() });
     }
     let euid = credkeeper_sink::uid();
     if ![0, euid, dir_owner].contains(&meta.uid()) {
-        return Err(format!(
-            "is owned by uid {}, not root, this credmon or the directory's owner",
-            meta.uid()
-        ));
+        return Err(CredFileError::Owner {
+            path: path_buf(),
+            uid: meta.uid(),
+        });
     }
     let mode = meta.mode() & 0o7777;
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "is readable by others (mode {mode:04o}); run `chmod 600 {}`",
-            path.display()
-        ));
+        return Err(CredFileError::TooOpen {
+            path: path_buf(),
+            mode,
+        });
     }
     Ok(())
 }
 
-/// [`check_secret_file`] for each of `paths` in the user directory `dir`, the refusal
-/// naming the file.
-fn check_secret_files(dir: &Path, paths: &[&Path]) -> Result<(), String> {
+/// [`check_secret_file`] for each of `paths` in the user directory `dir`.
+fn check_secret_files(dir: &Path, paths: &[&Path]) -> Result<(), CredFileError> {
     let dir_owner = std::fs::symlink_metadata(dir).map(|m| m.uid()).unwrap_or(0);
-    for p in paths {
-        check_secret_file(p, dir_owner).map_err(|e| format!("{} {e}", p.display()))?;
-    }
-    Ok(())
+    paths
+        .iter()
+        .try_for_each(|p| check_secret_file(p, dir_owner))
 }
 
-fn read_json_object(path: &Path) -> Result<Map<String, Value>, String> {
+fn read_json_object(path: &Path) -> Result<Map<String, Value>, CredFileError> {
     let bytes = read_plain(path)?;
     match serde_json::from_slice(&bytes) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err("is not a JSON object".into()),
-        Err(e) => Err(format!("is not valid JSON ({e})")),
+        Ok(_) => Err(CredFileError::NotObject {
+            path: path.to_path_buf(),
+        }),
+        Err(e) => Err(CredFileError::BadJson {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -535,7 +551,8 @@ impl Credmon {
         f(entry);
     }
 
-    fn fail(&self, user: &str, token: &str, kind: &str, error: String) -> Outcome {
+    fn fail(&self, user: &str, token: &str, kind: &str, error: impl std::fmt::Display) -> Outcome {
+        let error = error.to_string();
         tracing::warn!("{user}/{token}: {error}");
         let now = Timestamp::now().unix();
         self.record(user, token, kind, |s| {
@@ -552,23 +569,25 @@ impl Credmon {
         let dir = self.dir().join(user);
         let top_path = dir.join(format!("{token}.top"));
         let meta_path = dir.join(format!("{token}.meta"));
-        let prepared = (|| -> Result<_, String> {
+        let prepared = (|| -> Result<_, PassError> {
             check_secret_files(&dir, &[&top_path, &meta_path])?;
-            let top =
-                read_json_object(&top_path).map_err(|e| format!("{} {e}", top_path.display()))?;
-            let meta =
-                read_json_object(&meta_path).map_err(|e| format!("{} {e}", meta_path.display()))?;
+            let top = read_json_object(&top_path)?;
+            let meta = read_json_object(&meta_path)?;
             let rt = top
                 .get("refresh_token")
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
-                .ok_or_else(|| format!("{} holds no refresh token", top_path.display()))?
+                .ok_or_else(|| CredFileError::NoRefreshToken {
+                    path: top_path.clone(),
+                })?
                 .to_string();
             let field = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
-            let token_url = field("token_url")
-                .ok_or_else(|| format!("{} has no token_url", meta_path.display()))?;
-            let client_id = field("client_id")
-                .ok_or_else(|| format!("{} has no client_id", meta_path.display()))?;
+            let missing = |field| CredFileError::MissingField {
+                path: meta_path.clone(),
+                field,
+            };
+            let token_url = field("token_url").ok_or_else(|| missing("token_url"))?;
+            let client_id = field("client_id").ok_or_else(|| missing("client_id"))?;
             let provider = token
                 .split('_')
                 .next()
@@ -583,15 +602,12 @@ impl Credmon {
                     .get(&format!("{provider}_CLIENT_SECRET_FILE"))
                 {
                     Some(f) => {
-                        credkeeper_sink::perm::read_private(Path::new(&f), "client-secret file")
-                            .map_err(|e| e.to_string())?
+                        credkeeper_sink::perm::read_private(Path::new(&f), "client-secret file")?
                     }
                     None => String::new(),
                 },
             };
-            self.policy
-                .check("token URL", &token_url)
-                .map_err(|e| e.to_string())?;
+            self.policy.check("token URL", &token_url)?;
             Ok((
                 top,
                 Secret::new(rt),
@@ -610,35 +626,13 @@ impl Credmon {
             ("client_secret", secret.expose()),
             ("refresh_token", rt.expose()),
         ];
-        let answer = self.http.post_form(&token_url, &form, None).await;
-        let response = match answer {
-            Ok((_, body)) if body.get("error").is_some() => {
-                let code = body["error"].as_str().unwrap_or("error").to_string();
-                let desc = body
-                    .get("error_description")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                Err(OidcError::OAuth {
-                    code,
-                    description: desc,
-                })
-            }
-            Ok((status, _)) if !(200..300).contains(&status) => Err(OidcError::Status {
-                url: token_url.clone(),
-                status,
-            }),
-            Ok((_, Value::Object(m)))
-                if m.get("access_token").and_then(Value::as_str).is_some() =>
-            {
-                Ok(m)
-            }
-            Ok(_) => Err(OidcError::BadResponse {
-                url: token_url.clone(),
-                what: "token response",
-                reason: "no access_token".into(),
-            }),
-            Err(e) => Err(e),
-        };
+        let response =
+            self.http
+                .post_form(&token_url, &form, None)
+                .await
+                .and_then(|(status, body)| {
+                    credkeeper_oidc::parse_token_response_whole(&token_url, status, body)
+                });
         let response = match response {
             Ok(r) => r,
             Err(e) if e.is_invalid_grant() => {
@@ -672,10 +666,11 @@ impl Credmon {
             )?;
             crate::files::write_cred_file(&cred_dir, &top_path, &Value::Object(top).to_string())
         })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-        if let Err(e) = written {
-            return self.fail(user, token, "oauth", e);
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return self.fail(user, token, "oauth", e),
+            Err(e) => return self.fail(user, token, "oauth", e),
         }
         tracing::info!("refreshed {user}/{token}");
         self.record(user, token, "oauth", |s| {
@@ -691,12 +686,12 @@ impl Credmon {
         Outcome::Refreshed
     }
 
-    fn issuer(&self, provider: &LocalProvider) -> Result<Arc<LocalIssuer>, String> {
+    fn issuer(&self, provider: &LocalProvider) -> Result<Arc<LocalIssuer>, PassError> {
         let mut issuers = lock(&self.issuers);
         if let Some(i) = issuers.get(&provider.name) {
             return Ok(i.clone());
         }
-        let issuer = Arc::new(LocalIssuer::open(&provider.issuer).map_err(|e| e.to_string())?);
+        let issuer = Arc::new(LocalIssuer::open(&provider.issuer)?);
         issuers.insert(provider.name.clone(), issuer.clone());
         Ok(issuer)
     }
@@ -750,8 +745,8 @@ impl Credmon {
         Outcome::Signed
     }
 
-    fn write(&self, path: &Path, contents: &str) -> Result<(), String> {
-        crate::files::write_cred_file(self.dir(), path, contents)
+    fn write(&self, path: &Path, contents: &str) -> Result<(), PassError> {
+        Ok(crate::files::write_cred_file(self.dir(), path, contents)?)
     }
 }
 

@@ -32,4 +32,4 @@ pub use error::OidcError;
 pub use http::{Answer, Http, Roots};
 pub use keys::{KeyCache, TrustError};
 pub use pkce::{Pkce, random_state};
-pub use token::TokenResponse;
+pub use token::{TokenResponse, parse_whole as parse_token_response_whole};

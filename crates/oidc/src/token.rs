@@ -60,6 +60,30 @@ pub(crate) fn success(
     Ok(body)
 }
 
+/// A token endpoint answer kept whole (every member, as an HTCondor credential file keeps
+/// it), after the checks [`parse`] makes: an OAuth error body, a non-2xx status, or no
+/// `access_token` is an error.
+pub fn parse_whole(
+    url: &str,
+    status: u16,
+    body: serde_json::Value,
+) -> Result<serde_json::Map<String, serde_json::Value>, OidcError> {
+    match success(url, status, body)? {
+        serde_json::Value::Object(m)
+            if m.get("access_token")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|t| !t.is_empty()) =>
+        {
+            Ok(m)
+        }
+        _ => Err(OidcError::BadResponse {
+            url: url.to_string(),
+            what: "token response",
+            reason: "no access_token".into(),
+        }),
+    }
+}
+
 /// Interpret a token endpoint answer.
 pub(crate) fn parse(
     url: &str,

@@ -10,6 +10,7 @@
 //! Links, sessions and pending logins live in memory: a restarted broker forgets them,
 //! which fails closed (the user asks for a new link).
 
+mod error;
 mod target;
 
 use crate::broker::{Broker, Code, Refusal};
@@ -24,6 +25,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use credkeeper_core::{Jwt, Secret, Timestamp};
 use credkeeper_credmon::keyfile::{self, KeyAd};
 use credkeeper_oidc::{OidcError, Pkce};
+use error::WebError;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -299,19 +301,17 @@ fn with_session<T>(
 
 /// A CredD key file's ads. The name must be the CredD's 64 hex digits, and the file a
 /// regular file (never a symlink).
-pub(crate) fn read_key_file(cred_dir: &std::path::Path, key: &str) -> Result<Vec<KeyAd>, String> {
+pub(crate) fn read_key_file(cred_dir: &std::path::Path, key: &str) -> Result<Vec<KeyAd>, WebError> {
     if key.len() != 64 || !key.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err("this is not a CredD login link".into());
+        return Err(WebError::NotAKeyLink);
     }
     let path = cred_dir.join(key);
-    let meta = std::fs::symlink_metadata(&path).map_err(|_| {
-        "this login link is not known here; it may have been used up already".to_string()
-    })?;
+    let meta = std::fs::symlink_metadata(&path).map_err(|_| WebError::UnknownKeyLink)?;
     if !meta.file_type().is_file() {
-        return Err("this login link is not a regular key file".into());
+        return Err(WebError::KeyLinkNotAFile);
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
-    keyfile::parse(&text).map_err(|e| format!("the CredD's key file is malformed: {e}"))
+    let text = std::fs::read_to_string(&path).map_err(WebError::KeyFileUnreadable)?;
+    Ok(keyfile::parse(&text)?)
 }
 
 /// `GET /key/<hex>`: the CredD's login URL; the key file names the local user and the
@@ -329,7 +329,7 @@ async fn open_key(State(broker): State<Arc<Broker>>, Path(key): Path<String>) ->
             let user = ads.last().map(|a| a.local_user.clone()).unwrap_or_default();
             start_session(&broker, Identity::CredD { user, key })
         }
-        Err(e) => error_page(StatusCode::NOT_FOUND, &e).into_response(),
+        Err(e) => error_page(StatusCode::NOT_FOUND, &e.to_string()).into_response(),
     }
 }
 
@@ -359,7 +359,7 @@ async fn page(State(broker): State<Arc<Broker>>, headers: HeaderMap) -> Response
             );
             return page_response(StatusCode::OK, "credkeeper", &body);
         }
-        Err(e) => return error_page(StatusCode::NOT_FOUND, &e).into_response(),
+        Err(e) => return error_page(StatusCode::NOT_FOUND, &e.to_string()).into_response(),
     };
     for t in list {
         let shown = t.shown(&broker, &identity).await;
@@ -412,7 +412,7 @@ fn target_of<'a>(
     name: &str,
 ) -> Result<target::Target<'a>, PageError> {
     targets(broker, identity)
-        .map_err(|e| error_page(StatusCode::NOT_FOUND, &e))?
+        .map_err(|e| error_page(StatusCode::NOT_FOUND, &e.to_string()))?
         .into_iter()
         .find(|t| t.name() == name)
         .ok_or_else(|| {
@@ -434,7 +434,7 @@ async fn start_login(
     let client = t
         .client(&broker)
         .await
-        .map_err(|e| error_page(StatusCode::BAD_GATEWAY, &e))?;
+        .map_err(|e| error_page(StatusCode::BAD_GATEWAY, &e.to_string()))?;
     let request = t.request();
     let pkce = Pkce::new();
     let state = random();
@@ -553,17 +553,17 @@ async fn finish_login(
     code: Option<String>,
     error: Option<String>,
     description: Option<String>,
-) -> Result<(), String> {
+) -> Result<(), WebError> {
     if let Some(code) = error {
-        return Err(OidcError::OAuth { code, description }.to_string());
+        return Err(OidcError::OAuth { code, description }.into());
     }
-    let code = Secret::new(code.ok_or("the provider sent no code")?);
-    let t = target_of(broker, identity, &pending.provider).map_err(|e| e.message)?;
+    let code = Secret::new(code.ok_or(WebError::NoCode)?);
+    let t =
+        target_of(broker, identity, &pending.provider).map_err(|e| WebError::Broker(e.message))?;
     let client = t.client(broker).await?;
     let response = client
         .exchange_code(&code, &pending.redirect, &pending.pkce)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     // Received straight from the token endpoint, so its signature need not be checked
     // (OIDC Core §3.1.3.7); its nonce must still be ours.
     if let Some(id_token) = &response.id_token {
@@ -571,7 +571,7 @@ async fn finish_login(
             .ok()
             .and_then(|j| j.str_claim("nonce").map(str::to_string));
         if nonce.as_deref() != Some(pending.nonce.as_str()) {
-            return Err("the ID token's nonce does not match this login".into());
+            return Err(WebError::NonceMismatch);
         }
     }
     t.keep(broker, &client, identity, response)?;
@@ -608,7 +608,7 @@ async fn revoke(
     let client = t
         .client(&broker)
         .await
-        .map_err(|e| error_page(StatusCode::BAD_GATEWAY, &e))?;
+        .map_err(|e| error_page(StatusCode::BAD_GATEWAY, &e.to_string()))?;
     let refresher = credkeeper_refresher::Refresher {
         client: &client,
         store: broker.store.as_ref(),

@@ -3,7 +3,7 @@
 //! (credentials go to the HTCondor credential directory, as the credmon's web app writes
 //! them).
 
-use super::Identity;
+use super::{Identity, WebError};
 use crate::broker::Broker;
 use crate::config::ProviderSection;
 use credkeeper_core::Timestamp;
@@ -26,12 +26,10 @@ pub struct Shown {
 }
 
 /// Everything a session may log in to.
-pub fn targets<'a>(broker: &'a Broker, identity: &Identity) -> Result<Vec<Target<'a>>, String> {
+pub fn targets<'a>(broker: &'a Broker, identity: &Identity) -> Result<Vec<Target<'a>>, WebError> {
     match identity {
         Identity::CredD { key, .. } => {
-            let cred_dir = broker
-                .credd_dir()
-                .ok_or("this broker serves no credential directory")?;
+            let cred_dir = broker.credd_dir().ok_or(WebError::NoCredentialDirectory)?;
             let ads = super::read_key_file(&cred_dir, key)?;
             Ok(ads
                 .into_iter()
@@ -71,18 +69,15 @@ impl Target<'_> {
 
     /// The client to log in with: a configured provider's (through discovery), or one made
     /// of the key file's endpoints and client.
-    pub async fn client(&self, broker: &Broker) -> Result<Arc<Client>, String> {
+    pub async fn client(&self, broker: &Broker) -> Result<Arc<Client>, WebError> {
         match self {
-            Target::Provider(p) => broker.client(p).await.map_err(|e| e.message),
+            Target::Provider(p) => Ok(broker.client(p).await?),
             Target::KeyAd { ad, .. } => {
                 for (what, url) in [
                     ("authorization URL", &ad.authorization_url),
                     ("token URL", &ad.token_url),
                 ] {
-                    broker
-                        .policy()
-                        .check(what, url)
-                        .map_err(|e| e.to_string())?;
+                    broker.policy().check(what, url)?;
                 }
                 let meta = ProviderMetadata {
                     issuer: String::new(),
@@ -194,10 +189,11 @@ impl Target<'_> {
         client: &Client,
         identity: &Identity,
         response: TokenResponse,
-    ) -> Result<(), String> {
-        let rt = response.refresh_token.clone().ok_or(
-            "the provider returned no refresh token (is offline_access allowed for this client?)",
-        )?;
+    ) -> Result<(), WebError> {
+        let rt = response
+            .refresh_token
+            .clone()
+            .ok_or(WebError::NoRefreshToken)?;
         match self {
             Target::Provider(p) => {
                 credkeeper_refresher::keep_login(
@@ -206,8 +202,7 @@ impl Target<'_> {
                     &identity.store_name(),
                     &response,
                     true,
-                )
-                .map_err(|e| e.to_string())?;
+                )?;
                 tracing::info!(
                     "web login: {} stored a credential at {}",
                     identity.store_name(),
@@ -217,8 +212,10 @@ impl Target<'_> {
             Target::KeyAd { ad, cred_dir } => {
                 let user_dir = cred_dir.join(&ad.local_user);
                 if !user_dir.exists() {
-                    std::fs::create_dir(&user_dir)
-                        .map_err(|e| format!("cannot create {}: {e}", user_dir.display()))?;
+                    std::fs::create_dir(&user_dir).map_err(|source| WebError::CreateDir {
+                        path: user_dir.clone(),
+                        source,
+                    })?;
                 }
                 let mut fields = serde_json::Map::new();
                 fields.insert("access_token".into(), json!(response.access_token.expose()));
