@@ -151,7 +151,9 @@ pub fn history(task: &str, limit: usize, output: bool, settings: &Settings) -> a
 #[derive(clap::Args)]
 #[command(
     after_help = "Definitions: credkeeper's YAML (`tasks:`), or rucio-task-manager's Helm \
-values file (`config`, `secrets`, `cronjobs`) with its task files, run through --runner. \
+values file (`config`, `secrets`, `cronjobs`) with its task files, read as its chart reads \
+it (disabled cronjobs skipped, backoffLimit as retries, inline task files with their keys \
+sorted and strings kept strings), each cronjob run through --runner. \
 {{ VAR }} is filled from the environment, then from files named VAR in each --secret-dir, \
 then from credkeeper's store (`tasks secret set VAR`); `secrets` entries are read from \
 <secret-dir>/<fromSecretName>/<fromSecretKey>. A value from a secret directory or the store \
