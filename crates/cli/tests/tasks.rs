@@ -1,7 +1,9 @@
 //! `credkeeper tasks`: definitions checked before anything runs, a task run with a bearer
 //! token from a real broker (`serve --dev`) in a private file that is gone afterwards, a
 //! failed authentication that fails the run before the command starts, rucio-task-manager's
-//! values file run through a runner with its secrets from a mounted volume, a stop by
+//! values file run through a runner with its secrets from a mounted volume, its own real
+//! values files (`tests/data/rucio-task-manager/`) loaded as its chart loads them and an
+//! inline task read back by PyYAML as its `run.py` reads it, a stop by
 //! SIGTERM that leaves nothing behind, the scheduler's concurrency policies and reloads,
 //! and a scheduler restart that makes up a missed run (or counts it missed).
 
@@ -248,6 +250,147 @@ fn rucio_task_managers_values_file_runs_through_the_runner_with_its_secrets() {
     let mut validate = d.tasks(&["validate", &values]);
     validate.args(flags);
     Run::from(validate.output().unwrap()).fails(1, "secret task-stubs/text is not mounted");
+}
+
+/// rucio-task-manager's own files (`tests/data/rucio-task-manager/`, see its README).
+fn upstream(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/rucio-task-manager")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// The task names `tasks list` printed.
+fn listed(out: &str) -> Vec<String> {
+    out.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn rucio_task_managers_own_values_files_load_as_helm_loads_them() {
+    // A broker whose robot may have what an oidc cronjob's Rucio client asks for: its
+    // default scope `openid profile` and audience `rucio`.
+    let user = User::new();
+    let config = user.path("broker.toml");
+    std::fs::write(
+        &config,
+        "[[robot]]\nname = \"tasks\"\nauth = { secret = true }\nproviders = [\"local\"]\nscopes = [\"openid\", \"profile\"]\naudiences = [\"rucio\"]\n",
+    )
+    .unwrap();
+    let state = user.path("state");
+    robot_secrets(&user, &config, &state, &["tasks"]);
+    let broker = Broker::start(&user, &state, &["--config", config.to_str().unwrap()]);
+    let d = Dev {
+        robot: "tasks".into(),
+        secret_file: user.path("tasks.secret").display().to_string(),
+        user,
+        broker,
+    };
+    // The secret volume a site mounts: <fromSecretName>/<fromSecretKey>, for every secret
+    // the files name (a missing one keeps the chart's pod from starting, and fails here).
+    let secrets = d.user.path("secrets");
+    for (name, value) in [
+        ("oidc-agent-auth-client/cfg", "{}"),
+        ("oidc-agent-auth-client/password", "agent-password"),
+        ("kube/cfg.dev", "apiVersion: v1"),
+        ("rucio-cfg-client/certificate", "cert"),
+        ("rucio-cfg-client/key", "key"),
+        ("oidc-service-client/id", "client-id"),
+        ("oidc-service-client/secret", "client-secret"),
+        ("task-sync-iam-rucio/client_secret", "1234567890"),
+    ] {
+        let p = secrets.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, format!("{value}\n")).unwrap();
+    }
+    let secret_dir = secrets.display().to_string();
+    // Each file validates and lists the cronjobs its chart would deploy: not the disabled
+    // ones (two with the legacy task_file_relpath), whatever their schedules' types.
+    for (file, cronjobs) in [
+        ("values.template-b10a941.yaml", &["stubs"][..]),
+        ("values-f2c437f.yaml", &["sync-iam-rucio"][..]),
+        ("values.dev-6518646.yaml", &["sync-iam-rucio-dev"][..]),
+        ("values-d536744.yaml", &[][..]),
+    ] {
+        let path = upstream(file);
+        let mut validate = d.tasks(&[
+            "validate",
+            &path,
+            "--secret-dir",
+            &secret_dir,
+            "--runner",
+            "rtm-run",
+        ]);
+        let valid = Run::from(validate.output().unwrap()).ok();
+        assert!(
+            valid
+                .stderr
+                .contains(&format!("{} task(s) valid", cronjobs.len())),
+            "{file}: {}",
+            valid.stderr
+        );
+        let list = Run::from(
+            d.tasks(&["list", &path, "--runner", "rtm-run"])
+                .output()
+                .unwrap(),
+        )
+        .ok();
+        assert_eq!(listed(&list.stdout), cronjobs, "{file}: {}", list.stdout);
+    }
+
+    // Its inline task, through a runner that reads the task file as run.py does (PyYAML
+    // safe_load): the secret filled in is still the string it is, whatever its characters.
+    let runner = d.write(
+        "runner.py",
+        &format!(
+            r#"#!/usr/bin/env python3
+import os, yaml
+tasks = yaml.safe_load(open(os.environ["TASK_FILE_PATH"]))
+kwargs = tasks["sync-iam-rucio-dev"]["kwargs"]
+secret = open("{secret}").read().rstrip("\n")
+print("tasks", list(tasks))
+print("secret", type(kwargs["client_secret"]).__name__, kwargs["client_secret"] == secret)
+print("dry_run", repr(kwargs["dry_run"]), "quota", repr(kwargs["rse_quota"]))
+print("groups", kwargs["rucio_user_iam_groups"], "args", tasks["sync-iam-rucio-dev"]["args"])
+print("VOMS", os.environ["VOMS"], "username", repr(os.environ.get("RUCIO_CFG_USERNAME")))
+print("kube", os.environ["KUBE_CONFIG_VALUE"] == "apiVersion: v1")
+"#,
+            secret = secrets.join("task-sync-iam-rucio/client_secret").display()
+        ),
+    );
+    Command::new("chmod")
+        .args(["755", &runner])
+        .status()
+        .unwrap();
+    let run = |secret: &str| {
+        std::fs::write(secrets.join("task-sync-iam-rucio/client_secret"), secret).unwrap();
+        let mut run = d.tasks(&[
+            "run",
+            &upstream("values-f2c437f.yaml"),
+            "--task",
+            "sync-iam-rucio",
+            "--runner",
+            &runner,
+            "--secret-dir",
+            &secret_dir,
+        ]);
+        Run::from(run.output().unwrap()).ok().never_shows(&[secret])
+    };
+    for secret in ["1234567890", "%Tq8&zL@2!'\"\\ x: {y}"] {
+        let out = run(secret);
+        assert!(
+            out.stdout.starts_with(
+                "tasks ['sync-iam-rucio-dev']\nsecret str True\ndry_run False quota 1000000000000\ngroups ['escape/ska'] args None\nVOMS skatelescope.eu username None\nkube True\n"
+            ),
+            "{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
 }
 
 #[test]
