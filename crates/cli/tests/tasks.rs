@@ -317,14 +317,7 @@ fn rucio_task_managers_own_values_files_load_as_helm_loads_them() {
         ("values-d536744.yaml", &[][..]),
     ] {
         let path = upstream(file);
-        let mut validate = d.tasks(&[
-            "validate",
-            &path,
-            "--secret-dir",
-            &secret_dir,
-            "--runner",
-            "rtm-run",
-        ]);
+        let mut validate = d.tasks(&["validate", &path, "--secret-dir", &secret_dir]);
         let valid = Run::from(validate.output().unwrap()).ok();
         assert!(
             valid
@@ -333,12 +326,7 @@ fn rucio_task_managers_own_values_files_load_as_helm_loads_them() {
             "{file}: {}",
             valid.stderr
         );
-        let list = Run::from(
-            d.tasks(&["list", &path, "--runner", "rtm-run"])
-                .output()
-                .unwrap(),
-        )
-        .ok();
+        let list = Run::from(d.tasks(&["list", &path]).output().unwrap()).ok();
         assert_eq!(listed(&list.stdout), cronjobs, "{file}: {}", list.stdout);
     }
 
@@ -391,6 +379,41 @@ print("kube", os.environ["KUBE_CONFIG_VALUE"] == "apiVersion: v1")
             out.stderr
         );
     }
+
+    // No --runner: upstream's entry point, `python3 src/run.py -vt "$TASK_FILE_PATH"`,
+    // in its directory, where today's `stubs` cronjob's relative task_file_path is. A
+    // stand-in run.py there reads its -t file with PyYAML as the real one does.
+    let root = d.user.path("rucio-task-manager");
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::create_dir_all(root.join("etc/tasks")).unwrap();
+    std::fs::copy(
+        upstream("stubs-b10a941.yml"),
+        root.join("etc/tasks/stubs.yml"),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("src/run.py"),
+        "import os, sys, yaml\nprint(sys.argv[1:], os.getcwd())\nprint(list(yaml.safe_load(open(sys.argv[2]))))\n",
+    )
+    .unwrap();
+    let mut stubs = d.tasks(&[
+        "run",
+        &upstream("values.template-b10a941.yaml"),
+        "--task",
+        "stubs",
+        "--secret-dir",
+        &secret_dir,
+        "--runner-dir",
+        root.to_str().unwrap(),
+    ]);
+    let out = Run::from(stubs.output().unwrap()).ok();
+    assert_eq!(
+        out.stdout,
+        format!(
+            "['-vt', 'etc/tasks/stubs.yml'] {}\n['test-hello-world-stub', 'test-rucio-api-stub']\n",
+            root.display()
+        )
+    );
 }
 
 #[test]

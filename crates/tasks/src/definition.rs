@@ -252,11 +252,27 @@ struct ValuesCronjob {
 /// The chart's `backoffLimit | default 3`: absent, null or 0 (all false to `default`) is 3.
 const BACKOFF_LIMIT: u32 = 3;
 
+/// rucio-task-manager's image entry point's last step (`etc/docker/docker-entrypoint.sh`),
+/// run in [`DEFAULT_RUNNER_DIR`]: every task of the file in `TASK_FILE_PATH`, in order.
+pub const DEFAULT_RUNNER: &[&str] = &[
+    "sh",
+    "-c",
+    "exec python3 src/run.py -vt \"$TASK_FILE_PATH\"",
+];
+
+/// The image's `WORKDIR` (`RUCIO_TASK_MANAGER_ROOT`); a relative `task_file_path` is
+/// relative to it.
+pub const DEFAULT_RUNNER_DIR: &str = "/opt/rucio-task-manager";
+
 /// How rucio-task-manager definitions run, and where its secrets are mounted.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
-    /// The site's rucio-task-manager entry point; the task file is in `TASK_FILE_PATH`.
+    /// The site's rucio-task-manager entry point (argv); the task file is in
+    /// `TASK_FILE_PATH`. Empty: [`DEFAULT_RUNNER`] in [`DEFAULT_RUNNER_DIR`].
     pub runner: Vec<String>,
+    /// The directory the runner starts in (default: [`DEFAULT_RUNNER_DIR`] for the default
+    /// runner, the scheduler's own for another).
+    pub runner_dir: Option<PathBuf>,
     /// Where `secrets` entries are mounted: `<dir>/<fromSecretName>/<fromSecretKey>`.
     pub secret_dirs: Vec<PathBuf>,
 }
@@ -378,6 +394,15 @@ fn values_tasks(file: &str, values: Values, options: &Options) -> Result<Vec<Tas
         .iter()
         .map(|s| s.name.to_uppercase())
         .collect();
+    let (runner, workdir) = if options.runner.is_empty() {
+        let dir = options.runner_dir.clone();
+        (
+            DEFAULT_RUNNER.iter().map(|a| a.to_string()).collect(),
+            Some(dir.unwrap_or_else(|| PathBuf::from(DEFAULT_RUNNER_DIR))),
+        )
+    } else {
+        (options.runner.clone(), options.runner_dir.clone())
+    };
     let mut tasks = Vec::new();
     for (i, raw) in values.cronjobs.into_iter().enumerate() {
         // The seed-era chart renders nothing for a disabled cronjob, whatever it holds.
@@ -394,11 +419,6 @@ fn values_tasks(file: &str, values: Values, options: &Options) -> Result<Vec<Tas
             task: job.name.clone(),
             message,
         };
-        if options.runner.is_empty() {
-            return Err(task_err(
-                "rucio-task-manager tasks need the site's runner command (--runner)".into(),
-            ));
-        }
         let field = |v: &Option<serde_norway::Value>| match v {
             None | Some(serde_norway::Value::Null) => "*".to_string(),
             Some(v) => crate::helm::string(v),
@@ -467,10 +487,10 @@ fn values_tasks(file: &str, values: Values, options: &Options) -> Result<Vec<Tas
             name: job.name.clone(),
             file: file.to_string(),
             schedule,
-            command: options.runner.clone(),
+            command: runner.clone(),
             shell: false,
             env: job_env,
-            workdir: None,
+            workdir: workdir.clone(),
             timeout_secs: None,
             retries,
             backoff_secs: 30,
@@ -786,6 +806,7 @@ mod tests {
         let options = Options {
             runner: vec!["run-task-manager".into()],
             secret_dirs: vec![secrets.clone()],
+            runner_dir: None,
         };
         let tasks = load(&p, &options).unwrap();
         assert_eq!(tasks.len(), 2);
@@ -830,6 +851,7 @@ mod tests {
         let none = Options {
             runner: vec!["r".into()],
             secret_dirs: vec![dir.path().join("nowhere")],
+            runner_dir: None,
         };
         let err = validate(&tasks, &Env(BTreeMap::new()), &none)
             .unwrap_err()
@@ -853,8 +875,8 @@ mod tests {
             "config:\n  rucio_cfg_client_account: robot\n  OIDC_TOKEN_ENDPOINT:\n  RETRIES: 3\nsecrets:\n  - name: number\n    fromSecretName: s\n    fromSecretKey: number\n  - name: ODD\n    fromSecretName: s\n    fromSecretKey: odd\ncronjobs:\n  - name: legacy\n    disabled: yes\n    minute: never\n    task_file_relpath: etc/tasks/old.yml\n  - name: inline\n    minute: 0\n    hour: 4\n    backoffLimit: 5\n    task_file_yaml:\n      z-task:\n        module_name: tasks.z\n        class_name: Z\n        enabled: true\n        args:\n        kwargs: {secret: \"{{ NUMBER }}\", odd: \"{{ ODD }}\", n: 1}\n      a-task:\n        module_name: tasks.a\n        class_name: A\n        enabled: yes\n        args:\n        kwargs: {}\n  - name: by-path\n    task_file_path: etc/tasks/stubs.yml\n    backoffLimit: 0\n",
         );
         let options = Options {
-            runner: vec!["run-task-manager".into()],
             secret_dirs: vec![secrets],
+            ..Options::default()
         };
         let tasks = load(&p, &options).unwrap();
         // The disabled cronjob is skipped, its legacy key and bad schedule unread.
@@ -867,6 +889,12 @@ mod tests {
         assert_eq!(inline.env["RUCIO_CFG_CLIENT_ACCOUNT"], "robot");
         assert_eq!(inline.env["OIDC_TOKEN_ENDPOINT"], "");
         assert_eq!(inline.env["RETRIES"], "3");
+        // No runner named: upstream's entry point, from its directory.
+        assert_eq!(inline.command, DEFAULT_RUNNER);
+        assert_eq!(
+            inline.workdir.as_deref(),
+            Some(Path::new(DEFAULT_RUNNER_DIR))
+        );
         validate(&tasks, &Env(BTreeMap::new()), &options).unwrap();
         let r = inline.render(&Env(BTreeMap::new()), &options).unwrap();
         let text = r.task_file.unwrap();

@@ -163,9 +163,15 @@ pub struct Files {
     /// Definition files
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
-    /// rucio-task-manager's entry point, run with TASK_FILE_PATH set (e.g. "python3 -m tasks")
+    /// rucio-task-manager's entry point, run with TASK_FILE_PATH set; split at spaces, no
+    /// shell [default: sh -c 'exec python3 src/run.py -vt "$TASK_FILE_PATH"', upstream's
+    /// image entry point, in /opt/rucio-task-manager]
     #[arg(long, value_name = "COMMAND", env = "CREDKEEPER_TASKS_RUNNER")]
     pub runner: Option<String>,
+    /// The directory the runner starts in [default: /opt/rucio-task-manager with the
+    /// default runner]
+    #[arg(long, value_name = "DIR", env = "CREDKEEPER_TASKS_RUNNER_DIR")]
+    pub runner_dir: Option<PathBuf>,
     /// Where secrets are mounted (a Kubernetes secret volume); repeatable
     #[arg(long = "secret-dir", value_name = "DIR")]
     pub secret_dirs: Vec<PathBuf>,
@@ -274,6 +280,7 @@ impl Files {
         };
         Ok(Options {
             runner,
+            runner_dir: self.runner_dir.clone(),
             secret_dirs: self.secret_dirs.clone(),
         })
     }
