@@ -464,6 +464,23 @@ async fn prepare_rucio(
 ) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
     use crate::rucio::{config, private_file};
     let io = |e: std::io::Error| format!("cannot write the run's Rucio files: {e}");
+    // The image's (or the site's) rucio.cfg, kept whole under what the task sets.
+    let (path, required) = crate::rucio::base_config(env, |k| std::env::var(k).ok());
+    let base = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(e) if required || e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "cannot read the Rucio configuration {}: {e}",
+                path.display()
+            ));
+        }
+        Err(_) => None,
+    };
+    let mut s = s.clone();
+    if let Some(text) = &base {
+        s.fill_from(text);
+    }
+    let s = &s;
     // Read (and checked) once: the trusted CAs of every login this run makes.
     let http = credkeeper_oidc::Http::with_ca_file(
         s.ca_cert.as_deref().map(Path::new),
@@ -550,8 +567,12 @@ async fn prepare_rucio(
         .mode(0o700)
         .create(&tmp)
         .map_err(io)?;
-    let cfg =
-        private_file(dir, "rucio.cfg", config(s, auth_type, &files).as_bytes()).map_err(io)?;
+    let cfg = private_file(
+        dir,
+        "rucio.cfg",
+        config(s, auth_type, &files, base.as_deref()).as_bytes(),
+    )
+    .map_err(io)?;
     env.insert("RUCIO_CONFIG".into(), cfg);
     env.insert("TMPDIR".into(), tmp.display().to_string());
     Ok(refresher)
