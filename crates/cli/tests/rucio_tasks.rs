@@ -77,15 +77,11 @@ fn rucio_whoami_as_a_task_with_userpass_and_x509_and_a_wrong_password_fails_firs
     std::fs::copy(rucio.get("RUCIO_CLIENT_KEY"), secrets.join("ROBOT_KEY")).unwrap();
     // The image's own rucio.cfg (host and account in it, not in the task's variables): the
     // run's config is merged onto it, as upstream's image merges RUCIO_CFG_*.
+    let url = rucio.get("RUCIO_URL");
+    let image_cfg =
+        format!("[common]\nloglevel = DEBUG\n\n[client]\nrucio_host = {url}\naccount = robot\n");
     let base = user.path("image-rucio.cfg");
-    std::fs::write(
-        &base,
-        format!(
-            "[common]\nloglevel = DEBUG\n\n[client]\nrucio_host = {}\naccount = robot\n",
-            rucio.get("RUCIO_URL")
-        ),
-    )
-    .unwrap();
+    std::fs::write(&base, image_cfg).unwrap();
     let file = user.path("tasks.yaml");
     std::fs::write(
         &file,
@@ -170,8 +166,7 @@ fn rucio_whoami_as_a_task_with_userpass_and_x509_and_a_wrong_password_fails_firs
     assert!(m.stdout.contains("account    : robot"), "{}", m.stdout);
     assert!(
         m.stdout.ends_with(&format!(
-            "loglevel = DEBUG\nrucio_host = {}\nschema = generic\n",
-            rucio.get("RUCIO_URL")
+            "loglevel = DEBUG\nrucio_host = {url}\nschema = generic\n"
         )),
         "{}",
         m.stdout

@@ -230,22 +230,16 @@ struct ValuesSecret {
 /// the chart does not read (the 2022 `task_file_relpath`) are ignored, as the chart does.
 #[derive(Deserialize)]
 struct ValuesCronjob {
+    // (Absent fields are None: serde's rule for Option.)
     name: String,
-    #[serde(default)]
     minute: Option<serde_norway::Value>,
-    #[serde(default)]
     hour: Option<serde_norway::Value>,
-    #[serde(default)]
     day: Option<serde_norway::Value>,
-    #[serde(default)]
     month: Option<serde_norway::Value>,
-    #[serde(default)]
     weekday: Option<serde_norway::Value>,
-    #[serde(default)]
     task_file_path: Option<serde_norway::Value>,
-    #[serde(default)]
     task_file_yaml: Option<serde_norway::Value>,
-    #[serde(default, rename = "backoffLimit")]
+    #[serde(rename = "backoffLimit")]
     backoff_limit: Option<serde_norway::Value>,
 }
 
@@ -703,6 +697,17 @@ mod tests {
         p
     }
 
+    /// `dir/secrets` laid out as a mounted secret volume: `<fromSecretName>/<fromSecretKey>`.
+    fn secret_volume(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+        let secrets = dir.join("secrets");
+        for (name, value) in files {
+            let p = secrets.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, format!("{value}\n")).unwrap();
+        }
+        secrets
+    }
+
     #[test]
     fn credkeepers_own_tasks_read_with_every_field() {
         let dir = tempfile::tempdir().unwrap();
@@ -794,9 +799,7 @@ mod tests {
     #[test]
     fn rucio_task_manager_values_read_as_they_are() {
         let dir = tempfile::tempdir().unwrap();
-        let secrets = dir.path().join("secrets");
-        std::fs::create_dir_all(secrets.join("task-stubs")).unwrap();
-        std::fs::write(secrets.join("task-stubs/text"), "hello from a secret\n").unwrap();
+        let secrets = secret_volume(dir.path(), &[("task-stubs/text", "hello from a secret")]);
         // The seed's example, unquoted template and all.
         let p = write(
             dir.path(),
@@ -865,10 +868,13 @@ mod tests {
     #[test]
     fn values_load_as_helm_loads_them() {
         let dir = tempfile::tempdir().unwrap();
-        let secrets = dir.path().join("secrets");
-        std::fs::create_dir_all(secrets.join("s")).unwrap();
-        std::fs::write(secrets.join("s/number"), "1234567890\n").unwrap();
-        std::fs::write(secrets.join("s/odd"), "%Tq8&zL@2!'\"\\ x: y\n").unwrap();
+        let secrets = secret_volume(
+            dir.path(),
+            &[
+                ("s/number", "1234567890"),
+                ("s/odd", "%Tq8&zL@2!'\"\\ x: y"),
+            ],
+        );
         let p = write(
             dir.path(),
             "values.yaml",
