@@ -190,6 +190,22 @@ fn a_failed_authentication_fails_the_run_and_the_command_never_starts() {
 }
 
 #[test]
+fn bearer_token_is_given_in_the_environment_only_when_asked_and_an_inherited_one_never() {
+    let d = dev();
+    let file = d.write(
+        "tasks.yaml",
+        "tasks:\n- name: plain\n  schedule: '@hourly'\n  shell: true\n  command: 'echo \"${BEARER_TOKEN:-none}\"'\n  credentials: {bearer: {scopes: 'read:/data'}}\n- name: exported\n  schedule: '@hourly'\n  shell: true\n  command: 'test \"$BEARER_TOKEN\" = \"$(cat \"$BEARER_TOKEN_FILE\")\" && echo same'\n  credentials: {bearer: {scopes: 'read:/data', env: true}}\n",
+    );
+    for (task, printed) in [("plain", "none\n"), ("exported", "same\n")] {
+        let mut run = d.tasks(&["run", &file, "--task", task]);
+        // credkeeper's own environment holds a stale token: WLCG discovery would prefer it.
+        run.env("BEARER_TOKEN", "stale-inherited-token");
+        let out = Run::from(run.output().unwrap()).ok();
+        assert_eq!(out.stdout, printed, "{task}: {}", out.stderr);
+    }
+}
+
+#[test]
 fn rucio_task_managers_values_file_runs_through_the_runner_with_its_secrets() {
     let d = dev();
     let secrets = d.user.path("secrets");

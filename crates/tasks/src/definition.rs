@@ -61,6 +61,13 @@ pub struct BearerSpec {
     pub scopes: Option<String>,
     #[serde(default)]
     pub audience: Option<String>,
+    /// Also give the token itself in `BEARER_TOKEN`, as rucio-task-manager's entry point
+    /// did (for gfal and task code that read only that): a copy from the run's start, never
+    /// renewed. WLCG token discovery (the Rucio client's included) prefers it to
+    /// `BEARER_TOKEN_FILE`, so a run that outlives the token then fails; without it an
+    /// inherited `BEARER_TOKEN` is removed so that the fresh file is what is found.
+    #[serde(default)]
+    pub env: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -269,6 +276,8 @@ pub struct Options {
     pub runner_dir: Option<PathBuf>,
     /// Where `secrets` entries are mounted: `<dir>/<fromSecretName>/<fromSecretKey>`.
     pub secret_dirs: Vec<PathBuf>,
+    /// A values cronjob's bearer token is also given in `BEARER_TOKEN` ([`BearerSpec::env`]).
+    pub bearer_token_env: bool,
 }
 
 /// Read one definitions file (any of the three formats, told apart by their keys).
@@ -474,9 +483,12 @@ fn values_tasks(file: &str, values: Values, options: &Options) -> Result<Vec<Tas
         names.sort();
         names.dedup();
         // The format has no credentials: an oidc task gets the token its client would.
-        let credentials = Credentials {
+        let mut credentials = Credentials {
             bearer: crate::rucio::values_bearer(&job_env),
         };
+        if let Some(b) = &mut credentials.bearer {
+            b.env = options.bearer_token_env;
+        }
         tasks.push(Task {
             name: job.name.clone(),
             file: file.to_string(),
@@ -810,6 +822,7 @@ mod tests {
             runner: vec!["run-task-manager".into()],
             secret_dirs: vec![secrets.clone()],
             runner_dir: None,
+            bearer_token_env: false,
         };
         let tasks = load(&p, &options).unwrap();
         assert_eq!(tasks.len(), 2);
@@ -848,13 +861,22 @@ mod tests {
                 provider: None,
                 scopes: Some("openid profile".into()),
                 audience: Some("https://rucio.example".into()),
+                env: false,
             })
         );
+        // --bearer-token-env: the token also in BEARER_TOKEN, as upstream's entry point.
+        let exported = Options {
+            bearer_token_env: true,
+            ..options.clone()
+        };
+        let o = load(&oidc, &exported).unwrap().remove(0);
+        assert!(o.credentials.bearer.unwrap().env);
         // With the secret missing: an error that says so.
         let none = Options {
             runner: vec!["r".into()],
             secret_dirs: vec![dir.path().join("nowhere")],
             runner_dir: None,
+            bearer_token_env: false,
         };
         let err = validate(&tasks, &Env(BTreeMap::new()), &none)
             .unwrap_err()

@@ -157,6 +157,7 @@ pub fn values_bearer(env: &BTreeMap<String, String>) -> Option<crate::definition
                 .into(),
         ),
         audience: Some(setting(env, "OIDC_AUDIENCE").unwrap_or("rucio").into()),
+        env: false,
     })
 }
 

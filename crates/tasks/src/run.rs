@@ -267,6 +267,14 @@ pub async fn prepare(
         prepared
             .env
             .insert("BEARER_TOKEN_FILE".into(), path.display().to_string());
+        if spec.env {
+            prepared
+                .env
+                .insert("BEARER_TOKEN".into(), token.expose().to_string());
+        } else {
+            // Found before the file by WLCG token discovery: none but the fresh file.
+            prepared.env_remove = &["BEARER_TOKEN"];
+        }
         prepared.refreshers.push(tokio::spawn(keep_fresh(
             source,
             prepared.secrets.clone(),

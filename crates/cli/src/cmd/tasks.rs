@@ -175,6 +175,11 @@ pub struct Files {
     /// Where secrets are mounted (a Kubernetes secret volume); repeatable
     #[arg(long = "secret-dir", value_name = "DIR")]
     pub secret_dirs: Vec<PathBuf>,
+    /// Also give a values cronjob's bearer token in BEARER_TOKEN, as rucio-task-manager's
+    /// entry point did: a copy never renewed, which WLCG token discovery (the Rucio
+    /// client's too) prefers to the fresh BEARER_TOKEN_FILE
+    #[arg(long, env = "CREDKEEPER_TASKS_BEARER_TOKEN_ENV")]
+    pub bearer_token_env: bool,
 }
 
 #[derive(clap::Args)]
@@ -282,6 +287,7 @@ impl Files {
             runner,
             runner_dir: self.runner_dir.clone(),
             secret_dirs: self.secret_dirs.clone(),
+            bearer_token_env: self.bearer_token_env,
         })
     }
 
