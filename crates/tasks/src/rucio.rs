@@ -52,7 +52,8 @@ impl RucioSettings {
             let b = env.remove(&format!("RUCIO_CFG_CLIENT_{name}"));
             a.or(b).filter(|v| !v.is_empty())
         };
-        let auth_type = take("AUTH_TYPE")?;
+        // Lower-cased, as the entry point's `${RUCIO_CFG_CLIENT_AUTH_TYPE,,}` selects.
+        let auth_type = take("AUTH_TYPE")?.to_lowercase();
         let mut options = BTreeMap::new();
         for name in CLIENT_OPTIONS {
             if let Some(v) = take(name) {
@@ -140,9 +141,10 @@ fn setting<'a>(env: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str>
         .filter(|v| !v.is_empty())
 }
 
-/// Whether the task authenticates to Rucio with a bearer token (`auth_type = oidc`).
+/// Whether the task authenticates to Rucio with a bearer token (`auth_type = oidc`, in
+/// any case, as upstream's entry point lower-cases it).
 pub fn wants_bearer(env: &BTreeMap<String, String>) -> bool {
-    setting(env, "AUTH_TYPE") == Some("oidc")
+    setting(env, "AUTH_TYPE").is_some_and(|t| t.eq_ignore_ascii_case("oidc"))
 }
 
 /// The bearer token an `oidc` task of a rucio-task-manager values file gets (that format
@@ -390,7 +392,7 @@ mod tests {
         // What rucio/containers' clients image bakes in (rucio.default.cfg) and a site adds.
         let base = "[common]\n# a comment\nloglevel = INFO\n\n[client]\nrucio_host = https://rucio.example\nauth_host = https://auth.example\nca_cert = /etc/pki/tls/certs/ca-bundle.crt\nrequest_retries = 5\naccount = image-account\n\n[policy]\npermission = generic\nschema = generic\n";
         let mut env: BTreeMap<String, String> = [
-            ("RUCIO_CFG_CLIENT_AUTH_TYPE", "oidc"),
+            ("RUCIO_CFG_CLIENT_AUTH_TYPE", "OIDC"),
             ("RUCIO_CFG_CLIENT_ACCOUNT", "robot"),
             ("RUCIO_CFG_CLIENT_OIDC_AUDIENCE", "https://rucio.example"),
             ("RUCIO_CFG_POLICY_SCHEMA", "ska"),
@@ -403,7 +405,10 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+        // `OIDC` selects oidc, as the entry point's `${…,,}` does.
+        assert!(wants_bearer(&env));
         let mut s = RucioSettings::take(&mut env).unwrap();
+        assert_eq!(s.auth_type, "oidc");
         assert_eq!(env.keys().collect::<Vec<_>>(), vec!["TASK"]);
         s.fill_from(base);
         assert_eq!(s.rucio_host.as_deref(), Some("https://rucio.example"));
