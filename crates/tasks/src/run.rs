@@ -304,6 +304,21 @@ pub async fn prepare(
             "BEARER_TOKEN",
         ];
     }
+    // rucio-task-manager's entry point writes KUBE_CONFIG_VALUE to ~/.kube/config (for
+    // tasks.probes.daemons). Here it goes in the run's directory, named by KUBECONFIG,
+    // which Kubernetes clients read before ~/.kube/config: the user's own is left alone.
+    if let Some(value) = rendered
+        .env
+        .get("KUBE_CONFIG_VALUE")
+        .filter(|v| !v.is_empty())
+    {
+        let path = prepared.dir.path().join("kube_config");
+        write_private(&path, format!("{value}\n").as_bytes())
+            .map_err(|e| format!("cannot write KUBE_CONFIG_VALUE's file: {e}"))?;
+        prepared
+            .env
+            .insert("KUBECONFIG".into(), path.display().to_string());
+    }
     if let Some(text) = &rendered.task_file {
         let path = prepared.dir.path().join("task.yml");
         write_private(&path, text.as_bytes())
@@ -698,6 +713,20 @@ mod tests {
             output_cap: 4096,
             grace_secs: 1,
         }
+    }
+
+    #[tokio::test]
+    async fn kube_config_value_is_a_private_kubeconfig_file_for_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, r) = task(
+            dir.path(),
+            "tasks:\n- name: probe\n  schedule: '@hourly'\n  shell: true\n  command: 'stat -c %a \"$KUBECONFIG\"; cat \"$KUBECONFIG\"; echo \"$KUBECONFIG\"'\n  env: {KUBE_CONFIG_VALUE: 'apiVersion: v1'}\n",
+        );
+        let outcome = run(&t, &r, None, &options(dir.path())).await;
+        assert!(outcome.succeeded(), "{outcome:?}");
+        let lines: Vec<&str> = outcome.output.lines().collect();
+        assert_eq!(lines[..2], ["600", "apiVersion: v1"], "{}", outcome.output);
+        assert!(!Path::new(lines[2]).exists(), "removed with the run");
     }
 
     #[tokio::test]
