@@ -256,27 +256,31 @@ fn an_oidc_task_and_a_values_files_oidc_cronjob_get_their_token_straight_from_th
     let rucio = rucio(Some(op.issuer()));
     let user = User::new();
     let secret = user.secret_file("client.secret", "robot-secret", 0o600);
-    let file = oidc_task(
-        &user,
-        &rucio,
-        &format!("'{} whoami'", rucio.get("RUCIO_BIN")),
-        "",
-    );
     // The token source: the provider's robot client, straight.
     let issuer = [
         ("CREDKEEPER_ISSUER", op.issuer()),
         ("CREDKEEPER_CLIENT_ID", "robot-client"),
         ("CREDKEEPER_CLIENT_SECRET_FILE", secret.to_str().unwrap()),
     ];
-    let run = tasks_run(&user, &file, "long", &issuer)
-        .ok()
-        .never_shows(&["robot-secret"]);
-    assert!(run.stdout.contains("account    : robot"), "{}", run.stdout);
-    assert!(
-        !run.stdout.contains("Cannot authenticate"),
-        "{}",
-        run.stdout
-    );
+    // Then a client without WLCG token discovery (rucio-clients before 2025, as in the
+    // seed-era image), which reads only the config's auth_token_file_path: with
+    // BEARER_TOKEN_FILE hidden from it, it still gets the token there.
+    let bin = rucio.get("RUCIO_BIN");
+    for command in [
+        format!("'{bin} whoami'"),
+        format!("'env -u BEARER_TOKEN_FILE {bin} whoami'"),
+    ] {
+        let file = oidc_task(&user, &rucio, &command, "");
+        let run = tasks_run(&user, &file, "long", &issuer)
+            .ok()
+            .never_shows(&["robot-secret"]);
+        assert!(run.stdout.contains("account    : robot"), "{}", run.stdout);
+        assert!(
+            !run.stdout.contains("Cannot authenticate"),
+            "{}",
+            run.stdout
+        );
+    }
 
     // rucio-task-manager's values file has no `credentials`: its oidc cronjob gets the
     // token its client would ask for (here the server's scope and audience).

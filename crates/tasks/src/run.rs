@@ -261,8 +261,22 @@ pub async fn prepare(
             .token(spec)
             .await
             .map_err(|e| format!("authentication failed: {e}"))?;
-        write_private(&path, format!("{}\n", token.expose()).as_bytes())
-            .map_err(|e| format!("cannot write the bearer token file: {e}"))?;
+        let mut files = vec![TokenFile {
+            path: path.clone(),
+            newline: true,
+        }];
+        // A Rucio oidc task: the token also where every Rucio client looks, the config's
+        // auth_token_file_path (clients before WLCG token discovery read only that).
+        if crate::rucio::wants_bearer(&rendered.env) {
+            files.push(TokenFile {
+                path: prepared.dir.path().join(RUCIO_TOKEN),
+                newline: false,
+            });
+        }
+        for f in &files {
+            f.write(&token)
+                .map_err(|e| format!("cannot write the bearer token file: {e}"))?;
+        }
         prepared.secrets.add(token.expose());
         prepared
             .env
@@ -279,9 +293,8 @@ pub async fn prepare(
             source,
             prepared.secrets.clone(),
             spec.clone(),
-            path,
+            files,
             expires,
-            true,
         )));
     }
     // Rucio: a private rucio.cfg from the task's RUCIO_CFG_* (which the task never sees).
@@ -329,6 +342,9 @@ pub async fn prepare(
     }
     Ok(prepared)
 }
+
+/// The Rucio client's token file in a run's directory (`auth_token_file_path`).
+const RUCIO_TOKEN: &str = "rucio_token";
 
 /// Start the prepared run's command and see it to its end.
 async fn execute(
@@ -517,7 +533,7 @@ async fn prepare_rucio(
             let (token, expires) = crate::rucio::userpass_token(s, &http)
                 .await
                 .map_err(|e| format!("authentication failed: {e}"))?;
-            let path = private_file(dir, "rucio_token", token.expose().as_bytes()).map_err(io)?;
+            let path = private_file(dir, RUCIO_TOKEN, token.expose().as_bytes()).map_err(io)?;
             secrets.add(token.expose());
             if let Some(p) = &s.password {
                 secrets.add(p.expose());
@@ -531,9 +547,11 @@ async fn prepare_rucio(
                 source,
                 secrets.clone(),
                 BearerSpec::default(),
-                PathBuf::from(path),
+                vec![TokenFile {
+                    path: PathBuf::from(path),
+                    newline: false,
+                }],
                 expires,
-                false,
             )));
             // The session token, not the password: the client sends it as a token.
             "oidc"
@@ -543,6 +561,10 @@ async fn prepare_rucio(
                 return Err(
                     "Rucio auth_type oidc needs the task's credentials.bearer (the token the run keeps fresh)".into(),
                 );
+            }
+            let cache = dir.join(RUCIO_TOKEN);
+            if cache.exists() {
+                files.insert("auth_token_file_path", cache.display().to_string());
             }
             "oidc"
         }
@@ -634,15 +656,28 @@ async fn stop_group(pid: Option<u32>, grace: u64, child: &mut tokio::process::Ch
     }
 }
 
-/// Rewrite the token file when half of the token's remaining life has passed, so a task
+/// A file a token is written to: with a trailing newline (a WLCG token file) or without
+/// (the Rucio client's token file, whose bytes older clients send as they are).
+struct TokenFile {
+    path: PathBuf,
+    newline: bool,
+}
+
+impl TokenFile {
+    fn write(&self, token: &Secret) -> std::io::Result<()> {
+        let end = if self.newline { "\n" } else { "" };
+        write_private(&self.path, format!("{}{end}", token.expose()).as_bytes())
+    }
+}
+
+/// Rewrite the token files when half of the token's remaining life has passed, so a task
 /// longer than a token's lifetime never holds an expired one.
 async fn keep_fresh(
     source: Arc<dyn TokenSource>,
     secrets: Redactions,
     spec: BearerSpec,
-    path: PathBuf,
+    files: Vec<TokenFile>,
     mut expires: Timestamp,
-    newline: bool,
 ) {
     loop {
         let left = expires.seconds_after(Timestamp::now()).max(2);
@@ -651,14 +686,12 @@ async fn keep_fresh(
             Ok((token, e)) => {
                 // Redacted before the task can read it.
                 secrets.add(token.expose());
-                let text = if newline {
-                    format!("{}\n", token.expose())
-                } else {
-                    token.expose().to_string()
-                };
-                if write_private(&path, text.as_bytes()).is_ok() {
+                if files.iter().all(|f| f.write(&token).is_ok()) {
                     expires = e;
-                    tracing::info!(file = %path.display(), "bearer token refreshed during the run");
+                    tracing::info!(
+                        file = %files[0].path.display(),
+                        "bearer token refreshed during the run"
+                    );
                 }
             }
             Err(e) => tracing::warn!("refreshing the bearer token: {e}"),
