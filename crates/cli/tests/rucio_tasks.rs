@@ -3,7 +3,8 @@
 //! userpass (the task gets a session token, never the password), for OIDC with a token from
 //! the test OpenID Provider through the broker (kept fresh while a task outlives it), and
 //! for X.509 over TLS with a test CA, and for OIDC with the token straight from the issuer
-//! (client credentials, no broker); a wrong password fails the run before it starts.
+//! (client credentials, no broker); a wrong password fails the run before it starts; the
+//! run's rucio.cfg is the image's own with every `RUCIO_CFG_<SECTION>_<OPTION>` merged on.
 //! `rucio` exits 0 when authentication fails inside a command, so the output is checked.
 
 mod common;
@@ -74,6 +75,13 @@ fn rucio_whoami_as_a_task_with_userpass_and_x509_and_a_wrong_password_fails_firs
     std::fs::write(secrets.join("ROBOT_PASSWORD"), &password).unwrap();
     std::fs::copy(rucio.get("RUCIO_CLIENT_CERT"), secrets.join("ROBOT_CERT")).unwrap();
     std::fs::copy(rucio.get("RUCIO_CLIENT_KEY"), secrets.join("ROBOT_KEY")).unwrap();
+    // The image's own rucio.cfg (host and account in it, not in the task's variables): the
+    // run's config is merged onto it, as upstream's image merges RUCIO_CFG_*.
+    let url = rucio.get("RUCIO_URL");
+    let image_cfg =
+        format!("[common]\nloglevel = DEBUG\n\n[client]\nrucio_host = {url}\naccount = robot\n");
+    let base = user.path("image-rucio.cfg");
+    std::fs::write(&base, image_cfg).unwrap();
     let file = user.path("tasks.yaml");
     std::fs::write(
         &file,
@@ -100,7 +108,18 @@ fn rucio_whoami_as_a_task_with_userpass_and_x509_and_a_wrong_password_fails_firs
       RUCIO_CFG_CA_CERT: {ca}
       RUCIO_CFG_CLIENT_CERT_VALUE: "{{{{ ROBOT_CERT }}}}"
       RUCIO_CFG_CLIENT_KEY_VALUE: "{{{{ ROBOT_KEY }}}}"
+  - name: merged
+    schedule: '@hourly'
+    shell: true
+    command: '{bin} whoami; grep -E "^(loglevel|rucio_host|schema|password) = " "$RUCIO_CONFIG"; true'
+    env:
+      RUCIO_CONFIG: {base}
+      RUCIO_CFG_CLIENT_AUTH_TYPE: userpass
+      RUCIO_CFG_CLIENT_USERNAME: robot
+      RUCIO_CFG_CLIENT_PASSWORD: "{{{{ ROBOT_PASSWORD }}}}"
+      RUCIO_CFG_POLICY_SCHEMA: generic
 "#,
+            base = base.display(),
             bin = rucio.get("RUCIO_BIN"),
             url = rucio.get("RUCIO_URL"),
             tls = rucio.get("RUCIO_TLS_URL"),
@@ -142,6 +161,16 @@ fn rucio_whoami_as_a_task_with_userpass_and_x509_and_a_wrong_password_fails_firs
     assert!(x.stdout.contains("account    : robot"), "{}", x.stdout);
     assert!(x.stdout.ends_with("600\n"), "{}", x.stdout);
     assert!(!x.stdout.contains("PRIVATE KEY"), "{}", x.stdout);
+
+    let m = with_dir("merged").ok();
+    assert!(m.stdout.contains("account    : robot"), "{}", m.stdout);
+    assert!(
+        m.stdout.ends_with(&format!(
+            "loglevel = DEBUG\nrucio_host = {url}\nschema = generic\n"
+        )),
+        "{}",
+        m.stdout
+    );
 
     // A wrong password: the run fails, the command never starts.
     std::fs::write(secrets.join("ROBOT_PASSWORD"), "not-the-password").unwrap();
@@ -227,27 +256,31 @@ fn an_oidc_task_and_a_values_files_oidc_cronjob_get_their_token_straight_from_th
     let rucio = rucio(Some(op.issuer()));
     let user = User::new();
     let secret = user.secret_file("client.secret", "robot-secret", 0o600);
-    let file = oidc_task(
-        &user,
-        &rucio,
-        &format!("'{} whoami'", rucio.get("RUCIO_BIN")),
-        "",
-    );
     // The token source: the provider's robot client, straight.
     let issuer = [
         ("CREDKEEPER_ISSUER", op.issuer()),
         ("CREDKEEPER_CLIENT_ID", "robot-client"),
         ("CREDKEEPER_CLIENT_SECRET_FILE", secret.to_str().unwrap()),
     ];
-    let run = tasks_run(&user, &file, "long", &issuer)
-        .ok()
-        .never_shows(&["robot-secret"]);
-    assert!(run.stdout.contains("account    : robot"), "{}", run.stdout);
-    assert!(
-        !run.stdout.contains("Cannot authenticate"),
-        "{}",
-        run.stdout
-    );
+    // Then a client without WLCG token discovery (rucio-clients before 2025, as in the
+    // seed-era image), which reads only the config's auth_token_file_path: with
+    // BEARER_TOKEN_FILE hidden from it, it still gets the token there.
+    let bin = rucio.get("RUCIO_BIN");
+    for command in [
+        format!("'{bin} whoami'"),
+        format!("'env -u BEARER_TOKEN_FILE {bin} whoami'"),
+    ] {
+        let file = oidc_task(&user, &rucio, &command, "");
+        let run = tasks_run(&user, &file, "long", &issuer)
+            .ok()
+            .never_shows(&["robot-secret"]);
+        assert!(run.stdout.contains("account    : robot"), "{}", run.stdout);
+        assert!(
+            !run.stdout.contains("Cannot authenticate"),
+            "{}",
+            run.stdout
+        );
+    }
 
     // rucio-task-manager's values file has no `credentials`: its oidc cronjob gets the
     // token its client would ask for (here the server's scope and audience).

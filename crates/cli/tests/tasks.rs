@@ -1,7 +1,9 @@
 //! `credkeeper tasks`: definitions checked before anything runs, a task run with a bearer
 //! token from a real broker (`serve --dev`) in a private file that is gone afterwards, a
 //! failed authentication that fails the run before the command starts, rucio-task-manager's
-//! values file run through a runner with its secrets from a mounted volume, a stop by
+//! values file run through a runner with its secrets from a mounted volume, its own real
+//! values files (`tests/data/rucio-task-manager/`) loaded as its chart loads them and an
+//! inline task read back by PyYAML as its `run.py` reads it, a stop by
 //! SIGTERM that leaves nothing behind, the scheduler's concurrency policies and reloads,
 //! and a scheduler restart that makes up a missed run (or counts it missed).
 
@@ -188,6 +190,22 @@ fn a_failed_authentication_fails_the_run_and_the_command_never_starts() {
 }
 
 #[test]
+fn bearer_token_is_given_in_the_environment_only_when_asked_and_an_inherited_one_never() {
+    let d = dev();
+    let file = d.write(
+        "tasks.yaml",
+        "tasks:\n- name: plain\n  schedule: '@hourly'\n  shell: true\n  command: 'echo \"${BEARER_TOKEN:-none}\"'\n  credentials: {bearer: {scopes: 'read:/data'}}\n- name: exported\n  schedule: '@hourly'\n  shell: true\n  command: 'test \"$BEARER_TOKEN\" = \"$(cat \"$BEARER_TOKEN_FILE\")\" && echo same'\n  credentials: {bearer: {scopes: 'read:/data', env: true}}\n",
+    );
+    for (task, printed) in [("plain", "none\n"), ("exported", "same\n")] {
+        let mut run = d.tasks(&["run", &file, "--task", task]);
+        // credkeeper's own environment holds a stale token: WLCG discovery would prefer it.
+        run.env("BEARER_TOKEN", "stale-inherited-token");
+        let out = Run::from(run.output().unwrap()).ok();
+        assert_eq!(out.stdout, printed, "{task}: {}", out.stderr);
+    }
+}
+
+#[test]
 fn rucio_task_managers_values_file_runs_through_the_runner_with_its_secrets() {
     let d = dev();
     let secrets = d.user.path("secrets");
@@ -208,7 +226,7 @@ fn rucio_task_managers_values_file_runs_through_the_runner_with_its_secrets() {
     // The seed's values file, with its unquoted template.
     let values = d.write(
         "values.yaml",
-        "config:\n  RUCIO_CFG_ACCOUNT: robot\n  TASK_MANAGER_ENV: test\nsecrets:\n  - name: TASK_STUBS_TEXT\n    fromSecretName: task-stubs\n    fromSecretKey: text\ncronjobs:\n  - name: stubs\n    minute: \"*/15\"\n    hour: \"*\"\n    day: \"*\"\n    month: \"*\"\n    weekday: \"*\"\n    task_file_yaml:\n      test-hello-world-stub:\n        description: Test hello world stub\n        module_name: tasks.stubs\n        class_name: StubHelloWorld\n        enabled: true\n        args:\n        kwargs:\n          text: {{ TASK_STUBS_TEXT }}\n    disabled: yes\n",
+        "config:\n  RUCIO_CFG_ACCOUNT: robot\n  TASK_MANAGER_ENV: test\nsecrets:\n  - name: TASK_STUBS_TEXT\n    fromSecretName: task-stubs\n    fromSecretKey: text\ncronjobs:\n  - name: stubs\n    minute: \"*/15\"\n    hour: \"*\"\n    day: \"*\"\n    month: \"*\"\n    weekday: \"*\"\n    task_file_yaml:\n      test-hello-world-stub:\n        description: Test hello world stub\n        module_name: tasks.stubs\n        class_name: StubHelloWorld\n        enabled: true\n        args:\n        kwargs:\n          text: {{ TASK_STUBS_TEXT }}\n  - name: old\n    task_file_relpath: etc/tasks/old.yml\n    disabled: yes\n",
     );
     let secret_dir = secrets.display().to_string();
     let flags = ["--runner", &runner, "--secret-dir", &secret_dir];
@@ -218,8 +236,9 @@ fn rucio_task_managers_values_file_runs_through_the_runner_with_its_secrets() {
     let mut list = d.tasks(&["list", &values]);
     list.args(flags);
     let listed = Run::from(list.output().unwrap()).ok();
+    // A disabled cronjob is skipped as the chart skips it, whatever it holds.
     assert!(
-        listed.stdout.contains("stubs") && listed.stdout.contains("disabled"),
+        listed.stdout.contains("stubs") && !listed.stdout.contains("old"),
         "{}",
         listed.stdout
     );
@@ -232,13 +251,13 @@ fn rucio_task_managers_values_file_runs_through_the_runner_with_its_secrets() {
         out.stdout
     );
     assert!(
-        out.stdout.contains("module_name: tasks.stubs"),
+        out.stdout.contains("\"module_name\": \"tasks.stubs\""),
         "{}",
         out.stdout
     );
     // The secret's value went into the task file, and is redacted from what was captured.
     assert!(
-        out.stdout.contains("text: '[redacted]'") || out.stdout.contains("text: [redacted]"),
+        out.stdout.contains("\"text\": \"[redacted]\""),
         "{}",
         out.stdout
     );
@@ -247,6 +266,170 @@ fn rucio_task_managers_values_file_runs_through_the_runner_with_its_secrets() {
     let mut validate = d.tasks(&["validate", &values]);
     validate.args(flags);
     Run::from(validate.output().unwrap()).fails(1, "secret task-stubs/text is not mounted");
+}
+
+/// rucio-task-manager's own files (`tests/data/rucio-task-manager/`, see its README).
+fn upstream(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/rucio-task-manager")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// The task names `tasks list` printed.
+fn listed(out: &str) -> Vec<String> {
+    out.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn rucio_task_managers_own_values_files_load_as_helm_loads_them() {
+    // A broker whose robot may have what an oidc cronjob's Rucio client asks for: its
+    // default scope `openid profile` and audience `rucio`.
+    let user = User::new();
+    let config = user.path("broker.toml");
+    std::fs::write(
+        &config,
+        "[[robot]]\nname = \"tasks\"\nauth = { secret = true }\nproviders = [\"local\"]\nscopes = [\"openid\", \"profile\"]\naudiences = [\"rucio\"]\n",
+    )
+    .unwrap();
+    let state = user.path("state");
+    robot_secrets(&user, &config, &state, &["tasks"]);
+    let broker = Broker::start(&user, &state, &["--config", config.to_str().unwrap()]);
+    let d = Dev {
+        robot: "tasks".into(),
+        secret_file: user.path("tasks.secret").display().to_string(),
+        user,
+        broker,
+    };
+    // The secret volume a site mounts: <fromSecretName>/<fromSecretKey>, for every secret
+    // the files name (a missing one keeps the chart's pod from starting, and fails here).
+    let secrets = d.user.path("secrets");
+    for (name, value) in [
+        ("oidc-agent-auth-client/cfg", "{}"),
+        ("oidc-agent-auth-client/password", "agent-password"),
+        ("kube/cfg.dev", "apiVersion: v1"),
+        ("rucio-cfg-client/certificate", "cert"),
+        ("rucio-cfg-client/key", "key"),
+        ("oidc-service-client/id", "client-id"),
+        ("oidc-service-client/secret", "client-secret"),
+        ("task-sync-iam-rucio/client_secret", "1234567890"),
+    ] {
+        let p = secrets.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, format!("{value}\n")).unwrap();
+    }
+    let secret_dir = secrets.display().to_string();
+    // Each file validates and lists the cronjobs its chart would deploy: not the disabled
+    // ones (two with the legacy task_file_relpath), whatever their schedules' types.
+    for (file, cronjobs) in [
+        ("values.template-b10a941.yaml", &["stubs"][..]),
+        ("values-f2c437f.yaml", &["sync-iam-rucio"][..]),
+        ("values.dev-6518646.yaml", &["sync-iam-rucio-dev"][..]),
+        ("values-d536744.yaml", &[][..]),
+    ] {
+        let path = upstream(file);
+        let mut validate = d.tasks(&["validate", &path, "--secret-dir", &secret_dir]);
+        let valid = Run::from(validate.output().unwrap()).ok();
+        assert!(
+            valid
+                .stderr
+                .contains(&format!("{} task(s) valid", cronjobs.len())),
+            "{file}: {}",
+            valid.stderr
+        );
+        let list = Run::from(d.tasks(&["list", &path]).output().unwrap()).ok();
+        assert_eq!(listed(&list.stdout), cronjobs, "{file}: {}", list.stdout);
+    }
+
+    // Its inline task, through a runner that reads the task file as run.py does (PyYAML
+    // safe_load): the secret filled in is still the string it is, whatever its characters.
+    let runner = d.write(
+        "runner.py",
+        &format!(
+            r#"#!/usr/bin/env python3
+import os, yaml
+tasks = yaml.safe_load(open(os.environ["TASK_FILE_PATH"]))
+kwargs = tasks["sync-iam-rucio-dev"]["kwargs"]
+secret = open("{secret}").read().rstrip("\n")
+print("tasks", list(tasks))
+print("secret", type(kwargs["client_secret"]).__name__, kwargs["client_secret"] == secret)
+print("dry_run", repr(kwargs["dry_run"]), "quota", repr(kwargs["rse_quota"]))
+print("groups", kwargs["rucio_user_iam_groups"], "args", tasks["sync-iam-rucio-dev"]["args"])
+print("VOMS", os.environ["VOMS"], "username", repr(os.environ.get("RUCIO_CFG_USERNAME")))
+print("kube", os.environ["KUBE_CONFIG_VALUE"] == "apiVersion: v1")
+"#,
+            secret = secrets.join("task-sync-iam-rucio/client_secret").display()
+        ),
+    );
+    Command::new("chmod")
+        .args(["755", &runner])
+        .status()
+        .unwrap();
+    let run = |secret: &str| {
+        std::fs::write(secrets.join("task-sync-iam-rucio/client_secret"), secret).unwrap();
+        let mut run = d.tasks(&[
+            "run",
+            &upstream("values-f2c437f.yaml"),
+            "--task",
+            "sync-iam-rucio",
+            "--runner",
+            &runner,
+            "--secret-dir",
+            &secret_dir,
+        ]);
+        Run::from(run.output().unwrap()).ok().never_shows(&[secret])
+    };
+    for secret in ["1234567890", "%Tq8&zL@2!'\"\\ x: {y}"] {
+        let out = run(secret);
+        assert!(
+            out.stdout.starts_with(
+                "tasks ['sync-iam-rucio-dev']\nsecret str True\ndry_run False quota 1000000000000\ngroups ['escape/ska'] args None\nVOMS skatelescope.eu username None\nkube True\n"
+            ),
+            "{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+
+    // No --runner: upstream's entry point, `python3 src/run.py -vt "$TASK_FILE_PATH"`,
+    // in its directory, where today's `stubs` cronjob's relative task_file_path is. A
+    // stand-in run.py there reads its -t file with PyYAML as the real one does.
+    let root = d.user.path("rucio-task-manager");
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::create_dir_all(root.join("etc/tasks")).unwrap();
+    std::fs::copy(
+        upstream("stubs-b10a941.yml"),
+        root.join("etc/tasks/stubs.yml"),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("src/run.py"),
+        "import os, sys, yaml\nprint(sys.argv[1:], os.getcwd())\nprint(list(yaml.safe_load(open(sys.argv[2]))))\n",
+    )
+    .unwrap();
+    let mut stubs = d.tasks(&[
+        "run",
+        &upstream("values.template-b10a941.yaml"),
+        "--task",
+        "stubs",
+        "--secret-dir",
+        &secret_dir,
+        "--runner-dir",
+        root.to_str().unwrap(),
+    ]);
+    let out = Run::from(stubs.output().unwrap()).ok();
+    assert_eq!(
+        out.stdout,
+        format!(
+            "['-vt', 'etc/tasks/stubs.yml'] {}\n['test-hello-world-stub', 'test-rucio-api-stub']\n",
+            root.display()
+        )
+    );
 }
 
 #[test]

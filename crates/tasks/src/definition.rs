@@ -7,6 +7,13 @@
 //! is replaced by a placeholder, so a definition never holds a secret's value: values are
 //! filled in when a run starts ([`Task::render`]), and every name must be defined then or
 //! at [`validate`] time.
+//!
+//! A values file reads as rucio-task-manager's chart reads it ([`crate::helm`]): a disabled
+//! cronjob is skipped before anything else in it is read, schedule fields may be numbers,
+//! `config` names are upper-cased and a null value is the empty string, `backoffLimit`
+//! (default 3) is the number of retries, and an inline task file is written as `toYaml`
+//! writes it — keys sorted, so its tasks run in the order of their names — with every
+//! string double-quoted, so a value filled in stays a string whatever its characters.
 
 use crate::schedule::{Schedule, parse_duration};
 use crate::template::{self, Vars};
@@ -54,6 +61,13 @@ pub struct BearerSpec {
     pub scopes: Option<String>,
     #[serde(default)]
     pub audience: Option<String>,
+    /// Also give the token itself in `BEARER_TOKEN`, as rucio-task-manager's entry point
+    /// did (for gfal and task code that read only that): a copy from the run's start, never
+    /// renewed. WLCG token discovery (the Rucio client's included) prefers it to
+    /// `BEARER_TOKEN_FILE`, so a run that outlives the token then fails; without it an
+    /// inherited `BEARER_TOKEN` is removed so that the fresh file is what is found.
+    #[serde(default)]
+    pub env: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -108,6 +122,15 @@ fn protect(text: &str) -> String {
 
 /// Fill placeholders with values; the first undefined name is the error.
 pub fn fill(text: &str, vars: &dyn Vars) -> Result<String, String> {
+    fill_with(text, vars, str::to_string)
+}
+
+/// Fill placeholders with values, each passed through `escape` (for the context it lands in).
+fn fill_with(
+    text: &str,
+    vars: &dyn Vars,
+    escape: impl Fn(&str) -> String,
+) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find(PLACEHOLDER) {
@@ -117,7 +140,7 @@ pub fn fill(text: &str, vars: &dyn Vars) -> Result<String, String> {
             .find(PLACEHOLDER_END)
             .ok_or_else(|| "a broken placeholder".to_string())?;
         let name = &after[..end];
-        out.push_str(&vars.get(name).ok_or_else(|| name.to_string())?);
+        out.push_str(&escape(&vars.get(name).ok_or_else(|| name.to_string())?));
         rest = &after[end + PLACEHOLDER_END.len_utf8()..];
     }
     out.push_str(rest);
@@ -197,8 +220,9 @@ struct Values {
     config: BTreeMap<String, serde_norway::Value>,
     #[serde(default)]
     secrets: Vec<ValuesSecret>,
+    /// Raw: a disabled cronjob is skipped before anything else in it is read.
     #[serde(default)]
-    cronjobs: Vec<ValuesCronjob>,
+    cronjobs: Vec<serde_norway::Value>,
 }
 
 #[derive(Deserialize)]
@@ -209,58 +233,51 @@ struct ValuesSecret {
     from_secret_key: String,
 }
 
+/// A cronjob of the values file. Its schedule fields may be numbers (`minute: 0`); keys
+/// the chart does not read (the 2022 `task_file_relpath`) are ignored, as the chart does.
 #[derive(Deserialize)]
 struct ValuesCronjob {
+    // (Absent fields are None: serde's rule for Option.)
     name: String,
-    #[serde(default = "star")]
-    minute: String,
-    #[serde(default = "star")]
-    hour: String,
-    #[serde(default = "star")]
-    day: String,
-    #[serde(default = "star")]
-    month: String,
-    #[serde(default = "star")]
-    weekday: String,
-    #[serde(default)]
-    task_file_path: Option<String>,
-    #[serde(default)]
+    minute: Option<serde_norway::Value>,
+    hour: Option<serde_norway::Value>,
+    day: Option<serde_norway::Value>,
+    month: Option<serde_norway::Value>,
+    weekday: Option<serde_norway::Value>,
+    task_file_path: Option<serde_norway::Value>,
     task_file_yaml: Option<serde_norway::Value>,
-    #[serde(default)]
-    disabled: Option<serde_norway::Value>,
+    #[serde(rename = "backoffLimit")]
+    backoff_limit: Option<serde_norway::Value>,
 }
 
-fn star() -> String {
-    "*".into()
-}
+/// The chart's `backoffLimit | default 3`: absent, null or 0 (all false to `default`) is 3.
+const BACKOFF_LIMIT: u32 = 3;
+
+/// rucio-task-manager's image entry point's last step (`etc/docker/docker-entrypoint.sh`),
+/// run in [`DEFAULT_RUNNER_DIR`]: every task of the file in `TASK_FILE_PATH`, in order.
+pub const DEFAULT_RUNNER: &[&str] = &[
+    "sh",
+    "-c",
+    "exec python3 src/run.py -vt \"$TASK_FILE_PATH\"",
+];
+
+/// The image's `WORKDIR` (`RUCIO_TASK_MANAGER_ROOT`); a relative `task_file_path` is
+/// relative to it.
+pub const DEFAULT_RUNNER_DIR: &str = "/opt/rucio-task-manager";
 
 /// How rucio-task-manager definitions run, and where its secrets are mounted.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
-    /// The site's rucio-task-manager entry point; the task file is in `TASK_FILE_PATH`.
+    /// The site's rucio-task-manager entry point (argv); the task file is in
+    /// `TASK_FILE_PATH`. Empty: [`DEFAULT_RUNNER`] in [`DEFAULT_RUNNER_DIR`].
     pub runner: Vec<String>,
+    /// The directory the runner starts in (default: [`DEFAULT_RUNNER_DIR`] for the default
+    /// runner, the scheduler's own for another).
+    pub runner_dir: Option<PathBuf>,
     /// Where `secrets` entries are mounted: `<dir>/<fromSecretName>/<fromSecretKey>`.
     pub secret_dirs: Vec<PathBuf>,
-}
-
-fn yaml_truthy(v: &serde_norway::Value) -> bool {
-    match v {
-        serde_norway::Value::Bool(b) => *b,
-        serde_norway::Value::String(s) => {
-            matches!(s.to_ascii_lowercase().as_str(), "yes" | "true" | "on" | "y")
-        }
-        _ => false,
-    }
-}
-
-fn scalar(v: &serde_norway::Value) -> String {
-    match v {
-        serde_norway::Value::String(s) => s.clone(),
-        other => serde_norway::to_string(other)
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-    }
+    /// A values cronjob's bearer token is also given in `BEARER_TOKEN` ([`BearerSpec::env`]).
+    pub bearer_token_env: bool,
 }
 
 /// Read one definitions file (any of the three formats, told apart by their keys).
@@ -359,59 +376,101 @@ fn own_task(file: &str, t: OwnTask) -> Result<Task, TaskError> {
 }
 
 fn values_tasks(file: &str, values: Values, options: &Options) -> Result<Vec<Task>, TaskError> {
+    // As the chart: names upper-cased, a value printed as a string (null: empty).
     let mut env: BTreeMap<String, String> = values
         .config
         .iter()
-        .map(|(k, v)| (k.clone(), scalar(v)))
+        .map(|(k, v)| (k.to_uppercase(), crate::helm::string(v)))
         .collect();
     // A secret is read from its mounted volume when the run starts.
     for s in &values.secrets {
         env.insert(
-            s.name.clone(),
+            s.name.to_uppercase(),
             placeholder(&format!(
                 "secret:{}/{}",
                 s.from_secret_name, s.from_secret_key
             )),
         );
     }
-    let secret_names: Vec<String> = values.secrets.iter().map(|s| s.name.clone()).collect();
+    let secret_names: Vec<String> = values
+        .secrets
+        .iter()
+        .map(|s| s.name.to_uppercase())
+        .collect();
+    let (runner, workdir) = if options.runner.is_empty() {
+        let dir = options.runner_dir.clone();
+        (
+            DEFAULT_RUNNER.iter().map(|a| a.to_string()).collect(),
+            Some(dir.unwrap_or_else(|| PathBuf::from(DEFAULT_RUNNER_DIR))),
+        )
+    } else {
+        (options.runner.clone(), options.runner_dir.clone())
+    };
     let mut tasks = Vec::new();
-    for job in values.cronjobs {
+    for (i, raw) in values.cronjobs.into_iter().enumerate() {
+        // The seed-era chart renders nothing for a disabled cronjob, whatever it holds.
+        let disabled = raw.get("disabled").is_some_and(crate::helm::truthy);
+        if disabled {
+            continue;
+        }
+        let job: ValuesCronjob = serde_norway::from_value(raw).map_err(|e| TaskError::File {
+            file: file.to_string(),
+            message: format!("cronjobs[{i}]: {e}"),
+        })?;
         let task_err = |message: String| TaskError::Task {
             file: file.to_string(),
             task: job.name.clone(),
             message,
         };
-        if options.runner.is_empty() {
-            return Err(task_err(
-                "rucio-task-manager tasks need the site's runner command (--runner)".into(),
-            ));
-        }
+        let field = |v: &Option<serde_norway::Value>| match v {
+            None | Some(serde_norway::Value::Null) => "*".to_string(),
+            Some(v) => crate::helm::string(v),
+        };
         let pattern = format!(
             "{} {} {} {} {}",
-            job.minute, job.hour, job.day, job.month, job.weekday
+            field(&job.minute),
+            field(&job.hour),
+            field(&job.day),
+            field(&job.month),
+            field(&job.weekday)
         );
         let schedule = Schedule::parse(&pattern, None).map_err(task_err)?;
-        // Inline wins over a path, as in rucio-task-manager's chart.
-        let (task_file, mut job_env) = match (&job.task_file_yaml, &job.task_file_path) {
-            (Some(yaml), _) => (
-                Some(serde_norway::to_string(yaml).map_err(|e| task_err(e.to_string()))?),
-                env.clone(),
-            ),
-            (None, Some(path)) => {
+        let retries = match &job.backoff_limit {
+            Some(v) if crate::helm::truthy(v) => {
+                crate::helm::string(v).parse::<u32>().map_err(|_| {
+                    task_err(format!(
+                        "backoffLimit: `{}` is not a number of retries",
+                        crate::helm::string(v)
+                    ))
+                })?
+            }
+            _ => BACKOFF_LIMIT,
+        };
+        let task_file_path = job
+            .task_file_path
+            .as_ref()
+            .filter(|v| crate::helm::truthy(v))
+            .map(crate::helm::string);
+        // Inline wins over a path, as in rucio-task-manager's chart; an inline file is
+        // written as the chart's `toYaml` writes it: keys sorted, strings kept strings.
+        let (task_file, job_env) = match (&job.task_file_yaml, task_file_path) {
+            (Some(yaml), _) if crate::helm::truthy(yaml) => {
+                (Some(crate::helm::to_yaml(yaml)), env.clone())
+            }
+            (_, Some(path)) => {
                 let mut e = env.clone();
-                e.insert("TASK_FILE_PATH".into(), path.clone());
+                e.insert("TASK_FILE_PATH".into(), path);
                 (None, e)
             }
-            (None, None) => {
-                return Err(task_err("neither task_file_yaml nor task_file_path".into()));
+            _ => {
+                return Err(task_err(
+                    "neither task_file_yaml nor task_file_path (a cronjob the chart would run with no task file; `disabled: true` skips it)".into(),
+                ));
             }
         };
         if let Some(text) = &task_file {
             check_task_file(text).map_err(task_err)?;
         }
-        job_env.entry("RUCIO_CFG_AUTH_TYPE".into()).or_default();
-        job_env.retain(|_, v| !v.is_empty());
         let mut names: Vec<String> = job_env
             .values()
             .flat_map(|v| placeholder_names(v))
@@ -424,19 +483,22 @@ fn values_tasks(file: &str, values: Values, options: &Options) -> Result<Vec<Tas
         names.sort();
         names.dedup();
         // The format has no credentials: an oidc task gets the token its client would.
-        let credentials = Credentials {
+        let mut credentials = Credentials {
             bearer: crate::rucio::values_bearer(&job_env),
         };
+        if let Some(b) = &mut credentials.bearer {
+            b.env = options.bearer_token_env;
+        }
         tasks.push(Task {
             name: job.name.clone(),
             file: file.to_string(),
             schedule,
-            command: options.runner.clone(),
+            command: runner.clone(),
             shell: false,
             env: job_env,
-            workdir: None,
+            workdir: workdir.clone(),
             timeout_secs: None,
-            retries: 0,
+            retries,
             backoff_secs: 30,
             // A Kubernetes CronJob's default is Allow; rucio-task-manager's chart sets none.
             concurrency: Concurrency::Allow,
@@ -444,7 +506,7 @@ fn values_tasks(file: &str, values: Values, options: &Options) -> Result<Vec<Tas
             jitter_secs: 0,
             credentials,
             task_file,
-            disabled: job.disabled.as_ref().is_some_and(yaml_truthy),
+            disabled: false,
             names,
         });
     }
@@ -459,7 +521,7 @@ fn check_task_file(text: &str) -> Result<(), String> {
         .as_mapping()
         .ok_or("task file: not a mapping of task names")?;
     for (name, task) in map {
-        let name = scalar(name);
+        let name = crate::helm::string(name);
         let t = task
             .as_mapping()
             .ok_or_else(|| format!("task file: `{name}` is not a mapping"))?;
@@ -614,7 +676,9 @@ impl Task {
         let task_file = self
             .task_file
             .as_deref()
-            .map(|t| fill(t, &with))
+            // Every string of a task file is double-quoted (crate::helm::to_yaml): a value
+            // filled in is escaped for it, and stays a string whatever its characters.
+            .map(|t| fill_with(t, &with, crate::helm::quote))
             .transpose()
             .map_err(undefined)?;
         let mut secrets = with.used.into_inner();
@@ -643,6 +707,17 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    /// `dir/secrets` laid out as a mounted secret volume: `<fromSecretName>/<fromSecretKey>`.
+    fn secret_volume(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+        let secrets = dir.join("secrets");
+        for (name, value) in files {
+            let p = secrets.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, format!("{value}\n")).unwrap();
+        }
+        secrets
     }
 
     #[test]
@@ -736,23 +811,22 @@ mod tests {
     #[test]
     fn rucio_task_manager_values_read_as_they_are() {
         let dir = tempfile::tempdir().unwrap();
-        let secrets = dir.path().join("secrets");
-        std::fs::create_dir_all(secrets.join("task-stubs")).unwrap();
-        std::fs::write(secrets.join("task-stubs/text"), "hello from a secret\n").unwrap();
+        let secrets = secret_volume(dir.path(), &[("task-stubs/text", "hello from a secret")]);
         // The seed's example, unquoted template and all.
         let p = write(
             dir.path(),
             "values.yaml",
-            "config:\n  RUCIO_CFG_RUCIO_HOST: https://rucio.example\n  RUCIO_CFG_AUTH_TYPE: userpass\nsecrets:\n  - name: TASK_STUBS_TEXT\n    fromSecretName: task-stubs\n    fromSecretKey: text\ncronjobs:\n  - name: stubs\n    minute: \"*/15\"\n    hour: \"*\"\n    day: \"*\"\n    month: \"*\"\n    weekday: \"*\"\n    task_file_yaml:\n      test-hello-world-stub:\n        description: Test hello world stub\n        module_name: tasks.stubs\n        class_name: StubHelloWorld\n        enabled: true\n        args:\n        kwargs:\n          text: {{ TASK_STUBS_TEXT }}\n    disabled: yes\n  - name: by-path\n    minute: \"0\"\n    task_file_path: etc/tasks/stubs.yml\n",
+            "config:\n  RUCIO_CFG_RUCIO_HOST: https://rucio.example\n  RUCIO_CFG_AUTH_TYPE: userpass\nsecrets:\n  - name: TASK_STUBS_TEXT\n    fromSecretName: task-stubs\n    fromSecretKey: text\ncronjobs:\n  - name: stubs\n    minute: \"*/15\"\n    hour: \"*\"\n    day: \"*\"\n    month: \"*\"\n    weekday: \"*\"\n    task_file_yaml:\n      test-hello-world-stub:\n        description: Test hello world stub\n        module_name: tasks.stubs\n        class_name: StubHelloWorld\n        enabled: true\n        args:\n        kwargs:\n          text: {{ TASK_STUBS_TEXT }}\n  - name: by-path\n    minute: \"0\"\n    task_file_path: etc/tasks/stubs.yml\n",
         );
         let options = Options {
             runner: vec!["run-task-manager".into()],
             secret_dirs: vec![secrets.clone()],
+            runner_dir: None,
+            bearer_token_env: false,
         };
         let tasks = load(&p, &options).unwrap();
         assert_eq!(tasks.len(), 2);
         let stubs = &tasks[0];
-        assert!(stubs.disabled);
         assert_eq!(stubs.schedule.describe(), "*/15 * * * * (UTC)");
         assert!(
             stubs.names.is_empty(),
@@ -763,7 +837,11 @@ mod tests {
         let r = stubs.render(&Env(BTreeMap::new()), &options).unwrap();
         assert_eq!(r.env["TASK_STUBS_TEXT"], "hello from a secret");
         assert_eq!(r.env["RUCIO_CFG_RUCIO_HOST"], "https://rucio.example");
-        assert!(r.task_file.unwrap().contains("text: hello from a secret"));
+        assert!(
+            r.task_file
+                .unwrap()
+                .contains("\"text\": \"hello from a secret\"")
+        );
         assert!(r.secrets.contains(&"hello from a secret".to_string()));
         assert_eq!(tasks[1].env["TASK_FILE_PATH"], "etc/tasks/stubs.yml");
         assert_eq!(
@@ -783,14 +861,22 @@ mod tests {
                 provider: None,
                 scopes: Some("openid profile".into()),
                 audience: Some("https://rucio.example".into()),
+                env: false,
             })
         );
-        // Without the runner, or with the secret missing: errors that say so.
-        let err = load(&p, &Options::default()).unwrap_err().to_string();
-        assert!(err.contains("need the site's runner command"), "{err}");
+        // --bearer-token-env: the token also in BEARER_TOKEN, as upstream's entry point.
+        let exported = Options {
+            bearer_token_env: true,
+            ..options.clone()
+        };
+        let o = load(&oidc, &exported).unwrap().remove(0);
+        assert!(o.credentials.bearer.unwrap().env);
+        // With the secret missing: an error that says so.
         let none = Options {
             runner: vec!["r".into()],
             secret_dirs: vec![dir.path().join("nowhere")],
+            runner_dir: None,
+            bearer_token_env: false,
         };
         let err = validate(&tasks, &Env(BTreeMap::new()), &none)
             .unwrap_err()
@@ -799,6 +885,81 @@ mod tests {
             err.contains("secret task-stubs/text is not mounted"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn values_load_as_helm_loads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = secret_volume(
+            dir.path(),
+            &[
+                ("s/number", "1234567890"),
+                ("s/odd", "%Tq8&zL@2!'\"\\ x: y"),
+            ],
+        );
+        let p = write(
+            dir.path(),
+            "values.yaml",
+            "config:\n  rucio_cfg_client_account: robot\n  OIDC_TOKEN_ENDPOINT:\n  RETRIES: 3\nsecrets:\n  - name: number\n    fromSecretName: s\n    fromSecretKey: number\n  - name: ODD\n    fromSecretName: s\n    fromSecretKey: odd\ncronjobs:\n  - name: legacy\n    disabled: yes\n    minute: never\n    task_file_relpath: etc/tasks/old.yml\n  - name: inline\n    minute: 0\n    hour: 4\n    backoffLimit: 5\n    task_file_yaml:\n      z-task:\n        module_name: tasks.z\n        class_name: Z\n        enabled: true\n        args:\n        kwargs: {secret: \"{{ NUMBER }}\", odd: \"{{ ODD }}\", n: 1}\n      a-task:\n        module_name: tasks.a\n        class_name: A\n        enabled: yes\n        args:\n        kwargs: {}\n  - name: by-path\n    task_file_path: etc/tasks/stubs.yml\n    backoffLimit: 0\n",
+        );
+        let options = Options {
+            secret_dirs: vec![secrets],
+            ..Options::default()
+        };
+        let tasks = load(&p, &options).unwrap();
+        // The disabled cronjob is skipped, its legacy key and bad schedule unread.
+        let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["inline", "by-path"]);
+        let inline = &tasks[0];
+        assert_eq!(inline.schedule.describe(), "0 4 * * * (UTC)");
+        assert_eq!((inline.retries, tasks[1].retries), (5, 3));
+        // Names upper-cased; null is the empty string, a number its digits.
+        assert_eq!(inline.env["RUCIO_CFG_CLIENT_ACCOUNT"], "robot");
+        assert_eq!(inline.env["OIDC_TOKEN_ENDPOINT"], "");
+        assert_eq!(inline.env["RETRIES"], "3");
+        // No runner named: upstream's entry point, from its directory.
+        assert_eq!(inline.command, DEFAULT_RUNNER);
+        assert_eq!(
+            inline.workdir.as_deref(),
+            Some(Path::new(DEFAULT_RUNNER_DIR))
+        );
+        validate(&tasks, &Env(BTreeMap::new()), &options).unwrap();
+        let r = inline.render(&Env(BTreeMap::new()), &options).unwrap();
+        let text = r.task_file.unwrap();
+        // Tasks in the order of their names; values filled in stay strings.
+        assert!(
+            text.find("a-task").unwrap() < text.find("z-task").unwrap(),
+            "{text}"
+        );
+        let file: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+        let kwargs = &file["z-task"]["kwargs"];
+        assert_eq!(kwargs["secret"], serde_norway::Value::from("1234567890"));
+        assert_eq!(
+            kwargs["odd"],
+            serde_norway::Value::from("%Tq8&zL@2!'\"\\ x: y")
+        );
+        assert_eq!(kwargs["n"], serde_norway::Value::from(1));
+        assert_eq!(file["a-task"]["enabled"], serde_norway::Value::from(true));
+        assert!(file["a-task"]["args"].is_null());
+        assert!(r.secrets.contains(&"1234567890".to_string()));
+        // A cronjob with no task file that is not disabled is still an error.
+        let bad = write(
+            dir.path(),
+            "bad.yaml",
+            "cronjobs:\n  - name: legacy\n    task_file_relpath: etc/tasks/old.yml\n",
+        );
+        let err = load(&bad, &options).unwrap_err().to_string();
+        assert!(
+            err.contains("task `legacy`: neither task_file_yaml nor task_file_path"),
+            "{err}"
+        );
+        let bad = write(
+            dir.path(),
+            "bad.yaml",
+            "cronjobs:\n  - name: b\n    backoffLimit: often\n    task_file_path: x.yml\n",
+        );
+        let err = load(&bad, &options).unwrap_err().to_string();
+        assert!(err.contains("task `b`: backoffLimit: `often`"), "{err}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! What it is for: a task is a command with a schedule and the credentials it declares.
 //! [`definition`] reads task files — credkeeper's own YAML, and rucio-task-manager's Helm
-//! values and task files as they are; [`template`] fills `{{ VAR }}` strictly (an undefined
+//! values and task files as they are, [`helm`] doing with its values what its chart does;
+//! [`template`] fills `{{ VAR }}` strictly (an undefined
 //! name is an error naming it and the task); [`schedule`] says when a task is due (cron,
 //! macros, `@every`, time zones); [`run`] prepares a run's credentials in a private
 //! directory, runs the command with a timeout and retries, keeps the bearer token fresh
@@ -12,6 +13,7 @@
 //! wires the broker or an issuer) and writes what it gets.
 
 pub mod definition;
+pub mod helm;
 pub mod metrics;
 pub mod rucio;
 pub mod run;

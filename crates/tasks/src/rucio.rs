@@ -1,7 +1,8 @@
 //! Rucio credentials for a run. The real client reads no `RUCIO_CFG_*` variables (only
 //! rucio-task-manager's container turns them into a config file), so credkeeper does the
-//! same from the same names: a private `rucio.cfg` per run, exported as `RUCIO_CONFIG`,
-//! with the run's own token cache (`TMPDIR`). The password never reaches the task:
+//! same from the same names: a private `rucio.cfg` per run, exported as `RUCIO_CONFIG` —
+//! the image's own with every `RUCIO_CFG_<SECTION>_<OPTION>` merged onto it, as the image
+//! merges them — with the run's own token cache (`TMPDIR`). The password never reaches the task:
 //! credkeeper logs in (`/auth/userpass`) and hands the task the one-hour Rucio session
 //! token; `oidc` uses the run's bearer token file; `x509` gets the certificate and key
 //! written 0600 in the run's directory.
@@ -25,7 +26,21 @@ pub struct RucioSettings {
     pub client_key_value: Option<Secret>,
     pub ca_cert: Option<String>,
     pub vo: Option<String>,
+    /// Every other `RUCIO_CFG_<SECTION>_<OPTION>`, as the base image's
+    /// `merge_rucio_configs.py --use-env` reads them: (section, option) lower-cased, the
+    /// section the first word. The seed era's section-less `[client]` names
+    /// (`RUCIO_CFG_REQUEST_RETRIES`, `_OIDC_SCOPE`, …) are put in `[client]`.
+    pub options: BTreeMap<(String, String), String>,
 }
+
+/// `[client]` options the seed era's `rucio.cfg.j2` (and credkeeper) spelled without a
+/// section, beside the ones credkeeper acts on itself.
+const CLIENT_OPTIONS: &[&str] = &[
+    "REQUEST_RETRIES",
+    "OIDC_SCOPE",
+    "OIDC_AUDIENCE",
+    "CLIENT_X509_PROXY",
+];
 
 impl RucioSettings {
     /// Take the `RUCIO_CFG_*` variables (both rucio-task-manager's `RUCIO_CFG_ACCOUNT` and the
@@ -37,8 +52,16 @@ impl RucioSettings {
             let b = env.remove(&format!("RUCIO_CFG_CLIENT_{name}"));
             a.or(b).filter(|v| !v.is_empty())
         };
-        let auth_type = take("AUTH_TYPE")?;
+        // Lower-cased, as the entry point's `${RUCIO_CFG_CLIENT_AUTH_TYPE,,}` selects.
+        let auth_type = take("AUTH_TYPE")?.to_lowercase();
+        let mut options = BTreeMap::new();
+        for name in CLIENT_OPTIONS {
+            if let Some(v) = take(name) {
+                options.insert(("client".into(), name.to_lowercase()), v);
+            }
+        }
         Some(RucioSettings {
+            options,
             rucio_host: take("RUCIO_HOST"),
             auth_host: take("AUTH_HOST"),
             account: take("ACCOUNT"),
@@ -52,7 +75,62 @@ impl RucioSettings {
             vo: take("VO"),
             auth_type,
         })
+        .map(|mut s| {
+            let rest: Vec<String> = env
+                .keys()
+                .filter(|k| k.starts_with("RUCIO_CFG_"))
+                .cloned()
+                .collect();
+            for name in rest {
+                let value = env.remove(&name).unwrap_or_default();
+                let lower = name["RUCIO_CFG_".len()..].to_lowercase();
+                if let Some((section, option)) = lower.split_once('_')
+                    && !section.is_empty()
+                    && !option.is_empty()
+                {
+                    s.options.insert((section.into(), option.into()), value);
+                }
+            }
+            s
+        })
     }
+}
+
+impl RucioSettings {
+    /// What the base file's `[client]` says where the task's variables say nothing (the
+    /// hosts, account and CA a userpass login needs).
+    pub fn fill_from(&mut self, base: &str) {
+        let ini = Ini::parse(base);
+        let get = |k: &str| ini.get("client", k).map(str::to_string);
+        self.rucio_host = self.rucio_host.take().or_else(|| get("rucio_host"));
+        self.auth_host = self.auth_host.take().or_else(|| get("auth_host"));
+        self.account = self.account.take().or_else(|| get("account"));
+        self.ca_cert = self.ca_cert.take().or_else(|| get("ca_cert"));
+        self.vo = self.vo.take().or_else(|| get("vo"));
+    }
+}
+
+/// The image's own `rucio.cfg`, which the Rucio client would read (`RUCIO_CONFIG`, else
+/// `$RUCIO_HOME/etc/rucio.cfg`, else `/opt/rucio/etc/rucio.cfg`): the file a run's config
+/// is merged onto. `env` is the task's environment, `var` credkeeper's own; a file named by
+/// a variable must exist, the default one may not.
+pub fn base_config(
+    env: &BTreeMap<String, String>,
+    var: impl Fn(&str) -> Option<String>,
+) -> (std::path::PathBuf, bool) {
+    let named = |k: &str| {
+        env.get(k)
+            .cloned()
+            .or_else(|| var(k))
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(p) = named("RUCIO_CONFIG") {
+        return (p.into(), true);
+    }
+    if let Some(home) = named("RUCIO_HOME") {
+        return (Path::new(&home).join("etc/rucio.cfg"), true);
+    }
+    ("/opt/rucio/etc/rucio.cfg".into(), false)
 }
 
 /// A `RUCIO_CFG_*` (or `RUCIO_CFG_CLIENT_*`) value as written in a definition.
@@ -63,9 +141,10 @@ fn setting<'a>(env: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str>
         .filter(|v| !v.is_empty())
 }
 
-/// Whether the task authenticates to Rucio with a bearer token (`auth_type = oidc`).
+/// Whether the task authenticates to Rucio with a bearer token (`auth_type = oidc`, in
+/// any case, as upstream's entry point lower-cases it).
 pub fn wants_bearer(env: &BTreeMap<String, String>) -> bool {
-    setting(env, "AUTH_TYPE") == Some("oidc")
+    setting(env, "AUTH_TYPE").is_some_and(|t| t.eq_ignore_ascii_case("oidc"))
 }
 
 /// The bearer token an `oidc` task of a rucio-task-manager values file gets (that format
@@ -80,6 +159,7 @@ pub fn values_bearer(env: &BTreeMap<String, String>) -> Option<crate::definition
                 .into(),
         ),
         audience: Some(setting(env, "OIDC_AUDIENCE").unwrap_or("rucio").into()),
+        env: false,
     })
 }
 
@@ -135,38 +215,134 @@ pub async fn userpass_token(
     Ok((Secret::new(token), expires))
 }
 
-/// The `[client]` section for a run: `files` names what the run directory holds (token
-/// file, certificate, key).
-pub fn config(s: &RucioSettings, auth_type: &str, files: &BTreeMap<&str, String>) -> String {
-    let mut out = String::from("[client]\n");
-    let mut line = |k: &str, v: &str| out.push_str(&format!("{k} = {v}\n"));
+/// An INI file as sections of `key = value` lines, in order (comments dropped).
+#[derive(Default)]
+struct Ini(Vec<(String, Vec<(String, String)>)>);
+
+impl Ini {
+    fn parse(text: &str) -> Ini {
+        let mut ini = Ini::default();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+                continue;
+            }
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                ini.section(name.trim());
+            } else if let Some(i) = line.find(['=', ':']) {
+                let (k, v) = (line[..i].trim(), line[i + 1..].trim());
+                match ini.0.last_mut() {
+                    Some((_, entries)) => entries.push((k.to_lowercase(), v.to_string())),
+                    // Before any section: not something configparser reads either.
+                    None => continue,
+                }
+            } else if let Some((_, entries)) = ini.0.last_mut()
+                && let Some((_, v)) = entries.last_mut()
+            {
+                // A continuation line.
+                v.push('\n');
+                v.push_str(line);
+            }
+        }
+        ini
+    }
+
+    fn section(&mut self, name: &str) -> &mut Vec<(String, String)> {
+        let i = match self.0.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                self.0.push((name.to_string(), Vec::new()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    fn get(&self, section: &str, key: &str) -> Option<&str> {
+        let (_, entries) = self.0.iter().find(|(n, _)| n == section)?;
+        entries
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn set(&mut self, section: &str, key: &str, value: &str) {
+        // In place when the file has it (its order kept), else appended.
+        let entries = self.section(section);
+        let value = value.replace('\n', "\n ");
+        match entries.iter().position(|(k, _)| k == key) {
+            Some(i) => {
+                entries[i].1 = value;
+                let mut n = 0;
+                entries.retain(|(k, _)| {
+                    n += 1;
+                    k != key || n == i + 1
+                });
+            }
+            None => entries.push((key.to_string(), value)),
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut out = String::new();
+        for (name, entries) in &self.0 {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&format!("[{name}]\n"));
+            for (k, v) in entries {
+                out.push_str(&format!("{k} = {v}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// The run's `rucio.cfg`: `base` (the image's or the site's file, kept whole) with every
+/// `RUCIO_CFG_<SECTION>_<OPTION>` merged onto it, as upstream's image merges them, and
+/// `[client]` set for the run: `files` names what the run directory holds (token file,
+/// certificate, key), `auth_type` is what the client is to do with them.
+pub fn config(
+    s: &RucioSettings,
+    auth_type: &str,
+    files: &BTreeMap<&str, String>,
+    base: Option<&str>,
+) -> String {
+    let mut ini = Ini::parse(base.unwrap_or(""));
+    for ((section, option), value) in &s.options {
+        ini.set(section, option, value);
+    }
+    let client = "client";
     if let Some(h) = &s.rucio_host {
-        line("rucio_host", h);
+        ini.set(client, "rucio_host", h);
     }
-    line(
-        "auth_host",
-        s.auth_host
-            .as_deref()
-            .or(s.rucio_host.as_deref())
-            .unwrap_or(""),
-    );
+    let auth_host = s
+        .auth_host
+        .clone()
+        .or_else(|| ini.get(client, "auth_host").map(str::to_string))
+        .or_else(|| ini.get(client, "rucio_host").map(str::to_string))
+        .unwrap_or_default();
+    ini.set(client, "auth_host", &auth_host);
     if let Some(a) = &s.account {
-        line("account", a);
+        ini.set(client, "account", a);
     }
-    line("auth_type", auth_type);
+    ini.set(client, "auth_type", auth_type);
     if let Some(vo) = &s.vo {
-        line("vo", vo);
+        ini.set(client, "vo", vo);
     }
     for (k, v) in files {
-        line(k, v);
+        ini.set(client, k, v);
     }
     if let Some(ca) = &s.ca_cert
         && !files.contains_key("ca_cert")
     {
-        line("ca_cert", ca);
+        ini.set(client, "ca_cert", ca);
     }
-    line("request_retries", "3");
-    out
+    if ini.get(client, "request_retries").is_none() {
+        ini.set(client, "request_retries", "3");
+    }
+    ini.text()
 }
 
 /// Write `contents` to `dir/name` with mode 0600; the path.
@@ -201,7 +377,7 @@ mod tests {
         );
         assert_eq!(s.password.as_ref().unwrap().expose(), "robot-pass");
         let files = BTreeMap::from([("auth_token_file_path", "/run/x/rucio_token".to_string())]);
-        let cfg = config(&s, "oidc", &files);
+        let cfg = config(&s, "oidc", &files, None);
         assert!(cfg.starts_with("[client]\nrucio_host = http://127.0.0.1:8080\nauth_host = http://127.0.0.1:8080\naccount = robot\nauth_type = oidc\n"), "{cfg}");
         assert!(cfg.contains("auth_token_file_path = /run/x/rucio_token"));
         assert!(
@@ -209,5 +385,56 @@ mod tests {
             "the password is not in the task's config"
         );
         assert!(RucioSettings::take(&mut BTreeMap::new()).is_none());
+    }
+
+    #[test]
+    fn every_rucio_cfg_variable_is_merged_onto_the_images_rucio_cfg() {
+        // What rucio/containers' clients image bakes in (rucio.default.cfg) and a site adds.
+        let base = "[common]\n# a comment\nloglevel = INFO\n\n[client]\nrucio_host = https://rucio.example\nauth_host = https://auth.example\nca_cert = /etc/pki/tls/certs/ca-bundle.crt\nrequest_retries = 5\naccount = image-account\n\n[policy]\npermission = generic\nschema = generic\n";
+        let mut env: BTreeMap<String, String> = [
+            ("RUCIO_CFG_CLIENT_AUTH_TYPE", "OIDC"),
+            ("RUCIO_CFG_CLIENT_ACCOUNT", "robot"),
+            ("RUCIO_CFG_CLIENT_OIDC_AUDIENCE", "https://rucio.example"),
+            ("RUCIO_CFG_POLICY_SCHEMA", "ska"),
+            ("RUCIO_CFG_POLICY_LFN2PFN_ALGORITHM_DEFAULT", "hash"),
+            ("RUCIO_CFG_COMMON_MULTI_VO", "False"),
+            ("RUCIO_CFG_REQUEST_RETRIES", "7"),
+            ("RUCIO_CFG_CLIENT_PASSWORD", ""),
+            ("TASK", "kept"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        // `OIDC` selects oidc, as the entry point's `${…,,}` does.
+        assert!(wants_bearer(&env));
+        let mut s = RucioSettings::take(&mut env).unwrap();
+        assert_eq!(s.auth_type, "oidc");
+        assert_eq!(env.keys().collect::<Vec<_>>(), vec!["TASK"]);
+        s.fill_from(base);
+        assert_eq!(s.rucio_host.as_deref(), Some("https://rucio.example"));
+        assert_eq!(
+            s.ca_cert.as_deref(),
+            Some("/etc/pki/tls/certs/ca-bundle.crt")
+        );
+        let files = BTreeMap::from([("auth_token_file_path", "/run/x/token".to_string())]);
+        let cfg = config(&s, "oidc", &files, Some(base));
+        assert_eq!(
+            cfg,
+            "[common]\nloglevel = INFO\nmulti_vo = False\n\n[client]\nrucio_host = https://rucio.example\nauth_host = https://auth.example\nca_cert = /etc/pki/tls/certs/ca-bundle.crt\nrequest_retries = 7\naccount = robot\noidc_audience = https://rucio.example\nauth_type = oidc\nauth_token_file_path = /run/x/token\n\n[policy]\npermission = generic\nschema = ska\nlfn2pfn_algorithm_default = hash\n"
+        );
+        // Which file is the base: the task's RUCIO_CONFIG, credkeeper's, RUCIO_HOME's, the
+        // image's default (which may be missing).
+        let none = |_: &str| None;
+        let task = BTreeMap::from([("RUCIO_CONFIG".to_string(), "/site/rucio.cfg".to_string())]);
+        assert_eq!(base_config(&task, none), ("/site/rucio.cfg".into(), true));
+        assert_eq!(
+            base_config(&BTreeMap::new(), |k| (k == "RUCIO_HOME")
+                .then(|| "/opt/r".into())),
+            ("/opt/r/etc/rucio.cfg".into(), true)
+        );
+        assert_eq!(
+            base_config(&BTreeMap::new(), none),
+            ("/opt/rucio/etc/rucio.cfg".into(), false)
+        );
     }
 }

@@ -261,19 +261,40 @@ pub async fn prepare(
             .token(spec)
             .await
             .map_err(|e| format!("authentication failed: {e}"))?;
-        write_private(&path, format!("{}\n", token.expose()).as_bytes())
-            .map_err(|e| format!("cannot write the bearer token file: {e}"))?;
+        let mut files = vec![TokenFile {
+            path: path.clone(),
+            newline: true,
+        }];
+        // A Rucio oidc task: the token also where every Rucio client looks, the config's
+        // auth_token_file_path (clients before WLCG token discovery read only that).
+        if crate::rucio::wants_bearer(&rendered.env) {
+            files.push(TokenFile {
+                path: prepared.dir.path().join(RUCIO_TOKEN),
+                newline: false,
+            });
+        }
+        for f in &files {
+            f.write(&token)
+                .map_err(|e| format!("cannot write the bearer token file: {e}"))?;
+        }
         prepared.secrets.add(token.expose());
         prepared
             .env
             .insert("BEARER_TOKEN_FILE".into(), path.display().to_string());
+        if spec.env {
+            prepared
+                .env
+                .insert("BEARER_TOKEN".into(), token.expose().to_string());
+        } else {
+            // Found before the file by WLCG token discovery: none but the fresh file.
+            prepared.env_remove = &["BEARER_TOKEN"];
+        }
         prepared.refreshers.push(tokio::spawn(keep_fresh(
             source,
             prepared.secrets.clone(),
             spec.clone(),
-            path,
+            files,
             expires,
-            true,
         )));
     }
     // Rucio: a private rucio.cfg from the task's RUCIO_CFG_* (which the task never sees).
@@ -296,6 +317,21 @@ pub async fn prepare(
             "BEARER_TOKEN",
         ];
     }
+    // rucio-task-manager's entry point writes KUBE_CONFIG_VALUE to ~/.kube/config (for
+    // tasks.probes.daemons). Here it goes in the run's directory, named by KUBECONFIG,
+    // which Kubernetes clients read before ~/.kube/config: the user's own is left alone.
+    if let Some(value) = rendered
+        .env
+        .get("KUBE_CONFIG_VALUE")
+        .filter(|v| !v.is_empty())
+    {
+        let path = prepared.dir.path().join("kube_config");
+        write_private(&path, format!("{value}\n").as_bytes())
+            .map_err(|e| format!("cannot write KUBE_CONFIG_VALUE's file: {e}"))?;
+        prepared
+            .env
+            .insert("KUBECONFIG".into(), path.display().to_string());
+    }
     if let Some(text) = &rendered.task_file {
         let path = prepared.dir.path().join("task.yml");
         write_private(&path, text.as_bytes())
@@ -306,6 +342,9 @@ pub async fn prepare(
     }
     Ok(prepared)
 }
+
+/// The Rucio client's token file in a run's directory (`auth_token_file_path`).
+const RUCIO_TOKEN: &str = "rucio_token";
 
 /// Start the prepared run's command and see it to its end.
 async fn execute(
@@ -464,6 +503,23 @@ async fn prepare_rucio(
 ) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
     use crate::rucio::{config, private_file};
     let io = |e: std::io::Error| format!("cannot write the run's Rucio files: {e}");
+    // The image's (or the site's) rucio.cfg, kept whole under what the task sets.
+    let (path, required) = crate::rucio::base_config(env, |k| std::env::var(k).ok());
+    let base = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(e) if required || e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "cannot read the Rucio configuration {}: {e}",
+                path.display()
+            ));
+        }
+        Err(_) => None,
+    };
+    let mut s = s.clone();
+    if let Some(text) = &base {
+        s.fill_from(text);
+    }
+    let s = &s;
     // Read (and checked) once: the trusted CAs of every login this run makes.
     let http = credkeeper_oidc::Http::with_ca_file(
         s.ca_cert.as_deref().map(Path::new),
@@ -477,7 +533,7 @@ async fn prepare_rucio(
             let (token, expires) = crate::rucio::userpass_token(s, &http)
                 .await
                 .map_err(|e| format!("authentication failed: {e}"))?;
-            let path = private_file(dir, "rucio_token", token.expose().as_bytes()).map_err(io)?;
+            let path = private_file(dir, RUCIO_TOKEN, token.expose().as_bytes()).map_err(io)?;
             secrets.add(token.expose());
             if let Some(p) = &s.password {
                 secrets.add(p.expose());
@@ -491,9 +547,11 @@ async fn prepare_rucio(
                 source,
                 secrets.clone(),
                 BearerSpec::default(),
-                PathBuf::from(path),
+                vec![TokenFile {
+                    path: PathBuf::from(path),
+                    newline: false,
+                }],
                 expires,
-                false,
             )));
             // The session token, not the password: the client sends it as a token.
             "oidc"
@@ -503,6 +561,10 @@ async fn prepare_rucio(
                 return Err(
                     "Rucio auth_type oidc needs the task's credentials.bearer (the token the run keeps fresh)".into(),
                 );
+            }
+            let cache = dir.join(RUCIO_TOKEN);
+            if cache.exists() {
+                files.insert("auth_token_file_path", cache.display().to_string());
             }
             "oidc"
         }
@@ -550,8 +612,12 @@ async fn prepare_rucio(
         .mode(0o700)
         .create(&tmp)
         .map_err(io)?;
-    let cfg =
-        private_file(dir, "rucio.cfg", config(s, auth_type, &files).as_bytes()).map_err(io)?;
+    let cfg = private_file(
+        dir,
+        "rucio.cfg",
+        config(s, auth_type, &files, base.as_deref()).as_bytes(),
+    )
+    .map_err(io)?;
     env.insert("RUCIO_CONFIG".into(), cfg);
     env.insert("TMPDIR".into(), tmp.display().to_string());
     Ok(refresher)
@@ -590,15 +656,28 @@ async fn stop_group(pid: Option<u32>, grace: u64, child: &mut tokio::process::Ch
     }
 }
 
-/// Rewrite the token file when half of the token's remaining life has passed, so a task
+/// A file a token is written to: with a trailing newline (a WLCG token file) or without
+/// (the Rucio client's token file, whose bytes older clients send as they are).
+struct TokenFile {
+    path: PathBuf,
+    newline: bool,
+}
+
+impl TokenFile {
+    fn write(&self, token: &Secret) -> std::io::Result<()> {
+        let end = if self.newline { "\n" } else { "" };
+        write_private(&self.path, format!("{}{end}", token.expose()).as_bytes())
+    }
+}
+
+/// Rewrite the token files when half of the token's remaining life has passed, so a task
 /// longer than a token's lifetime never holds an expired one.
 async fn keep_fresh(
     source: Arc<dyn TokenSource>,
     secrets: Redactions,
     spec: BearerSpec,
-    path: PathBuf,
+    files: Vec<TokenFile>,
     mut expires: Timestamp,
-    newline: bool,
 ) {
     loop {
         let left = expires.seconds_after(Timestamp::now()).max(2);
@@ -607,14 +686,12 @@ async fn keep_fresh(
             Ok((token, e)) => {
                 // Redacted before the task can read it.
                 secrets.add(token.expose());
-                let text = if newline {
-                    format!("{}\n", token.expose())
-                } else {
-                    token.expose().to_string()
-                };
-                if write_private(&path, text.as_bytes()).is_ok() {
+                if files.iter().all(|f| f.write(&token).is_ok()) {
                     expires = e;
-                    tracing::info!(file = %path.display(), "bearer token refreshed during the run");
+                    tracing::info!(
+                        file = %files[0].path.display(),
+                        "bearer token refreshed during the run"
+                    );
                 }
             }
             Err(e) => tracing::warn!("refreshing the bearer token: {e}"),
@@ -669,6 +746,20 @@ mod tests {
             output_cap: 4096,
             grace_secs: 1,
         }
+    }
+
+    #[tokio::test]
+    async fn kube_config_value_is_a_private_kubeconfig_file_for_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, r) = task(
+            dir.path(),
+            "tasks:\n- name: probe\n  schedule: '@hourly'\n  shell: true\n  command: 'stat -c %a \"$KUBECONFIG\"; cat \"$KUBECONFIG\"; echo \"$KUBECONFIG\"'\n  env: {KUBE_CONFIG_VALUE: 'apiVersion: v1'}\n",
+        );
+        let outcome = run(&t, &r, None, &options(dir.path())).await;
+        assert!(outcome.succeeded(), "{outcome:?}");
+        let lines: Vec<&str> = outcome.output.lines().collect();
+        assert_eq!(lines[..2], ["600", "apiVersion: v1"], "{}", outcome.output);
+        assert!(!Path::new(lines[2]).exists(), "removed with the run");
     }
 
     #[tokio::test]

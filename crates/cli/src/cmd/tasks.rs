@@ -151,7 +151,9 @@ pub fn history(task: &str, limit: usize, output: bool, settings: &Settings) -> a
 #[derive(clap::Args)]
 #[command(
     after_help = "Definitions: credkeeper's YAML (`tasks:`), or rucio-task-manager's Helm \
-values file (`config`, `secrets`, `cronjobs`) with its task files, run through --runner. \
+values file (`config`, `secrets`, `cronjobs`) with its task files, read as its chart reads \
+it (disabled cronjobs skipped, backoffLimit as retries, inline task files with their keys \
+sorted and strings kept strings), each cronjob run through --runner. \
 {{ VAR }} is filled from the environment, then from files named VAR in each --secret-dir, \
 then from credkeeper's store (`tasks secret set VAR`); `secrets` entries are read from \
 <secret-dir>/<fromSecretName>/<fromSecretKey>. A value from a secret directory or the store \
@@ -161,12 +163,23 @@ pub struct Files {
     /// Definition files
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
-    /// rucio-task-manager's entry point, run with TASK_FILE_PATH set (e.g. "python3 -m tasks")
+    /// rucio-task-manager's entry point, run with TASK_FILE_PATH set; split at spaces, no
+    /// shell [default: sh -c 'exec python3 src/run.py -vt "$TASK_FILE_PATH"', upstream's
+    /// image entry point, in /opt/rucio-task-manager]
     #[arg(long, value_name = "COMMAND", env = "CREDKEEPER_TASKS_RUNNER")]
     pub runner: Option<String>,
+    /// The directory the runner starts in [default: /opt/rucio-task-manager with the
+    /// default runner]
+    #[arg(long, value_name = "DIR", env = "CREDKEEPER_TASKS_RUNNER_DIR")]
+    pub runner_dir: Option<PathBuf>,
     /// Where secrets are mounted (a Kubernetes secret volume); repeatable
     #[arg(long = "secret-dir", value_name = "DIR")]
     pub secret_dirs: Vec<PathBuf>,
+    /// Also give a values cronjob's bearer token in BEARER_TOKEN, as rucio-task-manager's
+    /// entry point did: a copy never renewed, which WLCG token discovery (the Rucio
+    /// client's too) prefers to the fresh BEARER_TOKEN_FILE
+    #[arg(long, env = "CREDKEEPER_TASKS_BEARER_TOKEN_ENV")]
+    pub bearer_token_env: bool,
 }
 
 #[derive(clap::Args)]
@@ -272,7 +285,9 @@ impl Files {
         };
         Ok(Options {
             runner,
+            runner_dir: self.runner_dir.clone(),
             secret_dirs: self.secret_dirs.clone(),
+            bearer_token_env: self.bearer_token_env,
         })
     }
 
