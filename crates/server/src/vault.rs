@@ -177,8 +177,9 @@ fn auth_answer(token: &str, ttl: i64, policies: &[String], metadata: Value) -> V
     })
 }
 
-/// Split `kerberos-igwn_robot` into (`igwn`, `robot`).
-fn mount_parts<'a>(mount: &'a str, method: &str) -> Option<(&'a str, &'a str)> {
+/// Split `kerberos-igwn_robot` into (`igwn`, `robot`): the auth mount in a login's path
+/// (public for the fuzz targets).
+pub fn mount_parts<'a>(mount: &'a str, method: &str) -> Option<(&'a str, &'a str)> {
     let rest = mount.strip_prefix(method)?.strip_prefix('-')?;
     match rest.split_once('_') {
         Some((issuer, role)) if !issuer.is_empty() && !role.is_empty() => Some((issuer, role)),
@@ -256,7 +257,7 @@ async fn kerberos_login(
 
 /// The JSON object in a body that may come without a content type (htgettoken sends
 /// none) or be empty.
-fn json_body(body: &Bytes) -> Result<serde_json::Map<String, Value>, Failure> {
+fn json_body(body: &[u8]) -> Result<serde_json::Map<String, Value>, Failure> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(Default::default());
     }
@@ -279,8 +280,20 @@ async fn token_create(
 ) -> Result<Json<Value>, Failure> {
     let (identity, _, policies) = broker.vault.session(&headers)?;
     let body = json_body(&body)?;
-    let max = broker.config.vault.token_ttl;
-    let ttl = match body.get("ttl") {
+    let ttl = requested_ttl(&body, broker.config.vault.token_ttl)?;
+    // A child token has at most its parent's policies.
+    let asked = requested_policies(&body);
+    let policies = match asked {
+        Some(asked) => policies.into_iter().filter(|p| asked.contains(p)).collect(),
+        None => policies,
+    };
+    let token = broker.vault.open(identity, ttl, policies.clone())?;
+    Ok(Json(auth_answer(&token, ttl, &policies, json!({}))))
+}
+
+/// `token/create`'s `ttl`: seconds or a duration string, at most `max` (the default).
+fn requested_ttl(body: &serde_json::Map<String, Value>, max: i64) -> Result<i64, Failure> {
+    Ok(match body.get("ttl") {
         None => max,
         Some(Value::Number(n)) => n
             .as_i64()
@@ -289,20 +302,50 @@ async fn token_create(
             .ok_or_else(|| Failure::new(400, format!("ttl: `{s}` is not a duration")))?,
         Some(_) => return Err(Failure::new(400, "ttl: not a duration")),
     }
-    .clamp(1, max);
-    // A child token has at most its parent's policies.
-    let asked: Option<Vec<String>> = body.get("policies").and_then(Value::as_array).map(|a| {
+    .clamp(1, max))
+}
+
+/// `token/create`'s `policies`: the names in the list, if there is one.
+fn requested_policies(body: &serde_json::Map<String, Value>) -> Option<Vec<String>> {
+    body.get("policies").and_then(Value::as_array).map(|a| {
         a.iter()
             .filter_map(Value::as_str)
             .map(str::to_string)
             .collect()
-    });
-    let policies = match asked {
-        Some(asked) => policies.into_iter().filter(|p| asked.contains(p)).collect(),
-        None => policies,
+    })
+}
+
+/// What the Vault API's handlers take from a request body, read as they read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultBody {
+    /// `token/create`'s `ttl`, in `1..=max_ttl`.
+    pub ttl: i64,
+    /// `token/create`'s `policies`.
+    pub policies: Option<Vec<String>>,
+    /// The `secret` write's `refresh_token`.
+    pub refresh_token: Option<String>,
+    /// `auth_url`'s and `poll`'s `client_nonce`.
+    pub client_nonce: Option<String>,
+    /// `poll`'s `state`.
+    pub state: Option<String>,
+}
+
+/// Parse a Vault API request body as the handlers do: a JSON object (an empty or blank
+/// body is `{}`), then the fields above. `Err` is the status and message the handler
+/// would answer. The handlers' own parsing, callable without a broker (for the fuzz
+/// targets under fuzz/).
+pub fn parse_body(body: &[u8], max_ttl: i64) -> Result<VaultBody, (u16, String)> {
+    let parse = || -> Result<VaultBody, Failure> {
+        let body = json_body(body)?;
+        Ok(VaultBody {
+            ttl: requested_ttl(&body, max_ttl)?,
+            policies: requested_policies(&body),
+            refresh_token: str_field(&body, "refresh_token"),
+            client_nonce: str_field(&body, "client_nonce"),
+            state: str_field(&body, "state"),
+        })
     };
-    let token = broker.vault.open(identity, ttl, policies.clone())?;
-    Ok(Json(auth_answer(&token, ttl, &policies, json!({}))))
+    parse().map_err(|f| (f.status, f.message))
 }
 
 /// `GET /v1/auth/token/lookup-self`

@@ -283,12 +283,22 @@ pub struct Options {
 /// Read one definitions file (any of the three formats, told apart by their keys).
 pub fn load(path: &Path, options: &Options) -> Result<Vec<Task>, TaskError> {
     let file = path.display().to_string();
-    let fail = |message: String| TaskError::File {
+    let raw = std::fs::read_to_string(path).map_err(|e| TaskError::File {
         file: file.clone(),
+        message: e.to_string(),
+    })?;
+    parse(&file, &raw, options)
+}
+
+/// Parse the text of one definitions file (what [`load`] reads from `path`): a
+/// credkeeper `tasks` file or a rucio-task-manager values file (`cronjobs`), with its
+/// `{{ NAME }}` templates left for [`Task::render`]. `file` names it in errors.
+pub fn parse(file: &str, raw: &str, options: &Options) -> Result<Vec<Task>, TaskError> {
+    let fail = |message: String| TaskError::File {
+        file: file.to_string(),
         message,
     };
-    let raw = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let text = protect(&raw);
+    let text = protect(raw);
     let value: serde_norway::Value =
         serde_norway::from_str(&text).map_err(|e| fail(e.to_string()))?;
     let map = value
@@ -298,11 +308,11 @@ pub fn load(path: &Path, options: &Options) -> Result<Vec<Task>, TaskError> {
     if has("tasks") {
         let own: OwnFile =
             serde_norway::from_value(value.clone()).map_err(|e| fail(e.to_string()))?;
-        own.tasks.into_iter().map(|t| own_task(&file, t)).collect()
+        own.tasks.into_iter().map(|t| own_task(file, t)).collect()
     } else if has("cronjobs") {
         let values: Values =
             serde_norway::from_value(value.clone()).map_err(|e| fail(e.to_string()))?;
-        values_tasks(&file, values, options)
+        values_tasks(file, values, options)
     } else {
         // A task file on its own: run each enabled task once a day unless scheduled else.
         Err(fail(
