@@ -13,7 +13,9 @@
 
 use credkeeper_core::{Jwt, Requirements, Secret, Timestamp};
 use credkeeper_oidc::{Client, DeviceAuthorization, OidcError, Pkce, TokenRequest, TokenResponse};
-use credkeeper_store::{CredentialKey, CredentialStore, Health, StoreError, StoredCredential};
+use credkeeper_store::{
+    Claim, CredentialKey, CredentialStore, Health, StoreError, StoredCredential,
+};
 
 /// The identity name under which a local user's credentials are stored.
 pub const LOCAL_IDENTITY: &str = "default";
@@ -82,16 +84,50 @@ pub enum RefreshError {
     Unusable(String),
     #[error(transparent)]
     Issuer(#[from] OidcError),
+    #[error(
+        "the refresh of the credential for {issuer} took longer than its {secs} s claim and was abandoned"
+    )]
+    ClaimExpired { issuer: String, secs: u32 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// How long a refresh may hold its claim by default: more than the issuer client's
+/// whole budget for one call (30 s, retried on connect errors only), so a slow issuer does
+/// not let a second process use the same refresh token.
+pub const DEFAULT_CLAIM_SECS: u32 = 90;
 
 /// One issuer and client, with the store that holds its refresh tokens.
 pub struct Refresher<'a> {
     pub client: &'a Client,
     pub store: &'a dyn CredentialStore,
     pub identity: &'a str,
+    /// How long a refresh holds its claim on the credential ([`DEFAULT_CLAIM_SECS`]).
+    pub claim_secs: u32,
 }
+
+/// A credential this process holds the refresh claim of ([`Refresher::claim`]).
+#[derive(Debug)]
+pub struct Claimed {
+    /// As the store has it now.
+    pub credential: StoredCredential,
+    /// When an earlier refresh began that never finished (its process died).
+    lapsed: Option<Timestamp>,
+}
+
+/// What [`Refresher::claim`] found.
+#[derive(Debug)]
+pub enum Claiming {
+    Claimed(Claimed),
+    /// Another process is refreshing it until `until`.
+    Elsewhere {
+        until: Timestamp,
+    },
+    Missing,
+}
+
+/// How often a waiting caller looks whether another process's refresh has ended.
+const CLAIM_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The store's key of `identity`'s credential at `client`: the one place it is made.
 pub fn credential_key(client: &Client, identity: &str) -> CredentialKey {
@@ -158,8 +194,9 @@ impl Refresher<'_> {
             let response = self.client.exchange(subject, request).await?;
             return finish(response, Origin::Exchanged, want);
         }
-        if let Some(stored) = self.store.get(&self.key())? {
-            return self.refresh(&stored, request, want).await;
+        if let Some(claimed) = self.claim_waiting().await? {
+            let response = self.refresh_claimed(claimed, request).await?;
+            return finish(response, Origin::Refreshed, want);
         }
         if self.client.is_confidential() {
             let response = self.client.client_credentials(request).await?;
@@ -174,58 +211,93 @@ impl Refresher<'_> {
         check_fresh(obtained, want)
     }
 
-    async fn refresh(
-        &self,
-        stored: &StoredCredential,
-        request: &TokenRequest,
-        want: &Requirements,
-    ) -> Result<Obtained, RefreshError> {
-        let response = self.refresh_stored(stored, request).await?;
-        finish(response, Origin::Refreshed, want)
+    /// Claim the stored credential for a refresh, without waiting: of every process
+    /// sharing the store, one at a time holds a credential's claim (see
+    /// [`CredentialStore::claim_refresh`]).
+    pub fn claim(&self) -> Result<Claiming, RefreshError> {
+        Ok(
+            match self.store.claim_refresh(&self.key(), self.claim_secs)? {
+                Claim::Granted {
+                    credential, lapsed, ..
+                } => Claiming::Claimed(Claimed { credential, lapsed }),
+                Claim::Held { until } => Claiming::Elsewhere { until },
+                Claim::Missing => Claiming::Missing,
+            },
+        )
     }
 
-    /// Refresh the stored credential, keeping its health: a rotated refresh token is
-    /// committed before the response is returned; `invalid_grant` marks the credential as
-    /// needing a new login (and later calls fail at once instead of asking the issuer
-    /// again); other failures count towards backoff. A refresh that was in flight when
-    /// the process died is recognised by its leftover mark and named in the error if the
-    /// issuer then refuses the old refresh token.
-    pub async fn refresh_stored(
+    /// Claim the stored credential, waiting while another process refreshes it (at most
+    /// until its claim lapses). `None`: nothing is stored.
+    pub async fn claim_waiting(&self) -> Result<Option<Claimed>, RefreshError> {
+        loop {
+            match self.claim()? {
+                Claiming::Claimed(c) => return Ok(Some(c)),
+                Claiming::Missing => return Ok(None),
+                Claiming::Elsewhere { .. } => tokio::time::sleep(CLAIM_POLL).await,
+            }
+        }
+    }
+
+    /// Give back a claim not used (the credential turned out fresh enough).
+    pub fn release(&self, claimed: Claimed) -> Result<(), RefreshError> {
+        let health = Health {
+            refresh_started: None,
+            ..claimed.credential.health
+        };
+        Ok(self.store.set_health(&self.key(), &health)?)
+    }
+
+    /// Refresh a claimed credential, keeping its health: a rotated refresh token is
+    /// committed (ending the claim) before the response is returned; `invalid_grant`
+    /// marks the credential as needing a new login (and later calls fail at once instead
+    /// of asking the issuer again); other failures count towards backoff. A refresh that
+    /// outlives its claim is abandoned with its mark left in place, like one whose process
+    /// died: the issuer may have rotated the token, and the next claimant says so if the
+    /// issuer then refuses the old one.
+    pub async fn refresh_claimed(
         &self,
-        stored: &StoredCredential,
+        claimed: Claimed,
         request: &TokenRequest,
     ) -> Result<TokenResponse, RefreshError> {
         let key = self.key();
-        if let Some(reason) = &stored.health.needs_login {
+        let Claimed { credential, lapsed } = claimed;
+        let mut health = credential.health;
+        health.refresh_started = None;
+        if let Some(reason) = &health.needs_login {
+            self.store.set_health(&key, &health)?;
             return Err(RefreshError::NeedLogin {
                 issuer: self.issuer(),
                 reason: reason.clone(),
             });
         }
-        let interrupted = stored.health.refresh_started;
-        let mut health = Health {
-            refresh_started: Some(Timestamp::now()),
-            ..stored.health.clone()
-        };
-        self.store.set_health(&key, &health)?;
-        match self.client.refresh(&stored.refresh_token, request).await {
+        // Leave a second for the store write that ends the claim.
+        let budget = std::time::Duration::from_secs(u64::from(self.claim_secs.max(2) - 1));
+        let answer = tokio::time::timeout(
+            budget,
+            self.client.refresh(&credential.refresh_token, request),
+        )
+        .await
+        .map_err(|_| RefreshError::ClaimExpired {
+            issuer: self.issuer(),
+            secs: self.claim_secs,
+        })?;
+        match answer {
             Ok(response) => {
                 match &response.refresh_token {
-                    // One statement stores the new token and clears the in-flight mark.
+                    // One statement stores the new token and ends the claim.
                     Some(rotated) => self.store.put(&key, rotated, response.scope.as_deref())?,
                     None => self.store.set_health(&key, &Health::default())?,
                 }
                 Ok(response)
             }
             Err(e) if e.is_invalid_grant() => {
-                let reason = match interrupted {
+                let reason = match lapsed {
                     Some(at) => format!(
                         "{e}; a refresh started at {at} never finished, so the issuer may have rotated the refresh token then"
                     ),
                     None => e.to_string(),
                 };
                 health.needs_login = Some(reason.clone());
-                health.refresh_started = None;
                 self.store.set_health(&key, &health)?;
                 Err(RefreshError::NeedLogin {
                     issuer: self.issuer(),
@@ -236,7 +308,6 @@ impl Refresher<'_> {
                 health.failures += 1;
                 health.next_attempt =
                     Some(Timestamp::now().plus_secs(backoff_secs(health.failures)));
-                health.refresh_started = None;
                 self.store.set_health(&key, &health)?;
                 Err(e.into())
             }

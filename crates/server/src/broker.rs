@@ -683,11 +683,30 @@ impl Broker {
         };
         let lock = self.lock_for(&key);
         let _held = lock.lock().await;
-        let stored = self
+        let refresher = Refresher {
+            client: &client,
+            store: self.store.as_ref(),
+            identity: robot,
+            claim_secs: self.config.refresher.claim_secs,
+        };
+        // The refresher keeps the provider's full token fresh in the store; use it when it
+        // already fits the request (a read: no claim, no write).
+        if let Some(access) = self
             .store
             .get(&key)
+            .map_err(|e| Refusal::new(Code::Internal, e.to_string()))?
+            .and_then(|stored| stored.access)
+            && fits(&access, scope, audience, minsecs)
+        {
+            return Ok((access.token, access.expires, Source::Cached));
+        }
+        // Claimed before refreshing: a broker sharing the store and refreshing the same
+        // credential is waited for, and its rotated token (or fresh cached one) is used.
+        let claimed = refresher
+            .claim_waiting()
+            .await
             .map_err(|e| Refusal::new(Code::Internal, e.to_string()))?;
-        let Some(stored) = stored else {
+        let Some(claimed) = claimed else {
             if fallback && client.is_confidential() {
                 let response = client.client_credentials(&request).await.map_err(|e| {
                     Refusal::new(Code::ProviderError, format!("provider `{}`: {e}", p.name))
@@ -703,19 +722,16 @@ impl Broker {
                 ),
             ));
         };
-        // The refresher keeps the provider's full token fresh in the store; use it when it
-        // already fits the request.
-        if let Some(access) = &stored.access
+        if let Some(access) = &claimed.credential.access
             && fits(access, scope, audience, minsecs)
         {
-            return Ok((access.token.clone(), access.expires, Source::Cached));
+            let cached = (access.token.clone(), access.expires, Source::Cached);
+            refresher
+                .release(claimed)
+                .map_err(|e| Refusal::new(Code::Internal, e.to_string()))?;
+            return Ok(cached);
         }
-        let refresher = Refresher {
-            client: &client,
-            store: self.store.as_ref(),
-            identity: robot,
-        };
-        let response = refresher.refresh_stored(&stored, &request).await.map_err(|e| match e {
+        let response = refresher.refresh_claimed(claimed, &request).await.map_err(|e| match e {
             RefreshError::NeedLogin { reason, .. } => Refusal::new(
                 Code::NeedsLogin,
                 format!("the credential of robot `{robot}` at provider `{}` needs a new login: {reason}", p.name),

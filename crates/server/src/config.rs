@@ -411,6 +411,11 @@ pub struct RefresherSection {
     /// Refreshes in flight at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Seconds a refresh holds its claim on a credential, so that of several brokers
+    /// sharing a store exactly one uses its refresh token; a broker killed mid-refresh
+    /// loses the claim when this passes.
+    #[serde(default = "default_claim_secs")]
+    pub claim_secs: u32,
 }
 
 impl Default for RefresherSection {
@@ -419,6 +424,7 @@ impl Default for RefresherSection {
             share: default_share(),
             interval: default_interval(),
             concurrency: default_concurrency(),
+            claim_secs: default_claim_secs(),
         }
     }
 }
@@ -431,6 +437,9 @@ fn default_interval() -> u64 {
 }
 fn default_concurrency() -> usize {
     16
+}
+fn default_claim_secs() -> u32 {
+    credkeeper_refresher::DEFAULT_CLAIM_SECS
 }
 
 /// Sections whose scalars `CREDKEEPER_<SECTION>_<KEY>` may override.
@@ -690,6 +699,13 @@ impl Config {
                 "refresher.concurrency".into(),
                 "concurrency",
                 "must be at least 1".into(),
+            ));
+        }
+        if self.refresher.claim_secs < 5 {
+            return Err(fail(
+                "refresher.claim_secs".into(),
+                "claim_secs",
+                "must be at least 5 (seconds a refresh may take; default 90)".into(),
             ));
         }
         if let Some(b) = &self.store.backend

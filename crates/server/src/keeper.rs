@@ -11,7 +11,7 @@ use crate::metrics::RefreshLabels;
 use credkeeper_core::Timestamp;
 use credkeeper_oidc::TokenRequest;
 use credkeeper_refresher::expiry;
-use credkeeper_refresher::{RefreshError, Refresher};
+use credkeeper_refresher::{Claiming, RefreshError, Refresher};
 use credkeeper_store::{CachedToken, CredentialKey, StoredCredential};
 use std::sync::Arc;
 
@@ -171,12 +171,38 @@ async fn refresh_one(broker: &Broker, key: &CredentialKey, share: f64) -> Outcom
         client: &client,
         store: broker.store.as_ref(),
         identity: &key.identity,
+        claim_secs: broker.config.refresher.claim_secs,
     };
     let request = TokenRequest {
         scopes: provider.scopes.clone(),
         audience: provider.audience.clone(),
     };
-    match refresher.refresh_stored(&stored, &request).await {
+    // Another broker sharing the store may have refreshed it since the read above, or be
+    // refreshing it now: the claim tells, and a busy credential is left to that broker.
+    let claimed = match refresher.claim() {
+        Ok(Claiming::Claimed(c)) => c,
+        Ok(Claiming::Elsewhere { .. } | Claiming::Missing) => return Outcome::Skipped,
+        Err(e) => {
+            tracing::error!("refresher: cannot claim {}: {e}", key.identity);
+            count("failed");
+            return Outcome::Failed;
+        }
+    };
+    if !due(&claimed.credential, share, Timestamp::now()) {
+        let left = claimed
+            .credential
+            .access
+            .as_ref()
+            .map(|a| a.expires.seconds_after(Timestamp::now()));
+        if let Err(e) = refresher.release(claimed) {
+            tracing::error!(
+                "refresher: cannot release the claim on {}: {e}",
+                key.identity
+            );
+        }
+        return left.map_or(Outcome::Skipped, Outcome::Fresh);
+    }
+    match refresher.refresh_claimed(claimed, &request).await {
         Ok(response) => {
             let expires = expiry(&response.access_token, response.expires_in);
             let cached = CachedToken {

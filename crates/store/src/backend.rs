@@ -76,6 +76,25 @@ pub enum StoreError {
     Undecryptable { issuer: String },
 }
 
+/// What [`CredentialStore::claim_refresh`] found. A claim is a lease: it lapses by itself
+/// at `until`, so a process killed mid-refresh does not block the credential for ever.
+#[derive(Debug)]
+pub enum Claim {
+    /// The caller holds the refresh until `until`. `credential` is as the store has it
+    /// now (another process may have rotated it since the caller last read it); `lapsed`
+    /// is when an earlier claim, never finished, began (its process died or hung, perhaps
+    /// after the issuer had rotated the refresh token).
+    Granted {
+        credential: StoredCredential,
+        until: Timestamp,
+        lapsed: Option<Timestamp>,
+    },
+    /// Someone else is refreshing it; their claim lapses at `until`.
+    Held { until: Timestamp },
+    /// Nothing is stored under the key.
+    Missing,
+}
+
 /// One finished run of a scheduled task. Its output was capped and had the run's secrets
 /// redacted by the runner; the store seals it all the same.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,9 +125,15 @@ pub trait CredentialStore: Send + Sync {
 
     /// Cache the access token obtained with the credential at `key`.
     fn put_access(&self, key: &CredentialKey, token: &CachedToken) -> Result<(), StoreError>;
-    /// Record the refresher's view of the credential (failures, backoff, needs-login,
-    /// refresh in flight).
+    /// Record the refresher's view of the credential (failures, backoff, needs-login).
+    /// `refresh_started: None` also ends the caller's claim.
     fn set_health(&self, key: &CredentialKey, health: &Health) -> Result<(), StoreError>;
+    /// Claim the right to refresh the credential at `key` for `lease_secs`, atomically
+    /// with reading it, so that of several processes sharing the store exactly one uses a
+    /// (rotating) refresh token at a time. The claim ends with [`put`](Self::put) (a
+    /// rotated token), [`set_health`](Self::set_health) without `refresh_started`, or when
+    /// the lease lapses. The backend's clock decides, so replicas' clocks need not agree.
+    fn claim_refresh(&self, key: &CredentialKey, lease_secs: u32) -> Result<Claim, StoreError>;
 }
 
 /// The broker's robots' secrets, as hashes.
@@ -126,6 +151,10 @@ pub trait TaskHistory: Send + Sync {
     fn runs(&self, task: &str, limit: usize) -> Result<Vec<TaskRun>, StoreError>;
     /// When the task's newest kept run started (no output is opened).
     fn last_started(&self, task: &str) -> Result<Option<Timestamp>, StoreError>;
+    /// Claim the runs of tasks due at the given times, in one durable step: for each,
+    /// true for exactly one caller however many schedulers share the store, so each due
+    /// run starts once across a fleet.
+    fn claim_runs(&self, runs: &[(&str, Timestamp)]) -> Result<Vec<bool>, StoreError>;
 }
 
 /// Named secrets for tasks' `{{ NAME }}` templates, sealed.

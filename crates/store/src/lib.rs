@@ -16,7 +16,7 @@ mod seal;
 mod sqlite;
 
 pub use backend::{
-    CachedToken, CredentialKey, CredentialStore, Health, RobotSecrets, Store, StoreError,
+    CachedToken, Claim, CredentialKey, CredentialStore, Health, RobotSecrets, Store, StoreError,
     StoredCredential, TaskHistory, TaskRun, TaskSecrets,
 };
 pub use seal::{KeyRing, SealError};

@@ -1,7 +1,7 @@
 //! The embedded backend: one SQLite file under the state directory.
 
 use crate::backend::{
-    CachedToken, CredentialKey, CredentialStore, Health, RobotSecrets, StoreError,
+    CachedToken, Claim, CredentialKey, CredentialStore, Health, RobotSecrets, StoreError,
     StoredCredential, TaskHistory, TaskRun, TaskSecrets,
 };
 use crate::seal::KeyRing;
@@ -55,7 +55,18 @@ const MIGRATIONS: &[&str] = &[
         sealed     BLOB NOT NULL,
         updated_at INTEGER NOT NULL
      );",
+    "ALTER TABLE credential ADD COLUMN refresh_until INTEGER;
+     CREATE TABLE task_claim (
+        task       TEXT NOT NULL,
+        due        INTEGER NOT NULL,
+        claimed_at INTEGER NOT NULL,
+        PRIMARY KEY (task, due)
+     );
+     CREATE INDEX task_claim_by_age ON task_claim (claimed_at);",
 ];
+
+/// Task claims older than this are forgotten: a due time that far back is never run again.
+const TASK_CLAIM_KEEP_SECS: i64 = 30 * 86_400;
 
 /// Associated data of a task secret: its value cannot be moved under another name.
 fn task_secret_aad(name: &str) -> Vec<u8> {
@@ -134,6 +145,65 @@ impl SqliteStore {
             .map_err(|_| undecryptable())
     }
 
+    /// The credential at `key` and the end of its refresh claim, if any.
+    fn read(
+        &self,
+        conn: &Connection,
+        key: &CredentialKey,
+    ) -> Result<Option<(StoredCredential, Option<Timestamp>)>, StoreError> {
+        let row = conn
+            .query_row(
+                "SELECT key_id, sealed, scope, updated_at, access_key_id, access_sealed,
+                        access_expires, access_issued, access_scope, needs_login, failures,
+                        next_attempt, refresh_started, refresh_until
+                 FROM credential WHERE issuer = ?1 AND client_id = ?2 AND identity = ?3",
+                params![key.issuer, key.client_id, key.identity],
+                |r| {
+                    Ok(Row {
+                        key_id: r.get(0)?,
+                        sealed: r.get(1)?,
+                        scope: r.get(2)?,
+                        updated: r.get(3)?,
+                        access_key_id: r.get(4)?,
+                        access_sealed: r.get(5)?,
+                        access_expires: r.get(6)?,
+                        access_issued: r.get(7)?,
+                        access_scope: r.get(8)?,
+                        health: Health {
+                            needs_login: r.get(9)?,
+                            failures: r.get(10)?,
+                            next_attempt: r.get::<_, Option<i64>>(11)?.map(Timestamp::from_unix),
+                            refresh_started: r.get::<_, Option<i64>>(12)?.map(Timestamp::from_unix),
+                        },
+                        refresh_until: r.get::<_, Option<i64>>(13)?.map(Timestamp::from_unix),
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let refresh_token = self.unseal(key, &row.key_id, &row.sealed, b"")?;
+        let access = match (row.access_key_id, row.access_sealed, row.access_expires) {
+            (Some(kid), Some(sealed), Some(expires)) => Some(CachedToken {
+                token: self.unseal(key, &kid, &sealed, b"access")?,
+                expires: Timestamp::from_unix(expires),
+                issued: Timestamp::from_unix(row.access_issued.unwrap_or(expires)),
+                scope: row.access_scope,
+            }),
+            _ => None,
+        };
+        let credential = StoredCredential {
+            refresh_token,
+            scope: row.scope,
+            updated: Timestamp::from_unix(row.updated),
+            access,
+            health: row.health,
+        };
+        Ok(Some((credential, row.refresh_until)))
+    }
+
     fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.conn();
         // Cron jobs may run `get` at the same moment; wait for the lock instead of failing.
@@ -194,7 +264,7 @@ impl CredentialStore for SqliteStore {
                    key_id = excluded.key_id, sealed = excluded.sealed,
                    scope = excluded.scope, updated_at = excluded.updated_at,
                    needs_login = NULL, failures = 0, next_attempt = NULL,
-                   refresh_started = NULL",
+                   refresh_started = NULL, refresh_until = NULL",
                 params![
                     key.issuer,
                     key.client_id,
@@ -210,56 +280,46 @@ impl CredentialStore for SqliteStore {
     }
 
     fn get(&self, key: &CredentialKey) -> Result<Option<StoredCredential>, StoreError> {
-        let row = self
-            .conn()
-            .query_row(
-                "SELECT key_id, sealed, scope, updated_at, access_key_id, access_sealed,
-                        access_expires, access_issued, access_scope, needs_login, failures,
-                        next_attempt, refresh_started
-                 FROM credential WHERE issuer = ?1 AND client_id = ?2 AND identity = ?3",
-                params![key.issuer, key.client_id, key.identity],
-                |r| {
-                    Ok(Row {
-                        key_id: r.get(0)?,
-                        sealed: r.get(1)?,
-                        scope: r.get(2)?,
-                        updated: r.get(3)?,
-                        access_key_id: r.get(4)?,
-                        access_sealed: r.get(5)?,
-                        access_expires: r.get(6)?,
-                        access_issued: r.get(7)?,
-                        access_scope: r.get(8)?,
-                        health: Health {
-                            needs_login: r.get(9)?,
-                            failures: r.get(10)?,
-                            next_attempt: r.get::<_, Option<i64>>(11)?.map(Timestamp::from_unix),
-                            refresh_started: r.get::<_, Option<i64>>(12)?.map(Timestamp::from_unix),
-                        },
-                    })
-                },
-            )
-            .optional()
+        Ok(self
+            .read(&self.conn(), key)?
+            .map(|(credential, _)| credential))
+    }
+
+    fn claim_refresh(&self, key: &CredentialKey, lease_secs: u32) -> Result<Claim, StoreError> {
+        let mut conn = self.conn();
+        // IMMEDIATE: the read and the mark are one step for every process on this file.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
-        let Some(row) = row else {
-            return Ok(None);
+        let Some((mut credential, held_until)) = self.read(&tx, key)? else {
+            return Ok(Claim::Missing);
         };
-        let refresh_token = self.unseal(key, &row.key_id, &row.sealed, b"")?;
-        let access = match (row.access_key_id, row.access_sealed, row.access_expires) {
-            (Some(kid), Some(sealed), Some(expires)) => Some(CachedToken {
-                token: self.unseal(key, &kid, &sealed, b"access")?,
-                expires: Timestamp::from_unix(expires),
-                issued: Timestamp::from_unix(row.access_issued.unwrap_or(expires)),
-                scope: row.access_scope,
-            }),
-            _ => None,
-        };
-        Ok(Some(StoredCredential {
-            refresh_token,
-            scope: row.scope,
-            updated: Timestamp::from_unix(row.updated),
-            access,
-            health: row.health,
-        }))
+        let now = Timestamp::now();
+        if let (Some(_), Some(until)) = (credential.health.refresh_started, held_until)
+            && until > now
+        {
+            return Ok(Claim::Held { until });
+        }
+        let until = now.plus_secs(i64::from(lease_secs));
+        tx.execute(
+            "UPDATE credential SET refresh_started = ?4, refresh_until = ?5
+             WHERE issuer = ?1 AND client_id = ?2 AND identity = ?3",
+            params![
+                key.issuer,
+                key.client_id,
+                key.identity,
+                now.unix(),
+                until.unix()
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        let lapsed = credential.health.refresh_started.replace(now);
+        Ok(Claim::Granted {
+            credential,
+            until,
+            lapsed,
+        })
     }
 
     fn delete(&self, key: &CredentialKey) -> Result<bool, StoreError> {
@@ -319,7 +379,8 @@ impl CredentialStore for SqliteStore {
         self.conn()
             .execute(
                 "UPDATE credential SET needs_login = ?4, failures = ?5, next_attempt = ?6,
-                        refresh_started = ?7
+                        refresh_started = ?7,
+                        refresh_until = CASE WHEN ?7 IS NULL THEN NULL ELSE refresh_until END
                  WHERE issuer = ?1 AND client_id = ?2 AND identity = ?3",
                 params![
                     key.issuer,
@@ -439,6 +500,35 @@ impl TaskHistory for SqliteStore {
             .map_err(|e| self.err(e))?;
         Ok(started.map(Timestamp::from_unix))
     }
+
+    fn claim_runs(&self, runs: &[(&str, Timestamp)]) -> Result<Vec<bool>, StoreError> {
+        let now = Timestamp::now().unix();
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let claimed = {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO task_claim (task, due, claimed_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (task, due) DO NOTHING",
+                )
+                .map_err(|e| self.err(e))?;
+            runs.iter()
+                .map(|(task, due)| {
+                    insert
+                        .execute(params![task, due.unix(), now])
+                        .map(|n| n == 1)
+                        .map_err(|e| self.err(e))
+                })
+                .collect::<Result<Vec<bool>, StoreError>>()?
+        };
+        tx.execute(
+            "DELETE FROM task_claim WHERE claimed_at < ?1",
+            params![now - TASK_CLAIM_KEEP_SECS],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(claimed)
+    }
 }
 
 impl TaskSecrets for SqliteStore {
@@ -513,6 +603,7 @@ struct Row {
     access_issued: Option<i64>,
     access_scope: Option<String>,
     health: Health,
+    refresh_until: Option<Timestamp>,
 }
 
 #[cfg(test)]
@@ -677,6 +768,89 @@ mod tests {
         }
         store.put(&key, &Secret::new("rt2"), None).unwrap();
         assert_eq!(store.get(&key).unwrap().unwrap().health, Health::default());
+    }
+
+    #[test]
+    fn one_refresh_claim_at_a_time_across_handles_until_ended_or_lapsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = CredentialKey::new("https://iss", "client", "robot");
+        let first = SqliteStore::open(dir.path()).unwrap();
+        assert!(matches!(
+            first.claim_refresh(&key, 60).unwrap(),
+            Claim::Missing
+        ));
+        first.put(&key, &Secret::new("rt1"), None).unwrap();
+        // Eight "processes" race for the claim: exactly one wins.
+        let winners: usize = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        let store = SqliteStore::open(dir.path()).unwrap();
+                        matches!(
+                            store.claim_refresh(&key, 60).unwrap(),
+                            Claim::Granted { .. }
+                        ) as usize
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).sum()
+        });
+        assert_eq!(winners, 1);
+        let Claim::Held { until } = first.claim_refresh(&key, 60).unwrap() else {
+            panic!("a live claim must hold");
+        };
+        assert!(until > Timestamp::now());
+        // A rotated token ends the claim; the next claimant reads it.
+        first.put(&key, &Secret::new("rt2"), None).unwrap();
+        let Claim::Granted {
+            credential, lapsed, ..
+        } = first.claim_refresh(&key, 60).unwrap()
+        else {
+            panic!("put must end the claim");
+        };
+        assert_eq!(credential.refresh_token.expose(), "rt2");
+        assert_eq!(lapsed, None);
+        // Ending it through the health (a failed refresh) lets the next one in too.
+        first.set_health(&key, &Health::default()).unwrap();
+        assert!(matches!(
+            first.claim_refresh(&key, 0).unwrap(),
+            Claim::Granted { lapsed: None, .. }
+        ));
+        // A claim of zero seconds has lapsed at once: the next claimant is told when the
+        // unfinished refresh began.
+        let Claim::Granted { lapsed, .. } = first.claim_refresh(&key, 60).unwrap() else {
+            panic!("a lapsed claim must not hold");
+        };
+        assert!(lapsed.is_some());
+    }
+
+    #[test]
+    fn each_due_run_is_claimed_once_across_handles() {
+        let dir = tempfile::tempdir().unwrap();
+        let due = Timestamp::from_unix(Timestamp::now().unix() - 5);
+        let claims: usize = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..6)
+                .map(|_| {
+                    s.spawn(|| {
+                        let store = SqliteStore::open(dir.path()).unwrap();
+                        store.claim_runs(&[("nightly", due)]).unwrap()[0] as usize
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).sum()
+        });
+        assert_eq!(claims, 1);
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store
+                .claim_runs(&[
+                    ("nightly", due),
+                    ("nightly", due.plus_secs(60)),
+                    ("hourly", due)
+                ])
+                .unwrap(),
+            [false, true, true]
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub type LastStartedFn = Box<dyn Fn(&str) -> Option<Timestamp> + Send + Sync>;
 pub type FinishedFn = Arc<dyn Fn(&Task, &Outcome) + Send + Sync>;
 pub type SkippedFn = Arc<dyn Fn(&Task, &str) + Send + Sync>;
 pub type MissedFn = Box<dyn Fn(&Task, u64) + Send + Sync>;
+pub type ClaimFn = Box<dyn Fn(&[(&str, Timestamp)]) -> Result<Vec<bool>, String> + Send + Sync>;
 
 /// What the scheduler needs from its caller.
 pub struct Hooks {
@@ -39,6 +40,9 @@ pub struct Hooks {
     pub skipped: SkippedFn,
     /// Called at start with how many runs due while the scheduler was down are lost.
     pub missed: MissedFn,
+    /// Claims runs by (task, due time), true where this scheduler won: of several
+    /// schedulers sharing a store, one starts each due run.
+    pub claim: ClaimFn,
     pub tokens: Option<Arc<dyn TokenSource>>,
 }
 
@@ -152,6 +156,42 @@ impl Drop for Preparation {
     }
 }
 
+/// The tasks due by `now` whose runs this scheduler claimed, in one call to the store. A
+/// store that cannot answer starts nothing: a fleet must not start a run twice.
+fn claim_due<'t>(
+    hooks: &Hooks,
+    tasks: &'t [Task],
+    next: &HashMap<String, DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> std::collections::HashSet<&'t str> {
+    let due: Vec<(&str, Timestamp)> = tasks
+        .iter()
+        .filter(|t| !t.disabled)
+        .filter_map(|t| {
+            let at = next.get(&t.name).filter(|d| **d <= now)?;
+            Some((t.name.as_str(), Timestamp::from_unix(at.timestamp())))
+        })
+        .collect();
+    if due.is_empty() {
+        return Default::default();
+    }
+    match (hooks.claim)(&due) {
+        Ok(won) => due
+            .iter()
+            .zip(won)
+            .filter(|(_, w)| *w)
+            .map(|((name, _), _)| *name)
+            .collect(),
+        Err(e) => {
+            tracing::error!(
+                runs = due.len(),
+                "cannot claim the due runs, none started: {e}"
+            );
+            Default::default()
+        }
+    }
+}
+
 /// Run until `stop` turns true; reload the definitions whenever `reload` changes.
 pub async fn serve(
     hooks: Hooks,
@@ -181,8 +221,10 @@ pub async fn serve(
             (hooks.missed)(t, m.lost);
         }
         if let Some(due) = m.make_up {
+            // Due in the past, so it starts at once, claimed under its own due time: one
+            // scheduler of a fleet makes it up.
             tracing::info!(task = t.name, %due, "making up a run missed while the scheduler was down");
-            next.insert(t.name.clone(), now);
+            next.insert(t.name.clone(), due);
             continue;
         }
         if let Some(n) = t.schedule.next_after(now) {
@@ -232,6 +274,7 @@ pub async fn serve(
             _ = stop.changed() => break,
         }
         let now = Utc::now();
+        let won = claim_due(&hooks, &tasks, &next, now);
         for task in tasks.iter().filter(|t| !t.disabled) {
             let Some(due) = next.get(&task.name).copied() else {
                 continue;
@@ -260,6 +303,10 @@ pub async fn serve(
                 .remove(&task.name)
                 .filter(|(d, _)| *d == due)
                 .map(|(_, p)| p);
+            if !won.contains(task.name.as_str()) {
+                tracing::debug!(task = task.name, %due, "this run is another scheduler's");
+                continue;
+            }
             let list = running.entry(task.name.clone()).or_default();
             list.retain(|h| !h.is_finished());
             match task.concurrency {
@@ -481,6 +528,7 @@ mod tests {
             }),
             skipped: Arc::new(|_, _| {}),
             missed: Box::new(|_, _| {}),
+            claim: Box::new(|due| Ok(vec![true; due.len()])),
             tokens: Some(Arc::new(SlowTokens(std::time::Duration::from_millis(1500)))),
         };
         let run_options = Arc::new(RunOptions {

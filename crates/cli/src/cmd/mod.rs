@@ -126,6 +126,7 @@ impl Issuer {
             client: &self.client,
             store: &self.store,
             identity,
+            claim_secs: credkeeper_refresher::DEFAULT_CLAIM_SECS,
         }
     }
 }

@@ -669,6 +669,13 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
                 publish();
             })
         },
+        claim: {
+            let history = history.clone();
+            Box::new(move |due: &[(&str, credkeeper_core::Timestamp)]| {
+                use credkeeper_store::TaskHistory;
+                history.claim_runs(due).map_err(|e| e.to_string())
+            })
+        },
         tokens,
     };
     let (reload_tx, reload_rx) = tokio::sync::watch::channel(0u64);

@@ -613,6 +613,7 @@ async fn revoke(
         client: &client,
         store: broker.store.as_ref(),
         identity: &identity.store_name(),
+        claim_secs: broker.config.refresher.claim_secs,
     };
     let text = match refresher.logout().await {
         Ok((true, None)) => format!("Revoked and deleted the credential for {name}."),
