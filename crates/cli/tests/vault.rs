@@ -192,7 +192,7 @@ fn igwn_robot_get_and_htgettoken_from_pypi_get_tokens_from_the_broker_unmodified
 }
 
 #[test]
-fn a_restarted_broker_forgets_vault_tokens_and_the_clients_log_in_again_with_kerberos() {
+fn a_restarted_broker_keeps_its_vault_tokens_so_the_clients_need_no_new_login() {
     let mut s = site("");
     let keytab = s.kdc.get("KRB5_ROBOT_KEYTAB");
     let out = s.path("bt");
@@ -202,11 +202,20 @@ fn a_restarted_broker_forgets_vault_tokens_and_the_clients_log_in_again_with_ker
     s.broker = start_broker(&s.user, &s.kdc, "state");
     s.server = s.broker.url.replace("https://127.0.0.1", "localhost");
     std::fs::remove_file(&out).unwrap();
-    // igwn-robot-get's lookup-self is refused (403), so it logs in with the keytab again.
-    s.igwn_robot_get(keytab, "robot/ci.example@TEST.REALM", &out, &[])
-        .ok();
-    assert_eq!(claims(&read(&out))["sub"], "ci");
-    // htgettoken asking for a shorter-lived Vault token goes through token/create.
+    // No Kerberos ticket any more: only the Vault token saved before the restart can
+    // authenticate these reads (lookup-self, then the secret; then token/create).
+    std::fs::remove_file(s.path("robot.ccache")).unwrap();
+    s.htgettoken(
+        &out,
+        &["--vaulttokenminttl", "1h", "--scopes", "read:/user/ci"],
+    )
+    .ok();
+    assert_eq!(claims(&read(&out))["scope"], "read:/user/ci");
+    let last = s.audit_lines().pop().unwrap();
+    assert_eq!(
+        (last["robot"].as_str(), last["auth"].as_str()),
+        (Some("ci"), Some("vault-token"))
+    );
     s.htgettoken(&out, &["--vaulttokenttl", "1h", "--scopes", "read:/data"])
         .ok();
     assert_eq!(claims(&read(&out))["scope"], "read:/data");

@@ -244,6 +244,10 @@ pub async fn run(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<boo
     loop {
         let report = pass(&broker, &stop).await;
         tracing::debug!("refresher pass: {report:?}");
+        // Expired Vault tokens and handles go with each pass.
+        if let Err(e) = broker.store.purge_state() {
+            tracing::warn!("cannot forget expired shared state: {e}");
+        }
         if *stop.borrow() {
             return;
         }

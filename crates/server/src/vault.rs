@@ -11,15 +11,15 @@
 //!
 //! Differences from Vault, on purpose: refresh tokens never leave the broker (the OIDC
 //! login hands the client an opaque handle where Vault hands out the refresh token; the
-//! client posts it back and the broker recognises it), and Vault tokens live in memory
-//! only (a restarted broker answers 403 and the clients log in again, as they do when a
-//! Vault token expires). Robots get tokens under their own policy, as through the native
+//! client posts it back and the broker recognises it). Vault tokens and handles are kept in
+//! the store's shared state (as digests, their sessions sealed), so they outlive a restart
+//! and every broker sharing the store honours them. Robots get tokens under their own policy, as through the native
 //! API: the Vault path selects the provider and the credential, not the rights.
 
 use crate::auth::{Caller, Method};
 use crate::broker::{Broker, Code, Refusal, TokenAsk};
 use crate::device::Polled;
-use crate::web::{digest, lock, random};
+use crate::web::{digest, random};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -27,10 +27,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use credkeeper_core::{Jwt, Secret, Timestamp, parse_seconds};
-use serde::Deserialize;
+use credkeeper_store::Store;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Sessions beyond this many: expired ones are swept first, then the oldest refused.
 const SESSIONS_MAX: usize = 100_000;
@@ -53,46 +53,64 @@ pub fn router() -> Router<Arc<Broker>> {
 }
 
 /// Who a Vault token speaks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum Identity {
     Robot(String),
     /// A user who logged in through `auth_url`; the name is their credkey.
     User(String),
 }
 
+/// What a Vault token stands for, as kept (sealed) in the shared state.
+#[derive(Serialize, Deserialize)]
 struct Session {
     identity: Identity,
-    expires: Timestamp,
     policies: Vec<String>,
 }
 
-#[derive(Default)]
+/// Shared-state kinds: SHA-256 of a Vault token → its session; of a handle → the user
+/// whose refresh token it stands for.
+const TOKENS: &str = "vault-token";
+const HANDLES: &str = "vault-handle";
+
+/// The Vault API's tokens and handles, in the store every broker of a fleet shares.
 pub struct VaultState {
-    /// SHA-256 of the Vault token → session.
-    sessions: Mutex<HashMap<[u8; 32], Session>>,
-    /// SHA-256 of a handle → the user whose refresh token it stands for.
-    handles: Mutex<HashMap<[u8; 32], (String, Timestamp)>>,
+    store: Arc<dyn Store>,
+}
+
+/// The shared-state id of a bearer secret: its digest, never the secret.
+fn id_of(secret: &str) -> String {
+    digest(secret).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unavailable(e: credkeeper_store::StoreError) -> Failure {
+    tracing::error!("Vault API: the store: {e}");
+    Failure::new(503, "the broker's store is unavailable; try again later")
 }
 
 impl VaultState {
+    pub fn new(store: Arc<dyn Store>) -> VaultState {
+        VaultState { store }
+    }
+
     fn open(&self, identity: Identity, ttl: i64, policies: Vec<String>) -> Result<String, Failure> {
-        let token = format!("hvs.{}", random());
-        let now = Timestamp::now();
-        let mut sessions = lock(&self.sessions);
-        if sessions.len() >= SESSIONS_MAX {
-            sessions.retain(|_, s| s.expires > now);
-            if sessions.len() >= SESSIONS_MAX {
+        if self.store.count_state(TOKENS).map_err(unavailable)? >= SESSIONS_MAX {
+            self.store.purge_state().map_err(unavailable)?;
+            if self.store.count_state(TOKENS).map_err(unavailable)? >= SESSIONS_MAX {
                 return Err(Failure::new(503, "too many Vault tokens; try again later"));
             }
         }
-        sessions.insert(
-            digest(&token),
-            Session {
-                identity,
-                expires: now.plus_secs(ttl),
-                policies,
-            },
-        );
+        let token = format!("hvs.{}", random());
+        let session = serde_json::to_vec(&Session { identity, policies })
+            .map_err(|e| Failure::new(500, e.to_string()))?;
+        self.store
+            .put_state(
+                TOKENS,
+                &id_of(&token),
+                &session,
+                Timestamp::now().plus_secs(ttl),
+            )
+            .map_err(unavailable)?;
         Ok(token)
     }
 
@@ -102,16 +120,35 @@ impl VaultState {
             .get("x-vault-token")
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| Failure::new(403, "permission denied: no X-Vault-Token"))?;
-        let sessions = lock(&self.sessions);
-        match sessions.get(&digest(token)) {
-            Some(s) if s.expires > Timestamp::now() => {
-                Ok((s.identity.clone(), s.expires, s.policies.clone()))
-            }
-            _ => Err(Failure::new(
-                403,
-                "permission denied: unknown or expired token",
-            )),
-        }
+        let unknown = || Failure::new(403, "permission denied: unknown or expired token");
+        let (value, expires) = self
+            .store
+            .state(TOKENS, &id_of(token))
+            .map_err(unavailable)?
+            .ok_or_else(unknown)?;
+        let session: Session = serde_json::from_slice(&value).map_err(|_| unknown())?;
+        Ok((session.identity, expires, session.policies))
+    }
+
+    /// Remember that `handle` stands for `user`'s refresh token, for [`HANDLE_SECS`].
+    fn give_handle(&self, handle: &str, user: &str) -> Result<(), Failure> {
+        self.store
+            .put_state(
+                HANDLES,
+                &id_of(handle),
+                user.as_bytes(),
+                Timestamp::now().plus_secs(HANDLE_SECS),
+            )
+            .map_err(unavailable)
+    }
+
+    /// The user a handle was given for; a handle is taken once.
+    fn take_handle(&self, handle: &str) -> Result<Option<String>, Failure> {
+        Ok(self
+            .store
+            .take_state(HANDLES, &id_of(handle))
+            .map_err(unavailable)?
+            .and_then(|(user, _)| String::from_utf8(user).ok()))
     }
 }
 
@@ -500,11 +537,9 @@ async fn store_secret(
     let credkey = credkey_role
         .rsplit_once(':')
         .map_or(credkey_role.as_str(), |(c, _)| c);
-    let known = lock(&broker.vault.handles).remove(&digest(&handle));
+    let known = broker.vault.take_handle(&handle)?;
     match (identity, known) {
-        (Identity::User(user), Some((owner, expires)))
-            if owner == user && credkey == user && expires > Timestamp::now() =>
-        {
+        (Identity::User(user), Some(owner)) if owner == user && credkey == user => {
             Ok(StatusCode::NO_CONTENT)
         }
         _ => Err(Failure::new(
@@ -615,10 +650,7 @@ async fn poll(State(broker): State<Arc<Broker>>, body: Bytes) -> Result<Json<Val
     let identity = crate::web::Identity::User(user.clone()).store_name();
     broker.keep_login(&identity, &client, &response)?;
     let handle = format!("{HANDLE_PREFIX}{}", random());
-    lock(&broker.vault.handles).insert(
-        digest(&handle),
-        (user.clone(), Timestamp::now().plus_secs(HANDLE_SECS)),
-    );
+    broker.vault.give_handle(&handle, &user)?;
     let ttl = broker.config.vault.token_ttl;
     let policies = vec!["default".to_string(), format!("user-{user}")];
     let token = broker

@@ -168,8 +168,34 @@ pub trait TaskSecrets: Send + Sync {
     fn task_secret_names(&self) -> Result<Vec<(String, Timestamp)>, StoreError>;
 }
 
+/// Short-lived state that every broker sharing the store must see alike (Vault tokens,
+/// logins in flight, one-time links): entries of a `kind`, under an `id` that is never a
+/// secret itself (a digest of one, or a random handle), with a sealed value and an expiry.
+/// An expired entry is never returned.
+pub trait SharedState: Send + Sync {
+    /// Keep `value` under (`kind`, `id`) until `expires`, replacing what was there.
+    fn put_state(
+        &self,
+        kind: &str,
+        id: &str,
+        value: &[u8],
+        expires: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// The value and its expiry.
+    fn state(&self, kind: &str, id: &str) -> Result<Option<(Vec<u8>, Timestamp)>, StoreError>;
+    /// Remove and return the entry: of several callers at once, exactly one gets it
+    /// (single-use links and handles).
+    fn take_state(&self, kind: &str, id: &str) -> Result<Option<(Vec<u8>, Timestamp)>, StoreError>;
+    /// Returns whether there was something to delete.
+    fn delete_state(&self, kind: &str, id: &str) -> Result<bool, StoreError>;
+    /// How many live entries of `kind` there are (for limits).
+    fn count_state(&self, kind: &str) -> Result<usize, StoreError>;
+    /// Forget every expired entry; returns how many went.
+    fn purge_state(&self) -> Result<usize, StoreError>;
+}
+
 /// Everything a backend keeps, for the code that wires one up and hands out the parts:
 /// an `Arc<dyn Store>` coerces to any one of them.
-pub trait Store: CredentialStore + RobotSecrets + TaskHistory + TaskSecrets {}
+pub trait Store: CredentialStore + RobotSecrets + TaskHistory + TaskSecrets + SharedState {}
 
-impl<T: CredentialStore + RobotSecrets + TaskHistory + TaskSecrets> Store for T {}
+impl<T: CredentialStore + RobotSecrets + TaskHistory + TaskSecrets + SharedState> Store for T {}

@@ -16,8 +16,8 @@ mod seal;
 mod sqlite;
 
 pub use backend::{
-    CachedToken, Claim, CredentialKey, CredentialStore, Health, RobotSecrets, Store, StoreError,
-    StoredCredential, TaskHistory, TaskRun, TaskSecrets,
+    CachedToken, Claim, CredentialKey, CredentialStore, Health, RobotSecrets, SharedState, Store,
+    StoreError, StoredCredential, TaskHistory, TaskRun, TaskSecrets,
 };
 pub use seal::{KeyRing, SealError};
 pub use sqlite::SqliteStore;

@@ -1,8 +1,8 @@
 //! The embedded backend: one SQLite file under the state directory.
 
 use crate::backend::{
-    CachedToken, Claim, CredentialKey, CredentialStore, Health, RobotSecrets, StoreError,
-    StoredCredential, TaskHistory, TaskRun, TaskSecrets,
+    CachedToken, Claim, CredentialKey, CredentialStore, Health, RobotSecrets, SharedState,
+    StoreError, StoredCredential, TaskHistory, TaskRun, TaskSecrets,
 };
 use crate::seal::KeyRing;
 use credkeeper_core::{Secret, Timestamp};
@@ -63,10 +63,24 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (task, due)
      );
      CREATE INDEX task_claim_by_age ON task_claim (claimed_at);",
+    "CREATE TABLE shared_state (
+        kind       TEXT NOT NULL,
+        id         TEXT NOT NULL,
+        key_id     TEXT NOT NULL,
+        sealed     BLOB NOT NULL,
+        expires    INTEGER NOT NULL,
+        PRIMARY KEY (kind, id)
+     );
+     CREATE INDEX shared_state_by_expiry ON shared_state (expires);",
 ];
 
 /// Task claims older than this are forgotten: a due time that far back is never run again.
 const TASK_CLAIM_KEEP_SECS: i64 = 30 * 86_400;
+
+/// Associated data of a shared-state entry: a value cannot be moved to another entry.
+fn state_aad(kind: &str, id: &str) -> Vec<u8> {
+    format!("state:{kind}\0{id}").into_bytes()
+}
 
 /// Associated data of a task secret: its value cannot be moved under another name.
 fn task_secret_aad(name: &str) -> Vec<u8> {
@@ -592,6 +606,111 @@ impl TaskSecrets for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    fn open_state(
+        &self,
+        kind: &str,
+        id: &str,
+        row: Option<(String, Vec<u8>, i64)>,
+    ) -> Result<Option<(Vec<u8>, Timestamp)>, StoreError> {
+        let Some((key_id, sealed, expires)) = row else {
+            return Ok(None);
+        };
+        let value = self
+            .keys
+            .open(&key_id, &sealed, &state_aad(kind, id))
+            .map_err(|_| StoreError::Undecryptable {
+                issuer: format!("shared state {kind}"),
+            })?;
+        Ok(Some((value, Timestamp::from_unix(expires))))
+    }
+}
+
+impl SharedState for SqliteStore {
+    fn put_state(
+        &self,
+        kind: &str,
+        id: &str,
+        value: &[u8],
+        expires: Timestamp,
+    ) -> Result<(), StoreError> {
+        let sealed = self.keys.seal(value, &state_aad(kind, id))?;
+        self.conn()
+            .execute(
+                "INSERT INTO shared_state (kind, id, key_id, sealed, expires) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (kind, id) DO UPDATE SET key_id = excluded.key_id,
+                   sealed = excluded.sealed, expires = excluded.expires",
+                params![kind, id, sealed.key_id, sealed.bytes, expires.unix()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn state(&self, kind: &str, id: &str) -> Result<Option<(Vec<u8>, Timestamp)>, StoreError> {
+        let row = self
+            .conn()
+            .prepare_cached(
+                "SELECT key_id, sealed, expires FROM shared_state
+                 WHERE kind = ?1 AND id = ?2 AND expires > ?3",
+            )
+            .and_then(|mut q| {
+                q.query_row(params![kind, id, Timestamp::now().unix()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
+            })
+            .map_err(|e| self.err(e))?;
+        self.open_state(kind, id, row)
+    }
+
+    fn take_state(&self, kind: &str, id: &str) -> Result<Option<(Vec<u8>, Timestamp)>, StoreError> {
+        // One statement: of two takers, the second finds nothing to delete.
+        let row = self
+            .conn()
+            .query_row(
+                "DELETE FROM shared_state WHERE kind = ?1 AND id = ?2 AND expires > ?3
+                 RETURNING key_id, sealed, expires",
+                params![kind, id, Timestamp::now().unix()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        self.open_state(kind, id, row)
+    }
+
+    fn delete_state(&self, kind: &str, id: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM shared_state WHERE kind = ?1 AND id = ?2",
+                params![kind, id],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n > 0)
+    }
+
+    fn count_state(&self, kind: &str) -> Result<usize, StoreError> {
+        let n: i64 = self
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM shared_state WHERE kind = ?1 AND expires > ?2",
+                params![kind, Timestamp::now().unix()],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    fn purge_state(&self) -> Result<usize, StoreError> {
+        self.conn()
+            .execute(
+                "DELETE FROM shared_state WHERE expires <= ?1",
+                params![Timestamp::now().unix()],
+            )
+            .map_err(|e| self.err(e))
+    }
+}
+
 struct Row {
     key_id: String,
     sealed: Vec<u8>,
@@ -851,6 +970,46 @@ mod tests {
                 .unwrap(),
             [false, true, true]
         );
+    }
+
+    #[test]
+    fn shared_state_is_sealed_expires_and_is_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let later = Timestamp::now().plus_secs(600);
+        store
+            .put_state("vault-token", "d1", b"session-value-canary", later)
+            .unwrap();
+        store
+            .put_state("vault-token", "gone", b"x", Timestamp::now().plus_secs(-1))
+            .unwrap();
+        assert_eq!(
+            store.state("vault-token", "d1").unwrap(),
+            Some((b"session-value-canary".to_vec(), later))
+        );
+        assert_eq!(store.state("vault-token", "gone").unwrap(), None);
+        assert_eq!(store.state("web-link", "d1").unwrap(), None);
+        assert_eq!(store.count_state("vault-token").unwrap(), 1);
+        let db = std::fs::read(dir.path().join("credentials.db")).unwrap();
+        let wal = std::fs::read(dir.path().join("credentials.db-wal")).unwrap_or_default();
+        for bytes in [db, wal] {
+            assert!(!bytes.windows(20).any(|w| w == b"session-value-canary"));
+        }
+        // Single use across handles: of six takers, one gets it.
+        let takers: usize = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..6)
+                .map(|_| {
+                    s.spawn(|| {
+                        let store = SqliteStore::open(dir.path()).unwrap();
+                        store.take_state("vault-token", "d1").unwrap().is_some() as usize
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).sum()
+        });
+        assert_eq!(takers, 1);
+        assert_eq!(store.purge_state().unwrap(), 1);
+        assert!(!store.delete_state("vault-token", "gone").unwrap());
     }
 
     #[test]
