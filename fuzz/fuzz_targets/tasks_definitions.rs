@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let options = Options {
         runner: vec!["rucio-task-manager".into()],
-        secret_dirs: vec![],
+        ..Options::default()
     };
     let Ok(tasks) = definition::parse("fuzz.yaml", text, &options) else {
         return;

@@ -21,6 +21,7 @@ pub mod keeper;
 pub mod metrics;
 pub mod registry_token;
 pub mod robots;
+pub mod shared;
 pub mod tls;
 pub mod vault;
 pub mod web;

@@ -19,7 +19,8 @@
 use crate::auth::{Caller, Method};
 use crate::broker::{Broker, Code, Refusal, TokenAsk};
 use crate::device::Polled;
-use crate::web::{digest, random};
+use crate::shared::Shared;
+use crate::web::random;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -27,7 +28,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use credkeeper_core::{Jwt, Secret, Timestamp, parse_seconds};
-use credkeeper_store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -68,19 +68,14 @@ struct Session {
     policies: Vec<String>,
 }
 
-/// Shared-state kinds: SHA-256 of a Vault token → its session; of a handle → the user
-/// whose refresh token it stands for.
+/// Shared-state kinds: a Vault token → its session; a handle → the user whose refresh
+/// token it stands for.
 const TOKENS: &str = "vault-token";
 const HANDLES: &str = "vault-handle";
 
 /// The Vault API's tokens and handles, in the store every broker of a fleet shares.
 pub struct VaultState {
-    store: Arc<dyn Store>,
-}
-
-/// The shared-state id of a bearer secret: its digest, never the secret.
-fn id_of(secret: &str) -> String {
-    digest(secret).iter().map(|b| format!("{b:02x}")).collect()
+    shared: Shared,
 }
 
 fn unavailable(e: credkeeper_store::StoreError) -> Failure {
@@ -89,27 +84,23 @@ fn unavailable(e: credkeeper_store::StoreError) -> Failure {
 }
 
 impl VaultState {
-    pub fn new(store: Arc<dyn Store>) -> VaultState {
-        VaultState { store }
+    pub fn new(shared: Shared) -> VaultState {
+        VaultState { shared }
     }
 
     fn open(&self, identity: Identity, ttl: i64, policies: Vec<String>) -> Result<String, Failure> {
-        if self.store.count_state(TOKENS).map_err(unavailable)? >= SESSIONS_MAX {
-            self.store.purge_state().map_err(unavailable)?;
-            if self.store.count_state(TOKENS).map_err(unavailable)? >= SESSIONS_MAX {
-                return Err(Failure::new(503, "too many Vault tokens; try again later"));
-            }
+        if !self
+            .shared
+            .below(TOKENS, SESSIONS_MAX)
+            .map_err(unavailable)?
+        {
+            return Err(Failure::new(503, "too many Vault tokens; try again later"));
         }
         let token = format!("hvs.{}", random());
-        let session = serde_json::to_vec(&Session { identity, policies })
-            .map_err(|e| Failure::new(500, e.to_string()))?;
-        self.store
-            .put_state(
-                TOKENS,
-                &id_of(&token),
-                &session,
-                Timestamp::now().plus_secs(ttl),
-            )
+        let session = Session { identity, policies };
+        let expires = Timestamp::now().plus_secs(ttl);
+        self.shared
+            .put(TOKENS, &token, &session, expires)
             .map_err(unavailable)?;
         Ok(token)
     }
@@ -120,35 +111,29 @@ impl VaultState {
             .get("x-vault-token")
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| Failure::new(403, "permission denied: no X-Vault-Token"))?;
-        let unknown = || Failure::new(403, "permission denied: unknown or expired token");
-        let (value, expires) = self
-            .store
-            .state(TOKENS, &id_of(token))
+        let (session, expires): (Session, _) = self
+            .shared
+            .get(TOKENS, token)
             .map_err(unavailable)?
-            .ok_or_else(unknown)?;
-        let session: Session = serde_json::from_slice(&value).map_err(|_| unknown())?;
+            .ok_or_else(|| Failure::new(403, "permission denied: unknown or expired token"))?;
         Ok((session.identity, expires, session.policies))
     }
 
     /// Remember that `handle` stands for `user`'s refresh token, for [`HANDLE_SECS`].
     fn give_handle(&self, handle: &str, user: &str) -> Result<(), Failure> {
-        self.store
-            .put_state(
-                HANDLES,
-                &id_of(handle),
-                user.as_bytes(),
-                Timestamp::now().plus_secs(HANDLE_SECS),
-            )
+        let expires = Timestamp::now().plus_secs(HANDLE_SECS);
+        self.shared
+            .put(HANDLES, handle, &user, expires)
             .map_err(unavailable)
     }
 
     /// The user a handle was given for; a handle is taken once.
     fn take_handle(&self, handle: &str) -> Result<Option<String>, Failure> {
         Ok(self
-            .store
-            .take_state(HANDLES, &id_of(handle))
+            .shared
+            .take(HANDLES, handle)
             .map_err(unavailable)?
-            .and_then(|(user, _)| String::from_utf8(user).ok()))
+            .map(|(user, _)| user))
     }
 }
 

@@ -15,6 +15,7 @@ mod target;
 
 use crate::broker::{Broker, Code, Refusal};
 use crate::http::Robot;
+use crate::shared::Shared;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -25,9 +26,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use credkeeper_core::{Jwt, Secret, Timestamp};
 use credkeeper_credmon::keyfile::{self, KeyAd};
 use credkeeper_oidc::{OidcError, Pkce};
+use credkeeper_store::StoreError;
 use error::WebError;
-use serde::Deserialize;
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use target::targets;
 
@@ -37,7 +38,8 @@ const PENDING_SECS: i64 = 600;
 const COOKIE: &str = "ck_session";
 
 /// Whose credentials a session manages.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Identity {
     User(String),
     Robot(String),
@@ -66,28 +68,40 @@ impl Identity {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 struct Session {
     identity: Identity,
     csrf: String,
-    expires: Timestamp,
     flash: Option<String>,
 }
 
+#[derive(Serialize, Deserialize)]
 struct Pending {
     session: String,
     provider: String,
     redirect: String,
-    pkce: Pkce,
+    pkce_verifier: String,
+    pkce_challenge: String,
     nonce: String,
-    expires: Timestamp,
 }
 
-#[derive(Default)]
+/// Shared-state kinds: a link token → the identity it signs in; a session cookie → the
+/// session; a login's `state` → the login in flight. In the store, so any broker sharing
+/// it honours a link, a cookie or a provider's return that another one made.
+const LINKS: &str = "web-link";
+const SESSIONS: &str = "web-session";
+const PENDING: &str = "web-login";
+
 pub struct WebState {
-    /// SHA-256 of the link token → identity and expiry. Removed when used.
-    links: Mutex<HashMap<[u8; 32], (Identity, Timestamp)>>,
-    sessions: Mutex<HashMap<String, Session>>,
-    pending: Mutex<HashMap<String, Pending>>,
+    shared: Shared,
+}
+
+fn store_down(e: StoreError) -> PageError {
+    tracing::error!("web pages: the store: {e}");
+    error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The broker's store is unavailable; try again in a moment.",
+    )
 }
 
 pub(crate) fn random() -> String {
@@ -106,20 +120,37 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl WebState {
-    /// Mint a one-time link token for `identity`.
-    pub fn mint(&self, identity: Identity) -> String {
-        let token = random();
-        let now = Timestamp::now();
-        let mut links = lock(&self.links);
-        links.retain(|_, (_, exp)| *exp > now);
-        links.insert(digest(&token), (identity, now.plus_secs(LINK_SECS)));
-        token
+    pub fn new(shared: Shared) -> WebState {
+        WebState { shared }
     }
 
-    /// Use up a link: valid once, before it expires.
-    fn redeem(&self, token: &str) -> Option<Identity> {
-        let (identity, expires) = lock(&self.links).remove(&digest(token))?;
-        (expires > Timestamp::now()).then_some(identity)
+    /// Mint a one-time link token for `identity`.
+    pub fn mint(&self, identity: Identity) -> Result<String, StoreError> {
+        let token = random();
+        let expires = Timestamp::now().plus_secs(LINK_SECS);
+        self.shared.put(LINKS, &token, &identity, expires)?;
+        Ok(token)
+    }
+
+    /// Use up a link: valid once across every broker, before it expires.
+    fn redeem(&self, token: &str) -> Result<Option<Identity>, StoreError> {
+        Ok(self
+            .shared
+            .take(LINKS, token)?
+            .map(|(identity, _)| identity))
+    }
+
+    fn session(&self, id: &str) -> Result<Option<(Session, Timestamp)>, StoreError> {
+        self.shared.get(SESSIONS, id)
+    }
+
+    fn save_session(
+        &self,
+        id: &str,
+        session: &Session,
+        expires: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.shared.put(SESSIONS, id, session, expires)
     }
 }
 
@@ -176,7 +207,13 @@ async fn mint_link(
             Identity::User(user)
         }
     };
-    let token = broker.web.mint(identity.clone());
+    let token = broker.web.mint(identity.clone()).map_err(|e| {
+        tracing::error!("login links: the store: {e}");
+        Refusal::new(
+            Code::Busy,
+            "the broker's store is unavailable; try again later",
+        )
+    })?;
     Ok(Json(serde_json::json!({
         "url": format!("{}/login/{token}", broker.issuer.url()),
         "expires_in": LINK_SECS,
@@ -249,7 +286,11 @@ fn esc(s: &str) -> String {
 }
 
 async fn open_link(State(broker): State<Arc<Broker>>, Path(token): Path<String>) -> Response {
-    let Some(identity) = broker.web.redeem(&token) else {
+    let identity = match broker.web.redeem(&token) {
+        Ok(identity) => identity,
+        Err(e) => return store_down(e).into_response(),
+    };
+    let Some(identity) = identity else {
         return error_page(
             StatusCode::FORBIDDEN,
             "This login link is not valid: it was already used, it expired, or it never existed. Ask for a new one.",
@@ -262,15 +303,15 @@ async fn open_link(State(broker): State<Arc<Broker>>, Path(token): Path<String>)
 /// A new session for `identity`: the cookie, and off to the credential page.
 fn start_session(broker: &Broker, identity: Identity) -> Response {
     let id = random();
-    lock(&broker.web.sessions).insert(
-        id.clone(),
-        Session {
-            identity,
-            csrf: random(),
-            expires: Timestamp::now().plus_secs(SESSION_SECS),
-            flash: None,
-        },
-    );
+    let session = Session {
+        identity,
+        csrf: random(),
+        flash: None,
+    };
+    let expires = Timestamp::now().plus_secs(SESSION_SECS);
+    if let Err(e) = broker.web.save_session(&id, &session, expires) {
+        return store_down(e).into_response();
+    }
     let secure = if broker.issuer.url().starts_with("https://") {
         "; Secure"
     } else {
@@ -285,18 +326,18 @@ fn start_session(broker: &Broker, identity: Identity) -> Response {
     r
 }
 
-/// The session of the request, if valid (and not expired).
-fn with_session<T>(
+/// The session of the request (its cookie's id and the session), if valid and not expired.
+fn with_session(
     broker: &Broker,
     headers: &HeaderMap,
-    f: impl FnOnce(&str, &mut Session) -> T,
-) -> Option<T> {
-    let id = session_id(headers)?;
-    let mut sessions = lock(&broker.web.sessions);
-    let now = Timestamp::now();
-    sessions.retain(|_, s| s.expires > now);
-    let s = sessions.get_mut(&id)?;
-    Some(f(&id, s))
+) -> Result<(String, Session, Timestamp), PageError> {
+    let id = session_id(headers).ok_or_else(no_session)?;
+    let (session, expires) = broker
+        .web
+        .session(&id)
+        .map_err(store_down)?
+        .ok_or_else(no_session)?;
+    Ok((id, session, expires))
 }
 
 /// A CredD key file's ads. The name must be the CredD's 64 hex digits, and the file a
@@ -341,11 +382,17 @@ fn no_session() -> PageError {
 }
 
 async fn page(State(broker): State<Arc<Broker>>, headers: HeaderMap) -> Response {
-    let Some((identity, csrf, flash)) = with_session(&broker, &headers, |_, s| {
-        (s.identity.clone(), s.csrf.clone(), s.flash.take())
-    }) else {
-        return no_session().into_response();
+    let (id, mut session, expires) = match with_session(&broker, &headers) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
     };
+    let flash = session.flash.take();
+    if flash.is_some()
+        && let Err(e) = broker.web.save_session(&id, &session, expires)
+    {
+        return store_down(e).into_response();
+    }
+    let Session { identity, csrf, .. } = session;
     let mut body = format!("<p id=\"who\">Signed in as {}</p>", esc(&identity.label()));
     if let Some(f) = flash {
         body.push_str(&format!("<p class=\"flash\">{}</p>", esc(&f)));
@@ -393,17 +440,15 @@ fn checked(
     headers: &HeaderMap,
     form: &CsrfForm,
 ) -> Result<(String, Identity), PageError> {
-    with_session(broker, headers, |id, s| {
-        aws_lc_rs::constant_time::verify_slices_are_equal(s.csrf.as_bytes(), form.csrf.as_bytes())
-            .map(|_| (id.to_string(), s.identity.clone()))
-            .map_err(|_| {
-                error_page(
-                    StatusCode::FORBIDDEN,
-                    "The form is stale or was not sent by this page; go back and try again.",
-                )
-            })
-    })
-    .unwrap_or_else(|| Err(no_session()))
+    let (id, s, _) = with_session(broker, headers)?;
+    aws_lc_rs::constant_time::verify_slices_are_equal(s.csrf.as_bytes(), form.csrf.as_bytes())
+        .map(|_| (id, s.identity))
+        .map_err(|_| {
+            error_page(
+                StatusCode::FORBIDDEN,
+                "The form is stale or was not sent by this page; go back and try again.",
+            )
+        })
 }
 
 fn target_of<'a>(
@@ -449,20 +494,20 @@ async fn start_login(
     url.query_pairs_mut()
         .append_pair("nonce", &nonce)
         .extend_pairs(t.extra_params());
-    let now = Timestamp::now();
-    let mut pending = lock(&broker.web.pending);
-    pending.retain(|_, x| x.expires > now);
-    pending.insert(
-        state,
-        Pending {
-            session,
-            provider: t.name(),
-            redirect,
-            pkce,
-            nonce,
-            expires: now.plus_secs(PENDING_SECS),
-        },
-    );
+    let pending = Pending {
+        session,
+        provider: t.name(),
+        redirect,
+        pkce_verifier: pkce.verifier.expose().to_string(),
+        pkce_challenge: pkce.challenge,
+        nonce,
+    };
+    let expires = Timestamp::now().plus_secs(PENDING_SECS);
+    broker
+        .web
+        .shared
+        .put(PENDING, &state, &pending, expires)
+        .map_err(store_down)?;
     Ok(Redirect::to(url.as_str()).into_response())
 }
 
@@ -474,9 +519,16 @@ struct CallbackQuery {
     error_description: Option<String>,
 }
 
-fn set_flash(broker: &Broker, session: &str, text: String) {
-    if let Some(s) = lock(&broker.web.sessions).get_mut(session) {
-        s.flash = Some(text);
+fn set_flash(broker: &Broker, id: &str, text: String) {
+    let saved = broker.web.session(id).and_then(|found| match found {
+        Some((mut session, expires)) => {
+            session.flash = Some(text);
+            broker.web.save_session(id, &session, expires)
+        }
+        None => Ok(()),
+    });
+    if let Err(e) = saved {
+        tracing::error!("web pages: the store: {e}");
     }
 }
 
@@ -499,33 +551,35 @@ async fn callback(
     let state = q
         .state
         .ok_or_else(|| error_page(StatusCode::BAD_REQUEST, "The provider sent no state."))?;
-    let pending = {
-        let mut all = lock(&broker.web.pending);
-        let entry = all.get(&state).ok_or_else(|| {
-            error_page(
-                StatusCode::BAD_REQUEST,
-                "This login was not started here, or it took too long. Start it again.",
-            )
-        })?;
-        // The login must finish in the browser session that started it; another
-        // browser presenting the state neither finishes nor cancels it.
-        if session_id(&headers).as_deref() != Some(entry.session.as_str()) {
-            return Err(error_page(
-                StatusCode::FORBIDDEN,
-                "This login was started in another browser session.",
-            ));
-        }
-        all.remove(&state)
-            .filter(|p| p.expires > Timestamp::now())
-            .ok_or_else(|| {
-                error_page(
-                    StatusCode::BAD_REQUEST,
-                    "This login took too long. Start it again.",
-                )
-            })?
+    let too_long = || {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "This login was not started here, or it took too long. Start it again.",
+        )
     };
-    let identity =
-        with_session(&broker, &headers, |_, s| s.identity.clone()).ok_or_else(no_session)?;
+    let (entry, _): (Pending, _) = broker
+        .web
+        .shared
+        .get(PENDING, &state)
+        .map_err(store_down)?
+        .ok_or_else(too_long)?;
+    // The login must finish in the browser session that started it; another browser
+    // presenting the state neither finishes nor cancels it.
+    if session_id(&headers).as_deref() != Some(entry.session.as_str()) {
+        return Err(error_page(
+            StatusCode::FORBIDDEN,
+            "This login was started in another browser session.",
+        ));
+    }
+    // Taken once: a provider's return replayed (at this broker or another) finds nothing.
+    let (pending, _): (Pending, _) = broker
+        .web
+        .shared
+        .take(PENDING, &state)
+        .map_err(store_down)?
+        .ok_or_else(too_long)?;
+    let (_, session, _) = with_session(&broker, &headers)?;
+    let identity = session.identity;
     let outcome = finish_login(
         &broker,
         &identity,
@@ -562,7 +616,14 @@ async fn finish_login(
         target_of(broker, identity, &pending.provider).map_err(|e| WebError::Broker(e.message))?;
     let client = t.client(broker).await?;
     let response = client
-        .exchange_code(&code, &pending.redirect, &pending.pkce)
+        .exchange_code(
+            &code,
+            &pending.redirect,
+            &Pkce {
+                verifier: Secret::new(pending.pkce_verifier.clone()),
+                challenge: pending.pkce_challenge.clone(),
+            },
+        )
         .await?;
     // Received straight from the token endpoint, so its signature need not be checked
     // (OIDC Core §3.1.3.7); its nonce must still be ours.
