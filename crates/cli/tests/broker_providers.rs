@@ -302,3 +302,50 @@ fn an_unreachable_provider_holds_up_nothing_else() {
         "shutdown is not held up"
     );
 }
+
+#[test]
+fn three_brokers_sharing_a_store_refresh_each_rotating_token_once_at_a_time() {
+    // Tokens live 4 s, every refresh rotates the refresh token, and each broker's refresher
+    // runs every second: without claims the brokers would use one refresh token twice,
+    // and the provider would answer invalid_grant and revoke the grant.
+    let op = Op::start_with(&[("OP_AT_TTL", "4"), ("OP_RT_ROTATE", "always")]);
+    let s = Setup::new(&op);
+    s.robot_login(&op);
+    let first = s.start();
+    let brokers = [first, s.start(), s.start()];
+    wait_until(
+        "six refreshes across the brokers",
+        Duration::from_secs(40),
+        || {
+            brokers
+                .iter()
+                .map(|b| {
+                    metric(
+                        b,
+                        "credkeeper_refreshes_total{provider=\"op\",outcome=\"ok\"}",
+                    )
+                })
+                .sum::<f64>()
+                >= 6.0
+        },
+    );
+    let log = op.log();
+    let refreshes = log
+        .lines()
+        .filter(|l| l.contains("grant.success") && l.contains("grant_type=refresh_token"))
+        .count();
+    assert!(refreshes >= 6, "{log}");
+    assert!(
+        !log.contains("invalid_grant"),
+        "a refresh token was used twice:\n{log}"
+    );
+    for broker in &brokers {
+        assert_eq!(metric(broker, "credkeeper_credentials_needing_login"), 0.0);
+        let (code, body) = s.ask(
+            broker,
+            "ci",
+            r#"{"provider":"op","scopes":"read","minsecs":1}"#,
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+}

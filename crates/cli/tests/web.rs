@@ -382,3 +382,31 @@ fn a_credd_key_file_login_writes_the_credential_directory_like_the_credmon_web_a
         run.stderr
     );
 }
+
+#[test]
+fn brokers_sharing_a_store_honour_each_others_links_and_sessions_once() {
+    let op = Op::start();
+    let user = User::new();
+    let a = setup(&op, &user);
+    let config = user.path("broker.toml");
+    let b = Broker::start(
+        &user,
+        &user.path("state"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let url = link(&user, &a, "ci", &[]).ok().stdout.trim().to_string();
+    let token = url.rsplit('/').next().unwrap();
+
+    // Minted at A, opened at B; the session cookie B set is good at A too.
+    let browser = Jar::new();
+    let opened = browser.request("GET", &format!("{}/login/{token}", b.url), &[]);
+    assert_eq!(opened.status, 303);
+    let page = browser.request("GET", &format!("{}/web", a.url), &[]);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Signed in as robot ci"), "{}", page.body);
+    // Used once, at either.
+    for broker in [&a, &b] {
+        let again = Jar::new().request("GET", &format!("{}/login/{token}", broker.url), &[]);
+        assert_eq!(again.status, 403, "{}", again.body);
+    }
+}

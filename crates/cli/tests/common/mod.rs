@@ -86,6 +86,11 @@ impl Op {
         self.get("OP_ISSUER")
     }
 
+    /// The provider's log: requests, grants and their errors (never token values).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("op/op.log")).unwrap_or_default()
+    }
+
     /// `--issuer … --client-id robot-client --client-secret-file SECRET`: this provider's
     /// confidential robot client (its secret is `robot-secret`).
     pub fn robot_client_args<'a>(&'a self, secret: &'a Path) -> [&'a str; 6] {
