@@ -349,3 +349,46 @@ fn three_brokers_sharing_a_store_refresh_each_rotating_token_once_at_a_time() {
         assert_eq!(code, 200, "{body}");
     }
 }
+
+#[test]
+fn a_robots_device_login_started_at_one_broker_finishes_at_another() {
+    let op = Op::start();
+    let s = Setup::new(&op);
+    let a = s.start();
+    let b = s.start();
+    let secret = read(&s.user.path("ci.secret"));
+    let auth = Some(("ci", secret.trim()));
+    let (code, text) = a.http("POST", "/api/v1/logins", auth, Some(r#"{"provider":"op"}"#));
+    assert_eq!(code, 200, "{text}");
+    let started: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let state = started["state"].as_str().unwrap();
+    // Another robot cannot poll it, at either broker.
+    let other = read(&s.user.path("other.secret"));
+    let (code, _) = b.http(
+        "POST",
+        &format!("/api/v1/logins/{state}"),
+        Some(("other", other.trim())),
+        None,
+    );
+    assert_eq!(code, 400);
+    approve_device(&op, started["user_code"].as_str().unwrap(), "alice");
+    let mut done = serde_json::Value::Null;
+    wait_until("the login to finish at B", Duration::from_secs(30), || {
+        let (code, text) = b.http("POST", &format!("/api/v1/logins/{state}"), auth, None);
+        assert_eq!(code, 200, "{text}");
+        done = serde_json::from_str(&text).unwrap();
+        done["status"] == "done"
+    });
+    // Finished once: the state is gone at both.
+    for broker in [&a, &b] {
+        let (code, _) = broker.http("POST", &format!("/api/v1/logins/{state}"), auth, None);
+        assert_eq!(code, 400);
+    }
+    // The credential B stored serves tokens at A.
+    let (code, body) = s.ask(&a, "ci", r#"{"provider":"op","scopes":"read","minsecs":1}"#);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["sub"],
+        "alice"
+    );
+}

@@ -240,7 +240,10 @@ impl Broker {
             ),
             issuer.url().to_string(),
         );
-        let logins = crate::device::DeviceLogins::new(&config.vault);
+        let logins = crate::device::DeviceLogins::new(
+            &config.vault,
+            crate::shared::Shared::new(store.clone()),
+        );
         Ok(Broker {
             config,
             issuer,

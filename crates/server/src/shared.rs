@@ -66,7 +66,13 @@ impl Shared {
         Ok(parsed(self.store.take_state(kind, &id_of(secret))?))
     }
 
-    /// Live entries of `kind`, expired ones forgotten first when there are `limit` or more.
+    /// Keep only the `keep` entries of `kind` that expire last.
+    pub fn trim(&self, kind: &str, keep: usize) -> Result<usize, StoreError> {
+        self.store.trim_state(kind, keep)
+    }
+
+    /// Whether fewer than `limit` entries of `kind` are live (expired ones are forgotten
+    /// first when it looks full).
     pub fn below(&self, kind: &str, limit: usize) -> Result<bool, StoreError> {
         if self.store.count_state(kind)? < limit {
             return Ok(true);

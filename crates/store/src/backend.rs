@@ -190,6 +190,8 @@ pub trait SharedState: Send + Sync {
     fn delete_state(&self, kind: &str, id: &str) -> Result<bool, StoreError>;
     /// How many live entries of `kind` there are (for limits).
     fn count_state(&self, kind: &str) -> Result<usize, StoreError>;
+    /// Keep only the `keep` entries of `kind` that expire last; returns how many went.
+    fn trim_state(&self, kind: &str, keep: usize) -> Result<usize, StoreError>;
     /// Forget every expired entry; returns how many went.
     fn purge_state(&self) -> Result<usize, StoreError>;
 }

@@ -701,6 +701,16 @@ impl SharedState for SqliteStore {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
+    fn trim_state(&self, kind: &str, keep: usize) -> Result<usize, StoreError> {
+        self.conn()
+            .execute(
+                "DELETE FROM shared_state WHERE kind = ?1 AND id NOT IN
+                   (SELECT id FROM shared_state WHERE kind = ?1 ORDER BY expires DESC, id LIMIT ?2)",
+                params![kind, i64::try_from(keep).unwrap_or(i64::MAX)],
+            )
+            .map_err(|e| self.err(e))
+    }
+
     fn purge_state(&self) -> Result<usize, StoreError> {
         self.conn()
             .execute(
@@ -1008,6 +1018,17 @@ mod tests {
             racers.into_iter().map(|r| r.join().unwrap()).sum()
         });
         assert_eq!(takers, 1);
+        for (id, secs) in [("a", 100), ("b", 300), ("c", 200)] {
+            let expires = Timestamp::now().plus_secs(secs);
+            store.put_state("login", id, b"v", expires).unwrap();
+        }
+        assert_eq!(store.trim_state("login", 2).unwrap(), 1);
+        assert_eq!(
+            store.state("login", "a").unwrap(),
+            None,
+            "the first to expire goes"
+        );
+        assert_eq!(store.count_state("login").unwrap(), 2);
         assert_eq!(store.purge_state().unwrap(), 1);
         assert!(!store.delete_state("vault-token", "gone").unwrap());
     }
