@@ -95,7 +95,6 @@ pub struct Grant<'a> {
 
 impl LocalIssuer {
     pub fn open(settings: &Settings) -> Result<LocalIssuer, IssuerError> {
-        let alg = settings.algorithm.jwt();
         let path = &settings.key_file;
         let key_err = |message: String| IssuerError::Key {
             path: path.clone(),
@@ -110,7 +109,22 @@ impl LocalIssuer {
             .map_err(|e| key_err(e.to_string()))?;
         }
         let pem = credkeeper_sink::perm::read_private(path, "issuer key file")?;
-        let key = load_key(&pem, settings.algorithm)
+        LocalIssuer::from_pem(settings, &pem, path)
+    }
+
+    /// The issuer with the private key in `pem`; `origin` names where it came from in
+    /// errors (a file, or the store).
+    pub fn from_pem(
+        settings: &Settings,
+        pem: &str,
+        origin: &Path,
+    ) -> Result<LocalIssuer, IssuerError> {
+        let alg = settings.algorithm.jwt();
+        let key_err = |message: String| IssuerError::Key {
+            path: origin.to_path_buf(),
+            message,
+        };
+        let key = load_key(pem, settings.algorithm)
             .map_err(|e| key_err(format!("not a {alg:?} private key in PEM: {e}")))?;
         let mut jwk = Jwk::from_encoding_key(&key, alg).map_err(|e| key_err(e.to_string()))?;
         let kid = settings.key_id.clone().unwrap_or_else(|| thumbprint(&jwk));
@@ -340,9 +354,26 @@ fn create_new(path: &Path, mode: u32, contents: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// A new private key for `alg`, as PKCS#8 PEM.
+pub fn generate_pem(alg: Algorithm) -> std::io::Result<String> {
+    let (private, _) = generate_der(alg)?;
+    Ok(pem_encode("PRIVATE KEY", &private))
+}
+
 /// Generate a private key in a new 0600 PKCS#8 PEM file, and its public key (0644) when
 /// asked.
 fn generate(path: &Path, alg: Algorithm, public: Option<&Path>) -> std::io::Result<()> {
+    let (private, public_der) = generate_der(alg)?;
+    create_new(path, 0o600, &pem_encode("PRIVATE KEY", &private))?;
+    if let Some(public) = public {
+        let _ = std::fs::remove_file(public);
+        create_new(public, 0o644, &pem_encode("PUBLIC KEY", &public_der))?;
+    }
+    Ok(())
+}
+
+/// A new key pair: PKCS#8 private key and SubjectPublicKeyInfo, DER.
+fn generate_der(alg: Algorithm) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
     fn fail<E>(_: E) -> std::io::Error {
         std::io::Error::other("key generation failed")
     }
@@ -372,12 +403,7 @@ fn generate(path: &Path, alg: Algorithm, public: Option<&Path>) -> std::io::Resu
             (private, spki)
         }
     };
-    create_new(path, 0o600, &pem_encode("PRIVATE KEY", &private))?;
-    if let Some(public) = public {
-        let _ = std::fs::remove_file(public);
-        create_new(public, 0o644, &pem_encode("PUBLIC KEY", &public_der))?;
-    }
-    Ok(())
+    Ok((private, public_der))
 }
 
 #[cfg(test)]

@@ -63,6 +63,37 @@ pub enum ServeError {
     MetricsToken(credkeeper_sink::perm::PermError),
 }
 
+/// The broker's own signing key when no key file is configured: kept sealed in the store,
+/// so every broker sharing the store signs with the same key and publishes the same JWKS.
+/// A key file an earlier version generated in the state directory is taken over, so its
+/// `kid` (and every token it signed) stays valid.
+fn issuer_from_store(
+    store: &Arc<dyn Store>,
+    settings: &credkeeper_issuer::Settings,
+) -> Result<credkeeper_issuer::LocalIssuer, ServeError> {
+    const KIND: &str = "issuer-key";
+    let shared = shared::Shared::new(store.clone());
+    let id = format!("{:?}", settings.algorithm).to_lowercase();
+    if shared.get::<String>(KIND, &id)?.is_none() {
+        let pem = match std::fs::symlink_metadata(&settings.key_file) {
+            Ok(_) => credkeeper_sink::perm::read_private(&settings.key_file, "issuer key file")
+                .map_err(credkeeper_issuer::IssuerError::from)?,
+            Err(_) => credkeeper_issuer::generate_pem(settings.algorithm)?,
+        };
+        // Brokers starting together may each make one: the first kept is everyone's.
+        let forever = credkeeper_core::Timestamp::now().plus_secs(100 * 365 * 86_400);
+        shared.put_new(KIND, &id, &pem, forever)?;
+    }
+    let (pem, _) = shared
+        .get::<String>(KIND, &id)?
+        .ok_or_else(|| std::io::Error::other("the issuer key vanished from the store"))?;
+    Ok(credkeeper_issuer::LocalIssuer::from_pem(
+        settings,
+        &pem,
+        Path::new("(the issuer key in the store)"),
+    )?)
+}
+
 /// A broker bound to its address, ready to serve.
 pub struct Bound {
     pub broker: Arc<Broker>,
@@ -113,7 +144,11 @@ pub async fn start(
         .url
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{addr}"));
-    let issuer = credkeeper_issuer::LocalIssuer::open(&config.issuer.settings(&url, state_dir))?;
+    let settings = config.issuer.settings(&url, state_dir);
+    let issuer = match &config.issuer.key_file {
+        Some(_) => credkeeper_issuer::LocalIssuer::open(&settings)?,
+        None => issuer_from_store(&store, &settings)?,
+    };
     let audit_path = config
         .server
         .audit_log

@@ -22,6 +22,13 @@ fn id_of(secret: &str) -> String {
         .collect()
 }
 
+fn to_json<T: Serialize>(kind: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Backend {
+        path: kind.to_string(),
+        message: e.to_string(),
+    })
+}
+
 /// An entry that does not parse (written by another version) counts as absent.
 fn parsed<T: DeserializeOwned>(entry: Option<(Vec<u8>, Timestamp)>) -> Option<(T, Timestamp)> {
     let (bytes, expires) = entry?;
@@ -41,11 +48,20 @@ impl Shared {
         value: &T,
         expires: Timestamp,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Backend {
-            path: kind.to_string(),
-            message: e.to_string(),
-        })?;
-        self.store.put_state(kind, &id_of(secret), &bytes, expires)
+        self.store
+            .put_state(kind, &id_of(secret), &to_json(kind, value)?, expires)
+    }
+
+    /// Keep `value` under `secret` unless a live entry is there; returns whether it was kept.
+    pub fn put_new<T: Serialize>(
+        &self,
+        kind: &str,
+        secret: &str,
+        value: &T,
+        expires: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.store
+            .put_state_new(kind, &id_of(secret), &to_json(kind, value)?, expires)
     }
 
     /// The value under `secret` and its expiry, if live.

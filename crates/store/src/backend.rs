@@ -181,6 +181,15 @@ pub trait SharedState: Send + Sync {
         value: &[u8],
         expires: Timestamp,
     ) -> Result<(), StoreError>;
+    /// Keep `value` under (`kind`, `id`) unless a live entry is there already; returns
+    /// whether it was kept (of several callers at once, exactly one wins).
+    fn put_state_new(
+        &self,
+        kind: &str,
+        id: &str,
+        value: &[u8],
+        expires: Timestamp,
+    ) -> Result<bool, StoreError>;
     /// The value and its expiry.
     fn state(&self, kind: &str, id: &str) -> Result<Option<(Vec<u8>, Timestamp)>, StoreError>;
     /// Remove and return the entry: of several callers at once, exactly one gets it

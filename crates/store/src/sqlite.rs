@@ -646,6 +646,27 @@ impl SharedState for SqliteStore {
         Ok(())
     }
 
+    fn put_state_new(
+        &self,
+        kind: &str,
+        id: &str,
+        value: &[u8],
+        expires: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let sealed = self.keys.seal(value, &state_aad(kind, id))?;
+        let n = self
+            .conn()
+            .execute(
+                "INSERT INTO shared_state (kind, id, key_id, sealed, expires) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (kind, id) DO UPDATE SET key_id = excluded.key_id,
+                   sealed = excluded.sealed, expires = excluded.expires
+                 WHERE shared_state.expires <= ?6",
+                params![kind, id, sealed.key_id, sealed.bytes, expires.unix(), Timestamp::now().unix()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
+    }
+
     fn state(&self, kind: &str, id: &str) -> Result<Option<(Vec<u8>, Timestamp)>, StoreError> {
         let row = self
             .conn()
@@ -999,6 +1020,13 @@ mod tests {
         );
         assert_eq!(store.state("vault-token", "gone").unwrap(), None);
         assert_eq!(store.state("web-link", "d1").unwrap(), None);
+        // Kept only where nothing live is: the first stays, an expired one is replaced.
+        assert!(!store.put_state_new("vault-token", "d1", b"other", later).unwrap());
+        assert!(store.put_state_new("vault-token", "gone", b"y", later).unwrap());
+        assert_eq!(store.state("vault-token", "gone").unwrap(), Some((b"y".to_vec(), later)));
+        store
+            .put_state("vault-token", "gone", b"x", Timestamp::now().plus_secs(-1))
+            .unwrap();
         assert_eq!(store.count_state("vault-token").unwrap(), 1);
         let db = std::fs::read(dir.path().join("credentials.db")).unwrap();
         let wal = std::fs::read(dir.path().join("credentials.db-wal")).unwrap_or_default();
