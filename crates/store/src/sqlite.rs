@@ -4,8 +4,11 @@ use crate::backend::{
     CachedToken, Claim, CredentialKey, CredentialStore, Health, RobotSecrets, SharedState,
     StoreError, StoredCredential, TaskHistory, TaskRun, TaskSecrets,
 };
+use crate::dump::{Dump, TABLES, Value};
 use crate::seal::KeyRing;
+use crate::sealed::{self, CredentialRow};
 use credkeeper_core::{Secret, Timestamp};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -77,16 +80,6 @@ const MIGRATIONS: &[&str] = &[
 /// Task claims older than this are forgotten: a due time that far back is never run again.
 const TASK_CLAIM_KEEP_SECS: i64 = 30 * 86_400;
 
-/// Associated data of a shared-state entry: a value cannot be moved to another entry.
-fn state_aad(kind: &str, id: &str) -> Vec<u8> {
-    format!("state:{kind}\0{id}").into_bytes()
-}
-
-/// Associated data of a task secret: its value cannot be moved under another name.
-fn task_secret_aad(name: &str) -> Vec<u8> {
-    [b"task-secret:".as_slice(), name.as_bytes()].concat()
-}
-
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
@@ -111,7 +104,7 @@ impl SqliteStore {
             .mode(0o700)
             .create(state_dir)
             .map_err(|e| backend(format!("cannot create the state directory: {e}")))?;
-        let keys = KeyRing::open_or_create(&state_dir.join("store.key"))?;
+        let keys = KeyRing::open_or_create(&Self::key_file(state_dir))?;
         let path = state_dir.join("credentials.db");
         let conn = Connection::open(&path).map_err(|e| backend(e.to_string()))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
@@ -125,6 +118,43 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// Every row of every table as it is (still sealed), for `store migrate`.
+    pub fn export(&self) -> Result<Dump, StoreError> {
+        let conn = self.conn();
+        let mut dump = Dump::default();
+        for (table, columns) in TABLES {
+            let mut stmt = conn
+                .prepare(&format!("SELECT {} FROM {table}", columns.join(", ")))
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    (0..columns.len())
+                        .map(|i| {
+                            Ok(match r.get_ref(i)? {
+                                ValueRef::Null => Value::Null,
+                                ValueRef::Integer(n) => Value::Int(n),
+                                ValueRef::Real(f) => Value::Text(f.to_string()),
+                                ValueRef::Text(t) => {
+                                    Value::Text(String::from_utf8_lossy(t).into_owned())
+                                }
+                                ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
+                            })
+                        })
+                        .collect::<Result<Vec<Value>, rusqlite::Error>>()
+                })
+                .map_err(|e| self.err(e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.err(e))?;
+            dump.rows.push(rows);
+        }
+        Ok(dump)
+    }
+
+    /// The key file this store seals with, for a copy that must keep opening its rows.
+    pub fn key_file(state_dir: &Path) -> PathBuf {
+        state_dir.join("store.key")
+    }
+
     fn err(&self, e: rusqlite::Error) -> StoreError {
         StoreError::Backend {
             path: self.path.display().to_string(),
@@ -136,27 +166,6 @@ impl SqliteStore {
         // A panic while holding the lock cannot leave SQLite half-written: every change
         // is one statement or one transaction.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Open a sealed value of the credential at `key`; `part` tells the refresh token
-    /// (empty) from the access token, so one cannot be swapped for the other.
-    fn unseal(
-        &self,
-        key: &CredentialKey,
-        key_id: &str,
-        sealed: &[u8],
-        part: &[u8],
-    ) -> Result<Secret, StoreError> {
-        let undecryptable = || StoreError::Undecryptable {
-            issuer: key.issuer.clone(),
-        };
-        let plain = self
-            .keys
-            .open(key_id, sealed, &[key.aad(), part.to_vec()].concat())
-            .map_err(|_| undecryptable())?;
-        String::from_utf8(plain)
-            .map(Secret::new)
-            .map_err(|_| undecryptable())
     }
 
     /// The credential at `key` and the end of its refresh claim, if any.
@@ -173,7 +182,7 @@ impl SqliteStore {
                  FROM credential WHERE issuer = ?1 AND client_id = ?2 AND identity = ?3",
                 params![key.issuer, key.client_id, key.identity],
                 |r| {
-                    Ok(Row {
+                    Ok(CredentialRow {
                         key_id: r.get(0)?,
                         sealed: r.get(1)?,
                         scope: r.get(2)?,
@@ -198,24 +207,7 @@ impl SqliteStore {
         let Some(row) = row else {
             return Ok(None);
         };
-        let refresh_token = self.unseal(key, &row.key_id, &row.sealed, b"")?;
-        let access = match (row.access_key_id, row.access_sealed, row.access_expires) {
-            (Some(kid), Some(sealed), Some(expires)) => Some(CachedToken {
-                token: self.unseal(key, &kid, &sealed, b"access")?,
-                expires: Timestamp::from_unix(expires),
-                issued: Timestamp::from_unix(row.access_issued.unwrap_or(expires)),
-                scope: row.access_scope,
-            }),
-            _ => None,
-        };
-        let credential = StoredCredential {
-            refresh_token,
-            scope: row.scope,
-            updated: Timestamp::from_unix(row.updated),
-            access,
-            health: row.health,
-        };
-        Ok(Some((credential, row.refresh_until)))
+        row.open(&self.keys, key).map(Some)
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
@@ -267,9 +259,7 @@ impl CredentialStore for SqliteStore {
         refresh_token: &Secret,
         scope: Option<&str>,
     ) -> Result<(), StoreError> {
-        let sealed = self
-            .keys
-            .seal(refresh_token.expose().as_bytes(), &key.aad())?;
+        let sealed = sealed::seal_refresh(&self.keys, key, refresh_token)?;
         self.conn()
             .execute(
                 "INSERT INTO credential (issuer, client_id, identity, key_id, sealed, scope, updated_at)
@@ -365,10 +355,7 @@ impl CredentialStore for SqliteStore {
     }
 
     fn put_access(&self, key: &CredentialKey, token: &CachedToken) -> Result<(), StoreError> {
-        let sealed = self.keys.seal(
-            token.token.expose().as_bytes(),
-            &[key.aad(), b"access".to_vec()].concat(),
-        )?;
+        let sealed = sealed::seal_access(&self.keys, key, &token.token)?;
         self.conn()
             .execute(
                 "UPDATE credential SET access_key_id = ?4, access_sealed = ?5, access_expires = ?6,
@@ -437,8 +424,7 @@ impl RobotSecrets for SqliteStore {
 
 impl TaskHistory for SqliteStore {
     fn record_run(&self, run: &TaskRun, keep: usize) -> Result<(), StoreError> {
-        let aad = [b"task-run:".as_slice(), run.task.as_bytes()].concat();
-        let sealed = self.keys.seal(run.output.as_bytes(), &aad)?;
+        let sealed = sealed::seal_run_output(&self.keys, &run.task, &run.output)?;
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         tx.execute(
@@ -473,7 +459,6 @@ impl TaskHistory for SqliteStore {
                  WHERE task = ?1 ORDER BY started DESC, id DESC LIMIT ?2",
             )
             .map_err(|e| self.err(e))?;
-        let aad = [b"task-run:".as_slice(), task.as_bytes()].concat();
         let rows: Vec<(TaskRun, String, Vec<u8>)> = stmt
             .query_map(params![task, limit as i64], |r| {
                 let run = TaskRun {
@@ -492,12 +477,7 @@ impl TaskHistory for SqliteStore {
             .map_err(|e| self.err(e))?;
         rows.into_iter()
             .map(|(mut run, key_id, sealed)| {
-                let output = self.keys.open(&key_id, &sealed, &aad).map_err(|_| {
-                    StoreError::Undecryptable {
-                        issuer: format!("task run output of {task}"),
-                    }
-                })?;
-                run.output = String::from_utf8_lossy(&output).into_owned();
+                run.output = sealed::open_run_output(&self.keys, task, &key_id, &sealed)?;
                 Ok(run)
             })
             .collect()
@@ -547,9 +527,7 @@ impl TaskHistory for SqliteStore {
 
 impl TaskSecrets for SqliteStore {
     fn put_task_secret(&self, name: &str, value: &Secret) -> Result<(), StoreError> {
-        let sealed = self
-            .keys
-            .seal(value.expose().as_bytes(), &task_secret_aad(name))?;
+        let sealed = sealed::seal_task_secret(&self.keys, name, value)?;
         self.conn()
             .execute(
                 "INSERT INTO task_secret (name, key_id, sealed, updated_at) VALUES (?1, ?2, ?3, ?4)
@@ -571,19 +549,7 @@ impl TaskSecrets for SqliteStore {
             )
             .optional()
             .map_err(|e| self.err(e))?;
-        let Some((key_id, sealed)) = row else {
-            return Ok(None);
-        };
-        let undecryptable = || StoreError::Undecryptable {
-            issuer: format!("task secret {name}"),
-        };
-        let plain = self
-            .keys
-            .open(&key_id, &sealed, &task_secret_aad(name))
-            .map_err(|_| undecryptable())?;
-        String::from_utf8(plain)
-            .map(|v| Some(Secret::new(v)))
-            .map_err(|_| undecryptable())
+        sealed::open_task_secret(&self.keys, name, row)
     }
 
     fn delete_task_secret(&self, name: &str) -> Result<bool, StoreError> {
@@ -606,26 +572,6 @@ impl TaskSecrets for SqliteStore {
     }
 }
 
-impl SqliteStore {
-    fn open_state(
-        &self,
-        kind: &str,
-        id: &str,
-        row: Option<(String, Vec<u8>, i64)>,
-    ) -> Result<Option<(Vec<u8>, Timestamp)>, StoreError> {
-        let Some((key_id, sealed, expires)) = row else {
-            return Ok(None);
-        };
-        let value = self
-            .keys
-            .open(&key_id, &sealed, &state_aad(kind, id))
-            .map_err(|_| StoreError::Undecryptable {
-                issuer: format!("shared state {kind}"),
-            })?;
-        Ok(Some((value, Timestamp::from_unix(expires))))
-    }
-}
-
 impl SharedState for SqliteStore {
     fn put_state(
         &self,
@@ -634,7 +580,7 @@ impl SharedState for SqliteStore {
         value: &[u8],
         expires: Timestamp,
     ) -> Result<(), StoreError> {
-        let sealed = self.keys.seal(value, &state_aad(kind, id))?;
+        let sealed = sealed::seal_state(&self.keys, kind, id, value)?;
         self.conn()
             .execute(
                 "INSERT INTO shared_state (kind, id, key_id, sealed, expires) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -653,7 +599,7 @@ impl SharedState for SqliteStore {
         value: &[u8],
         expires: Timestamp,
     ) -> Result<bool, StoreError> {
-        let sealed = self.keys.seal(value, &state_aad(kind, id))?;
+        let sealed = sealed::seal_state(&self.keys, kind, id, value)?;
         let n = self
             .conn()
             .execute(
@@ -681,7 +627,7 @@ impl SharedState for SqliteStore {
                 .optional()
             })
             .map_err(|e| self.err(e))?;
-        self.open_state(kind, id, row)
+        sealed::open_state(&self.keys, kind, id, row)
     }
 
     fn take_state(&self, kind: &str, id: &str) -> Result<Option<(Vec<u8>, Timestamp)>, StoreError> {
@@ -696,7 +642,7 @@ impl SharedState for SqliteStore {
             )
             .optional()
             .map_err(|e| self.err(e))?;
-        self.open_state(kind, id, row)
+        sealed::open_state(&self.keys, kind, id, row)
     }
 
     fn delete_state(&self, kind: &str, id: &str) -> Result<bool, StoreError> {
@@ -742,94 +688,19 @@ impl SharedState for SqliteStore {
     }
 }
 
-struct Row {
-    key_id: String,
-    sealed: Vec<u8>,
-    scope: Option<String>,
-    updated: i64,
-    access_key_id: Option<String>,
-    access_sealed: Option<Vec<u8>>,
-    access_expires: Option<i64>,
-    access_issued: Option<i64>,
-    access_scope: Option<String>,
-    health: Health,
-    refresh_until: Option<Timestamp>,
-}
-
+/// What only SQLite shows; the behaviour every backend shares is in tests/spec.
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn task_runs_are_kept_newest_first_up_to_a_limit_and_sealed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        for (i, status) in [(1, Some(0)), (2, Some(3)), (3, None)] {
-            store
-                .record_run(
-                    &TaskRun {
-                        task: "sync".into(),
-                        started: Timestamp::from_unix(1000 + i),
-                        ended: Timestamp::from_unix(1010 + i),
-                        status,
-                        attempts: 1,
-                        reason: status
-                            .filter(|s| *s != 0)
-                            .map(|s| format!("exit status {s}")),
-                        output: format!("run-output-number-{i}"),
-                    },
-                    2,
-                )
-                .unwrap();
-        }
-        let runs = store.runs("sync", 10).unwrap();
-        assert_eq!(runs.len(), 2);
-        assert_eq!(runs[0].output, "run-output-number-3");
-        assert_eq!(runs[0].status, None);
-        assert_eq!(runs[1].reason.as_deref(), Some("exit status 3"));
-        assert!(store.runs("other", 10).unwrap().is_empty());
-        assert_eq!(
-            store.last_started("sync").unwrap(),
-            Some(Timestamp::from_unix(1003))
-        );
-        assert_eq!(store.last_started("other").unwrap(), None);
-        // While the store is open the pages may sit in the WAL; after, in the database.
-        let raw = std::fs::read(dir.path().join("credentials.db-wal")).unwrap();
-        assert!(!raw.windows(17).any(|w| w == b"run-output-number"));
-        drop(store);
-        for file in ["credentials.db", "credentials.db-wal"] {
-            let raw = std::fs::read(dir.path().join(file)).unwrap_or_default();
-            assert!(
-                !raw.windows(17).any(|w| w == b"run-output-number"),
-                "{file}: output is sealed"
-            );
-        }
-    }
-
-    #[test]
-    fn task_secrets_round_trip_by_name_and_never_rest_in_clear() {
+    fn a_sealed_value_moved_under_another_name_does_not_open() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         store
-            .put_task_secret("DB_PASSWORD", &Secret::new("first-value"))
-            .unwrap();
-        store
-            .put_task_secret("DB_PASSWORD", &Secret::new("plain-secret-value"))
+            .put_task_secret("DB_PASSWORD", &Secret::new("v1"))
             .unwrap();
         store.put_task_secret("API_KEY", &Secret::new("k")).unwrap();
-        assert_eq!(
-            store.task_secret("DB_PASSWORD").unwrap().unwrap().expose(),
-            "plain-secret-value"
-        );
-        assert!(store.task_secret("OTHER").unwrap().is_none());
-        let names: Vec<String> = store
-            .task_secret_names()
-            .unwrap()
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        assert_eq!(names, vec!["API_KEY", "DB_PASSWORD"]);
-        // A sealed value moved under another name does not open.
         store
             .conn()
             .execute(
@@ -841,237 +712,9 @@ mod tests {
             store.task_secret("API_KEY"),
             Err(StoreError::Undecryptable { .. })
         ));
-        assert!(store.delete_task_secret("API_KEY").unwrap());
-        assert!(!store.delete_task_secret("API_KEY").unwrap());
-        let raw = std::fs::read(dir.path().join("credentials.db-wal")).unwrap();
-        assert!(!raw.windows(12).any(|w| w == b"plain-secret"));
-        drop(store);
-        for file in ["credentials.db", "credentials.db-wal"] {
-            let raw = std::fs::read(dir.path().join(file)).unwrap_or_default();
-            assert!(
-                !raw.windows(12).any(|w| w == b"plain-secret"),
-                "{file}: the value is sealed"
-            );
-        }
-    }
-
-    #[test]
-    fn refresh_tokens_round_trip_and_never_rest_in_clear() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = CredentialKey::new("https://iss", "client", "default");
-        {
-            let store = SqliteStore::open(dir.path()).unwrap();
-            assert!(store.get(&key).unwrap().is_none());
-            store
-                .put(&key, &Secret::new("rt-1-very-secret"), Some("read"))
-                .unwrap();
-            store
-                .put(&key, &Secret::new("rt-2-very-secret"), Some("read"))
-                .unwrap();
-            assert_eq!(store.list().unwrap(), vec![key.clone()]);
-        }
-        let store = SqliteStore::open(dir.path()).unwrap();
-        let got = store.get(&key).unwrap().unwrap();
-        assert_eq!(got.refresh_token.expose(), "rt-2-very-secret");
-        assert_eq!(got.scope.as_deref(), Some("read"));
-        for entry in std::fs::read_dir(dir.path()).unwrap() {
-            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-            assert!(
-                !bytes.windows(11).any(|w| w == b"very-secret"),
-                "clear text on disk"
-            );
-        }
-        assert!(store.delete(&key).unwrap());
-        assert!(!store.delete(&key).unwrap());
-        assert!(store.get(&key).unwrap().is_none());
-    }
-
-    #[test]
-    fn access_tokens_and_health_are_kept_and_a_new_login_clears_the_health() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        let key = CredentialKey::new("https://iss", "client", "robot");
-        store.put(&key, &Secret::new("rt"), None).unwrap();
-        let cached = CachedToken {
-            token: Secret::new("access-token-value"),
-            expires: Timestamp::from_unix(2000),
-            issued: Timestamp::from_unix(1000),
-            scope: Some("read".into()),
-        };
-        store.put_access(&key, &cached).unwrap();
-        let health = Health {
-            needs_login: Some("invalid_grant".into()),
-            failures: 3,
-            next_attempt: Some(Timestamp::from_unix(1500)),
-            refresh_started: None,
-        };
-        store.set_health(&key, &health).unwrap();
-        let got = store.get(&key).unwrap().unwrap();
-        let access = got.access.unwrap();
-        assert_eq!(access.token.expose(), "access-token-value");
-        assert_eq!(access.expires, Timestamp::from_unix(2000));
-        assert_eq!(got.health, health);
-        let db = std::fs::read(dir.path().join("credentials.db")).unwrap();
-        let wal = std::fs::read(dir.path().join("credentials.db-wal")).unwrap_or_default();
-        for bytes in [db, wal] {
-            assert!(!bytes.windows(18).any(|w| w == b"access-token-value"));
-        }
-        store.put(&key, &Secret::new("rt2"), None).unwrap();
-        assert_eq!(store.get(&key).unwrap().unwrap().health, Health::default());
-    }
-
-    #[test]
-    fn one_refresh_claim_at_a_time_across_handles_until_ended_or_lapsed() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = CredentialKey::new("https://iss", "client", "robot");
-        let first = SqliteStore::open(dir.path()).unwrap();
-        assert!(matches!(
-            first.claim_refresh(&key, 60).unwrap(),
-            Claim::Missing
-        ));
-        first.put(&key, &Secret::new("rt1"), None).unwrap();
-        // Eight "processes" race for the claim: exactly one wins.
-        let winners: usize = std::thread::scope(|s| {
-            let racers: Vec<_> = (0..8)
-                .map(|_| {
-                    s.spawn(|| {
-                        let store = SqliteStore::open(dir.path()).unwrap();
-                        matches!(
-                            store.claim_refresh(&key, 60).unwrap(),
-                            Claim::Granted { .. }
-                        ) as usize
-                    })
-                })
-                .collect();
-            racers.into_iter().map(|r| r.join().unwrap()).sum()
-        });
-        assert_eq!(winners, 1);
-        let Claim::Held { until } = first.claim_refresh(&key, 60).unwrap() else {
-            panic!("a live claim must hold");
-        };
-        assert!(until > Timestamp::now());
-        // A rotated token ends the claim; the next claimant reads it.
-        first.put(&key, &Secret::new("rt2"), None).unwrap();
-        let Claim::Granted {
-            credential, lapsed, ..
-        } = first.claim_refresh(&key, 60).unwrap()
-        else {
-            panic!("put must end the claim");
-        };
-        assert_eq!(credential.refresh_token.expose(), "rt2");
-        assert_eq!(lapsed, None);
-        // Ending it through the health (a failed refresh) lets the next one in too.
-        first.set_health(&key, &Health::default()).unwrap();
-        assert!(matches!(
-            first.claim_refresh(&key, 0).unwrap(),
-            Claim::Granted { lapsed: None, .. }
-        ));
-        // A claim of zero seconds has lapsed at once: the next claimant is told when the
-        // unfinished refresh began.
-        let Claim::Granted { lapsed, .. } = first.claim_refresh(&key, 60).unwrap() else {
-            panic!("a lapsed claim must not hold");
-        };
-        assert!(lapsed.is_some());
-    }
-
-    #[test]
-    fn each_due_run_is_claimed_once_across_handles() {
-        let dir = tempfile::tempdir().unwrap();
-        let due = Timestamp::from_unix(Timestamp::now().unix() - 5);
-        let claims: usize = std::thread::scope(|s| {
-            let racers: Vec<_> = (0..6)
-                .map(|_| {
-                    s.spawn(|| {
-                        let store = SqliteStore::open(dir.path()).unwrap();
-                        store.claim_runs(&[("nightly", due)]).unwrap()[0] as usize
-                    })
-                })
-                .collect();
-            racers.into_iter().map(|r| r.join().unwrap()).sum()
-        });
-        assert_eq!(claims, 1);
-        let store = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(
-            store
-                .claim_runs(&[
-                    ("nightly", due),
-                    ("nightly", due.plus_secs(60)),
-                    ("hourly", due)
-                ])
-                .unwrap(),
-            [false, true, true]
-        );
-    }
-
-    #[test]
-    fn shared_state_is_sealed_expires_and_is_taken_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        let later = Timestamp::now().plus_secs(600);
-        store
-            .put_state("vault-token", "d1", b"session-value-canary", later)
-            .unwrap();
-        store
-            .put_state("vault-token", "gone", b"x", Timestamp::now().plus_secs(-1))
-            .unwrap();
-        assert_eq!(
-            store.state("vault-token", "d1").unwrap(),
-            Some((b"session-value-canary".to_vec(), later))
-        );
-        assert_eq!(store.state("vault-token", "gone").unwrap(), None);
-        assert_eq!(store.state("web-link", "d1").unwrap(), None);
-        // Kept only where nothing live is: the first stays, an expired one is replaced.
-        assert!(!store.put_state_new("vault-token", "d1", b"other", later).unwrap());
-        assert!(store.put_state_new("vault-token", "gone", b"y", later).unwrap());
-        assert_eq!(store.state("vault-token", "gone").unwrap(), Some((b"y".to_vec(), later)));
-        store
-            .put_state("vault-token", "gone", b"x", Timestamp::now().plus_secs(-1))
-            .unwrap();
-        assert_eq!(store.count_state("vault-token").unwrap(), 1);
-        let db = std::fs::read(dir.path().join("credentials.db")).unwrap();
-        let wal = std::fs::read(dir.path().join("credentials.db-wal")).unwrap_or_default();
-        for bytes in [db, wal] {
-            assert!(!bytes.windows(20).any(|w| w == b"session-value-canary"));
-        }
-        // Single use across handles: of six takers, one gets it.
-        let takers: usize = std::thread::scope(|s| {
-            let racers: Vec<_> = (0..6)
-                .map(|_| {
-                    s.spawn(|| {
-                        let store = SqliteStore::open(dir.path()).unwrap();
-                        store.take_state("vault-token", "d1").unwrap().is_some() as usize
-                    })
-                })
-                .collect();
-            racers.into_iter().map(|r| r.join().unwrap()).sum()
-        });
-        assert_eq!(takers, 1);
-        for (id, secs) in [("a", 100), ("b", 300), ("c", 200)] {
-            let expires = Timestamp::now().plus_secs(secs);
-            store.put_state("login", id, b"v", expires).unwrap();
-        }
-        assert_eq!(store.trim_state("login", 2).unwrap(), 1);
-        assert_eq!(
-            store.state("login", "a").unwrap(),
-            None,
-            "the first to expire goes"
-        );
-        assert_eq!(store.count_state("login").unwrap(), 2);
-        assert_eq!(store.purge_state().unwrap(), 1);
-        assert!(!store.delete_state("vault-token", "gone").unwrap());
-    }
-
-    #[test]
-    fn robot_secrets_are_kept_as_given_hashes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(store.robot_secret_hash("ci").unwrap(), None);
-        store
-            .set_robot_secret_hash("ci", "$argon2id$v=19$x")
-            .unwrap();
-        assert_eq!(
-            store.robot_secret_hash("ci").unwrap().as_deref(),
-            Some("$argon2id$v=19$x")
+            store.task_secret("DB_PASSWORD").unwrap().unwrap().expose(),
+            "v1"
         );
     }
 
@@ -1089,5 +732,20 @@ mod tests {
             .get(&key)
             .unwrap_err();
         assert!(matches!(err, StoreError::Undecryptable { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_export_carries_every_row_still_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let key = CredentialKey::new("https://iss", "client", "default");
+        store
+            .put(&key, &Secret::new("exported-refresh-token"), None)
+            .unwrap();
+        store.set_robot_secret_hash("ci", "$argon2id$x").unwrap();
+        let dump = store.export().unwrap();
+        let counts: Vec<u64> = dump.counts().into_iter().map(|(_, n)| n).collect();
+        assert_eq!(counts, [1, 1, 0, 0, 0, 0]);
+        assert!(!format!("{dump:?}").contains("exported-refresh-token"));
     }
 }
