@@ -14,8 +14,17 @@
 #                tasks ask for; `credkeeper tasks validate` on both files with the
 #                binary given as $1 (the test command passes its build), else
 #                target/debug/credkeeper when it exists.
+#   Fleet        deploy/kubernetes/broker-fleet.yaml: replicas >= 2, rolling update with
+#                maxUnavailable 0, a PodDisruptionBudget selecting its pods, anti-affinity
+#                across nodes, readiness /readyz and liveness /healthz, [store] url a
+#                verify-full PostgreSQL URL, its password, CA and sealing key files from
+#                Secrets (mounted, or copied 0600 by the init container; none in the
+#                environment), nothing persistent per replica.
 #   Compose      deploy/compose.yaml parsed with PyYAML: services, user, read-only keytab,
-#                token volume, the application reading the token read-only.
+#                token volume, the application reading the token read-only;
+#                deploy/compose.fleet.yaml: postgres:15 with TLS, SCRAM-only pg_hba.conf
+#                and a TCP healthcheck, >= 2 broker replicas started once it is healthy,
+#                their broker.toml (compose-fleet/) pointing at it with secret files.
 #   systemd      deploy/systemd/*: `systemd-analyze verify` (and `security --offline`)
 #                when it runs here, and the keys the units rely on in any case
 #                (credkeeper-tasks.service: reload, stop timeout > --grace, directories).
@@ -79,7 +88,7 @@ fi
 
 # --- the checks (one Python process) --------------------------------------------------------
 exec "$VPY" - "$ROOT" "$VENV/bin/kubernetes-validate" "$KUBE_VERSIONS" "${1:-}" <<'PY'
-import base64, glob, json, os, re, shlex, shutil, subprocess, sys, tempfile, tomllib
+import base64, glob, json, os, re, shlex, shutil, subprocess, sys, tempfile, tomllib, urllib.parse
 import yaml
 
 root, kv, kube_versions = sys.argv[1], sys.argv[2], sys.argv[3].split()
@@ -415,6 +424,200 @@ if check("broker: ConfigMap and Deployment exist", cm is not None and broker is 
           lifetime > 3600 and all(r.get("max_lifetime", lifetime) > 3600 for r in conf.get("robot", [])),
           f"lifetime {lifetime}")
 
+# ---------------------------------------------------------------- Kubernetes: the broker fleet
+# broker-fleet.yaml: several `credkeeper serve` on one PostgreSQL store. What a fleet relies
+# on: enough replicas that never all go at once (rolling update, PDB, spread over nodes),
+# readiness that follows the database, the shared secrets as mounted files, nothing kept
+# per replica.
+
+
+def ports_of(c):
+    return {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+
+
+def probe_port(c, probe):
+    """The container port a httpGet probe (or a Service's targetPort) names."""
+    p = probe.get("port") if isinstance(probe, dict) else probe
+    return ports_of(c).get(p) if isinstance(p, str) else p
+
+
+def labels_match(selector, labels):
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def secret_item(spec, c, path):
+    """(Secret name, key) of the file `path` when a mounted Secret volume holds it."""
+    m = mount_of(c, path)
+    v = volume(spec, m["name"]) if m else None
+    if not v or "secret" not in v or not file_in_volume(spec, c, path):
+        return None
+    name = os.path.relpath(path, m["mountPath"])
+    key = next((i["key"] for i in v["secret"].get("items") or [] if i["path"] == name), name)
+    return v["secret"]["secretName"], key
+
+
+def from_secret(spec, c, path):
+    """(Secret name, key) the file `path` comes from: a file of a mounted Secret volume, or
+    the 0600 copy an init container makes of one (`install -m 0600 SRC path` into the
+    same memory volume)."""
+    direct = secret_item(spec, c, path)
+    if direct:
+        return direct
+    m = mount_of(c, path)
+    v = volume(spec, m["name"]) if m else None
+    if not v or "emptyDir" not in v:
+        return None
+    for ic in spec.get("initContainers", []):
+        script = " ".join(ic.get("command", []) + ic.get("args", []))
+        for src, dst in re.findall(r"install -m 0?600 (\S+) (\S+)", script):
+            im = mount_of(ic, dst)
+            if dst == path and im and im["name"] == m["name"] and im["mountPath"] == m["mountPath"]:
+                return secret_item(spec, ic, src)
+    return None
+
+
+def keys_of(obj):
+    return set((obj or {}).get("data", {})) | set((obj or {}).get("stringData", {}))
+
+
+fcm = res("ConfigMap", "credkeeper-broker-fleet-config")
+fleet = res("Deployment", "credkeeper-broker-fleet")
+if check("fleet: ConfigMap credkeeper-broker-fleet-config and Deployment credkeeper-broker-fleet exist",
+         fcm is not None and fleet is not None):
+    try:
+        fconf = tomllib.loads(fcm["data"]["broker.toml"])
+        ok("fleet: broker.toml parses as TOML")
+    except Exception as e:
+        fconf = {}
+        fail("fleet: broker.toml parses as TOML", str(e))
+    fspec = pod_spec(fleet)
+    fc = next((c for c in fspec["containers"] if c["name"] == "broker"), fspec["containers"][0])
+    labels = fleet["spec"]["template"]["metadata"].get("labels", {})
+    argv = fc.get("command", [])
+    cfg = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+    cm_ = mount_of(fc, cfg or "/nonexistent")
+    check("fleet: runs `credkeeper serve --config` with the ConfigMap's broker.toml",
+          argv[:2] == ["credkeeper", "serve"] and cfg is not None and file_in_volume(fspec, fc, cfg)
+          and (volume(fspec, cm_["name"]) or {}).get("configMap", {}).get("name") == "credkeeper-broker-fleet-config",
+          str(argv))
+    check("fleet: the Deployment's selector matches its pods",
+          labels_match(fleet["spec"]["selector"].get("matchLabels"), labels))
+    replicas = fleet["spec"].get("replicas", 1)
+    check(f"fleet: at least 2 replicas ({replicas})", isinstance(replicas, int) and replicas >= 2)
+    strat = fleet["spec"].get("strategy", {})
+    ru = strat.get("rollingUpdate", {})
+    surge = ru.get("maxSurge", "25%")
+    check("fleet: rolling update, maxUnavailable 0, maxSurge at least 1 (a new pod ready before an old one goes)",
+          strat.get("type", "RollingUpdate") == "RollingUpdate" and str(ru.get("maxUnavailable")) in ("0", "0%")
+          and (surge >= 1 if isinstance(surge, int) else str(surge).rstrip("%") not in ("0", "")), json.dumps(strat))
+
+    # The store: PostgreSQL, TLS verified, its secrets as files from Secrets.
+    server = fconf.get("server", {})
+    store = fconf.get("store", {})
+    url = urllib.parse.urlsplit(store.get("url", ""))
+    q = urllib.parse.parse_qs(url.query)
+    check("fleet: [store] url is a PostgreSQL URL with sslmode=verify-full and no password in it",
+          url.scheme in ("postgres", "postgresql") and bool(url.hostname) and q.get("sslmode") == ["verify-full"]
+          and url.password is None, store.get("url", "(none)"))
+    check("fleet: no SQLite settings in [store] (path, backend sqlite)",
+          "path" not in store and store.get("backend", "postgres") == "postgres", json.dumps(store))
+    pw = store.get("password_file")
+    src = from_secret(fspec, fc, pw or "/nonexistent")
+    check(f"fleet: [store] password_file {pw} is a Secret's file (mounted, or copied 0600 by an init container)",
+          src is not None and src[1] in keys_of(res("Secret", src[0])), str(src))
+    kf = store.get("key_file")
+    ksrc = from_secret(fspec, fc, kf or "/nonexistent")
+    check(f"fleet: [store] key_file {kf} is a Secret's file (mounted, or copied 0600 by an init container): "
+          "the same on every replica", ksrc is not None and ksrc[1] in keys_of(res("Secret", ksrc[0])), str(ksrc))
+    kv_ = next((v for v in fspec.get("volumes", []) if ksrc and v.get("secret", {}).get("secretName") == ksrc[0]), {})
+    kmodes = [kv_.get("secret", {}).get("defaultMode", 0o644)] + \
+        [i["mode"] for i in kv_.get("secret", {}).get("items") or [] if "mode" in i]
+    check("fleet: the sealing key's mode is 0600, 0400 or 0440 (0440: group read through fsGroup)",
+          all(m_ in (0o600, 0o400, 0o440) for m_ in kmodes), str([oct(m_) for m_ in kmodes]))
+    check("fleet: the sealing key is not under state_dir (each replica's own)",
+          bool(kf) and not under(kf, server.get("state_dir", "/nonexistent")))
+    ca = store.get("ca_file")
+    cam = mount_of(fc, ca or "/nonexistent")
+    check(f"fleet: [store] ca_file {ca} is a file of a mounted Secret or ConfigMap",
+          ca is not None and file_in_volume(fspec, fc, ca)
+          and any(k_ in (volume(fspec, cam["name"]) or {}) for k_ in ("secret", "configMap")), str(ca))
+    pool = store.get("pool_size", 8)
+    surge_n = surge if isinstance(surge, int) else 1
+    check(f"fleet: (replicas + maxSurge) x pool_size = {(replicas + surge_n) * pool} connections fit "
+          "PostgreSQL's default max_connections (100)", (replicas + surge_n) * pool <= 100)
+    secret_env = []
+    for c in fspec.get("initContainers", []) + fspec["containers"]:
+        for e in c.get("env", []):
+            if "secretKeyRef" in e.get("valueFrom", {}) or re.search(r"PASSWORD|SECRET|_KEY$", e["name"]) \
+                    and "_FILE" not in e["name"]:
+                secret_env.append(f"{c['name']}:{e['name']}")
+        secret_env += [f"{c['name']}:envFrom" for e in c.get("envFrom", []) if "secretRef" in e]
+    check("fleet: no secret reaches a container through its environment (files only)", not secret_env,
+          str(secret_env))
+    tls_key = server.get("tls_key", "-")
+    check("fleet: tls_key is copied 0600 from the TLS Secret by the init container",
+          from_secret(fspec, fc, tls_key) is not None and secret_item(fspec, fc, tls_key) is None, tls_key)
+
+    # Nothing per replica to keep.
+    sd = server.get("state_dir", "")
+    sm = mount_of(fc, sd or "/nonexistent")
+    check(f"fleet: state_dir {sd} is inside a writable emptyDir (scratch, per replica)",
+          sm is not None and sd != sm["mountPath"] and not sm.get("readOnly")
+          and "emptyDir" in (volume(fspec, sm["name"]) or {}))
+    check("fleet: no PersistentVolumeClaim (replicas share nothing but the database and the Secrets)",
+          not any("persistentVolumeClaim" in v for v in fspec.get("volumes", [])))
+    check("fleet: audit_log is standard output (a replica's files go with it)", server.get("audit_log") == "-",
+          str(server.get("audit_log")))
+
+    # Probes and port.
+    listen_port = int(server.get("listen", ":0").rsplit(":", 1)[1])
+    check("fleet: the container port is the listen port", listen_port in ports_of(fc).values())
+    scheme = "HTTPS" if server.get("tls_cert") else "HTTP"
+    rp = fc.get("readinessProbe", {}).get("httpGet", {})
+    lp = fc.get("livenessProbe", {}).get("httpGet", {})
+    check(f"fleet: readinessProbe GET /readyz ({scheme}) on the listen port (out of the Service while the database is away)",
+          rp.get("path") == "/readyz" and probe_port(fc, rp) == listen_port and rp.get("scheme", "HTTP") == scheme,
+          json.dumps(rp))
+    check(f"fleet: livenessProbe GET /healthz ({scheme}), not /readyz (a database outage restarts nothing)",
+          lp.get("path") == "/healthz" and probe_port(fc, lp) == listen_port and lp.get("scheme", "HTTP") == scheme,
+          json.dumps(lp))
+    rs = fc.get("resources", {})
+    check("fleet: resource requests (cpu, memory) and a memory limit",
+          {"cpu", "memory"} <= set(rs.get("requests", {})) and "memory" in rs.get("limits", {}), json.dumps(rs))
+
+    # Spread and disruptions.
+    terms = fspec.get("affinity", {}).get("podAntiAffinity", {}) \
+        .get("preferredDuringSchedulingIgnoredDuringExecution", [])
+    check("fleet: preferred pod anti-affinity across nodes (kubernetes.io/hostname) for its own pods",
+          any(t["podAffinityTerm"].get("topologyKey") == "kubernetes.io/hostname"
+              and labels_match(t["podAffinityTerm"].get("labelSelector", {}).get("matchLabels"), labels)
+              for t in terms), json.dumps(terms))
+    pdbs = [d for (k, n), (f, d) in resources.items() if k == "PodDisruptionBudget"
+            and labels_match(d["spec"].get("selector", {}).get("matchLabels"), labels)]
+    if check("fleet: a PodDisruptionBudget selects the fleet's pods", len(pdbs) == 1, str(len(pdbs))):
+        ps = pdbs[0]["spec"]
+        mu, ma = ps.get("maxUnavailable"), ps.get("minAvailable")
+        check("fleet: the PDB lets a drain take one replica and keeps the others "
+              f"(maxUnavailable {mu}, minAvailable {ma}, replicas {replicas})",
+              (isinstance(mu, int) and 1 <= mu < replicas and ma is None)
+              or (isinstance(ma, int) and 1 <= ma < replicas and mu is None))
+    fsvc = [d for (k, n), (f, d) in resources.items() if k == "Service"
+            and labels_match(d["spec"].get("selector"), labels)]
+    check("fleet: a Service selects the fleet's pods, its targetPort the listen port",
+          len(fsvc) == 1 and all(probe_port(fc, p_.get("targetPort", p_["port"])) == listen_port
+                                 for p_ in fsvc[0]["spec"]["ports"]), str(len(fsvc)))
+    single = res("Deployment", "credkeeper-broker")
+    if single is not None:
+        slabels = single["spec"]["template"]["metadata"].get("labels", {})
+        check("fleet: its pods and the single broker's are told apart (neither selector matches the other's pods)",
+              not labels_match(single["spec"]["selector"].get("matchLabels"), labels)
+              and not labels_match(fleet["spec"]["selector"].get("matchLabels"), slabels))
+        sc_ = next(c for c in pod_spec(single)["containers"] if c["name"] == "broker")
+        check("fleet: the single broker's image", fc["image"] == sc_["image"], fc["image"])
+        names = sorted(r_.get("name") for r_ in fconf.get("robot", []))
+        snames = sorted(r_.get("name") for r_ in (globals().get("conf") or {}).get("robot", []))
+        check("fleet: the robots of broker/configmap.yaml", names == snames, f"{names} != {snames}")
+
 # ---------------------------------------------------------------- Kubernetes: scheduled tasks
 # deploy/kubernetes/tasks/: the definitions inside the ConfigMap, and every pod that runs
 # `credkeeper tasks run|serve` on them.
@@ -744,6 +947,124 @@ if check("deploy/compose.yaml exists and parses", isinstance(compose, dict)):
         check("compose: `docker compose config` accepts it", r.returncode == 0, r.stderr.strip())
     else:
         print("skip compose: `docker compose config` (no Compose plugin here)")
+
+# ---------------------------------------------------------------- Compose: the broker fleet
+cff = os.path.join(deploy, "compose.fleet.yaml")
+cfl = (docs.get(cff) or [None])[0]
+if check("deploy/compose.fleet.yaml exists and parses", isinstance(cfl, dict)):
+    services = cfl.get("services", {})
+    top_secrets = cfl.get("secrets", {})
+    top_configs = cfl.get("configs", {})
+
+    def listed(s, kind):
+        """{target path: top-level name} of a service's secrets or configs."""
+        out = {}
+        for x in s.get(kind, []):
+            name = x if isinstance(x, str) else x["source"]
+            target = x.get("target") if isinstance(x, dict) else None
+            if kind == "secrets" and (not target or not target.startswith("/")):
+                target = f"/run/secrets/{target or name}"
+            out[target or f"/{name}"] = name
+        return out
+
+    def top_file(kind_map, name):
+        """The host file of a top-level secret/config (file:), relative to deploy/."""
+        f_ = (kind_map.get(name) or {}).get("file")
+        return os.path.normpath(os.path.join(deploy, f_)) if f_ else None
+
+    def env(s):
+        e = s.get("environment", {})
+        if isinstance(e, list):
+            e = dict(x.split("=", 1) for x in e)
+        return e
+
+    def argv_of(s):
+        a = (s.get("entrypoint") or []) + (s.get("command") or [])
+        return shlex.split(a) if isinstance(a, str) else a
+
+    db = services.get("db", {})
+    check("compose fleet: service db runs postgres:15", str(db.get("image", "")).startswith("postgres:15"),
+          str(db.get("image")))
+    hc = db.get("healthcheck", {}).get("test", [])
+    hc = shlex.split(hc) if isinstance(hc, str) else hc
+    check("compose fleet: db's healthcheck is pg_isready over TCP (not the first-start socket-only server)",
+          "pg_isready" in hc and "-h" in hc and hc[hc.index("-h") + 1] in ("127.0.0.1", "localhost"), str(hc))
+    denv = env(db)
+    dsec = listed(db, "secrets")
+    check("compose fleet: db's password from a secret file (POSTGRES_PASSWORD_FILE), never POSTGRES_PASSWORD",
+          "POSTGRES_PASSWORD" not in denv and denv.get("POSTGRES_PASSWORD_FILE") in dsec, json.dumps(denv))
+    dargv = argv_of(db)
+    dset = dict(dargv[i + 1].split("=", 1) for i, a in enumerate(dargv[:-1]) if a == "-c" and "=" in dargv[i + 1])
+    check("compose fleet: db serves TLS with its certificate and key from secrets",
+          dset.get("ssl") == "on" and dset.get("ssl_cert_file") in dsec and dset.get("ssl_key_file") in dsec,
+          json.dumps(dset))
+    hba_path = top_file(top_configs, listed(db, "configs").get(dset.get("hba_file", "-"), ""))
+    hba_lines = []
+    if check("compose fleet: db's hba_file is a config file that exists", bool(hba_path) and os.path.isfile(hba_path),
+             str(hba_path)):
+        with open(hba_path) as fh:
+            hba_lines = [l.split() for l in fh if l.strip() and not l.lstrip().startswith("#")]
+        check("compose fleet: pg_hba.conf: no trust; TCP only hostssl + scram-sha-256, the rest rejected",
+              hba_lines and not any(l[-1] == "trust" for l in hba_lines)
+              and all(l[0] == "local" or l[-1] == "reject" or (l[0] == "hostssl" and l[-1] == "scram-sha-256")
+                      for l in hba_lines)
+              and any(l[0] == "hostssl" for l in hba_lines), str(hba_lines))
+    check("compose fleet: db's data on a bind-mounted directory of the user's (./pgdata)",
+          any(str(v).split(":")[:2] == ["./pgdata", "/var/lib/postgresql/data"] for v in db.get("volumes", [])))
+
+    brokers = {n: s for n, s in services.items() if argv_of(s)[:2] == ["credkeeper", "serve"]}
+    count = sum((s.get("deploy") or {}).get("replicas", 1) for s in brokers.values())
+    check(f"compose fleet: at least 2 broker replicas ({count})", count >= 2)
+    for n, s in sorted(brokers.items()):
+        check(f"compose fleet {n}: starts once db is healthy",
+              (s.get("depends_on") or {}).get("db", {}).get("condition") == "service_healthy")
+        check(f"compose fleet {n}: read-only root, no capabilities, no-new-privileges, the same user as db",
+              s.get("read_only") is True and s.get("cap_drop") == ["ALL"]
+              and "no-new-privileges:true" in s.get("security_opt", []) and s.get("user") == db.get("user")
+              and bool(s.get("user")))
+        argv = argv_of(s)
+        cfg = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+        tf = top_file(top_configs, listed(s, "configs").get(cfg, ""))
+        bconf = {}
+        if check(f"compose fleet {n}: --config {cfg} is a config file that exists", bool(tf) and os.path.isfile(tf),
+                 str(tf)):
+            try:
+                with open(tf, "rb") as fh:
+                    bconf = tomllib.load(fh)
+                ok(f"compose fleet {n}: {rel(tf)} parses as TOML")
+            except Exception as e:
+                fail(f"compose fleet {n}: {rel(tf)} parses as TOML", str(e))
+        st, sv = bconf.get("store", {}), bconf.get("server", {})
+        u = urllib.parse.urlsplit(st.get("url", ""))
+        check(f"compose fleet {n}: [store] url is the db service over TLS (verify-full), no password in it",
+              u.scheme in ("postgres", "postgresql") and u.hostname == "db" and (u.port or 5432) == 5432
+              and urllib.parse.parse_qs(u.query).get("sslmode") == ["verify-full"] and u.password is None,
+              st.get("url", "(none)"))
+        bsec = listed(s, "secrets")
+        for k_ in ("password_file", "key_file", "ca_file"):
+            path = st.get(k_)
+            check(f"compose fleet {n}: [store] {k_} {path} is a secret file",
+                  path in bsec and top_file(top_secrets, bsec[path]) is not None)
+        for k_ in ("tls_cert", "tls_key"):
+            if k_ in sv:
+                check(f"compose fleet {n}: [server] {k_} is a secret file",
+                      sv[k_] in bsec and top_file(top_secrets, bsec[sv[k_]]) is not None)
+        check(f"compose fleet {n}: the same password as db (one secret)",
+              top_file(top_secrets, bsec.get(st.get("password_file"), "")) is not None
+              and top_file(top_secrets, bsec.get(st.get("password_file"), "")) ==
+              top_file(top_secrets, dsec.get(denv.get("POSTGRES_PASSWORD_FILE"), "")))
+        check(f"compose fleet {n}: state_dir on the tmpfs, audit log to standard output",
+              any(under(sv.get("state_dir", "/nonexistent"), t.split(":")[0]) for t in s.get("tmpfs", []))
+              and sv.get("audit_log") == "-", f"{sv.get('state_dir')} {sv.get('audit_log')}")
+        check(f"compose fleet {n}: no password or key in its environment",
+              not any(re.search(r"PASSWORD|SECRET|_KEY$", k) and not k.endswith("_FILE") for k in env(s)),
+              str(sorted(env(s))))
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        r = subprocess.run(["docker", "compose", "-f", cff, "config", "-q"], capture_output=True, text=True,
+                           env={**os.environ, "UID": "1000", "GID": "1000"})
+        check("compose fleet: `docker compose config` accepts it", r.returncode == 0, r.stderr.strip())
+    else:
+        print("skip compose fleet: `docker compose config` (no Compose plugin here)")
 
 # ---------------------------------------------------------------- systemd
 
