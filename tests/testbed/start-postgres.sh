@@ -59,15 +59,23 @@ ME=$(id -un)
 # --- install ---------------------------------------------------------------------------------
 TB_STEP="install postgresql-15"
 t0=$(now_ms)
-if [ ! -x "$PG_BIN/initdb" ] || [ ! -x "$PG_BIN/postgres" ] || [ ! -x "$PG_BIN/pg_ctl" ] \
-   || [ ! -x "$PG_BIN/psql" ] || [ ! -x "$PG_BIN/pg_isready" ]; then
+pg_installed() {
+  local b
+  for b in initdb postgres pg_ctl psql pg_isready; do
+    [ -x "$PG_BIN/$b" ] || return 1
+  done
+}
+if ! pg_installed; then
   # postgresql-15 (server, initdb, pg_ctl; creates the `postgres` user) and
   # postgresql-client-15 (psql, pg_isready) are Debian 12's. The package's postinst may
   # create a `main` cluster and try to start its service: neither is ever used here.
-  apt_install postgresql-15 postgresql-client-15
-  for b in initdb postgres pg_ctl psql pg_isready; do
-    [ -x "$PG_BIN/$b" ] || die "postgresql-15 is installed but $PG_BIN/$b is missing"
-  done
+  # Serialised: tests may start several servers at once on a fresh machine.
+  mkdir -p "$TESTBED_DIR/.cache"
+  (
+    flock -w 600 9 || die "timed out waiting for $TESTBED_DIR/.cache/postgres-install.lock"
+    pg_installed || apt_install postgresql-15 postgresql-client-15
+  ) 9>"$TESTBED_DIR/.cache/postgres-install.lock"
+  pg_installed || die "postgresql-15 and postgresql-client-15 are installed, but not every one of initdb, postgres, pg_ctl, psql, pg_isready is in $PG_BIN"
 fi
 command -v openssl >/dev/null || apt_install openssl
 INSTALL_MS=$(( $(now_ms) - t0 ))
