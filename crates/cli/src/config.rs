@@ -5,6 +5,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use credkeeper_core::Secret;
 use credkeeper_oidc::{ClientAuth, UrlPolicy};
+use credkeeper_store::StoreSettings;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -92,11 +93,16 @@ pub struct FileConfig {
     pub outfile: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub insecure_loopback: Option<bool>,
+    /// The store, as the broker's `[store]` (a PostgreSQL store for `tasks serve`
+    /// replicas); `CREDKEEPER_STORE_URL` and the like override it.
+    pub store: Option<credkeeper_server::config::StoreSection>,
 }
 
 pub struct Settings {
     pub file: FileConfig,
     pub state_dir: PathBuf,
+    /// The credential store: SQLite in `state_dir` unless `[store] url` names PostgreSQL.
+    pub store: StoreSettings,
     /// Issuers' discovery documents and keys.
     pub cache: credkeeper_oidc::DiskCache,
     pub policy: UrlPolicy,
@@ -167,6 +173,7 @@ impl Settings {
             .or_else(|| file.state_dir.clone())
             .or_else(default_state_dir)
             .context("no state directory: set --state-dir, CREDKEEPER_STATE_DIR or HOME")?;
+        let store = store_settings(&file, &state_dir)?;
         let cache = credkeeper_oidc::DiskCache::new(
             xdg("XDG_CACHE_HOME", ".cache").map(|d| d.join("credkeeper")),
         );
@@ -177,6 +184,7 @@ impl Settings {
         Ok(Settings {
             file,
             state_dir,
+            store,
             cache,
             policy,
             ca_file: global.cafile.clone(),
@@ -229,6 +237,32 @@ pub fn normalise_scopes(s: &str) -> String {
         .filter(|p| !p.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The config file's `[store]` with `CREDKEEPER_STORE_<KEY>` over it, as the broker reads
+/// its own.
+fn store_settings(file: &FileConfig, state_dir: &Path) -> anyhow::Result<StoreSettings> {
+    let mut store = file.store.clone().unwrap_or_default();
+    let var = |name: &str| std::env::var_os(format!("CREDKEEPER_STORE_{name}"));
+    if let Some(v) = var("URL") {
+        store.url = Some(
+            v.into_string()
+                .map_err(|_| anyhow::anyhow!("CREDKEEPER_STORE_URL is not UTF-8"))?,
+        );
+    }
+    for (name, slot) in [
+        ("PASSWORD_FILE", &mut store.password_file),
+        ("CA_FILE", &mut store.ca_file),
+        ("KEY_FILE", &mut store.key_file),
+    ] {
+        if let Some(v) = var(name) {
+            *slot = Some(v.into());
+        }
+    }
+    store
+        .check()
+        .map_err(|(key, message)| anyhow::anyhow!("[store] {key}: {message}"))?;
+    Ok(store.settings(state_dir))
 }
 
 fn read_config(path: &Path) -> anyhow::Result<FileConfig> {

@@ -47,6 +47,9 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Give a broker robot a new secret (stored hashed; written once to a 0600 file)
     RobotSecret(cmd::serve::RobotSecretArgs),
+    /// The broker's store: move a SQLite store to a fleet's PostgreSQL
+    #[command(subcommand)]
+    Store(cmd::store::Command),
     /// Keep an HTCondor credential directory fresh (scitokens-credmon compatible)
     Credmon(cmd::credmon::Args),
     /// Registry credentials: the keychain and the Docker credential helper
@@ -298,6 +301,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => block_on(cmd::serve::run(args, &global), Mode::Server),
         Command::Credmon(args) => block_on(cmd::credmon::run(args, &global), Mode::Daemon),
         Command::RobotSecret(args) => cmd::serve::robot_secret(args, &global),
+        Command::Store(command) => cmd::store::run(command, &global),
         Command::Registry(cmd::registry::Command::Token(args)) => block_on(
             cmd::registry::token(args, global.state_dir.clone(), global.cafile.clone()),
             Mode::Command,

@@ -3,6 +3,7 @@
 //! at start with errors that name the file, the key and the line.
 
 use credkeeper_core::ScopeSet;
+use credkeeper_store::{PostgresSettings, StoreSettings};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -390,13 +391,94 @@ pub fn fill(template: &str, username: &str) -> String {
     template.replace("{username}", username)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
-    /// `sqlite` (embedded, the default). The store interface takes other backends.
+    /// `sqlite` (embedded, the default) or `postgres` (a fleet's shared database; the
+    /// default when `url` is set).
     pub backend: Option<String>,
-    /// Default: `<state_dir>/` (credentials.db and store.key there).
+    /// SQLite: the directory of credentials.db and store.key. Default: `<state_dir>/`.
     pub path: Option<PathBuf>,
+    /// PostgreSQL: `postgres://user@host:port/db?sslmode=verify-full`.
+    pub url: Option<String>,
+    /// PostgreSQL: a 0600 file holding only the password (else PGPASSWORD, PGPASSFILE or
+    /// ~/.pgpass, as libpq).
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL: the CA certificates the server's certificate must chain to.
+    pub ca_file: Option<PathBuf>,
+    /// PostgreSQL: connections kept open at most (default 8).
+    pub pool_size: Option<usize>,
+    /// PostgreSQL: the sealing key file, the same on every replica. Default:
+    /// `<state_dir>/store.key`.
+    pub key_file: Option<PathBuf>,
+}
+
+impl StoreSection {
+    /// Whether the keys agree with each other: the key at fault and what is wrong.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        match (self.backend.as_deref(), &self.url) {
+            (None | Some("sqlite"), None) | (None | Some("postgres"), Some(_)) => {}
+            (Some("postgres"), None) => {
+                return Err((
+                    "backend",
+                    "backend `postgres` needs url = \"postgres://user@host:port/db\"".into(),
+                ));
+            }
+            (Some("sqlite"), Some(_)) => {
+                return Err((
+                    "url",
+                    "url is for backend `postgres`; SQLite's directory is `path`".into(),
+                ));
+            }
+            (Some(b), _) => {
+                return Err((
+                    "backend",
+                    format!("unknown backend `{b}` (this build has: sqlite, postgres)"),
+                ));
+            }
+        }
+        if self.url.is_none()
+            && let Some(key) = [
+                ("password_file", self.password_file.is_some()),
+                ("ca_file", self.ca_file.is_some()),
+                ("pool_size", self.pool_size.is_some()),
+                ("key_file", self.key_file.is_some()),
+            ]
+            .iter()
+            .find_map(|(k, set)| set.then_some(*k))
+        {
+            return Err((key, format!("{key} is for a PostgreSQL store (set url)")));
+        }
+        if self.url.is_some() && self.path.is_some() {
+            return Err((
+                "path",
+                "path is SQLite's directory; a PostgreSQL store has url".into(),
+            ));
+        }
+        if self.pool_size == Some(0) {
+            return Err(("pool_size", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The store these settings name; `state_dir` holds the defaults.
+    pub fn settings(&self, state_dir: &Path) -> StoreSettings {
+        match &self.url {
+            Some(url) => StoreSettings::Postgres(PostgresSettings {
+                url: url.clone(),
+                password_file: self.password_file.clone(),
+                ca_file: self.ca_file.clone(),
+                pool_size: self.pool_size.unwrap_or(8),
+                key_file: self
+                    .key_file
+                    .clone()
+                    .unwrap_or_else(|| state_dir.join("store.key")),
+            }),
+            None => StoreSettings::Sqlite {
+                dir: self.path.clone().unwrap_or_else(|| state_dir.to_path_buf()),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -708,14 +790,8 @@ impl Config {
                 "must be at least 5 (seconds a refresh may take; default 90)".into(),
             ));
         }
-        if let Some(b) = &self.store.backend
-            && b != "sqlite"
-        {
-            return Err(fail(
-                "store.backend".into(),
-                "backend",
-                format!("unknown backend `{b}` (this build has: sqlite)"),
-            ));
+        if let Err((key, message)) = self.store.check() {
+            return Err(fail(format!("store.{key}"), key, message));
         }
         Ok(())
     }
@@ -796,10 +872,26 @@ mod tests {
             ),
             ("[refresher]\nshare = 1.5\n", "line 2", "refresher.share"),
             ("[issuer]\nlifetime = -1\n", "line 2", "issuer.lifetime"),
+            ("[store]\nbackend = \"postgres\"\n", "line 2", "needs url"),
             (
-                "[store]\nbackend = \"postgres\"\n",
+                "[store]\nbackend = \"mysql\"\n",
                 "line 2",
                 "unknown backend",
+            ),
+            (
+                "[store]\npath = \"/x\"\nurl = \"postgres://db/x\"\n",
+                "line 2",
+                "store.path",
+            ),
+            (
+                "[store]\nkey_file = \"/k\"\n",
+                "line 2",
+                "is for a PostgreSQL store",
+            ),
+            (
+                "[store]\nurl = \"postgres://db/x\"\npool_size = 0\n",
+                "line 3",
+                "store.pool_size",
             ),
         ];
         for (text, where_, what) in cases {

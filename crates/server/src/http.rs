@@ -235,8 +235,8 @@ async fn jwks(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
 }
 
 async fn ready(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
-    match broker.store.list() {
-        Ok(_) => (StatusCode::OK, "ready\n".to_string()),
+    match broker.store.ping() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("store unavailable: {e}\n"),

@@ -30,7 +30,7 @@ use broker::Broker;
 use config::{Config, RobotAuth, RobotSection};
 use credkeeper_core::Secret;
 use credkeeper_oidc::UrlPolicy;
-use credkeeper_store::{RobotSecrets, SqliteStore, Store};
+use credkeeper_store::{RobotSecrets, Store};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -133,12 +133,7 @@ pub async fn start(
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let store_dir = config
-        .store
-        .path
-        .clone()
-        .unwrap_or_else(|| state_dir.to_path_buf());
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_dir)?);
+    let store = credkeeper_store::open(&config.store.settings(state_dir))?;
     let url = config
         .issuer
         .url

@@ -205,8 +205,22 @@ pub trait SharedState: Send + Sync {
     fn purge_state(&self) -> Result<usize, StoreError>;
 }
 
+/// The backend itself: where it is and whether it answers.
+pub trait Backend: Send + Sync {
+    /// Where the store is, for messages (a directory, or a URL without its password).
+    fn location(&self) -> String;
+    /// Whether the store answers now (a broker's readiness).
+    fn ping(&self) -> Result<(), StoreError>;
+}
+
 /// Everything a backend keeps, for the code that wires one up and hands out the parts:
 /// an `Arc<dyn Store>` coerces to any one of them.
-pub trait Store: CredentialStore + RobotSecrets + TaskHistory + TaskSecrets + SharedState {}
+pub trait Store:
+    Backend + CredentialStore + RobotSecrets + TaskHistory + TaskSecrets + SharedState
+{
+}
 
-impl<T: CredentialStore + RobotSecrets + TaskHistory + TaskSecrets + SharedState> Store for T {}
+impl<T: Backend + CredentialStore + RobotSecrets + TaskHistory + TaskSecrets + SharedState> Store
+    for T
+{
+}

@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use backend::{
-    CachedToken, Claim, CredentialKey, CredentialStore, Health, RobotSecrets, SharedState, Store,
-    StoreError, StoredCredential, TaskHistory, TaskRun, TaskSecrets,
+    Backend, CachedToken, Claim, CredentialKey, CredentialStore, Health, RobotSecrets, SharedState,
+    Store, StoreError, StoredCredential, TaskHistory, TaskRun, TaskSecrets,
 };
 pub use dump::{Dump, Value};
 pub use postgres::{PostgresSettings, PostgresStore};

@@ -1,7 +1,7 @@
 //! The embedded backend: one SQLite file under the state directory.
 
 use crate::backend::{
-    CachedToken, Claim, CredentialKey, CredentialStore, Health, RobotSecrets, SharedState,
+    Backend, CachedToken, Claim, CredentialKey, CredentialStore, Health, RobotSecrets, SharedState,
     StoreError, StoredCredential, TaskHistory, TaskRun, TaskSecrets,
 };
 use crate::dump::{Dump, TABLES, Value};
@@ -249,6 +249,18 @@ impl SqliteStore {
         tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)
             .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
+    }
+}
+
+impl Backend for SqliteStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.conn()
+            .query_row("SELECT 1", [], |_| Ok(()))
+            .map_err(|e| self.err(e))
     }
 }
 

@@ -52,6 +52,9 @@ const AUTO_CONSENT = oneOf('OP_AUTO_CONSENT', ['0', '1'], '1') === '1';
 const JWT_ALG = oneOf('OP_JWT_ALG', ['RS256', 'ES256'], 'RS256');
 const DEFAULT_RESOURCE = oneOf('OP_DEFAULT_RESOURCE', ['api', 'none'], 'api');
 const TOKEN_VER = env.OP_TOKEN_VER || '';
+// Holds every token request this long before handling it (the grant is not yet used), so a
+// test can kill a client while its refresh is in flight.
+const TOKEN_DELAY_MS = intEnv('OP_TOKEN_DELAY_MS', 0);
 
 const API_RESOURCE = 'https://api.test.example';
 const OPAQUE_RESOURCE = 'urn:test:opaque-api';
@@ -436,6 +439,10 @@ provider.use(async (ctx, next) => {
   const started = Date.now();
   // lets start-op.sh tell this process apart from anything else answering on the port
   ctx.set('x-testbed-op-pid', String(process.pid));
+  if (TOKEN_DELAY_MS > 0 && ctx.method === 'POST' && ctx.path === '/token') {
+    log(`token.delayed ${TOKEN_DELAY_MS}ms`);
+    await new Promise((resolve) => setTimeout(resolve, TOKEN_DELAY_MS));
+  }
   try {
     await next();
   } finally {

@@ -5,12 +5,14 @@ pub mod get;
 pub mod login;
 pub mod registry;
 pub mod serve;
+pub mod store;
 pub mod tasks;
 pub mod token;
 
 use crate::config::{Resolved, Settings};
 use credkeeper_oidc::{Client, TokenRequest};
-use credkeeper_store::SqliteStore;
+use credkeeper_store::{SqliteStore, Store, StoreSettings};
+use std::sync::Arc;
 
 /// Discover the issuer (from the cache when fresh) and build its client.
 pub async fn connect(r: &Resolved, settings: &Settings) -> anyhow::Result<Client> {
@@ -110,7 +112,7 @@ pub fn broker_client_with(
 /// An issuer's client and the local credential store: what a `Refresher` works with.
 pub struct Issuer {
     client: Client,
-    store: SqliteStore,
+    store: Arc<dyn Store>,
 }
 
 impl Issuer {
@@ -124,15 +126,24 @@ impl Issuer {
     pub fn refresher<'a>(&'a self, identity: &'a str) -> credkeeper_refresher::Refresher<'a> {
         credkeeper_refresher::Refresher {
             client: &self.client,
-            store: &self.store,
+            store: &*self.store,
             identity,
             claim_secs: credkeeper_refresher::DEFAULT_CLAIM_SECS,
         }
     }
 }
 
-pub fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
-    Ok(SqliteStore::open(&settings.state_dir)?)
+/// The store the settings name (created when it is a new SQLite one).
+pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(credkeeper_store::open(&settings.store)?)
+}
+
+/// The store, when there is one: a look that only reads creates no SQLite file.
+pub fn existing_store(settings: &Settings) -> anyhow::Result<Option<Arc<dyn Store>>> {
+    match &settings.store {
+        StoreSettings::Sqlite { dir } if !SqliteStore::exists(dir) => Ok(None),
+        _ => open_store(settings).map(Some),
+    }
 }
 
 pub fn token_request(r: &Resolved) -> TokenRequest {

@@ -33,7 +33,7 @@ pub struct RobotSecretArgs {
     pub outfile: PathBuf,
 }
 
-fn state_dir(global: &Global, config: &Config, dev: bool) -> anyhow::Result<PathBuf> {
+pub(crate) fn state_dir(global: &Global, config: &Config, dev: bool) -> anyhow::Result<PathBuf> {
     if let Some(d) = global
         .state_dir
         .clone()
@@ -50,7 +50,7 @@ fn state_dir(global: &Global, config: &Config, dev: bool) -> anyhow::Result<Path
         .context("no state directory: set --state-dir or [server] state_dir")
 }
 
-fn load(global: &Global) -> anyhow::Result<Config> {
+pub(crate) fn load(global: &Global) -> anyhow::Result<Config> {
     match &global.config {
         Some(path) => Ok(Config::load(path)?),
         None => Ok(Config::default()),
@@ -122,14 +122,14 @@ pub fn robot_secret(args: RobotSecretArgs, global: &Global) -> anyhow::Result<()
         );
     }
     let state = state_dir(global, &config, false)?;
-    let store_dir = config.store.path.clone().unwrap_or(state);
-    let store = credkeeper_store::SqliteStore::open(&store_dir)?;
-    credkeeper_server::issue_robot_secret(&store, &args.robot, &args.outfile)?;
+    let store = credkeeper_store::open(&config.store.settings(&state))?;
+    credkeeper_server::issue_robot_secret(&*store, &args.robot, &args.outfile)?;
     eprintln!(
-        "New secret for robot `{}` written to {}; the broker stores only its hash. Restart or \
-         wait for the broker to see it: the old secret stops working at once.",
+        "New secret for robot `{}` written to {}; its hash is in the store at {} (the broker \
+         reads it there). The old secret stops working at once.",
         args.robot,
-        args.outfile.display()
+        args.outfile.display(),
+        store.location()
     );
     Ok(())
 }

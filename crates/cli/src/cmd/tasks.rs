@@ -55,7 +55,6 @@ pub enum SecretCommand {
 }
 
 pub fn secret(cmd: SecretCommand, settings: &Settings) -> anyhow::Result<()> {
-    use credkeeper_store::TaskSecrets;
     match cmd {
         SecretCommand::Set { name, from_file } => {
             anyhow::ensure!(
@@ -81,7 +80,7 @@ pub fn secret(cmd: SecretCommand, settings: &Settings) -> anyhow::Result<()> {
             eprintln!("{name} stored (sealed) in {}", settings.state_dir.display());
         }
         SecretCommand::List => {
-            let names = match existing_store(settings)? {
+            let names = match super::existing_store(settings)? {
                 Some(store) => store.task_secret_names()?,
                 None => Vec::new(),
             };
@@ -91,7 +90,7 @@ pub fn secret(cmd: SecretCommand, settings: &Settings) -> anyhow::Result<()> {
             }
         }
         SecretCommand::Delete { name } => {
-            let deleted = match existing_store(settings)? {
+            let deleted = match super::existing_store(settings)? {
                 Some(store) => store.delete_task_secret(&name)?,
                 None => false,
             };
@@ -106,24 +105,16 @@ pub fn secret(cmd: SecretCommand, settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The store, when the state directory has one: a look at definitions creates nothing.
-fn existing_store(settings: &Settings) -> anyhow::Result<Option<credkeeper_store::SqliteStore>> {
-    credkeeper_store::SqliteStore::exists(&settings.state_dir)
-        .then(|| super::open_store(settings))
-        .transpose()
-}
-
 /// Runs kept per task.
 const KEEP_RUNS: usize = 100;
 
 pub fn history(task: &str, limit: usize, output: bool, settings: &Settings) -> anyhow::Result<()> {
     let store = super::open_store(settings)?;
-    use credkeeper_store::TaskHistory;
     let runs = store.runs(task, limit)?;
     anyhow::ensure!(
         !runs.is_empty(),
-        "no runs of task `{task}` in {}",
-        settings.state_dir.display()
+        "no runs of task `{task}` in the store at {}",
+        store.location()
     );
     println!(
         "{:<22} {:>8} {:>7} {:>8}  REASON",
@@ -320,16 +311,15 @@ impl Files {
 pub fn validate(files: &Files, settings: &Settings) -> anyhow::Result<()> {
     let (tasks, options) = files.load()?;
     let store =
-        existing_store(settings)?.map(|s| Arc::new(s) as Arc<dyn credkeeper_store::TaskSecrets>);
+        super::existing_store(settings)?.map(|s| s as Arc<dyn credkeeper_store::TaskSecrets>);
     definition::validate(&tasks, &files.vars(store), &options)?;
     eprintln!("{} task(s) valid", tasks.len());
     Ok(())
 }
 
 pub fn list(files: &Files, settings: &Settings) -> anyhow::Result<()> {
-    use credkeeper_store::TaskHistory;
     let (tasks, _) = files.load()?;
-    let store = existing_store(settings)?;
+    let store = super::existing_store(settings)?;
     let now = chrono_now();
     println!(
         "{:<24} {:<28} {:<22} {:<9} {:<22} LAST RESULT",
@@ -461,7 +451,7 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
             )
         })?;
     // One store for the secrets, the history and the metrics.
-    let history = Arc::new(super::open_store(settings)?);
+    let history = super::open_store(settings)?;
     let rendered = task.render(&args.files.vars(Some(history.clone())), &options)?;
     let tokens = if task.credentials.bearer.is_some() {
         Some(
@@ -492,9 +482,8 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
     if !outcome.output.is_empty() {
         print!("{}", outcome.output);
     }
-    record_in(&history, task, &outcome);
+    record_in(&*history, task, &outcome);
     if let Some(path) = &args.metrics_file {
-        use credkeeper_store::TaskHistory;
         let metrics = credkeeper_tasks::metrics::Metrics::default();
         match history.runs(&task.name, KEEP_RUNS) {
             Ok(runs) => metrics.replay(&runs),
@@ -526,11 +515,10 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
 
 /// Keep the run in the store's history (a failure is reported; the run's status stands).
 fn record_in(
-    store: &credkeeper_store::SqliteStore,
+    store: &dyn credkeeper_store::TaskHistory,
     task: &Task,
     outcome: &credkeeper_tasks::run::Outcome,
 ) {
-    use credkeeper_store::TaskHistory;
     let run = credkeeper_store::TaskRun {
         task: task.name.clone(),
         started: outcome.started,
@@ -571,7 +559,7 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
     let (tasks, options) = args.files.load()?;
     // One store for the secrets and the history, written off the scheduler's threads
     // (each record is a durable SQLite transaction).
-    let history = Arc::new(credkeeper_store::SqliteStore::open(&settings.state_dir)?);
+    let history = super::open_store(settings)?;
     let store: Arc<dyn credkeeper_store::TaskSecrets> = history.clone();
     definition::validate(&tasks, &args.files.vars(Some(store.clone())), &options)?;
     let scheduled = tasks.iter().filter(|t| !t.disabled).count();
@@ -625,10 +613,7 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
         },
         last_started: {
             let history = history.clone();
-            Box::new(move |name: &str| {
-                use credkeeper_store::TaskHistory;
-                history.last_started(name).ok()?
-            })
+            Box::new(move |name: &str| history.last_started(name).ok()?)
         },
         finished: {
             let history = history.clone();
@@ -649,7 +634,7 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
                     }
                     metrics.finished(&task.name, outcome);
                     let (history, task, outcome) = (history.clone(), task.clone(), outcome.clone());
-                    tokio::task::spawn_blocking(move || record_in(&history, &task, &outcome));
+                    tokio::task::spawn_blocking(move || record_in(&*history, &task, &outcome));
                     publish();
                 },
             )
@@ -672,7 +657,6 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
         claim: {
             let history = history.clone();
             Box::new(move |due: &[(&str, credkeeper_core::Timestamp)]| {
-                use credkeeper_store::TaskHistory;
                 history.claim_runs(due).map_err(|e| e.to_string())
             })
         },

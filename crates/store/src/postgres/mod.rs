@@ -12,7 +12,7 @@ mod pool;
 pub use connect::PostgresSettings;
 
 use crate::backend::{
-    CachedToken, Claim, CredentialKey, CredentialStore, Health, RobotSecrets, SharedState,
+    Backend, CachedToken, Claim, CredentialKey, CredentialStore, Health, RobotSecrets, SharedState,
     StoreError, StoredCredential, TaskHistory, TaskRun, TaskSecrets,
 };
 use crate::dump::{Dump, TABLES, Value};
@@ -263,6 +263,17 @@ fn param(value: &Value, ty: &Type) -> Box<dyn ToSql + Sync> {
         Value::Null if *ty == Type::INT8 => Box::new(None::<i64>),
         Value::Null if *ty == Type::BYTEA => Box::new(None::<Vec<u8>>),
         Value::Null => Box::new(None::<String>),
+    }
+}
+
+impl Backend for PostgresStore {
+    fn location(&self) -> String {
+        self.pool.shown().to_string()
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.pool
+            .run(async |c| c.simple_query("SELECT 1").await.map(drop))
     }
 }
 

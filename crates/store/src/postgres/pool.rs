@@ -14,8 +14,10 @@ use tokio_postgres::Client;
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub(super) struct Pool {
-    /// Drives the connections' sockets; callers only wait on their replies.
-    rt: tokio::runtime::Runtime,
+    /// Drives the connections' sockets; callers only wait on their replies. An `Option`
+    /// only so that `drop` can shut it down without blocking (a store may be dropped on an
+    /// async runtime's thread, where a blocking runtime drop panics).
+    rt: Option<tokio::runtime::Runtime>,
     target: Target,
     size: usize,
     state: Mutex<Slots>,
@@ -40,7 +42,7 @@ impl Pool {
                 message: format!("cannot start the database runtime: {e}"),
             })?;
         Ok(Pool {
-            rt,
+            rt: Some(rt),
             target,
             size,
             state: Mutex::new(Slots {
@@ -49,6 +51,12 @@ impl Pool {
             }),
             returned: Condvar::new(),
         })
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt
+            .as_ref()
+            .expect("the runtime lives as long as the pool")
     }
 
     pub(super) fn shown(&self) -> &str {
@@ -91,7 +99,7 @@ impl Pool {
     ) -> Result<T, StoreError> {
         let mut client = self.checkout()?;
         let outcome = {
-            let _context = self.rt.enter();
+            let _context = self.rt().enter();
             futures_executor::block_on(tokio::time::timeout(CALL_TIMEOUT, f(&mut client)))
         };
         match outcome {
@@ -158,7 +166,7 @@ impl Pool {
     fn connect(&self) -> Result<Client, StoreError> {
         let config = self.target.config.clone();
         let tls = self.target.tls.clone();
-        let made = self.rt.spawn(async move {
+        let made = self.rt().spawn(async move {
             match tls {
                 Some(tls) => {
                     let (client, connection) = config.connect(tls).await?;
@@ -176,6 +184,14 @@ impl Pool {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(e)) => Err(self.db_error(&e)),
             Err(e) => Err(self.error(format!("connecting failed: {e}"))),
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
         }
     }
 }
