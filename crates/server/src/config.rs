@@ -821,9 +821,56 @@ fn line_of(text: &str, needle: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse("c.toml", text, std::iter::empty()).map_err(|e| e.to_string())
+    }
+
+    /// The README's example config, as printed there (and again with its commented-out
+    /// PostgreSQL store in place of the SQLite one).
+    #[test]
+    fn the_readme_example_is_a_valid_config() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("## Broker configuration")
+            .and_then(|at| readme[at..].find("```toml").map(|i| at + i + 7))
+            .expect("README has a broker config example");
+        // Its files, made here as the README says they must be (0600).
+        let dir = tempfile::tempdir().unwrap();
+        let mut example = readme[start..start + readme[start..].find("```").unwrap()].to_string();
+        for name in ["iam.secret"] {
+            let file = dir.path().join(name);
+            std::fs::write(&file, "s").unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            example = example.replace(&format!("/etc/credkeeper/{name}"), file.to_str().unwrap());
+        }
+        let config = parse(&example).unwrap_or_else(|e| panic!("README example: {e}"));
+        assert!(matches!(
+            config.store.settings(Path::new("/s")),
+            StoreSettings::Sqlite { .. }
+        ));
+        // The PostgreSQL lines instead of SQLite's.
+        let postgres: String = example
+            .lines()
+            .filter(|l| !l.starts_with("backend = \"sqlite\"") && !l.starts_with("path = "))
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|r| {
+                        ["url", "password_file", "ca_file", "pool_size", "key_file"]
+                            .iter()
+                            .any(|k| r.starts_with(&format!("{k} = ")))
+                    })
+                    .unwrap_or(l)
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = parse(&postgres).unwrap_or_else(|e| panic!("README example, PostgreSQL: {e}"));
+        let StoreSettings::Postgres(pg) = config.store.settings(Path::new("/s")) else {
+            panic!("the url selects PostgreSQL");
+        };
+        assert_eq!(pg.pool_size, 8);
+        assert_eq!(pg.key_file, Path::new("/etc/credkeeper/store.key"));
     }
 
     #[test]
@@ -906,7 +953,6 @@ mod tests {
 
     #[test]
     fn a_client_secret_file_others_can_read_is_refused() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("s");
         std::fs::write(&f, "x").unwrap();
