@@ -836,15 +836,13 @@ mod tests {
             .find("## Broker configuration")
             .and_then(|at| readme[at..].find("```toml").map(|i| at + i + 7))
             .expect("README has a broker config example");
-        // Its files, made here as the README says they must be (0600).
+        // Its client-secret file, made here as the README says it must be (0600).
         let dir = tempfile::tempdir().unwrap();
         let mut example = readme[start..start + readme[start..].find("```").unwrap()].to_string();
-        for name in ["iam.secret"] {
-            let file = dir.path().join(name);
-            std::fs::write(&file, "s").unwrap();
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-            example = example.replace(&format!("/etc/credkeeper/{name}"), file.to_str().unwrap());
-        }
+        let secret = dir.path().join("iam.secret");
+        std::fs::write(&secret, "s").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        example = example.replace("/etc/credkeeper/iam.secret", secret.to_str().unwrap());
         let config = parse(&example).unwrap_or_else(|e| panic!("README example: {e}"));
         assert!(matches!(
             config.store.settings(Path::new("/s")),
