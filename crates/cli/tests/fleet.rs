@@ -61,7 +61,7 @@ scopes = "read write"
 [[robot]]
 name = "ci"
 auth = {{ secret = true }}
-providers = ["op"]
+providers = ["op", "local"]
 scopes = ["read", "write"]
 audiences = ["*"]
 
@@ -125,6 +125,44 @@ audiences = ["*"]
             Some(r#"{"provider":"op","scopes":"read","minsecs":1}"#),
         )
     }
+}
+
+/// The `kid`s a broker publishes.
+fn kids(broker: &Broker) -> Vec<String> {
+    let (code, text) = broker.http("GET", "/jwks", None, None);
+    assert_eq!(code, 200, "{text}");
+    let jwks: serde_json::Value = serde_json::from_str(&text).unwrap();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The `kid` of a token the broker's own issuer signs now (for an audience never asked
+/// before, so that no cached token answers).
+fn signing_kid(f: &Fleet, broker: &Broker) -> String {
+    static ASKED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = ASKED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let secret = read(&f.user.path("ci.secret"));
+    let (code, text) = broker.http(
+        "POST",
+        "/api/v1/token",
+        Some(("ci", secret.trim())),
+        Some(&format!(
+            r#"{{"provider":"local","scopes":"read","audience":"https://s{n}.example"}}"#
+        )),
+    );
+    assert_eq!(code, 200, "{text}");
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let token = body["access_token"].as_str().unwrap();
+    let header = token.split('.').next().unwrap();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
+    )
+    .unwrap();
+    header["kid"].as_str().unwrap().to_string()
 }
 
 fn metric(broker: &Broker, name: &str) -> f64 {
@@ -246,6 +284,51 @@ fn a_replica_killed_mid_refresh_loses_its_claim_and_another_completes_the_refres
         assert_eq!(code, 200, "{body}");
     }
     eprintln!("the refresh was completed {took:?} after the kill");
+}
+
+#[test]
+fn a_rotated_issuer_key_is_published_by_every_replica_before_any_signs_with_it() {
+    let op = Op::start();
+    let f = Fleet::new(&op, 90);
+    let (a, b) = (f.start(1), f.start(2));
+    let old = kids(&a);
+    assert_eq!(old.len(), 1);
+    assert_eq!(kids(&b), old, "the replicas sign with one key");
+    assert_eq!(signing_kid(&f, &b), old[0]);
+    let out = f
+        .user
+        .cmd()
+        .args(["--config", f.config.to_str().unwrap()])
+        .args(["store", "rotate-issuer-key", "--lead", "6"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    let rotated_at = Instant::now();
+    wait_until(
+        "both replicas to publish the new key",
+        Duration::from_secs(5),
+        || kids(&a).len() == 2 && kids(&b).len() == 2,
+    );
+    let new = kids(&a).into_iter().find(|k| *k != old[0]).unwrap();
+    assert!(said.contains(&new), "{said}");
+    // Published ahead: until the lead has passed, tokens are still signed with the old key.
+    if rotated_at.elapsed() < Duration::from_secs(5) {
+        assert_eq!(signing_kid(&f, &a), old[0]);
+    }
+    wait_until(
+        "both replicas to sign with the new key",
+        Duration::from_secs(15),
+        || signing_kid(&f, &a) == new && signing_kid(&f, &b) == new,
+    );
+    // The old key stays published while tokens it signed may live.
+    for broker in [&a, &b] {
+        let published = kids(broker);
+        assert!(
+            published.contains(&old[0]) && published.contains(&new),
+            "{published:?}"
+        );
+    }
 }
 
 #[test]

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 pub enum Algorithm {
@@ -76,12 +77,24 @@ pub struct Settings {
 
 pub struct LocalIssuer {
     url: String,
-    alg: jsonwebtoken::Algorithm,
-    key: EncodingKey,
-    kid: String,
-    jwks: JwkSet,
+    algorithm: Algorithm,
+    /// Swapped whole when the keys rotate; signing takes a cheap `Arc` clone.
+    keys: RwLock<Arc<Keys>>,
     lifetime: i64,
     version: Option<VersionClaim>,
+}
+
+/// The key tokens are signed with now, and every public key published beside it.
+struct Keys {
+    key: EncodingKey,
+    kid: String,
+    jwks: Arc<JwkSet>,
+}
+
+/// A private key in PEM and the `kid` it goes by: one key of an issuer's set.
+pub struct KeyPem<'a> {
+    pub pem: &'a str,
+    pub kid: &'a str,
 }
 
 /// What a signed token says.
@@ -119,42 +132,53 @@ impl LocalIssuer {
         pem: &str,
         origin: &Path,
     ) -> Result<LocalIssuer, IssuerError> {
-        let alg = settings.algorithm.jwt();
-        let key_err = |message: String| IssuerError::Key {
-            path: origin.to_path_buf(),
-            message,
+        let kid = match &settings.key_id {
+            Some(kid) => kid.clone(),
+            None => key_id_of(pem, settings.algorithm, origin)?,
         };
-        let key = load_key(pem, settings.algorithm)
-            .map_err(|e| key_err(format!("not a {alg:?} private key in PEM: {e}")))?;
-        let mut jwk = Jwk::from_encoding_key(&key, alg).map_err(|e| key_err(e.to_string()))?;
-        let kid = settings.key_id.clone().unwrap_or_else(|| thumbprint(&jwk));
-        jwk.common.key_id = Some(kid.clone());
-        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+        let keys = Keys::new(settings.algorithm, KeyPem { pem, kid: &kid }, &[], origin)?;
         Ok(LocalIssuer {
             url: settings.url.trim_end_matches('/').to_string(),
-            alg,
-            key,
-            kid,
-            jwks: JwkSet { keys: vec![jwk] },
+            algorithm: settings.algorithm,
+            keys: RwLock::new(Arc::new(keys)),
             lifetime: settings.lifetime,
             version: settings.version.clone(),
         })
+    }
+
+    /// From now on sign with `signing`, and publish it and `also` (keys coming into use,
+    /// or going out of it while tokens they signed are still valid) in the JWKS.
+    pub fn use_keys(
+        &self,
+        signing: KeyPem<'_>,
+        also: &[KeyPem<'_>],
+        origin: &Path,
+    ) -> Result<(), IssuerError> {
+        let keys = Keys::new(self.algorithm, signing, also, origin)?;
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        Ok(())
+    }
+
+    fn keys(&self) -> Arc<Keys> {
+        // A panic elsewhere cannot leave the `Arc` half-written.
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn url(&self) -> &str {
         &self.url
     }
 
-    pub fn key_id(&self) -> &str {
-        &self.kid
+    /// The `kid` tokens are signed with now.
+    pub fn key_id(&self) -> String {
+        self.keys().kid.clone()
     }
 
     pub fn lifetime(&self) -> i64 {
         self.lifetime
     }
 
-    pub fn jwks(&self) -> &JwkSet {
-        &self.jwks
+    pub fn jwks(&self) -> Arc<JwkSet> {
+        self.keys().jwks.clone()
     }
 
     /// OpenID Provider metadata, enough for relying parties to find the keys.
@@ -165,7 +189,7 @@ impl LocalIssuer {
             "token_endpoint": format!("{}/api/v1/token", self.url),
             "response_types_supported": ["token"],
             "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": [format!("{:?}", self.alg)],
+            "id_token_signing_alg_values_supported": [format!("{:?}", self.algorithm.jwt())],
             "token_endpoint_auth_methods_supported": ["client_secret_basic"],
             "grant_types_supported": ["client_credentials"],
         })
@@ -192,13 +216,60 @@ impl LocalIssuer {
             Some(VersionClaim::Wlcg(v)) => claims["wlcg.ver"] = json!(v),
             None => {}
         }
-        let mut header = Header::new(self.alg);
-        header.kid = Some(self.kid.clone());
+        let keys = self.keys();
+        let mut header = Header::new(self.algorithm.jwt());
+        header.kid = Some(keys.kid.clone());
         header.typ = Some("JWT".into());
-        let token = jsonwebtoken::encode(&header, &claims, &self.key)
+        let token = jsonwebtoken::encode(&header, &claims, &keys.key)
             .map_err(|e| IssuerError::Sign(e.to_string()))?;
         Ok((Secret::new(token), exp))
     }
+}
+
+impl Keys {
+    fn new(
+        algorithm: Algorithm,
+        signing: KeyPem<'_>,
+        also: &[KeyPem<'_>],
+        origin: &Path,
+    ) -> Result<Keys, IssuerError> {
+        let (key, jwk) = parse(signing.pem, algorithm, signing.kid, origin)?;
+        let mut jwks = vec![jwk];
+        for other in also.iter().filter(|k| k.kid != signing.kid) {
+            jwks.push(parse(other.pem, algorithm, other.kid, origin)?.1);
+        }
+        Ok(Keys {
+            key,
+            kid: signing.kid.to_string(),
+            jwks: Arc::new(JwkSet { keys: jwks }),
+        })
+    }
+}
+
+/// The private key in `pem` and its public JWK under `kid`.
+fn parse(
+    pem: &str,
+    algorithm: Algorithm,
+    kid: &str,
+    origin: &Path,
+) -> Result<(EncodingKey, Jwk), IssuerError> {
+    let alg = algorithm.jwt();
+    let key_err = |message: String| IssuerError::Key {
+        path: origin.to_path_buf(),
+        message,
+    };
+    let key = load_key(pem, algorithm)
+        .map_err(|e| key_err(format!("not a {alg:?} private key in PEM: {e}")))?;
+    let mut jwk = Jwk::from_encoding_key(&key, alg).map_err(|e| key_err(e.to_string()))?;
+    jwk.common.key_id = Some(kid.to_string());
+    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+    Ok((key, jwk))
+}
+
+/// The RFC 7638 thumbprint of the key in `pem`: the `kid` a key gets unless one is set.
+pub fn key_id_of(pem: &str, algorithm: Algorithm, origin: &Path) -> Result<String, IssuerError> {
+    let (_, jwk) = parse(pem, algorithm, "", origin)?;
+    Ok(thumbprint(&jwk))
 }
 
 /// Signs tokens whose header carries the signing certificate chain (`x5c`): what a
@@ -427,6 +498,63 @@ mod tests {
     }
 
     #[test]
+    fn a_rotated_issuer_signs_with_the_new_key_and_still_publishes_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), Algorithm::ES256, None);
+        let issuer = LocalIssuer::open(&s).unwrap();
+        let grant = Grant {
+            subject: "ci",
+            scope: "read:/d",
+            audience: None,
+            lifetime: 60,
+        };
+        let (old_token, _) = issuer.sign(&grant).unwrap();
+        let old_pem = std::fs::read_to_string(&s.key_file).unwrap();
+        let old_kid = issuer.key_id();
+        let new_pem = generate_pem(Algorithm::ES256).unwrap();
+        let new_kid = key_id_of(&new_pem, Algorithm::ES256, Path::new("new")).unwrap();
+        assert_ne!(new_kid, old_kid);
+        issuer
+            .use_keys(
+                KeyPem {
+                    pem: &new_pem,
+                    kid: &new_kid,
+                },
+                &[KeyPem {
+                    pem: &old_pem,
+                    kid: &old_kid,
+                }],
+                Path::new("store"),
+            )
+            .unwrap();
+        let (new_token, _) = issuer.sign(&grant).unwrap();
+        let jwks = issuer.jwks();
+        let kids: Vec<_> = jwks
+            .keys
+            .iter()
+            .map(|k| k.common.key_id.clone().unwrap())
+            .collect();
+        assert_eq!(kids, [new_kid.clone(), old_kid.clone()]);
+        for (token, kid) in [(old_token, &old_kid), (new_token, &new_kid)] {
+            let jwt = Jwt::decode(token.expose()).unwrap();
+            assert_eq!(jwt.kid(), Some(kid.as_str()));
+            verify(&jwt, &jwks, &Expectations::default(), Timestamp::now()).unwrap();
+        }
+        // Once the old key is dropped from the set, its tokens no longer verify.
+        issuer
+            .use_keys(
+                KeyPem {
+                    pem: &new_pem,
+                    kid: &new_kid,
+                },
+                &[],
+                Path::new("store"),
+            )
+            .unwrap();
+        assert_eq!(issuer.jwks().keys.len(), 1);
+    }
+
+    #[test]
     fn each_algorithm_signs_tokens_its_own_jwks_verifies() {
         for (alg, version, profile) in [
             (
@@ -466,11 +594,11 @@ mod tests {
                 profile: Some(profile),
                 ..Default::default()
             };
-            let v = verify(&jwt, issuer.jwks(), &expect, Timestamp::now())
+            let v = verify(&jwt, &issuer.jwks(), &expect, Timestamp::now())
                 .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
-            assert_eq!(v.key_id.as_deref(), Some(issuer.kid.as_str()));
+            assert_eq!(v.key_id.as_deref(), Some(issuer.key_id().as_str()));
             // The same key file gives the same key id on the next start.
-            assert_eq!(LocalIssuer::open(&s).unwrap().kid, issuer.kid);
+            assert_eq!(LocalIssuer::open(&s).unwrap().key_id(), issuer.key_id());
         }
     }
 
@@ -520,7 +648,7 @@ mod tests {
         assert_eq!(&jti[14..15], "4");
         verify(
             &jwt,
-            issuer.jwks(),
+            &issuer.jwks(),
             &Expectations::default(),
             Timestamp::now(),
         )

@@ -193,6 +193,8 @@ struct CacheKey {
 pub struct Broker {
     pub config: Config,
     pub issuer: LocalIssuer,
+    /// Set when the store keeps the issuer's keys: the keeper follows their rotation.
+    pub issuer_keys: Option<credkeeper_issuer::Settings>,
     pub store: Arc<dyn Store>,
     pub audit: Audit,
     pub metrics: Metrics,
@@ -247,6 +249,7 @@ impl Broker {
         Ok(Broker {
             config,
             issuer,
+            issuer_keys: None,
             audit,
             metrics: Metrics::new(),
             secrets: SecretCheck::default(),

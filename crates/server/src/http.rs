@@ -230,7 +230,7 @@ async fn discovery(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
 async fn jwks(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     (
         [(header::CACHE_CONTROL, "public, max-age=300")],
-        Json(serde_json::to_value(broker.issuer.jwks()).unwrap_or_default()),
+        Json(serde_json::to_value(&*broker.issuer.jwks()).unwrap_or_default()),
     )
 }
 

@@ -248,6 +248,11 @@ pub async fn run(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<boo
         if let Err(e) = broker.store.purge_state() {
             tracing::warn!("cannot forget expired shared state: {e}");
         }
+        if let Some(settings) = &broker.issuer_keys
+            && let Err(e) = crate::issuer_keys::follow(&broker.store, settings, &broker.issuer)
+        {
+            tracing::warn!("cannot follow the issuer's keys in the store: {e}");
+        }
         if *stop.borrow() {
             return;
         }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod conn;
 pub mod device;
 pub mod http;
+pub mod issuer_keys;
 pub mod keeper;
 pub mod metrics;
 pub mod registry_token;
@@ -30,7 +31,7 @@ use broker::Broker;
 use config::{Config, RobotAuth, RobotSection};
 use credkeeper_core::Secret;
 use credkeeper_oidc::UrlPolicy;
-use credkeeper_store::{RobotSecrets, Store};
+use credkeeper_store::RobotSecrets;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub enum ServeError {
     Store(#[from] credkeeper_store::StoreError),
     #[error(transparent)]
     Issuer(#[from] credkeeper_issuer::IssuerError),
+    #[error(transparent)]
+    IssuerKeys(#[from] issuer_keys::KeyError),
     #[error("audit log {path}: {source}")]
     Audit {
         path: PathBuf,
@@ -61,37 +64,6 @@ pub enum ServeError {
     Kerberos(#[from] credkeeper_kerberos::KerberosError),
     #[error("{0}")]
     MetricsToken(credkeeper_sink::perm::PermError),
-}
-
-/// The broker's own signing key when no key file is configured: kept sealed in the store,
-/// so every broker sharing the store signs with the same key and publishes the same JWKS.
-/// A key file an earlier version generated in the state directory is taken over, so its
-/// `kid` (and every token it signed) stays valid.
-fn issuer_from_store(
-    store: &Arc<dyn Store>,
-    settings: &credkeeper_issuer::Settings,
-) -> Result<credkeeper_issuer::LocalIssuer, ServeError> {
-    const KIND: &str = "issuer-key";
-    let shared = shared::Shared::new(store.clone());
-    let id = format!("{:?}", settings.algorithm).to_lowercase();
-    if shared.get::<String>(KIND, &id)?.is_none() {
-        let pem = match std::fs::symlink_metadata(&settings.key_file) {
-            Ok(_) => credkeeper_sink::perm::read_private(&settings.key_file, "issuer key file")
-                .map_err(credkeeper_issuer::IssuerError::from)?,
-            Err(_) => credkeeper_issuer::generate_pem(settings.algorithm)?,
-        };
-        // Brokers starting together may each make one: the first kept is everyone's.
-        let forever = credkeeper_core::Timestamp::now().plus_secs(100 * 365 * 86_400);
-        shared.put_new(KIND, &id, &pem, forever)?;
-    }
-    let (pem, _) = shared
-        .get::<String>(KIND, &id)?
-        .ok_or_else(|| std::io::Error::other("the issuer key vanished from the store"))?;
-    Ok(credkeeper_issuer::LocalIssuer::from_pem(
-        settings,
-        &pem,
-        Path::new("(the issuer key in the store)"),
-    )?)
 }
 
 /// A broker bound to its address, ready to serve.
@@ -142,8 +114,9 @@ pub async fn start(
     let settings = config.issuer.settings(&url, state_dir);
     let issuer = match &config.issuer.key_file {
         Some(_) => credkeeper_issuer::LocalIssuer::open(&settings)?,
-        None => issuer_from_store(&store, &settings)?,
+        None => issuer_keys::open(&store, &settings)?,
     };
+    let keys_in_store = config.issuer.key_file.is_none().then_some(settings);
     let audit_path = config
         .server
         .audit_log
@@ -156,6 +129,7 @@ pub async fn start(
     let kerberos = auth::KerberosAuth::from_config(&config)?;
     let http = credkeeper_oidc::Http::with_ca_file(ca_file, credkeeper_oidc::Roots::AlsoSystem)?;
     let mut broker = Broker::new(config, issuer, store, audit, policy, kerberos, http)?;
+    broker.issuer_keys = keys_in_store;
     if let Some(file) = &broker.config.server.metrics_token_file {
         let token = credkeeper_sink::perm::read_private(file, "metrics token file")
             .map_err(ServeError::MetricsToken)?;

@@ -228,7 +228,7 @@ fn identity_robot(broker: &Broker, token: &str) -> Result<String, Refusal> {
         leeway: 30,
         ..Default::default()
     };
-    credkeeper_core::verify::verify(&jwt, broker.issuer.jwks(), &expect, Timestamp::now())
+    credkeeper_core::verify::verify(&jwt, &broker.issuer.jwks(), &expect, Timestamp::now())
         .map_err(|e| Refusal::unauthenticated(format!("identity token: {e}")))?;
     let robot = jwt.subject().unwrap_or_default().to_string();
     broker

@@ -1,5 +1,5 @@
 //! `credkeeper store`: the store itself — moving an embedded SQLite store to the
-//! PostgreSQL database a fleet of brokers shares.
+//! PostgreSQL database a fleet of brokers shares, and rotating the issuer key it keeps.
 
 use crate::config::Global;
 use anyhow::{Context, bail};
@@ -11,6 +11,18 @@ pub enum Command {
     /// Copy the SQLite store (of --config's broker, or --state-dir) into an empty
     /// PostgreSQL database, rows still sealed, and check every table's count
     Migrate(MigrateArgs),
+    /// Add a new issuer signing key to the store: every broker sharing it publishes the key
+    /// at its next refresher pass and signs with it after --lead; the old key stays
+    /// published until the last token it signed has expired
+    RotateIssuerKey(RotateArgs),
+}
+
+#[derive(clap::Args)]
+pub struct RotateArgs {
+    /// Seconds between publishing the new key and signing with it: longer than relying
+    /// parties cache the JWKS
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub lead: u32,
 }
 
 #[derive(clap::Args)]
@@ -28,7 +40,35 @@ pub struct MigrateArgs {
 }
 
 pub fn run(command: Command, global: &Global) -> anyhow::Result<()> {
-    let Command::Migrate(args) = command;
+    match command {
+        Command::Migrate(args) => migrate(args, global),
+        Command::RotateIssuerKey(args) => rotate(args, global),
+    }
+}
+
+fn rotate(args: RotateArgs, global: &Global) -> anyhow::Result<()> {
+    let config = super::serve::load(global)?;
+    let state = super::serve::state_dir(global, &config, false)?;
+    if let Some(file) = &config.issuer.key_file {
+        bail!(
+            "the issuer key is the file {} ([issuer] key_file), not kept in the store: rotate it by replacing the file",
+            file.display()
+        );
+    }
+    let store = credkeeper_store::open(&config.store.settings(&state))?;
+    let url = config.issuer.url.clone().unwrap_or_default();
+    let settings = config.issuer.settings(&url, &state);
+    let (kid, from) =
+        credkeeper_server::issuer_keys::rotate(&store, &settings, i64::from(args.lead))?;
+    eprintln!(
+        "New issuer key {kid} in the store at {}: published by every broker at its next \
+         refresher pass, signing from {from}.",
+        store.location()
+    );
+    Ok(())
+}
+
+fn migrate(args: MigrateArgs, global: &Global) -> anyhow::Result<()> {
     let config = super::serve::load(global)?;
     let state = super::serve::state_dir(global, &config, false)?;
     let StoreSettings::Sqlite { dir } = config.store.settings(&state) else {
