@@ -156,13 +156,10 @@ fn signing_kid(f: &Fleet, broker: &Broker) -> String {
     );
     assert_eq!(code, 200, "{text}");
     let body: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let token = body["access_token"].as_str().unwrap();
-    let header = token.split('.').next().unwrap();
-    let header: serde_json::Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
-    )
-    .unwrap();
-    header["kid"].as_str().unwrap().to_string()
+    header(body["access_token"].as_str().unwrap())["kid"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn metric(broker: &Broker, name: &str) -> f64 {

@@ -4,6 +4,8 @@
 //! user's first OIDC login works through htgettoken too.
 
 mod common;
+#[path = "../../store/tests/pg/mod.rs"]
+mod pg;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -219,6 +221,51 @@ fn a_restarted_broker_keeps_its_vault_tokens_so_the_clients_need_no_new_login() 
     s.htgettoken(&out, &["--vaulttokenttl", "1h", "--scopes", "read:/data"])
         .ok();
     assert_eq!(claims(&read(&out))["scope"], "read:/data");
+}
+
+#[test]
+fn a_vault_token_one_replica_made_works_at_another_on_postgresql() {
+    let db = pg::Server::start();
+    let keys = tempfile::tempdir().unwrap();
+    let store = format!(
+        "[store]\nurl = \"{}\"\npassword_file = \"{}\"\nca_file = \"{}\"\nkey_file = \"{}\"\n",
+        db.new_database(),
+        db.var("PG_PASSWORD_FILE"),
+        db.var("PG_CA_FILE"),
+        keys.path().join("store.key").display()
+    );
+    let mut s = site(&store);
+    let keytab = s.kdc.get("KRB5_ROBOT_KEYTAB");
+    let out = s.path("bt");
+    // Kerberos login and a token at the first replica...
+    s.igwn_robot_get(keytab, "robot/ci.example@TEST.REALM", &out, &[])
+        .ok();
+    let first = header(&read(&out));
+    // ...then, without a ticket, the Vault token it made at a second replica, which signs
+    // with the same issuer key.
+    let second = start_broker(&s.user, &s.kdc, "replica-2");
+    s.server = second.url.replace("https://127.0.0.1", "localhost");
+    s.broker = second;
+    std::fs::remove_file(&out).unwrap();
+    std::fs::remove_file(s.path("robot.ccache")).unwrap();
+    s.htgettoken(
+        &out,
+        &["--vaulttokenminttl", "1h", "--scopes", "read:/user/ci"],
+    )
+    .ok();
+    let again = read(&out);
+    assert_eq!(claims(&again)["scope"], "read:/user/ci");
+    assert_eq!(
+        header(&again)["kid"],
+        first["kid"],
+        "one signing key for the fleet"
+    );
+    let last = s.audit_lines().pop().unwrap();
+    assert_eq!(
+        (last["robot"].as_str(), last["auth"].as_str()),
+        (Some("ci"), Some("vault-token")),
+        "the second replica took the first one's Vault token"
+    );
 }
 
 #[test]

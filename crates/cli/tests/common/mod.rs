@@ -330,8 +330,17 @@ pub fn browser_login(auth_url: &str, login: &str) {
 
 /// Decode a JWT's claims without checking anything (test inspection only).
 pub fn claims(token: &str) -> serde_json::Value {
+    jwt_part(token, 1)
+}
+
+/// A JWT's header.
+pub fn header(token: &str) -> serde_json::Value {
+    jwt_part(token, 0)
+}
+
+fn jwt_part(token: &str, n: usize) -> serde_json::Value {
     use base64::Engine;
-    let part = token.trim().split('.').nth(1).expect("a JWT");
+    let part = token.trim().split('.').nth(n).expect("a JWT");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(part)
         .unwrap();
