@@ -3,6 +3,8 @@
 //! in headless Chromium in `web_chromium`.
 
 mod common;
+#[path = "../../store/tests/pg/mod.rs"]
+mod pg;
 use common::*;
 use std::process::Command;
 
@@ -58,6 +60,11 @@ fn csrf(body: &str) -> String {
 }
 
 fn setup(op: &Op, user: &User) -> Broker {
+    setup_with(op, user, "")
+}
+
+/// The same, with `extra` config (e.g. a `[store]`).
+fn setup_with(op: &Op, user: &User, extra: &str) -> Broker {
     let secret = user.secret_file("op.secret", "robot-secret", 0o600);
     let config = user.path("broker.toml");
     std::fs::write(
@@ -81,9 +88,10 @@ scopes = ["read"]
 name = "credd"
 auth = {{ secret = true }}
 login_links = true
-"#,
+{}"#,
             op.issuer(),
-            secret.display()
+            secret.display(),
+            extra
         ),
     )
     .unwrap();
@@ -408,5 +416,72 @@ fn brokers_sharing_a_store_honour_each_others_links_and_sessions_once() {
     for broker in [&a, &b] {
         let again = Jar::new().request("GET", &format!("{}/login/{token}", broker.url), &[]);
         assert_eq!(again.status, 403, "{}", again.body);
+    }
+}
+
+#[test]
+fn a_browser_login_moves_between_replicas_on_postgresql() {
+    let op = Op::start();
+    let db = pg::Server::start();
+    let user = User::new();
+    let store = format!(
+        "[store]\nurl = \"{}\"\npassword_file = \"{}\"\nca_file = \"{}\"\nkey_file = \"{}\"\n",
+        db.new_database(),
+        db.var("PG_PASSWORD_FILE"),
+        db.var("PG_CA_FILE"),
+        user.path("store.key").display()
+    );
+    let a = setup_with(&op, &user, &store);
+    let b = Broker::start(
+        &user,
+        &user.path("state-b"),
+        &["--config", user.path("broker.toml").to_str().unwrap()],
+    );
+    // Behind one load balancer a browser's requests land on any replica: here each step
+    // goes to the other one.
+    let url = link(&user, &a, "ci", &[]).ok().stdout.trim().to_string();
+    let token = url.rsplit('/').next().unwrap();
+    let browser = Jar::new();
+    let opened = browser.request("GET", &format!("{}/login/{token}", b.url), &[]);
+    assert_eq!(opened.status, 303);
+    let page = browser.request("GET", &format!("{}/web", a.url), &[]);
+    assert!(page.body.contains("Signed in as robot ci"), "{}", page.body);
+    let start = browser.request(
+        "POST",
+        &format!("{}/web/login/op", a.url),
+        &[("csrf", &csrf(&page.body))],
+    );
+    assert_eq!(start.status, 303, "{}", start.body);
+    let out = Command::new(testbed().join("op-browser.sh"))
+        .args(["login", &start.location, "alice"])
+        .env("OP_BROWSER_JAR", browser.file.path())
+        .output()
+        .unwrap();
+    let redirect = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(redirect.starts_with(&a.url), "{redirect}");
+    let back = browser.request("GET", &redirect.replacen(&a.url, &b.url, 1), &[]);
+    assert_eq!(
+        back.status, 303,
+        "the login started at A finishes at B: {}",
+        back.body
+    );
+    // Done once: the same callback again is refused, at either replica.
+    for broker in [&a, &b] {
+        let again = browser.request("GET", &redirect.replacen(&a.url, &broker.url, 1), &[]);
+        assert_ne!(again.status, 303, "{}", again.body);
+    }
+    let page = browser.request("GET", &format!("{}/web", a.url), &[]);
+    assert!(page.body.contains("Logged in to op"), "{}", page.body);
+    let secret = read(&user.path("ci.secret"));
+    for broker in [&a, &b] {
+        let (code, body) = broker.http(
+            "POST",
+            "/api/v1/token",
+            Some(("ci", secret.trim())),
+            Some(r#"{"provider":"op","scopes":"read"}"#),
+        );
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(claims(v["access_token"].as_str().unwrap())["sub"], "alice");
     }
 }
