@@ -323,8 +323,10 @@ def mib(kib):
     return f"{int(kib) / 1024:.1f} MiB"
 
 def row(label, r, ratio, rss):
+    # × /bin/true: this command's median over the floor's, both from this run's blocks.
     return (f"| {label} | {ms(r['median']):.2f} | {ms(r['mean']):.2f} ± {ms(r['stddev']):.2f} "
-            f"| {ms(r['min']):.2f} | {ms(r['cpu']):.2f} | {ratio} | {rss} |")
+            f"| {ms(r['min']):.2f} | {ms(r['cpu']):.2f} | {r['median'] / floor['median']:.2f} "
+            f"| {ratio} | {rss} |")
 
 ck_a, peer_a, floor = load("reuse", "credkeeper"), load("reuse", "oidc-token"), load("reuse", "floor")
 version = load("reuse", "version")
@@ -338,15 +340,15 @@ print(f"machine: {nproc} CPUs, {cpu}; {ck_ver}; {peer_ver}; {hf_ver}")
 print(f"hyperfine -N, {runs} runs per command in {rounds} alternating blocks ({warmup} warmup runs each); "
       f"peak RSS = max over {rss_runs} runs of /usr/bin/time -v")
 print()
-print("| command | median ms | mean ± σ ms | min ms | user+sys ms | ratio oidc-token/credkeeper (median) | max RSS |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("| command | median ms | mean ± σ ms | min ms | user+sys ms | × /bin/true (median) | ratio oidc-token/credkeeper (median) | max RSS |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 print(row("(a) reuse: `credkeeper get -m 300`", ck_a, "1", mib(rss_ck_reuse)))
 print(row("(a) reuse: `oidc-token -t 300`", peer_a, f"{ra:.2f}", mib(rss_peer_reuse)))
 print(row("`credkeeper --version` (start-up alone)", version, "", ""))
 print(row("floor: `/bin/true` (process start only)", floor, "", ""))
 print(row("(b) refresh: `credkeeper get -m 999999`", ck_b, "1", mib(rss_ck_refresh)))
 print(row("(b) refresh: `oidc-token -t 999999`", peer_b, f"{rb:.2f}", mib(rss_peer_refresh)))
-print(f"| oidc-agent daemon (both processes) serving (a)–(c) | | | | | | {mib(agent_hwm)} |")
+print(f"| oidc-agent daemon (both processes) serving (a)–(c) | | | | | | | {mib(agent_hwm)} |")
 print()
 print(f"oidc-agent daemon: VmHWM {mib(agent_setup_hwm)} after account setup (reset before the runs), "
       f"VmRSS {mib(agent_rss)} at the end")
@@ -357,6 +359,10 @@ for c in (ck_reuse, peer_reuse, ck_refresh, peer_refresh):
 print()
 fb = floor["blocks"]
 print(f"floor per block (median ms): {' '.join(f'{ms(x):.2f}' for x in fb)}")
+print(f"ratio to the floor (median ÷ /bin/true's median, same run): reuse credkeeper "
+      f"{ck_a['median'] / floor['median']:.2f}×, oidc-token {peer_a['median'] / floor['median']:.2f}×; "
+      f"`credkeeper --version` {version['median'] / floor['median']:.2f}×; refresh credkeeper "
+      f"{ck_b['median'] / floor['median']:.2f}×, oidc-token {peer_b['median'] / floor['median']:.2f}×")
 noisy = max(fb) > 1.5 * min(fb)
 med = ms(ck_a["median"])
 ok = med < goal and ck_a["median"] < peer_a["median"]
