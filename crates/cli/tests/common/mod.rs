@@ -453,20 +453,31 @@ impl Broker {
         auth: Option<(&str, &str)>,
         body: Option<&str>,
     ) -> (u16, String) {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
-            .arg(format!("{}{path}", self.url));
-        if let Some((u, p)) = auth {
-            cmd.arg("-u").arg(format!("{u}:{p}"));
-        }
-        if let Some(b) = body {
-            cmd.args(["-H", "content-type: application/json", "--data-binary", b]);
-        }
-        let out = cmd.output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_string())
+        http_at(&self.url, method, path, auth, body)
     }
+}
+
+/// One request with curl to `base` + `path`; the status (0 when none came) and the body.
+pub fn http_at(
+    base: &str,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
+        .arg(format!("{base}{path}"));
+    if let Some((u, p)) = auth {
+        cmd.arg("-u").arg(format!("{u}:{p}"));
+    }
+    if let Some(b) = body {
+        cmd.args(["-H", "content-type: application/json", "--data-binary", b]);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 impl Drop for Broker {
