@@ -1,13 +1,22 @@
 //! The audit log: one JSON line per vend and per denial — who, what, result — and never
-//! a token value. Lines are written by one task, a burst in one write: a request does not
-//! take a lock or make a system call of its own. A vend waits for its line to be written
-//! ([`Recorded::written`]) and is refused when it could not be, as Vault's audit device
-//! refuses a request it cannot log.
+//! a token value. A vend waits for its line to be written ([`Recorded::written`]) and is
+//! refused when it could not be, as Vault's audit device refuses a request it cannot log.
+//!
+//! Lines are written in batches (group commit): a request serializes its line and appends
+//! it to the pending batch under a short lock. The first line of a batch starts a writer
+//! task on the request's own runtime thread, which first lets every other ready task of
+//! that thread run ([`tokio::task::yield_now`]: after the ready tasks and the next poll of
+//! the I/O driver), so the lines of all requests being served at that moment join the
+//! batch; then one `write` carries them, and lines that arrived during that write go out in
+//! the next one, until none is left. Every line of a batch gets that write's result. A
+//! request makes no system call and takes no lock for its line beyond the append, and no
+//! line is handed to another thread that must be woken.
 
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::Notify;
 
 #[derive(Debug, Serialize)]
 pub struct Event {
@@ -29,18 +38,58 @@ pub struct Event {
     pub expires: Option<i64>,
 }
 
+/// The log: cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct Audit {
-    tx: mpsc::UnboundedSender<(Event, oneshot::Sender<bool>)>,
+    inner: Arc<Inner>,
 }
 
-/// A line handed to the writer; [`Recorded::written`] tells whether it reached the log.
-pub struct Recorded(oneshot::Receiver<bool>);
+struct Inner {
+    state: Mutex<State>,
+    /// Used only by the one writer of the moment (`State::writing`).
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+struct State {
+    /// Lines waiting for the next write.
+    pending: Vec<u8>,
+    /// The batch those lines belong to: its write's result, when it comes.
+    batch: Arc<Batch>,
+    /// A writer is scheduled or at work: it takes `pending` when it writes.
+    writing: bool,
+    /// The last written batch's buffer, kept for its capacity.
+    spare: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Batch {
+    written: OnceLock<bool>,
+    done: Notify,
+}
+
+impl Batch {
+    fn finish(&self, ok: bool) {
+        let _ = self.written.set(ok);
+        self.done.notify_waiters();
+    }
+}
+
+/// A line handed to the log; [`Recorded::written`] tells whether it reached the log.
+pub struct Recorded(Arc<Batch>);
 
 impl Recorded {
-    /// Whether the line was written (the write of its burst returned without error).
+    /// Whether the line was written (the write of its batch returned without error).
     pub async fn written(self) -> bool {
-        self.0.await.unwrap_or(false)
+        loop {
+            let done = self.0.done.notified();
+            tokio::pin!(done);
+            // Registered before looking, so a batch finished in between still wakes us.
+            done.as_mut().enable();
+            if let Some(ok) = self.0.written.get() {
+                return *ok;
+            }
+            done.await;
+        }
     }
 }
 
@@ -72,40 +121,243 @@ impl Audit {
         Ok(Audit::writing_to(out))
     }
 
-    /// The writer task over any output (a file, standard output, a test's failing sink).
-    pub fn writing_to(mut out: Box<dyn Write + Send>) -> Audit {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Event, oneshot::Sender<bool>)>();
-        tokio::task::spawn_blocking(move || {
-            let mut line = Vec::with_capacity(64 * 1024);
-            let mut waiting = Vec::new();
-            while let Some(first) = rx.blocking_recv() {
-                line.clear();
-                // Drain what is queued: one write for a burst.
-                for (event, ack) in
-                    std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok()))
-                {
-                    let _ = serde_json::to_writer(&mut line, &event);
-                    line.push(b'\n');
-                    waiting.push(ack);
-                }
-                let ok = match out.write_all(&line).and_then(|_| out.flush()) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::error!("cannot write the audit log: {e}");
-                        false
-                    }
-                };
-                for ack in waiting.drain(..) {
-                    let _ = ack.send(ok);
-                }
-            }
-        });
-        Audit { tx }
+    /// The log over any output (a file, standard output, a test's failing sink). Each
+    /// batch is one `write_all` and one `flush`.
+    pub fn writing_to(out: Box<dyn Write + Send>) -> Audit {
+        Audit {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    pending: Vec::with_capacity(64 * 1024),
+                    batch: Arc::default(),
+                    writing: false,
+                    spare: Vec::with_capacity(64 * 1024),
+                }),
+                out: Mutex::new(out),
+            }),
+        }
     }
 
+    /// Hand `event` to the log; its line is written with the batch it joins (by a writer
+    /// task this call starts when none is scheduled; outside a runtime, by this call).
     pub fn record(&self, event: Event) -> Recorded {
-        let (ack, written) = oneshot::channel();
-        let _ = self.tx.send((event, ack));
-        Recorded(written)
+        let mut line = Vec::with_capacity(256);
+        let _ = serde_json::to_writer(&mut line, &event);
+        line.push(b'\n');
+        let (batch, lead) = {
+            let mut state = self.inner.lock_state();
+            state.pending.extend_from_slice(&line);
+            let lead = !state.writing;
+            state.writing = true;
+            (state.batch.clone(), lead)
+        };
+        if lead {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let inner = self.inner.clone();
+                    runtime.spawn(async move {
+                        // Let the other requests ready now add their lines first.
+                        tokio::task::yield_now().await;
+                        inner.write_pending();
+                    });
+                }
+                Err(_) => self.inner.write_pending(),
+            }
+        }
+        Recorded(batch)
+    }
+}
+
+impl Inner {
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// As the writer: write the pending batch, then the one that gathered meanwhile, until
+    /// none is left.
+    fn write_pending(&self) {
+        // Should a write panic, the batch in hand and the one gathering fail (no vend waits
+        // for ever, none goes out unlogged) and the next caller writes.
+        struct Leave<'a>(&'a Inner, Option<Arc<Batch>>);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                if let Some(batch) = self.1.take() {
+                    let gathering = {
+                        let mut state = self.0.lock_state();
+                        state.writing = false;
+                        state.pending.clear();
+                        std::mem::take(&mut state.batch)
+                    };
+                    batch.finish(false);
+                    gathering.finish(false);
+                }
+            }
+        }
+        let mut leave = Leave(self, None);
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let (mut lines, batch) = {
+                let mut state = self.lock_state();
+                if state.pending.is_empty() {
+                    state.writing = false;
+                    return;
+                }
+                let spare = std::mem::take(&mut state.spare);
+                let lines = std::mem::replace(&mut state.pending, spare);
+                (lines, std::mem::take(&mut state.batch))
+            };
+            leave.1 = Some(batch.clone());
+            let ok = match out.write_all(&lines).and_then(|_| out.flush()) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!("cannot write the audit log: {e}");
+                    false
+                }
+            };
+            leave.1 = None;
+            batch.finish(ok);
+            lines.clear();
+            let mut state = self.lock_state();
+            if state.spare.capacity() < lines.capacity() {
+                state.spare = lines;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn event(n: usize) -> Event {
+        Event {
+            time: "2026-12-05T00:00:00Z".into(),
+            robot: format!("robot-{n}"),
+            auth: "secret",
+            provider: "local".into(),
+            scope: "read:/data".into(),
+            audience: "https://storage.example".into(),
+            result: "vended",
+            source: Some("cached"),
+            code: None,
+            reason: None,
+            expires: Some(1),
+        }
+    }
+
+    /// Keeps what is written; each write takes `delay` and is counted.
+    #[derive(Clone, Default)]
+    struct Sink {
+        bytes: Arc<Mutex<Vec<u8>>>,
+        writes: Arc<AtomicUsize>,
+        delay: std::time::Duration,
+    }
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(self.delay);
+            self.bytes.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Fails every write, as a full disk does.
+    struct Full;
+
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("no space left on device"))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn every_line_of_concurrent_requests_is_written_once_whole_and_in_batches() {
+        let sink = Sink {
+            delay: std::time::Duration::from_millis(2),
+            ..Sink::default()
+        };
+        let audit = Audit::writing_to(Box::new(sink.clone()));
+        let n = 400;
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let audit = audit.clone();
+                tokio::spawn(async move { audit.record(event(i)).written().await })
+            })
+            .collect();
+        for t in tasks {
+            assert!(t.await.unwrap());
+        }
+        let text = String::from_utf8(sink.bytes.lock().unwrap().clone()).unwrap();
+        let mut robots: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["robot"].as_str().unwrap().to_string()
+            })
+            .collect();
+        robots.sort();
+        let mut want: Vec<String> = (0..n).map(|i| format!("robot-{i}")).collect();
+        want.sort();
+        assert_eq!(robots, want);
+        // Lines that came while a (2 ms) write was under way went out together.
+        let writes = sink.writes.load(Ordering::SeqCst);
+        assert!(writes < n / 2, "{writes} writes for {n} lines");
+    }
+
+    #[tokio::test]
+    async fn a_line_alone_is_written_and_said_so() {
+        let sink = Sink::default();
+        let audit = Audit::writing_to(Box::new(sink.clone()));
+        assert!(audit.record(event(1)).written().await);
+        assert_eq!(sink.writes.load(Ordering::SeqCst), 1);
+        assert!(sink.bytes.lock().unwrap().ends_with(b"\n"));
+        // Outside a runtime the caller writes it.
+        let audit = Audit::writing_to(Box::new(sink.clone()));
+        std::thread::spawn(move || drop(audit.record(event(2))))
+            .join()
+            .unwrap();
+        assert_eq!(sink.writes.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn lines_of_requests_ready_together_go_out_in_one_write() {
+        let sink = Sink::default();
+        let audit = Audit::writing_to(Box::new(sink.clone()));
+        // One thread, ten requests ready at once: the writer runs after all of them.
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let audit = audit.clone();
+                tokio::spawn(async move { audit.record(event(i)).written().await })
+            })
+            .collect();
+        for t in tasks {
+            assert!(t.await.unwrap());
+        }
+        assert_eq!(sink.writes.load(Ordering::SeqCst), 1);
+        let bytes = sink.bytes.lock().unwrap().clone();
+        assert_eq!(bytes.iter().filter(|b| **b == b'\n').count(), 10);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_fails_every_line_of_its_batch_and_the_log_goes_on() {
+        let audit = Audit::writing_to(Box::new(Full));
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let audit = audit.clone();
+                tokio::spawn(async move { audit.record(event(i)).written().await })
+            })
+            .collect();
+        for t in tasks {
+            assert!(!t.await.unwrap());
+        }
+        // Still answering (no writer left stuck), still failing.
+        assert!(!audit.record(event(0)).written().await);
     }
 }
