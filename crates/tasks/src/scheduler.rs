@@ -121,6 +121,11 @@ fn jitter(max: i64) -> u64 {
 /// credentials obtained), so that the start itself waits for none of that.
 const PREPARE_AHEAD: chrono::Duration = chrono::Duration::seconds(2);
 
+/// tokio's timer counts whole milliseconds and wakes up to one late; the scheduler wakes this
+/// long before a due time, claims the due runs (a write to the store), then sleeps the rest
+/// precisely (the kernel's high-resolution timer), so a start waits for neither.
+const PRECISE: std::time::Duration = std::time::Duration::from_millis(3);
+
 type Prepared = (Rendered, Result<crate::run::Prepared, String>);
 
 /// A run being made ready in the background; dropped (a Forbid skip, a reload, a stop), it
@@ -234,19 +239,29 @@ pub async fn serve(
     // Runs made ready ahead of their due time: (due, the preparation).
     let mut ready: HashMap<String, (DateTime<Utc>, Preparation)> = HashMap::new();
     loop {
-        // Each task's next moment: when to prepare its run, or (that passed) its due time.
+        // Each task's next moment: when to prepare its run, or (that passed) its due time
+        // (`true`: a start, to be met precisely).
         let now = Utc::now();
-        let wake = next
+        let (wake, start) = next
             .values()
             .map(|due| {
                 let prepare_at = *due - PREPARE_AHEAD;
-                if prepare_at > now { prepare_at } else { *due }
+                if prepare_at > now {
+                    (prepare_at, false)
+                } else {
+                    (*due, true)
+                }
             })
             .min()
-            .unwrap_or_else(|| now + chrono::Duration::seconds(60));
+            .unwrap_or_else(|| (now + chrono::Duration::seconds(60), false));
         let wait = (wake - Utc::now()).to_std().unwrap_or_default();
+        let coarse = if start {
+            wait.saturating_sub(PRECISE)
+        } else {
+            wait
+        };
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(coarse) => {}
             changed = reload.changed() => {
                 if changed.is_ok() {
                     match (hooks.load)() {
@@ -273,8 +288,19 @@ pub async fn serve(
             }
             _ = stop.changed() => break,
         }
-        let now = Utc::now();
-        let won = claim_due(&hooks, &tasks, &next, now);
+        let mut now = Utc::now();
+        let won = if start && wake > now {
+            // Just before a due time: claim its runs now, then sleep to it precisely; the
+            // runs due by `wake` (the claimed ones) start.
+            let won = claim_due(&hooks, &tasks, &next, wake);
+            if let Ok(rest) = (wake - Utc::now()).to_std() {
+                std::thread::sleep(rest);
+            }
+            now = wake;
+            won
+        } else {
+            claim_due(&hooks, &tasks, &next, now)
+        };
         for task in tasks.iter().filter(|t| !t.disabled) {
             let Some(due) = next.get(&task.name).copied() else {
                 continue;
@@ -296,7 +322,8 @@ pub async fn serve(
                 }
                 continue;
             }
-            if let Some(n) = task.schedule.next_after(now) {
+            let following = task.schedule.next_after(now);
+            if let Some(n) = following {
                 next.insert(task.name.clone(), n);
             }
             let preparation = ready
@@ -324,6 +351,7 @@ pub async fn serve(
             }
             let preparation =
                 preparation.unwrap_or_else(|| Preparation::start(task, &hooks, &run_options));
+            let definition = task;
             let (task, finished, tokens, options) = (
                 task.clone(),
                 hooks.finished.clone(),
@@ -331,7 +359,11 @@ pub async fn serve(
                 run_options.clone(),
             );
             list.push(tokio::spawn(async move {
-                tokio::time::sleep(std::time::Duration::from_secs(jitter(task.jitter_secs))).await;
+                // No jitter, no timer: a zero sleep still waits for tokio's next tick.
+                let delay = jitter(task.jitter_secs);
+                if delay > 0 {
+                    tokio::time::sleep(std::time::Duration::from_secs(delay)).await;
+                }
                 let outcome = match preparation.finish().await {
                     Ok((rendered, first)) => {
                         crate::run::run_from(&task, &rendered, tokens, &options, Some(first)).await
@@ -347,6 +379,16 @@ pub async fn serve(
                 };
                 finished(&task, &outcome);
             }));
+            // The next run due within PREPARE_AHEAD (a task more frequent than that) is made
+            // ready now: no later wake-up comes before its due time to do it (unless Forbid
+            // will skip it, this run still going).
+            if let Some(n) = following
+                && n - PREPARE_AHEAD <= now
+                && definition.concurrency != Concurrency::Forbid
+            {
+                let p = Preparation::start(definition, &hooks, &run_options);
+                ready.insert(definition.name.clone(), (n, p));
+            }
         }
     }
     // Graceful stop: let runs finish for the grace period, then stop them.
