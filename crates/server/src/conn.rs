@@ -168,7 +168,12 @@ where
         }
         let (io, _peer) = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stop.changed() => continue,
+            // A sender gone without a word (its task panicked) is a stop too: `changed`
+            // would answer at once for ever, and this loop would spin.
+            changed = stop.changed() => match changed {
+                Ok(()) => continue,
+                Err(_) => break,
+            },
         };
         while tasks.try_join_next().is_some() {}
         next_id += 1;
