@@ -11,7 +11,8 @@
 //         {"who": "Signed in as ...", "status": "<.status of the section>",
 //          "flash": "<.flash>" | null, "url": "<final URL>"}
 //       --revoke then presses the section's revoke button and adds "status_after_revoke"
-//       (and "flash_after_revoke"). --screenshot FILE saves a full-page PNG of the last page
+//       (and "flash_after_revoke"). --back-at ORIGIN: the provider sends the browser back to
+//       ORIGIN, not LINK's origin (another replica of the broker behind the same name). --screenshot FILE saves a full-page PNG of the last page
 //       (also when the run fails).
 //   node web-login.mjs --reuse LINK [--screenshot FILE]
 //       Just open LINK; prints {"url": final URL, "h1": first h1 | null, "status": HTTP status
@@ -181,8 +182,8 @@ async function opPageKind(page) {
   return { kind: 'unknown' };
 }
 
-async function webLogin(page, { link, provider, login, revoke }) {
-  const brokerOrigin = new URL(link).origin;
+async function webLogin(page, { link, provider, login, revoke, backAt }) {
+  let brokerOrigin = new URL(link).origin;
   const password = process.env.WEB_LOGIN_PASSWORD || 'password';
 
   const resp = await page.goto(link, { waitUntil: 'load' });
@@ -196,6 +197,7 @@ async function webLogin(page, { link, provider, login, revoke }) {
     throw new Unexpected(`no login form for ${provider} at ${await describePage(page)}`);
   }
   await clickAndLoad(page, login1.button);
+  if (backAt) brokerOrigin = backAt;
 
   // at the OP (or wherever the broker sent us) until we are back on the broker
   const seen = [];
@@ -245,10 +247,10 @@ async function reuse(page, { link }) {
 
 // ---------------------------------------------------------------------------------------
 
-const USAGE = 'usage: web-login.mjs LINK PROVIDER LOGIN [--revoke] [--screenshot FILE] | --reuse LINK [--screenshot FILE]';
+const USAGE = 'usage: web-login.mjs LINK PROVIDER LOGIN [--revoke] [--screenshot FILE] [--back-at ORIGIN] | --reuse LINK [--screenshot FILE]';
 
 function parseArgs(argv) {
-  const opts = { revoke: false, reuse: false, screenshot: null };
+  const opts = { revoke: false, reuse: false, screenshot: null, backAt: null };
   const pos = [];
   for (let i = 0; i < argv.length; i += 1) {
     const a = argv[i];
@@ -258,6 +260,9 @@ function parseArgs(argv) {
       opts.screenshot = argv[i + 1];
       i += 1;
       if (!opts.screenshot) return null;
+    } else if (a === '--back-at') {
+      try { opts.backAt = new URL(argv[i + 1]).origin; } catch { return null; }
+      i += 1;
     } else if (a.startsWith('--')) return null;
     else pos.push(a);
   }
