@@ -12,6 +12,8 @@
 #   OP_TOKEN_VER (e.g. scitoken:2.0 -> "ver" claim)  OP_JWT_ALG=RS256|ES256
 #   OP_DEFAULT_RESOURCE=api|none  OP_DYNAMIC_SCOPES (regex)  OP_CLIENTS_FILE (JSON array)
 #   OP_TOKEN_DELAY_MS (hold each token request this long before handling it; logs token.delayed)
+#   OP_REFRESH_HOLD_MS (hold each refresh grant's answer this long after handling it)
+#   OP_RT_REUSE_GRACE (seconds a rotated refresh token still gets its first answer)
 #   OP_ROBOT_SECRET OP_ROBOT_POST_SECRET OP_RS_SECRET  OP_ISSUER_URL (default http://127.0.0.1:PORT)
 # Outputs (STATE/op.env) are never read back as inputs.
 set -euo pipefail

@@ -693,7 +693,7 @@ impl Broker {
             client: &client,
             store: self.store.as_ref(),
             identity: robot,
-            claim_secs: self.config.refresher.claim_secs,
+            claim_secs: p.claim_secs(self.config.refresher.claim_secs),
         };
         // The refresher keeps the provider's full token fresh in the store; use it when it
         // already fits the request (a read: no claim, no write).

@@ -311,7 +311,25 @@ pub struct ProviderSection {
     /// Extra parameters for the authorization request.
     #[serde(default)]
     pub auth_params: std::collections::BTreeMap<String, String>,
+    /// Seconds for which the provider still honours a refresh token it has rotated
+    /// (Auth0's reuse interval, Okta's grace period). Refresh claims on its credentials
+    /// then last at most half of it, so when a broker dies between the provider's answer
+    /// and storing it, another retries with the old token while it is still honoured.
+    pub refresh_reuse_grace_secs: Option<u32>,
 }
+
+impl ProviderSection {
+    /// How long a refresh of this provider's credentials may hold its claim.
+    pub fn claim_secs(&self, configured: u32) -> u32 {
+        match self.refresh_reuse_grace_secs {
+            Some(grace) => configured.min(grace / 2).max(MIN_CLAIM_SECS),
+            None => configured,
+        }
+    }
+}
+
+/// The shortest refresh claim: a refresh must have time to reach the provider.
+const MIN_CLAIM_SECS: u32 = 5;
 
 /// How a robot proves who it is; any of these may be set, each maps to this robot only.
 #[derive(Debug, Default, Deserialize)]
@@ -638,6 +656,18 @@ impl Config {
                     e.to_string(),
                 ));
             }
+            if let Some(grace) = p.refresh_reuse_grace_secs
+                && grace < 2 * MIN_CLAIM_SECS
+            {
+                return Err(fail(
+                    key("refresh_reuse_grace_secs"),
+                    "refresh_reuse_grace_secs",
+                    format!(
+                        "must be at least {} (a refresh's claim, at least {MIN_CLAIM_SECS} s, must end within half of it)",
+                        2 * MIN_CLAIM_SECS
+                    ),
+                ));
+            }
         }
         let mut robots = std::collections::HashSet::new();
         for (i, r) in self.robots.iter().enumerate() {
@@ -783,7 +813,7 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
-        if self.refresher.claim_secs < 5 {
+        if self.refresher.claim_secs < MIN_CLAIM_SECS {
             return Err(fail(
                 "refresher.claim_secs".into(),
                 "claim_secs",

@@ -171,7 +171,7 @@ async fn refresh_one(broker: &Broker, key: &CredentialKey, share: f64) -> Outcom
         client: &client,
         store: broker.store.as_ref(),
         identity: &key.identity,
-        claim_secs: broker.config.refresher.claim_secs,
+        claim_secs: provider.claim_secs(broker.config.refresher.claim_secs),
     };
     let request = TokenRequest {
         scopes: provider.scopes.clone(),

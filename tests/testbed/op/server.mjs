@@ -55,6 +55,14 @@ const TOKEN_VER = env.OP_TOKEN_VER || '';
 // Holds every token request this long before handling it (the grant is not yet used), so a
 // test can kill a client while its refresh is in flight.
 const TOKEN_DELAY_MS = intEnv('OP_TOKEN_DELAY_MS', 0);
+// Holds each refresh grant's answer this long AFTER it was handled (the refresh token is
+// already rotated), so a test can kill a client before it learns the new one.
+const REFRESH_HOLD_MS = intEnv('OP_REFRESH_HOLD_MS', 0);
+// A refresh-token reuse grace as some providers have (Auth0's reuse interval, Okta's grace
+// period): for this many seconds a rotated refresh token presented again gets the answer its
+// first use got, instead of invalid_grant and a revoked grant.
+const RT_REUSE_GRACE = intEnv('OP_RT_REUSE_GRACE', 0);
+const rotatedAnswers = new Map(); // refresh token -> { body, at }
 
 const API_RESOURCE = 'https://api.test.example';
 const OPAQUE_RESOURCE = 'urn:test:opaque-api';
@@ -439,12 +447,41 @@ provider.use(async (ctx, next) => {
   const started = Date.now();
   // lets start-op.sh tell this process apart from anything else answering on the port
   ctx.set('x-testbed-op-pid', String(process.pid));
-  if (TOKEN_DELAY_MS > 0 && ctx.method === 'POST' && ctx.path === '/token') {
+  const isToken = ctx.method === 'POST' && ctx.path === '/token';
+  if (TOKEN_DELAY_MS > 0 && isToken) {
     log(`token.delayed ${TOKEN_DELAY_MS}ms`);
     await new Promise((resolve) => setTimeout(resolve, TOKEN_DELAY_MS));
   }
+  let refreshToken = null;
+  if (isToken && (REFRESH_HOLD_MS > 0 || RT_REUSE_GRACE > 0)) {
+    // Read the form here (oidc-provider takes an already parsed body) to see the grant.
+    const raw = await new Promise((resolve, reject) => {
+      const chunks = [];
+      ctx.req.on('data', (c) => chunks.push(c));
+      ctx.req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+      ctx.req.on('error', reject);
+    });
+    const form = Object.fromEntries(new URLSearchParams(raw));
+    ctx.request.body = form;
+    if (form.grant_type === 'refresh_token') refreshToken = form.refresh_token || null;
+  }
   try {
+    const earlier = refreshToken && rotatedAnswers.get(refreshToken);
+    if (earlier && Date.now() - earlier.at <= RT_REUSE_GRACE * 1000) {
+      log(`token.reuse_grace ${Math.round((Date.now() - earlier.at) / 1000)}s`);
+      ctx.status = 200;
+      ctx.type = 'application/json';
+      ctx.body = earlier.body;
+      return;
+    }
     await next();
+    if (refreshToken && ctx.status === 200) {
+      if (RT_REUSE_GRACE > 0) rotatedAnswers.set(refreshToken, { body: ctx.body, at: Date.now() });
+      if (REFRESH_HOLD_MS > 0) {
+        log(`token.refresh_held ${REFRESH_HOLD_MS}ms`);
+        await new Promise((resolve) => setTimeout(resolve, REFRESH_HOLD_MS));
+      }
+    }
   } finally {
     log(`${ctx.method} ${ctx.path} ${ctx.status} ${Date.now() - started}ms`);
   }
