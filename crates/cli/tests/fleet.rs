@@ -21,15 +21,6 @@ struct Fleet {
     _db: Server,
 }
 
-fn store_section(db: &Server, url: &str, key_file: &std::path::Path) -> String {
-    format!(
-        "[store]\nurl = \"{url}\"\npassword_file = \"{}\"\nca_file = \"{}\"\nkey_file = \"{}\"\n",
-        db.var("PG_PASSWORD_FILE"),
-        db.var("PG_CA_FILE"),
-        key_file.display()
-    )
-}
-
 impl Fleet {
     fn new(op: &Op, claim_secs: u32) -> Fleet {
         Fleet::new_with(op, claim_secs, "")
@@ -41,7 +32,7 @@ impl Fleet {
         let user = User::new();
         let url = db.new_database();
         let key_file = user.path("store.key");
-        let store = store_section(&db, &url, &key_file);
+        let store = db.store_section(&url, &key_file);
         // Client commands of this user (`login --robot`, `tasks serve`) use the same store.
         let client = user.path(".config/credkeeper/config.toml");
         std::fs::create_dir_all(client.parent().unwrap()).unwrap();
@@ -631,7 +622,7 @@ audiences = ["*"]
     let key_file = state.join("store.key");
     std::fs::write(
         &config,
-        format!("{}\n{robots}", store_section(&db, &url, &key_file)),
+        format!("{}\n{robots}", db.store_section(&url, &key_file)),
     )
     .unwrap();
     let broker = Broker::start(

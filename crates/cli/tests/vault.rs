@@ -227,13 +227,7 @@ fn a_restarted_broker_keeps_its_vault_tokens_so_the_clients_need_no_new_login() 
 fn a_vault_token_one_replica_made_works_at_another_on_postgresql() {
     let db = pg::Server::start();
     let keys = tempfile::tempdir().unwrap();
-    let store = format!(
-        "[store]\nurl = \"{}\"\npassword_file = \"{}\"\nca_file = \"{}\"\nkey_file = \"{}\"\n",
-        db.new_database(),
-        db.var("PG_PASSWORD_FILE"),
-        db.var("PG_CA_FILE"),
-        keys.path().join("store.key").display()
-    );
+    let store = db.store_section(&db.new_database(), &keys.path().join("store.key"));
     let mut s = site(&store);
     let keytab = s.kdc.get("KRB5_ROBOT_KEYTAB");
     let out = s.path("bt");

@@ -424,13 +424,7 @@ fn a_browser_login_moves_between_replicas_on_postgresql() {
     let op = Op::start();
     let db = pg::Server::start();
     let user = User::new();
-    let store = format!(
-        "[store]\nurl = \"{}\"\npassword_file = \"{}\"\nca_file = \"{}\"\nkey_file = \"{}\"\n",
-        db.new_database(),
-        db.var("PG_PASSWORD_FILE"),
-        db.var("PG_CA_FILE"),
-        user.path("store.key").display()
-    );
+    let store = db.store_section(&db.new_database(), &user.path("store.key"));
     let a = setup_with(&op, &user, &store);
     let b = Broker::start(
         &user,

@@ -106,13 +106,10 @@ fn a_login_started_in_chromium_at_one_replica_finishes_at_another_on_postgresql(
     std::fs::write(
         &config,
         format!(
-            "[store]\nurl = \"{}\"\npassword_file = \"{}\"\nca_file = \"{}\"\nkey_file = \"{}\"\n\n\
+            "{}\n\
              [[provider]]\nname = \"op\"\nissuer = \"{}\"\nclient_id = \"robot-client\"\nclient_secret_file = \"{}\"\nscopes = \"read\"\n\n\
              [[robot]]\nname = \"ci\"\nauth = {{ secret = true }}\nproviders = [\"op\"]\nscopes = [\"read\"]\n",
-            db.new_database(),
-            db.var("PG_PASSWORD_FILE"),
-            db.var("PG_CA_FILE"),
-            user.path("store.key").display(),
+            db.store_section(&db.new_database(), &user.path("store.key")),
             op.issuer(),
             secret.display()
         ),

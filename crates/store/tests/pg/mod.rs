@@ -96,6 +96,17 @@ impl Server {
         }
     }
 
+    /// A broker's `[store]` section for the database at `url` (with the testbed's password
+    /// file and CA) and the sealing key file `key_file`.
+    pub fn store_section(&self, url: &str, key_file: &Path) -> String {
+        format!(
+            "[store]\nurl = \"{url}\"\npassword_file = \"{}\"\nca_file = \"{}\"\nkey_file = \"{}\"\n",
+            self.var("PG_PASSWORD_FILE"),
+            self.var("PG_CA_FILE"),
+            key_file.display()
+        )
+    }
+
     /// Stop or start the server, keeping its data and port (pg-ctl.sh).
     pub fn ctl(&self, action: &str) {
         run("pg-ctl.sh", &[self.state().to_str().unwrap(), action]);
