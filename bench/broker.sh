@@ -37,7 +37,8 @@
 #   BENCH_SECTIONS ("c d": which of (c) and (d) run after (a)/(b) and the floors; "" for none)
 #   BENCH_WRK_THREADS (2) BENCH_MEM_CREDS (100000) BENCH_MEM_SECONDS (20, how long the 100k
 #   broker is sampled) BENCH_REFRESH_CREDS (10000) BENCH_REFRESH_CONCURRENCY (16, the default)
-#   BENCH_KEEP=1 keeps the work directory; BENCH_NO_BUILD=1 skips cargo.
+#   BENCH_KEEP=1 keeps the work directory; BENCH_NO_BUILD=1 skips cargo; CREDKEEPER=path measures
+#   another binary than target/release/credkeeper.
 # Output: markdown tables on stdout; progress on stderr.
 # Exit status: 0 = measured and every goal holds; 3 = measured, a goal is missed; 1 = error
 # (the work directory is then kept).
@@ -83,7 +84,7 @@ if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
   log "cargo build --release --example sign_floor -p credkeeper-issuer"
   (cd "$ROOT" && cargo build --release --example sign_floor -p credkeeper-issuer >&2)
 fi
-CK=$ROOT/target/release/credkeeper
+CK=${CREDKEEPER:-$ROOT/target/release/credkeeper}
 SEED=$ROOT/target/release/examples/seed_store
 SIGN_FLOOR=$ROOT/target/release/examples/sign_floor
 [ -x "$CK" ] || die "$CK missing (build it, or unset BENCH_NO_BUILD)"
