@@ -97,6 +97,8 @@ fi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" -ge 2200 ] || die "open-file limit $(ulimit -n) is too low for 1024 connections"
 
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+
 # --- work directory and cleanup --------------------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/credkeeper-broker-bench.XXXXXX")
 BROKER_PIDS=()
@@ -514,6 +516,8 @@ if has c; then G_RSS=$(lt "$MEM_HWM_KB" $((GOAL_RSS_MB * 1024))); fi
 
 cat <<EOF
 ## credkeeper serve under load ($NPROC CPUs: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1); wrk and the broker share them)
+
+\`$CK\` ($("$CK" --version)); load average $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end.
 
 ### (a) cached and (b) freshly signed robot tokens, and their floor GET /healthz: ${DURATION} s per row
 
