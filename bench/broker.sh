@@ -269,6 +269,7 @@ run_wrk() {
   RPS[$mode-$conns-$round]=$(field "$line" rps)
   P99[$mode-$conns-$round]=$(field "$line" p99_us)
   CPU_TICKS[$mode-$conns-$round]=$((t1 - t0))
+  REQS[$mode-$conns-$round]=$((ok + bad))
   WRK_ROWS+=("| $round | $mode | $conns | $threads | $(printf '%.0f' "$(field "$line" rps)") | $(us_to_ms "$(field "$line" p50_us)") | $(us_to_ms "$(field "$line" p99_us)") | $(us_to_ms "$(field "$line" max_us)") | $ok | $bad | $(field "$line" sockerr)/$(field "$line" timeouts) | $signed / $cached | $a1 | $cpu% |")
   [ "$bad" = 0 ] || log "WARNING: $bad non-2xx answers in $mode at $conns connections"
   case $mode in
@@ -283,7 +284,7 @@ run_wrk() {
   esac
 }
 
-declare -A CPU_TICKS
+declare -A CPU_TICKS REQS
 for ((r = 1; r <= ROUNDS; r++)); do
   for c in $CONNS; do
     if ((r % 2 == 1)); then order=(healthz cached signed); else order=(signed cached healthz); fi
@@ -467,11 +468,16 @@ ratio_of() {
   done
   awk -v s="$sum" -v n="$ROUNDS" 'BEGIN {printf "%.2f", s / n}'
 }
+# cpu_us MODE-CONNS-ROUND: the broker's CPU time (user + system) per answered request, µs.
+cpu_us() { awk -v t="${CPU_TICKS[$1]}" -v hz="$CLK_TCK" -v n="${REQS[$1]}" 'BEGIN {if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "n/a"}'; }
 FLOOR_ROWS=()
+CPU_ROWS=()
 for c in $CONNS; do
   for ((r = 1; r <= ROUNDS; r++)); do
     h=${RPS[healthz-$c-$r]} hp=${P99[healthz-$c-$r]}
     FLOOR_ROWS+=("| $c | $r | $(printf '%.0f' "$h") | $(us_to_ms "$hp") | $(printf '%.0f' "${RPS[cached-$c-$r]}") | $(div "${RPS[cached-$c-$r]}" "$h") | $(us_to_ms "${P99[cached-$c-$r]}") | $(div "${P99[cached-$c-$r]}" "$hp") | $(printf '%.0f' "${RPS[signed-$c-$r]}") | $(div "${RPS[signed-$c-$r]}" "$h") | $(us_to_ms "${P99[signed-$c-$r]}") | $(div "${P99[signed-$c-$r]}" "$hp") | $(div "${RPS[signed-$c-$r]}" "${RPS[cached-$c-$r]}") |")
+    hc=$(cpu_us "healthz-$c-$r") cc=$(cpu_us "cached-$c-$r") sc=$(cpu_us "signed-$c-$r")
+    CPU_ROWS+=("| $c | $r | $hc | $cc | $(div "$hc" "$cc") | $sc | $(div "$hc" "$sc") |")
   done
 done
 NPROC=$(nproc)
@@ -534,6 +540,15 @@ Ratios are vend ÷ healthz of the same round (requests/s: 1 = as fast as doing n
 | connections | round | healthz req/s | healthz p99 ms | cached req/s | ÷ healthz | cached p99 ms | ÷ healthz p99 | signed req/s | ÷ healthz | signed p99 ms | ÷ healthz p99 | signed ÷ cached |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|
 $(printf '%s\n' "${FLOOR_ROWS[@]}")
+
+The same rows as the broker's CPU time per request (/proc utime + stime over the row, ÷ its
+answers): less disturbed by whatever else the machine runs than requests/s are. "healthz ÷"
+is the share of a vend's CPU time that the server's bare request handling takes (1 = the vend
+costs no more than /healthz).
+
+| connections | round | healthz µs CPU/request | cached µs CPU/request | healthz ÷ cached | signed µs CPU/request | healthz ÷ signed |
+|---|---|---|---|---|---|---|
+$(printf '%s\n' "${CPU_ROWS[@]}")
 
 ### The signing floor: \`sign_floor $SIGN_ITERS\`, one thread, signatures per second
 
