@@ -121,10 +121,14 @@ fn jitter(max: i64) -> u64 {
 /// credentials obtained), so that the start itself waits for none of that.
 const PREPARE_AHEAD: chrono::Duration = chrono::Duration::seconds(2);
 
-/// tokio's timer counts whole milliseconds and wakes up to one late; the scheduler wakes this
-/// long before a due time, claims the due runs (a write to the store), then sleeps the rest
-/// precisely (the kernel's high-resolution timer), so a start waits for neither.
-const PRECISE: std::time::Duration = std::time::Duration::from_millis(3);
+/// The scheduler wakes this long before a due time and claims the due runs then: the claim
+/// is a write to the store, whose fsync takes several milliseconds on a busy disk (4–5 ms
+/// measured here under other I/O), and a start must not wait for it.
+const CLAIM_AHEAD: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// tokio's timer counts whole milliseconds and wakes up to one late: the last stretch to a
+/// due time is slept precisely (the kernel's high-resolution timer).
+const PRECISE: std::time::Duration = std::time::Duration::from_millis(2);
 
 type Prepared = (Rendered, Result<crate::run::Prepared, String>);
 
@@ -256,7 +260,7 @@ pub async fn serve(
             .unwrap_or_else(|| (now + chrono::Duration::seconds(60), false));
         let wait = (wake - Utc::now()).to_std().unwrap_or_default();
         let coarse = if start {
-            wait.saturating_sub(PRECISE)
+            wait.saturating_sub(CLAIM_AHEAD)
         } else {
             wait
         };
@@ -290,9 +294,14 @@ pub async fn serve(
         }
         let mut now = Utc::now();
         let won = if start && wake > now {
-            // Just before a due time: claim its runs now, then sleep to it precisely; the
-            // runs due by `wake` (the claimed ones) start.
+            // Just before a due time: claim its runs now, then sleep to it, the last
+            // stretch precisely; the runs due by `wake` (the claimed ones) start.
             let won = claim_due(&hooks, &tasks, &next, wake);
+            if let Ok(rest) = (wake - Utc::now()).to_std()
+                && rest > PRECISE
+            {
+                tokio::time::sleep(rest - PRECISE).await;
+            }
             if let Ok(rest) = (wake - Utc::now()).to_std() {
                 std::thread::sleep(rest);
             }
