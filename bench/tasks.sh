@@ -7,7 +7,7 @@
 #       back to back by posix_spawn alone (bench/tasks/spawn_floor.c; Rust's Command uses
 #       posix_spawn too) and, beside it, by Python's Popen; ratio scheduler/floor.
 #   (1b) a single task `@every 1s` for BENCH_SINGLE_SECS: each run's lag from its due second,
-#       against one posix_spawn of the same command alone.
+#       against its floor: sleeping to each second and one posix_spawn of the same command.
 #   (2) idle cost: 10,000 defined tasks (`@hourly`, none due during the window); the
 #       scheduler's RSS (VmRSS, VmHWM) and CPU time (utime+stime) over BENCH_IDLE_SECS.
 #   (3) credential preparation for one run, per Rucio auth type, against a real Rucio server
@@ -100,8 +100,9 @@ R50=$(ratio "$P50" "$F50"); R99=$(ratio "$P99" "$F99"); RMAX=$(ratio "$PMAX" "$F
 
 # ---- (1b) a single task: its start lag, alone -----------------------------------------------
 # One task `@every 1s` for SINGLE_SECS seconds; `stamp` appends one line per run; each run's
-# lag = its stamp - the whole second it was due at. Its floor: one posix_spawn of `stamp`,
-# SINGLE_SECS times, each alone.
+# lag = its stamp - the whole second it was due at. Its floor, right after: `spawn_floor -s`
+# sleeps to each whole second (clock_nanosleep) and posix_spawns the same `stamp`, SINGLE_SECS
+# times: waking up and starting one process, nothing else, lag counted the same way.
 printf -- "tasks:\n- name: single\n  schedule: '@every 1s'\n  command: ['%s', '%s/single']\n" "$STAMP" "$WORK" >"$WORK/single.yaml"
 "$CK" tasks serve "$WORK/single.yaml" --grace 5 2>"$WORK/single-serve.log" &
 SERVE_PID=$!
@@ -112,14 +113,9 @@ kill -TERM "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true; SERVE_PID=
 awk '{s = int($1 / 1e9); printf "%.0f\n", ($1 - s * 1e9) / 1000}' "$WORK/single" | sort -n >"$WORK/single-lags.txt"
 S_COUNT=$(wc -l <"$WORK/single-lags.txt")
 S50=$(pct 50 "$WORK/single-lags.txt"); S99=$(pct 99 "$WORK/single-lags.txt"); SMAX=$(pct 100 "$WORK/single-lags.txt")
-mkdir -p "$WORK/single-floor"
-: >"$WORK/single-floor.txt"
-for ((i = 0; i < SINGLE_SECS; i++)); do
-  read -r t0 _ _ _ < <("$WORK/spawn_floor" 1 "$WORK/single-floor" "$STAMP")
-  lags_from "$t0" "$WORK/single-floor/1" >>"$WORK/single-floor.txt"
-  rm -f "$WORK/single-floor/1"
-done
-sort -n -o "$WORK/single-floor.txt" "$WORK/single-floor.txt"
+"$WORK/spawn_floor" -s "$SINGLE_SECS" "$WORK/single-floor" "$STAMP" >/dev/null \
+  || die "spawn_floor -s failed"
+awk '{s = int($1 / 1e9); printf "%.0f\n", ($1 - s * 1e9) / 1000}' "$WORK/single-floor" | sort -n >"$WORK/single-floor.txt"
 SF50=$(pct 50 "$WORK/single-floor.txt"); SF99=$(pct 99 "$WORK/single-floor.txt"); SFMAX=$(pct 100 "$WORK/single-floor.txt")
 
 # ---- (2) idle -----------------------------------------------------------------------------
@@ -215,13 +211,15 @@ the first start ($C_COUNT stamps; the last posix_spawn returned after $C_LAST ms
 ## (1b) Start lag of a single task
 
 One task \`@every 1s\` for $SINGLE_SECS s ($S_COUNT runs), lag = its stamp - the second it was
-due; floor: one \`posix_spawn\` of the same command alone, $SINGLE_SECS times, lag from just
-before the call.
+due. Floor, right after: bench/tasks/spawn_floor.c \`-s\` sleeps to each whole second
+(\`clock_nanosleep\`, absolute) and \`posix_spawn\`s the same command, $SINGLE_SECS times, lag
+counted the same way: waking up on time and starting one process, nothing else.
 
 | | p50 ms | p99 ms | max ms |
 |---|--:|--:|--:|
 | credkeeper tasks serve, one task, from the due time | $S50 | $S99 | $SMAX |
-| floor: one \`posix_spawn\`, from just before it | $SF50 | $SF99 | $SFMAX |
+| floor: sleep to the second, one \`posix_spawn\` | $SF50 | $SF99 | $SFMAX |
+| ratio scheduler / floor | $(ratio "$S50" "$SF50") | $(ratio "$S99" "$SF99") | $(ratio "$SMAX" "$SFMAX") |
 
 ## (2) Idle, $IDLE_N tasks defined (none due in the window)
 
