@@ -346,6 +346,23 @@ pub async fn prepare(
 /// The Rucio client's token file in a run's directory (`auth_token_file_path`).
 const RUCIO_TOKEN: &str = "rucio_token";
 
+/// A pipe, both ends close-on-exec: (reading end, writing end).
+fn pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills `fds` with two new descriptors, owned by nothing else.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above; each is wrapped once.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
 /// Start the prepared run's command and see it to its end.
 async fn execute(
     task: &Task,
@@ -370,6 +387,14 @@ async fn execute(
             rendered.command[1..].iter().map(String::as_str).collect(),
         )
     };
+    // Standard output and error into one pipe, as `2>&1`: the output in the order it was
+    // written, and one descriptor per running task held here instead of two (a start copies
+    // every descriptor the scheduler holds into the new process, which closes them at exec:
+    // 1,000 tasks due at once had up to 2,100 open).
+    let (output, writer, writer2) = match pipe().and_then(|(r, w)| Ok((r, w.try_clone()?, w))) {
+        Ok(p) => p,
+        Err(e) => return failed(format!("cannot make a pipe for `{program}`: {e}")),
+    };
     let mut command = tokio::process::Command::new(program);
     for name in prepared.env_remove {
         command.env_remove(name);
@@ -378,54 +403,51 @@ async fn execute(
         .args(&args)
         .envs(&prepared.env)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::from(writer2))
         // Its own process group: a timeout stops everything it started.
         .process_group(0)
         .kill_on_drop(true);
     if let Some(w) = &task.workdir {
         command.current_dir(w);
     }
-    let mut child = match command.spawn() {
+    let spawned = command.spawn();
+    // The command keeps the pipe's writing ends: closed now, the output ends when the
+    // task's processes close theirs.
+    drop(command);
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => return failed(format!("cannot start `{program}`: {e}")),
     };
     let pid = child.id();
     // A run dropped midway (Replace, a stop) takes its whole process group with it.
     let mut group = GroupGuard(pid);
-    // Both streams into one buffer as they come, keeping the last `cap` bytes.
+    // The output into one buffer as it comes, keeping the last `cap` bytes.
     let cap = options.output_cap;
     let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let readers: Vec<_> = [
-        child
-            .stdout
-            .take()
-            .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-        child
-            .stderr
-            .take()
-            .map(|e| Box::new(e) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|mut stream| {
-        let buffer = buffer.clone();
-        tokio::spawn(async move {
-            let mut chunk = vec![0u8; 8192];
-            while let Ok(n) = stream.read(&mut chunk).await {
-                if n == 0 {
-                    break;
+    let output = tokio::net::unix::pipe::Receiver::from_owned_fd(output)
+        .map_err(|e| tracing::warn!(task = task.name, "the output cannot be read: {e}"))
+        .ok();
+    let readers: Vec<_> = output
+        .into_iter()
+        .map(|mut stream| {
+            let buffer = buffer.clone();
+            tokio::spawn(async move {
+                let mut chunk = vec![0u8; 8192];
+                while let Ok(n) = stream.read(&mut chunk).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut b = buffer.lock().unwrap_or_else(|p| p.into_inner());
+                    b.extend_from_slice(&chunk[..n]);
+                    if b.len() > cap * 2 {
+                        let excess = b.len() - cap;
+                        b.drain(..excess);
+                    }
                 }
-                let mut b = buffer.lock().unwrap_or_else(|p| p.into_inner());
-                b.extend_from_slice(&chunk[..n]);
-                if b.len() > cap * 2 {
-                    let excess = b.len() - cap;
-                    b.drain(..excess);
-                }
-            }
+            })
         })
-    })
-    .collect();
+        .collect();
     let waited = match task.timeout_secs {
         Some(t) => tokio::time::timeout(std::time::Duration::from_secs(t as u64), child.wait())
             .await
