@@ -151,17 +151,19 @@ pub fn keep_login(
             issuer: client.metadata().issuer.clone(),
         })?;
     let key = credential_key(client, identity);
-    store.put(&key, rt, response.scope.as_deref())?;
-    if cache_access {
-        let cached = credkeeper_store::CachedToken {
-            expires: expiry(&response.access_token, response.expires_in),
-            token: response.access_token.clone(),
-            issued: Timestamp::now(),
-            scope: response.scope.clone(),
-        };
-        store.put_access(&key, &cached)?;
-    }
+    let cached = cache_access.then(|| cached(response));
+    store.put(&key, rt, response.scope.as_deref(), cached.as_ref())?;
     Ok(())
+}
+
+/// The response's access token as the store caches it.
+pub fn cached(response: &TokenResponse) -> credkeeper_store::CachedToken {
+    credkeeper_store::CachedToken {
+        expires: expiry(&response.access_token, response.expires_in),
+        token: response.access_token.clone(),
+        issued: Timestamp::now(),
+        scope: response.scope.clone(),
+    }
 }
 
 /// When `token` expires: its `exp` when it is a JWT, else `expires_in` from now.
@@ -195,7 +197,7 @@ impl Refresher<'_> {
             return finish(response, Origin::Exchanged, want);
         }
         if let Some(claimed) = self.claim_waiting().await? {
-            let response = self.refresh_claimed(claimed, request).await?;
+            let response = self.refresh_claimed(claimed, request, false).await?;
             return finish(response, Origin::Refreshed, want);
         }
         if self.client.is_confidential() {
@@ -254,10 +256,14 @@ impl Refresher<'_> {
     /// outlives its claim is abandoned with its mark left in place, like one whose process
     /// died: the issuer may have rotated the token, and the next claimant says so if the
     /// issuer then refuses the old one.
+    /// With `cache_access`, the new access token is cached in the same store write that
+    /// ends the claim: a process that claims the credential next finds it fresh, and does
+    /// not refresh it again.
     pub async fn refresh_claimed(
         &self,
         claimed: Claimed,
         request: &TokenRequest,
+        cache_access: bool,
     ) -> Result<TokenResponse, RefreshError> {
         let key = self.key();
         let Claimed { credential, lapsed } = claimed;
@@ -283,10 +289,20 @@ impl Refresher<'_> {
         })?;
         match answer {
             Ok(response) => {
+                let access = cache_access.then(|| cached(&response));
                 match &response.refresh_token {
-                    // One statement stores the new token and ends the claim.
-                    Some(rotated) => self.store.put(&key, rotated, response.scope.as_deref())?,
-                    None => self.store.set_health(&key, &Health::default())?,
+                    // One statement stores the new tokens and ends the claim.
+                    Some(rotated) => {
+                        self.store
+                            .put(&key, rotated, response.scope.as_deref(), access.as_ref())?
+                    }
+                    None => {
+                        // The claim ends only after the access token is kept.
+                        if let Some(access) = &access {
+                            self.store.put_access(&key, access)?;
+                        }
+                        self.store.set_health(&key, &Health::default())?;
+                    }
                 }
                 Ok(response)
             }

@@ -432,6 +432,7 @@ pub fn keep(
         &store_key(host, &credential.username),
         &credential.secret,
         None,
+        None,
     )?;
     Ok(())
 }

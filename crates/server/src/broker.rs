@@ -737,7 +737,7 @@ impl Broker {
                 .map_err(|e| Refusal::new(Code::Internal, e.to_string()))?;
             return Ok(cached);
         }
-        let response = refresher.refresh_claimed(claimed, &request).await.map_err(|e| match e {
+        let response = refresher.refresh_claimed(claimed, &request, false).await.map_err(|e| match e {
             RefreshError::NeedLogin { reason, .. } => Refusal::new(
                 Code::NeedsLogin,
                 format!("the credential of robot `{robot}` at provider `{}` needs a new login: {reason}", p.name),

@@ -12,7 +12,7 @@ use credkeeper_core::Timestamp;
 use credkeeper_oidc::TokenRequest;
 use credkeeper_refresher::expiry;
 use credkeeper_refresher::{Claiming, RefreshError, Refresher};
-use credkeeper_store::{CachedToken, CredentialKey, StoredCredential};
+use credkeeper_store::{CredentialKey, StoredCredential};
 use std::sync::Arc;
 
 /// What one pass saw, for logs and tests.
@@ -202,21 +202,9 @@ async fn refresh_one(broker: &Broker, key: &CredentialKey, share: f64) -> Outcom
         }
         return left.map_or(Outcome::Skipped, Outcome::Fresh);
     }
-    match refresher.refresh_claimed(claimed, &request).await {
+    match refresher.refresh_claimed(claimed, &request, true).await {
         Ok(response) => {
             let expires = expiry(&response.access_token, response.expires_in);
-            let cached = CachedToken {
-                token: response.access_token,
-                expires,
-                issued: Timestamp::now(),
-                scope: response.scope,
-            };
-            if let Err(e) = broker.store.put_access(key, &cached) {
-                tracing::error!(
-                    "refresher: cannot cache the access token of {}: {e}",
-                    key.identity
-                );
-            }
             count("ok");
             Outcome::Refreshed(expires.seconds_after(Timestamp::now()))
         }

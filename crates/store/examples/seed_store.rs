@@ -21,7 +21,7 @@ fn main() {
     );
     for i in 0..count {
         let key = CredentialKey::new(&args[3], &args[4], &format!("bench-{i}"));
-        store.put(&key, &rt, None).expect("put");
+        store.put(&key, &rt, None, None).expect("put");
     }
     eprintln!("stored {count} credentials in {}", args[1]);
 }

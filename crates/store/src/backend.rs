@@ -112,11 +112,14 @@ pub struct TaskRun {
 /// Long-lived credentials, sealed at rest. Implementations must make every write durable
 /// before returning: a rotated refresh token is often the only valid one left.
 pub trait CredentialStore: Send + Sync {
+    /// Keep a (new or rotated) refresh token, clearing the health and ending any claim;
+    /// with `access`, the access token that came with it is cached in the same write.
     fn put(
         &self,
         key: &CredentialKey,
         refresh_token: &Secret,
         scope: Option<&str>,
+        access: Option<&CachedToken>,
     ) -> Result<(), StoreError>;
     fn get(&self, key: &CredentialKey) -> Result<Option<StoredCredential>, StoreError>;
     /// Returns whether there was something to delete.

@@ -73,6 +73,20 @@ pub(crate) fn seal_run_output(
     Ok(keys.seal(output.as_bytes(), &run_aad(task))?)
 }
 
+/// What a `put` changes in a stored credential's row (SQL both backends speak): the new
+/// refresh token, a cleared health and claim, and the access token when one came with it
+/// (else the cached one stays). One statement, so the claim never ends before the access
+/// token obtained under it is kept.
+pub(crate) const PUT_UPDATE: &str = "key_id = excluded.key_id, sealed = excluded.sealed,
+    scope = excluded.scope, updated_at = excluded.updated_at,
+    needs_login = NULL, failures = 0, next_attempt = NULL,
+    refresh_started = NULL, refresh_until = NULL,
+    access_key_id = CASE WHEN excluded.access_sealed IS NULL THEN credential.access_key_id ELSE excluded.access_key_id END,
+    access_expires = CASE WHEN excluded.access_sealed IS NULL THEN credential.access_expires ELSE excluded.access_expires END,
+    access_issued = CASE WHEN excluded.access_sealed IS NULL THEN credential.access_issued ELSE excluded.access_issued END,
+    access_scope = CASE WHEN excluded.access_sealed IS NULL THEN credential.access_scope ELSE excluded.access_scope END,
+    access_sealed = COALESCE(excluded.access_sealed, credential.access_sealed)";
+
 /// A credential row as any backend reads it, still sealed.
 pub(crate) struct CredentialRow {
     pub key_id: String,

@@ -270,17 +270,21 @@ impl CredentialStore for SqliteStore {
         key: &CredentialKey,
         refresh_token: &Secret,
         scope: Option<&str>,
+        access: Option<&CachedToken>,
     ) -> Result<(), StoreError> {
         let sealed = sealed::seal_refresh(&self.keys, key, refresh_token)?;
+        let access = access
+            .map(|a| sealed::seal_access(&self.keys, key, &a.token).map(|s| (s, a)))
+            .transpose()?;
         self.conn()
             .execute(
-                "INSERT INTO credential (issuer, client_id, identity, key_id, sealed, scope, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (issuer, client_id, identity) DO UPDATE SET
-                   key_id = excluded.key_id, sealed = excluded.sealed,
-                   scope = excluded.scope, updated_at = excluded.updated_at,
-                   needs_login = NULL, failures = 0, next_attempt = NULL,
-                   refresh_started = NULL, refresh_until = NULL",
+                &format!(
+                    "INSERT INTO credential (issuer, client_id, identity, key_id, sealed, scope, updated_at,
+                        access_key_id, access_sealed, access_expires, access_issued, access_scope)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     ON CONFLICT (issuer, client_id, identity) DO UPDATE SET {}",
+                    sealed::PUT_UPDATE
+                ),
                 params![
                     key.issuer,
                     key.client_id,
@@ -288,7 +292,12 @@ impl CredentialStore for SqliteStore {
                     sealed.key_id,
                     sealed.bytes,
                     scope,
-                    Timestamp::now().unix()
+                    Timestamp::now().unix(),
+                    access.as_ref().map(|(s, _)| &s.key_id),
+                    access.as_ref().map(|(s, _)| &s.bytes),
+                    access.as_ref().map(|(_, a)| a.expires.unix()),
+                    access.as_ref().map(|(_, a)| a.issued.unix()),
+                    access.as_ref().and_then(|(_, a)| a.scope.as_deref()),
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -736,7 +745,7 @@ mod tests {
         let key = CredentialKey::new("https://iss", "client", "default");
         SqliteStore::open(dir.path())
             .unwrap()
-            .put(&key, &Secret::new("rt"), None)
+            .put(&key, &Secret::new("rt"), None, None)
             .unwrap();
         std::fs::remove_file(dir.path().join("store.key")).unwrap();
         let err = SqliteStore::open(dir.path())
@@ -752,7 +761,7 @@ mod tests {
         let store = SqliteStore::open(dir.path()).unwrap();
         let key = CredentialKey::new("https://iss", "client", "default");
         store
-            .put(&key, &Secret::new("exported-refresh-token"), None)
+            .put(&key, &Secret::new("exported-refresh-token"), None, None)
             .unwrap();
         store.set_robot_secret_hash("ci", "$argon2id$x").unwrap();
         let dump = store.export().unwrap();

@@ -124,7 +124,7 @@ fn a_sqlite_store_copied_row_for_row_opens_the_same_in_postgresql() {
     let sqlite = SqliteStore::open(dir.path()).unwrap();
     let key = CredentialKey::new("https://iss", "client", "robot:ci");
     sqlite
-        .put(&key, &Secret::new("rt-to-move"), Some("read"))
+        .put(&key, &Secret::new("rt-to-move"), Some("read"), None)
         .unwrap();
     sqlite
         .put_task_secret("TOKEN", &Secret::new("task-value"))

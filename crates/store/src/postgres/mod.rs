@@ -304,26 +304,34 @@ impl CredentialStore for PostgresStore {
         key: &CredentialKey,
         refresh_token: &Secret,
         scope: Option<&str>,
+        access: Option<&CachedToken>,
     ) -> Result<(), StoreError> {
         let sealed = sealed::seal_refresh(&self.keys, key, refresh_token)?;
-        self.execute(
-            "INSERT INTO credential (issuer, client_id, identity, key_id, sealed, scope, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (issuer, client_id, identity) DO UPDATE SET
-               key_id = excluded.key_id, sealed = excluded.sealed,
-               scope = excluded.scope, updated_at = excluded.updated_at,
-               needs_login = NULL, failures = 0, next_attempt = NULL,
-               refresh_started = NULL, refresh_until = NULL",
-            &[
-                &key.issuer,
-                &key.client_id,
-                &key.identity,
-                &sealed.key_id,
-                &sealed.bytes,
-                &scope,
-                &Timestamp::now().unix(),
-            ],
-        )?;
+        let access = access
+            .map(|a| sealed::seal_access(&self.keys, key, &a.token).map(|s| (s, a)))
+            .transpose()?;
+        let sql = format!(
+            "INSERT INTO credential (issuer, client_id, identity, key_id, sealed, scope, updated_at,
+                access_key_id, access_sealed, access_expires, access_issued, access_scope)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (issuer, client_id, identity) DO UPDATE SET {}",
+            sealed::PUT_UPDATE
+        );
+        let params: [&(dyn ToSql + Sync); 12] = [
+            &key.issuer,
+            &key.client_id,
+            &key.identity,
+            &sealed.key_id,
+            &sealed.bytes,
+            &scope,
+            &Timestamp::now().unix(),
+            &access.as_ref().map(|(s, _)| s.key_id.as_str()),
+            &access.as_ref().map(|(s, _)| s.bytes.as_slice()),
+            &access.as_ref().map(|(_, a)| a.expires.unix()),
+            &access.as_ref().map(|(_, a)| a.issued.unix()),
+            &access.as_ref().and_then(|(_, a)| a.scope.as_deref()),
+        ];
+        self.pool.run(async |c| c.execute(&sql, &params).await)?;
         Ok(())
     }
 

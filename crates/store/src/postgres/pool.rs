@@ -98,10 +98,10 @@ impl Pool {
         f: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, StoreError> {
         let mut client = self.checkout()?;
-        let outcome = {
+        let outcome = blocking(|| {
             let _context = self.rt().enter();
             futures_executor::block_on(tokio::time::timeout(CALL_TIMEOUT, f(&mut client)))
-        };
+        });
         match outcome {
             Ok(Ok(value)) => {
                 self.checkin(Some(client));
@@ -124,6 +124,10 @@ impl Pool {
     }
 
     fn checkout(&self) -> Result<Client, StoreError> {
+        blocking(|| self.checkout_waiting())
+    }
+
+    fn checkout_waiting(&self) -> Result<Client, StoreError> {
         let deadline = std::time::Instant::now() + CALL_TIMEOUT;
         let mut slots = self.slots();
         loop {
@@ -185,6 +189,17 @@ impl Pool {
             Ok(Err(e)) => Err(self.db_error(&e)),
             Err(e) => Err(self.error(format!("connecting failed: {e}"))),
         }
+    }
+}
+
+/// Wait in `f` without holding up an async runtime's other tasks: on a worker of a
+/// multi-threaded tokio runtime (the broker's), tokio first hands that worker's tasks to
+/// another thread. A database round trip is far longer than SQLite's microseconds.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

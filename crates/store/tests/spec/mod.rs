@@ -24,8 +24,12 @@ pub fn refresh_tokens_round_trip_and_a_new_login_replaces_the_old(open: Open) {
     let key = CredentialKey::new("https://iss", "client", "default");
     let store = open();
     assert!(store.get(&key).unwrap().is_none());
-    store.put(&key, &Secret::new("rt-1"), Some("read")).unwrap();
-    store.put(&key, &Secret::new("rt-2"), Some("read")).unwrap();
+    store
+        .put(&key, &Secret::new("rt-1"), Some("read"), None)
+        .unwrap();
+    store
+        .put(&key, &Secret::new("rt-2"), Some("read"), None)
+        .unwrap();
     assert_eq!(store.list().unwrap(), vec![key.clone()]);
     let got = open().get(&key).unwrap().unwrap();
     assert_eq!(got.refresh_token.expose(), "rt-2");
@@ -38,7 +42,7 @@ pub fn refresh_tokens_round_trip_and_a_new_login_replaces_the_old(open: Open) {
 pub fn access_tokens_and_health_are_kept_and_a_new_login_clears_the_health(open: Open) {
     let store = open();
     let key = CredentialKey::new("https://iss", "client", "robot");
-    store.put(&key, &Secret::new("rt"), None).unwrap();
+    store.put(&key, &Secret::new("rt"), None, None).unwrap();
     let cached = CachedToken {
         token: Secret::new("access-token-value"),
         expires: Timestamp::from_unix(2000),
@@ -59,8 +63,29 @@ pub fn access_tokens_and_health_are_kept_and_a_new_login_clears_the_health(open:
     assert_eq!(access.expires, Timestamp::from_unix(2000));
     assert_eq!(access.issued, Timestamp::from_unix(1000));
     assert_eq!(got.health, health);
-    store.put(&key, &Secret::new("rt2"), None).unwrap();
-    assert_eq!(store.get(&key).unwrap().unwrap().health, Health::default());
+    store.put(&key, &Secret::new("rt2"), None, None).unwrap();
+    let got = store.get(&key).unwrap().unwrap();
+    assert_eq!(got.health, Health::default());
+    // A rotated refresh token without an access token keeps the cached one...
+    assert_eq!(got.access.unwrap().token.expose(), "access-token-value");
+    // ...and one with it replaces the cached one in the same write.
+    let newer = CachedToken {
+        token: Secret::new("access-token-value-2"),
+        expires: Timestamp::from_unix(3000),
+        issued: Timestamp::from_unix(2500),
+        scope: None,
+    };
+    store
+        .put(&key, &Secret::new("rt3"), None, Some(&newer))
+        .unwrap();
+    let got = store.get(&key).unwrap().unwrap();
+    assert_eq!(got.refresh_token.expose(), "rt3");
+    let access = got.access.unwrap();
+    assert_eq!(access.token.expose(), "access-token-value-2");
+    assert_eq!(
+        (access.expires, access.issued, access.scope),
+        (newer.expires, newer.issued, None)
+    );
 }
 
 pub fn one_refresh_claim_at_a_time_across_handles_until_ended_or_lapsed(open: Open) {
@@ -70,7 +95,7 @@ pub fn one_refresh_claim_at_a_time_across_handles_until_ended_or_lapsed(open: Op
         first.claim_refresh(&key, 60).unwrap(),
         Claim::Missing
     ));
-    first.put(&key, &Secret::new("rt1"), None).unwrap();
+    first.put(&key, &Secret::new("rt1"), None, None).unwrap();
     // Eight "processes" race for the claim: exactly one wins.
     let winners = race(open, 8, |store| {
         matches!(
@@ -84,7 +109,7 @@ pub fn one_refresh_claim_at_a_time_across_handles_until_ended_or_lapsed(open: Op
     };
     assert!(until > Timestamp::now());
     // A rotated token ends the claim; the next claimant reads it.
-    first.put(&key, &Secret::new("rt2"), None).unwrap();
+    first.put(&key, &Secret::new("rt2"), None, None).unwrap();
     let Claim::Granted {
         credential, lapsed, ..
     } = first.claim_refresh(&key, 60).unwrap()
