@@ -52,6 +52,17 @@ impl Jar {
             location: location.to_string(),
         }
     }
+
+    /// Log in as `login` at the test provider with this jar's cookies (op-browser.sh);
+    /// the redirect back to the client it ends on.
+    fn at_provider(&self, auth_url: &str, login: &str) -> String {
+        let out = Command::new(testbed().join("op-browser.sh"))
+            .args(["login", auth_url, login])
+            .env("OP_BROWSER_JAR", self.file.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
 }
 
 fn csrf(body: &str) -> String {
@@ -203,12 +214,7 @@ fn a_provider_login_stores_the_credential_for_the_session_identity_only() {
 
     // Another browser cannot complete a login this session started.
     let thief = Jar::new();
-    let out = Command::new(testbed().join("op-browser.sh"))
-        .args(["login", &auth_url, "alice"])
-        .env("OP_BROWSER_JAR", thief.file.path())
-        .output()
-        .unwrap();
-    let redirect = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let redirect = thief.at_provider(&auth_url, "alice");
     assert!(redirect.contains("code="), "{redirect}");
     let stolen = thief.request("GET", &redirect, &[]);
     assert_eq!(stolen.status, 403, "{}", stolen.body);
@@ -220,12 +226,7 @@ fn a_provider_login_stores_the_credential_for_the_session_identity_only() {
         &format!("{}/web/login/op", broker.url),
         &[("csrf", &csrf(&page.body))],
     );
-    let out = Command::new(testbed().join("op-browser.sh"))
-        .args(["login", &start.location, "alice"])
-        .env("OP_BROWSER_JAR", browser.file.path())
-        .output()
-        .unwrap();
-    let redirect = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let redirect = browser.at_provider(&start.location, "alice");
     let back = browser.request("GET", &redirect, &[]);
     assert_eq!(back.status, 303, "{}", back.body);
     let page = browser.request("GET", &format!("{}/web", broker.url), &[]);
@@ -320,12 +321,7 @@ fn a_credd_key_file_login_writes_the_credential_directory_like_the_credmon_web_a
             &[("csrf", &csrf(&page.body))],
         );
         assert_eq!(start.status, 303, "{}", start.body);
-        let out = Command::new(testbed().join("op-browser.sh"))
-            .args(["login", &start.location, "alice"])
-            .env("OP_BROWSER_JAR", browser.file.path())
-            .output()
-            .unwrap();
-        let redirect = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let redirect = browser.at_provider(&start.location, "alice");
         assert_eq!(browser.request("GET", &redirect, &[]).status, 303);
         browser
             .request("GET", &format!("{}/web", broker.url), &[])
@@ -446,12 +442,7 @@ fn a_browser_login_moves_between_replicas_on_postgresql() {
         &[("csrf", &csrf(&page.body))],
     );
     assert_eq!(start.status, 303, "{}", start.body);
-    let out = Command::new(testbed().join("op-browser.sh"))
-        .args(["login", &start.location, "alice"])
-        .env("OP_BROWSER_JAR", browser.file.path())
-        .output()
-        .unwrap();
-    let redirect = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let redirect = browser.at_provider(&start.location, "alice");
     assert!(redirect.starts_with(&a.url), "{redirect}");
     let back = browser.request("GET", &redirect.replacen(&a.url, &b.url, 1), &[]);
     assert_eq!(
