@@ -15,6 +15,7 @@
 pub mod definition;
 pub mod helm;
 pub mod metrics;
+pub mod oidc_agent;
 pub mod rucio;
 pub mod run;
 pub mod schedule;
