@@ -318,3 +318,186 @@ fn an_oidc_task_and_a_values_files_oidc_cronjob_get_their_token_straight_from_th
     .never_shows(&["robot-secret"]);
     assert!(run.stdout.contains("account    : robot"), "{}", run.stdout);
 }
+
+/// rucio-task-manager's runner stand-in: `rucio whoami` as upstream's tasks run it, then what
+/// the task was given: both BEARER_TOKEN and BEARER_TOKEN_FILE (the same token), the Rucio
+/// token cache (mode, and `rucio whoami` again finding the token only there: no bearer
+/// variables, no auth_token_file_path), and how many of the routes' secrets it can see.
+fn checking_runner(user: &User, rucio: &Peer) -> std::path::PathBuf {
+    let runner = user.path("rtm-check");
+    std::fs::write(
+        &runner,
+        format!(
+            r#"#!/bin/sh
+test -f "$TASK_FILE_PATH" || exit 9
+{bin} whoami
+test -n "$BEARER_TOKEN" && test "$BEARER_TOKEN" = "$(cat "$BEARER_TOKEN_FILE")" && echo "bearer: both"
+cache=$(ls "$TMPDIR"/*/.rucio_*/auth_token_for_account_robot) && echo "cache: $(stat -c %a "$cache")"
+grep -v '^auth_token_file_path' "$RUCIO_CONFIG" > "$TMPDIR/plain.cfg"
+RUCIO_CONFIG=$TMPDIR/plain.cfg env -u BEARER_TOKEN -u BEARER_TOKEN_FILE {bin} whoami | sed 's/^/cache only: /'
+echo "secrets seen: $(env | grep -c -e '^OIDC_CLIENT_SECRET=' -e '^OIDC_AGENT_AUTH_CLIENT_CFG')"
+"#,
+            bin = rucio.get("RUCIO_BIN")
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755)).unwrap();
+    runner
+}
+
+/// A values file whose one cronjob `whoami` runs as Rucio's account robot with auth type
+/// oidc, its `config` holding `config` besides, its `secrets` read from `<secret-dir>/rtm/<NAME>`.
+fn upstream_values(
+    user: &User,
+    rucio: &Peer,
+    name: &str,
+    config: &str,
+    secrets: &[&str],
+) -> std::path::PathBuf {
+    let mut text = format!(
+        "config:\n  RUCIO_CFG_CLIENT_RUCIO_HOST: {}\n  RUCIO_CFG_CLIENT_ACCOUNT: robot\n  RUCIO_CFG_CLIENT_AUTH_TYPE: oidc\n  RUCIO_CFG_CLIENT_OIDC_SCOPE: read\n  RUCIO_CFG_CLIENT_OIDC_AUDIENCE: https://api.test.example\n{config}",
+        rucio.get("RUCIO_URL")
+    );
+    if !secrets.is_empty() {
+        text.push_str("secrets:\n");
+        for s in secrets {
+            text.push_str(&format!(
+                "  - name: {s}\n    fromSecretName: rtm\n    fromSecretKey: {s}\n"
+            ));
+        }
+    }
+    text.push_str("cronjobs:\n  - name: whoami\n    minute: 0\n    task_file_yaml:\n      who:\n        module_name: tasks.who\n        class_name: Who\n");
+    let file = user.path(&format!("{name}.yaml"));
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[test]
+fn values_cronjobs_get_their_token_by_each_of_upstreams_routes_and_rucio_whoami_works() {
+    let op = Op::start();
+    // alice: the oidc-agent account's user; robot-client: client credentials.
+    let rucio = Peer::start(
+        "rucio",
+        &[
+            ("RUCIO_OIDC_ISSUER", op.issuer()),
+            ("RUCIO_OIDC_SUBJECT", "alice,robot-client"),
+        ],
+        &[],
+    );
+    let user = User::new();
+    let runner = checking_runner(&user, &rucio);
+    let secret_dir = user.path("secrets");
+    let rtm = secret_dir.join("rtm");
+    std::fs::create_dir_all(&rtm).unwrap();
+    let put = |name: &str, value: &str| std::fs::write(rtm.join(name), value).unwrap();
+    // Nothing from credkeeper's own sources: no --server, no --issuer.
+    let run = |values: &std::path::Path, mounted: Option<&std::path::Path>| {
+        let mut cmd = user.cmd();
+        // -v: the log line that names the route.
+        cmd.args(["-v", "tasks", "run"])
+            .arg(values)
+            .args(["--task", "whoami", "--secret-dir"])
+            .arg(&secret_dir)
+            .arg("--access-token-file")
+            .arg(mounted.map_or_else(|| user.path("no-mounted-token"), |m| m.to_path_buf()))
+            .env("CREDKEEPER_TASKS_RUNNER", &runner);
+        Run::from(cmd.output().unwrap())
+    };
+    let works = |r: &Run, route: &str| {
+        assert!(
+            r.stdout.contains("account    : robot") && !r.stdout.contains("Cannot authenticate"),
+            "{route}: {}\n{}",
+            r.stdout,
+            r.stderr
+        );
+        assert!(r.stdout.contains("bearer: both\n"), "{route}: {}", r.stdout);
+        assert!(r.stdout.contains("cache: 600\n"), "{route}: {}", r.stdout);
+        assert!(
+            r.stdout.contains("cache only: account    : robot"),
+            "{route}: the client finds the token in its own cache: {}",
+            r.stdout
+        );
+        assert!(
+            r.stdout.contains("secrets seen: 0\n"),
+            "{route}: {}",
+            r.stdout
+        );
+        assert!(
+            r.stderr
+                .contains(&format!("bearer token from the task's {route}")),
+            "{route}: {}",
+            r.stderr
+        );
+    };
+
+    // 2. Client credentials at OIDC_TOKEN_ENDPOINT, the secret from a mounted secret.
+    put("OIDC_CLIENT_SECRET", "robot-secret");
+    let cc = upstream_values(
+        &user,
+        &rucio,
+        "client-credentials",
+        &format!(
+            "  OIDC_CLIENT_ID: robot-client\n  OIDC_TOKEN_ENDPOINT: {}\n",
+            op.get("OP_TOKEN_ENDPOINT")
+        ),
+        &["OIDC_CLIENT_SECRET"],
+    );
+    let r = run(&cc, None).ok().never_shows(&["robot-secret"]);
+    works(&r, "client credentials");
+
+    // 3. An oidc-agent account made by the real oidc-gen (logged in as alice).
+    let agent_file = user.path("agent.enc");
+    let made = std::process::Command::new(testbed().join("oidc-agent-account.sh"))
+        .arg(op.state_dir())
+        .args(["rucio-auth", "agent-pass-1234"])
+        .arg(&agent_file)
+        .env("ACCOUNT_SCOPE", "openid offline_access read")
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "oidc-agent-account.sh: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    put("OIDC_AGENT_AUTH_CLIENT_CFG_VALUE", &read(&agent_file));
+    put("OIDC_AGENT_AUTH_CLIENT_CFG_PASSWORD", "agent-pass-1234");
+    let agent = upstream_values(
+        &user,
+        &rucio,
+        "agent",
+        "",
+        &[
+            "OIDC_AGENT_AUTH_CLIENT_CFG_VALUE",
+            "OIDC_AGENT_AUTH_CLIENT_CFG_PASSWORD",
+        ],
+    );
+    let r = run(&agent, None).ok().never_shows(&["agent-pass-1234"]);
+    works(&r, "oidc-agent account");
+
+    // 4. OIDC_ACCESS_TOKEN as given (a token the site got elsewhere), and 1. the same token
+    // in a mounted file, which wins over everything else.
+    let token_file = user.path("access_token");
+    let secret = user.secret_file("robot.secret", "robot-secret", 0o600);
+    let mut args = vec!["get"];
+    args.extend(op.robot_client_args(&secret));
+    args.extend([
+        "-o",
+        token_file.to_str().unwrap(),
+        "--scopes",
+        "read",
+        "--audience",
+        "https://api.test.example",
+    ]);
+    user.run(&args).ok();
+    let token = read(&token_file).trim().to_string();
+    put("OIDC_ACCESS_TOKEN", &token);
+    let given = upstream_values(&user, &rucio, "given", "", &["OIDC_ACCESS_TOKEN"]);
+    works(&run(&given, None).ok(), "OIDC_ACCESS_TOKEN");
+    works(&run(&cc, Some(&token_file)).ok(), "mounted token file");
+
+    // No route and no source: the run fails before the command starts, saying what to give.
+    let none = upstream_values(&user, &rucio, "none", "", &[]);
+    let r = run(&none, None).fails(1, "names no way to get one");
+    assert!(!r.stdout.contains("account"), "{}", r.stdout);
+}

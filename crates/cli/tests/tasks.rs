@@ -308,9 +308,11 @@ fn rucio_task_managers_own_values_files_load_as_helm_loads_them() {
     };
     // The secret volume a site mounts: <fromSecretName>/<fromSecretKey>, for every secret
     // the files name (a missing one keeps the chart's pod from starting, and fails here).
+    // The oidc-agent account is empty, so upstream's agent route is not taken and the token
+    // comes from the broker (each route's own test is in rucio_tasks.rs).
     let secrets = d.user.path("secrets");
     for (name, value) in [
-        ("oidc-agent-auth-client/cfg", "{}"),
+        ("oidc-agent-auth-client/cfg", ""),
         ("oidc-agent-auth-client/password", "agent-password"),
         ("kube/cfg.dev", "apiVersion: v1"),
         ("rucio-cfg-client/certificate", "cert"),
@@ -776,4 +778,82 @@ fn a_secret_kept_in_the_store_fills_the_environment_sealed_and_never_the_command
         .fails(1, "{{ DB_PASSWORD }}, which is not defined")
         .fails(1, "credkeeper tasks secret set DB_PASSWORD");
     assert_eq!(read(&out), "", "the command never started");
+}
+
+#[test]
+fn a_task_gets_its_declared_environment_and_nothing_else_of_the_schedulers() {
+    let user = User::new();
+    let file = user.path("env.yaml");
+    std::fs::write(
+        &file,
+        r#"tasks:
+- name: env
+  schedule: '@hourly'
+  command: [sh, -c, 'echo "canary=${SCHEDULER_CANARY:-none} wanted=${WANTED:-none} mine=$MINE home=${HOME:+set} path=${PATH:+set} lang=$LANG lc=$LC_TIME"']
+  inherit: [WANTED]
+  env: {MINE: x}
+"#,
+    )
+    .unwrap();
+    // A secret exported to the scheduler (CI variables, a shell's history of exports).
+    let with_env = |cmd: &mut Command| {
+        cmd.env("SCHEDULER_CANARY", "s3cret-canary")
+            .env("WANTED", "yes")
+            .env("LANG", "C.UTF-8")
+            .env("LC_TIME", "C");
+    };
+    let mut cmd = user.cmd();
+    cmd.args(["tasks", "run"])
+        .arg(&file)
+        .args(["--task", "env"]);
+    with_env(&mut cmd);
+    let out = Run::from(cmd.output().unwrap()).ok();
+    assert_eq!(
+        out.stdout,
+        "canary=none wanted=yes mine=x home=set path=set lang=C.UTF-8 lc=C\n"
+    );
+
+    // A values cronjob: the format has no key for it, so --inherit-env names it; the
+    // runner is argv as a shell splits it, quotes keeping a word whole.
+    let values = user.path("values.yaml");
+    std::fs::write(
+        &values,
+        "config:\n  VOMS: skatelescope.eu\ncronjobs:\n  - name: env\n    minute: 0\n    task_file_yaml:\n      t:\n        module_name: m\n        class_name: C\n",
+    )
+    .unwrap();
+    let mut cmd = user.cmd();
+    cmd.args(["tasks", "run"])
+        .arg(&values)
+        .args([
+            "--task",
+            "env",
+            "--inherit-env",
+            "WANTED",
+            "--runner",
+            r#"sh -c 'echo "$0" a  b; echo ${WANTED:-none} ${SCHEDULER_CANARY:-none} $VOMS' 'one  word'"#,
+        ]);
+    with_env(&mut cmd);
+    let out = Run::from(cmd.output().unwrap()).ok();
+    assert_eq!(out.stdout, "one  word a b\nyes none skatelescope.eu\n");
+
+    // Names that are not variable names are refused, naming the task.
+    std::fs::write(
+        &file,
+        "tasks:\n- name: env\n  schedule: '@hourly'\n  command: ['true']\n  inherit: [NOT-A-NAME]\n",
+    )
+    .unwrap();
+    user.run(&["tasks", "validate", file.to_str().unwrap()])
+        .fails(
+            1,
+            "task `env`: inherit: `NOT-A-NAME` is not an environment variable name",
+        );
+    // An unclosed quote in --runner is an error, not a split guess.
+    user.run(&[
+        "tasks",
+        "validate",
+        values.to_str().unwrap(),
+        "--runner",
+        "sh -c 'echo",
+    ])
+    .fails(1, "--runner `sh -c 'echo`");
 }

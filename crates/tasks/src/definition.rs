@@ -68,6 +68,10 @@ pub struct BearerSpec {
     /// inherited `BEARER_TOKEN` is removed so that the fresh file is what is found.
     #[serde(default)]
     pub env: bool,
+    /// A rucio-task-manager values cronjob: the token may come from one of upstream's own
+    /// routes named in its environment ([`crate::upstream`]), before the configured source.
+    #[serde(skip)]
+    pub upstream_routes: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -86,6 +90,9 @@ pub struct Task {
     pub command: Vec<String>,
     pub shell: bool,
     pub env: BTreeMap<String, String>,
+    /// Names of the scheduler's own environment the task also gets, beyond
+    /// [`crate::run::BASE_ENVIRONMENT`] (nothing else of it reaches a task).
+    pub inherit: Vec<String>,
     pub workdir: Option<PathBuf>,
     pub timeout_secs: Option<i64>,
     pub retries: u32,
@@ -183,6 +190,8 @@ struct OwnTask {
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
+    inherit: Vec<String>,
+    #[serde(default)]
     workdir: Option<PathBuf>,
     #[serde(default)]
     timeout: Option<String>,
@@ -278,6 +287,9 @@ pub struct Options {
     pub secret_dirs: Vec<PathBuf>,
     /// A values cronjob's bearer token is also given in `BEARER_TOKEN` ([`BearerSpec::env`]).
     pub bearer_token_env: bool,
+    /// Names of the scheduler's environment every values cronjob also gets (the format has
+    /// no key for it; a pod's environment is its `config` and `secrets`).
+    pub inherit: Vec<String>,
 }
 
 /// Read one definitions file (any of the three formats, told apart by their keys).
@@ -360,6 +372,11 @@ fn own_task(file: &str, t: OwnTask) -> Result<Task, TaskError> {
             "RUCIO_CFG_AUTH_TYPE oidc needs credentials.bearer, the token the run keeps fresh (e.g. {scopes: 'openid profile', audience: rucio})".into(),
         ));
     }
+    if let Some(bad) = t.inherit.iter().find(|n| !is_env_name(n)) {
+        return Err(task_err(format!(
+            "inherit: `{bad}` is not an environment variable name (letters, digits, _; not a digit first)"
+        )));
+    }
     let mut names: Vec<String> = command.iter().flat_map(|c| placeholder_names(c)).collect();
     names.extend(t.env.values().flat_map(|v| placeholder_names(v)));
     names.sort();
@@ -374,6 +391,7 @@ fn own_task(file: &str, t: OwnTask) -> Result<Task, TaskError> {
         command,
         shell,
         env: t.env,
+        inherit: t.inherit,
         workdir: t.workdir,
         retries: t.retries,
         concurrency: t.concurrency,
@@ -383,6 +401,13 @@ fn own_task(file: &str, t: OwnTask) -> Result<Task, TaskError> {
         disabled: t.disabled,
         names,
     })
+}
+
+/// A POSIX environment variable name: letters, digits and `_`, not starting with a digit.
+pub fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn values_tasks(file: &str, values: Values, options: &Options) -> Result<Vec<Task>, TaskError> {
@@ -498,6 +523,7 @@ fn values_tasks(file: &str, values: Values, options: &Options) -> Result<Vec<Tas
         };
         if let Some(b) = &mut credentials.bearer {
             b.env = options.bearer_token_env;
+            b.upstream_routes = true;
         }
         tasks.push(Task {
             name: job.name.clone(),
@@ -506,6 +532,7 @@ fn values_tasks(file: &str, values: Values, options: &Options) -> Result<Vec<Tas
             command: runner.clone(),
             shell: false,
             env: job_env,
+            inherit: options.inherit.clone(),
             workdir: workdir.clone(),
             timeout_secs: None,
             retries,
@@ -833,6 +860,7 @@ mod tests {
             secret_dirs: vec![secrets.clone()],
             runner_dir: None,
             bearer_token_env: false,
+            inherit: vec![],
         };
         let tasks = load(&p, &options).unwrap();
         assert_eq!(tasks.len(), 2);
@@ -872,6 +900,7 @@ mod tests {
                 scopes: Some("openid profile".into()),
                 audience: Some("https://rucio.example".into()),
                 env: false,
+                upstream_routes: true,
             })
         );
         // --bearer-token-env: the token also in BEARER_TOKEN, as upstream's entry point.
@@ -887,6 +916,7 @@ mod tests {
             secret_dirs: vec![dir.path().join("nowhere")],
             runner_dir: None,
             bearer_token_env: false,
+            inherit: vec![],
         };
         let err = validate(&tasks, &Env(BTreeMap::new()), &none)
             .unwrap_err()

@@ -10,7 +10,8 @@
 //! while it runs, and removes everything when it ends.
 //!
 //! What it is not: where tokens come from. A run asks a [`run::TokenSource`] (the caller
-//! wires the broker or an issuer) and writes what it gets.
+//! wires the broker or an issuer; a values cronjob may name one of rucio-task-manager's
+//! own routes, [`upstream`]) and writes what it gets.
 
 pub mod definition;
 pub mod helm;
@@ -21,5 +22,6 @@ pub mod run;
 pub mod schedule;
 pub mod scheduler;
 pub mod template;
+pub mod upstream;
 
 pub use definition::{Task, TaskError};

@@ -26,6 +26,8 @@ pub struct RucioSettings {
     pub client_key_value: Option<Secret>,
     pub ca_cert: Option<String>,
     pub vo: Option<String>,
+    /// The run's bearer token, for `oidc` (from the task's `credentials.bearer`).
+    pub bearer: Option<Secret>,
     /// Every other `RUCIO_CFG_<SECTION>_<OPTION>`, as the base image's
     /// `merge_rucio_configs.py --use-env` reads them: (section, option) lower-cased, the
     /// section the first word. The seed era's section-less `[client]` names
@@ -73,6 +75,7 @@ impl RucioSettings {
             client_key_value: take("CLIENT_KEY_VALUE").map(Secret::new),
             ca_cert: take("CA_CERT"),
             vo: take("VO"),
+            bearer: None,
             auth_type,
         })
         .map(|mut s| {
@@ -159,7 +162,7 @@ pub fn values_bearer(env: &BTreeMap<String, String>) -> Option<crate::definition
                 .into(),
         ),
         audience: Some(setting(env, "OIDC_AUDIENCE").unwrap_or("rucio").into()),
-        env: false,
+        ..Default::default()
     })
 }
 
@@ -345,6 +348,60 @@ pub fn config(
     ini.text()
 }
 
+/// The Rucio client's own token cache, as it finds it with `TMPDIR=tmp`:
+/// `<tmp>/<user>/.rucio_<user>[@<vo>]/auth_token_for_account_<account>` (rucio
+/// `BaseClient._get_auth_tokens` and `get_tmp_dir`), `user` as Python's `getpass.getuser()`
+/// finds it in the task's environment `env`. Where upstream's entry point puts the token.
+pub fn token_cache(
+    tmp: &Path,
+    env: &BTreeMap<String, String>,
+    account: Option<&str>,
+    vo: Option<&str>,
+) -> std::path::PathBuf {
+    let user = login_name(env);
+    let mut dir = format!(".rucio_{user}");
+    // The client's default VO is `def`, which it leaves out.
+    if let Some(vo) = vo.filter(|v| *v != "def") {
+        dir.push('@');
+        dir.push_str(vo);
+    }
+    let file = match account {
+        Some(a) => format!("auth_token_for_account_{a}"),
+        None => "auth_token_for_default_account".to_string(),
+    };
+    tmp.join(&user).join(dir).join(file)
+}
+
+/// `getpass.getuser()`: LOGNAME, USER, LNAME, USERNAME (the task's, then credkeeper's),
+/// else the password database's name for this uid, else the uid.
+fn login_name(env: &BTreeMap<String, String>) -> String {
+    for name in ["LOGNAME", "USER", "LNAME", "USERNAME"] {
+        if let Some(v) = env
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
+            .filter(|v| !v.is_empty())
+        {
+            return v;
+        }
+    }
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    // SAFETY: passwd is plain C data (pointers and integers), for which zero is valid.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r writes into `pw` and `buf` (its length given) and sets `found`
+    // to `&pw` or null; nothing else is touched, and both outlive the call.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc == 0 && !found.is_null() && !pw.pw_name.is_null() {
+        // SAFETY: pw_name points into `buf`, NUL-terminated by getpwuid_r.
+        let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+        return name.to_string_lossy().into_owned();
+    }
+    uid.to_string()
+}
+
 /// Write `contents` to `dir/name` with mode 0600; the path.
 pub fn private_file(dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<String> {
     let path = dir.join(name);
@@ -435,6 +492,25 @@ mod tests {
         assert_eq!(
             base_config(&BTreeMap::new(), none),
             ("/opt/rucio/etc/rucio.cfg".into(), false)
+        );
+    }
+
+    #[test]
+    fn the_token_cache_is_where_the_rucio_client_looks() {
+        let tmp = Path::new("/run/x/tmp");
+        let env = BTreeMap::from([("LOGNAME".to_string(), "user".to_string())]);
+        assert_eq!(
+            token_cache(tmp, &env, Some("robot"), None),
+            Path::new("/run/x/tmp/user/.rucio_user/auth_token_for_account_robot")
+        );
+        // The default VO is left out; another is added to the directory, as the client does.
+        assert_eq!(
+            token_cache(tmp, &env, Some("robot"), Some("def")),
+            token_cache(tmp, &env, Some("robot"), None)
+        );
+        assert_eq!(
+            token_cache(tmp, &env, None, Some("ska")),
+            Path::new("/run/x/tmp/user/.rucio_user@ska/auth_token_for_default_account")
         );
     }
 }

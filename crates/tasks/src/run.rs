@@ -31,6 +31,9 @@ pub struct RunOptions {
     pub output_cap: usize,
     /// After a timeout's SIGTERM, how long before SIGKILL.
     pub grace_secs: u64,
+    /// rucio-task-manager's own token routes, for values cronjobs that name one (`None`:
+    /// such a cronjob gets its token from the configured source).
+    pub upstream: Option<Arc<crate::upstream::Upstream>>,
 }
 
 impl Default for RunOptions {
@@ -42,6 +45,7 @@ impl Default for RunOptions {
                 .unwrap_or_else(std::env::temp_dir),
             output_cap: 64 * 1024,
             grace_secs: 5,
+            upstream: None,
         }
     }
 }
@@ -216,8 +220,6 @@ pub struct Prepared {
     env: std::collections::BTreeMap<String, String>,
     /// Values to redact from the output: filled templates and tokens.
     secrets: Redactions,
-    /// What would override the run's config, from credkeeper's own environment.
-    env_remove: &'static [&'static str],
     refreshers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -247,36 +249,53 @@ pub async fn prepare(
         dir,
         env: rendered.env.clone(),
         secrets: Redactions::of(&rendered.secrets),
-        env_remove: &[],
         refreshers: Vec::new(),
     };
+    // Names the task may not take from the scheduler even when it inherits them: they would
+    // override what the run prepared.
+    let mut withheld: Vec<&str> = Vec::new();
+    // The task's RUCIO_CFG_* (taken out: the task never sees them; its rucio.cfg holds them).
+    let mut rucio = crate::rucio::RucioSettings::take(&mut prepared.env);
+    let mut bearer = None;
     if let Some(spec) = &task.credentials.bearer {
-        let Some(source) = tokens.clone() else {
-            return Err(
-                "the task declares a bearer token but no token source is configured".into(),
-            );
+        let upstream = match (&options.upstream, spec.upstream_routes) {
+            (Some(u), true) => {
+                let secrets = prepared.secrets.clone();
+                let request = credkeeper_oidc::TokenRequest {
+                    scopes: spec.scopes.clone(),
+                    audience: spec.audience.clone(),
+                };
+                u.route(&mut prepared.env, request, |v| secrets.add(v))
+                    .await?
+            }
+            _ => None,
+        };
+        let source = match (upstream, tokens.clone()) {
+            (Some(route), _) => {
+                tracing::info!(
+                    task = task.name,
+                    "bearer token from the task's {}",
+                    route.name
+                );
+                route.source
+            }
+            (None, Some(source)) => source,
+            (None, None) => {
+                return Err("the task needs a bearer token and names no way to get one: give credkeeper a source (--server, or --issuer), or the task rucio-task-manager's variables (OIDC_CLIENT_ID, OIDC_CLIENT_SECRET and OIDC_TOKEN_ENDPOINT; OIDC_AGENT_AUTH_CLIENT_CFG_VALUE and _PASSWORD; OIDC_ACCESS_TOKEN) or a token file mounted where --access-token-file says".into());
+            }
         };
         let path = prepared.dir.path().join("bearer_token");
         let (token, expires) = source
             .token(spec)
             .await
             .map_err(|e| format!("authentication failed: {e}"))?;
-        let mut files = vec![TokenFile {
+        let files = vec![TokenFile {
             path: path.clone(),
             newline: true,
         }];
-        // A Rucio oidc task: the token also where every Rucio client looks, the config's
-        // auth_token_file_path (clients before WLCG token discovery read only that).
-        if crate::rucio::wants_bearer(&rendered.env) {
-            files.push(TokenFile {
-                path: prepared.dir.path().join(RUCIO_TOKEN),
-                newline: false,
-            });
-        }
-        for f in &files {
-            f.write(&token)
-                .map_err(|e| format!("cannot write the bearer token file: {e}"))?;
-        }
+        files[0]
+            .write(&token)
+            .map_err(|e| format!("cannot write the bearer token file: {e}"))?;
         prepared.secrets.add(token.expose());
         prepared
             .env
@@ -287,18 +306,18 @@ pub async fn prepare(
                 .insert("BEARER_TOKEN".into(), token.expose().to_string());
         } else {
             // Found before the file by WLCG token discovery: none but the fresh file.
-            prepared.env_remove = &["BEARER_TOKEN"];
+            withheld.push("BEARER_TOKEN");
         }
-        prepared.refreshers.push(tokio::spawn(keep_fresh(
-            source,
-            prepared.secrets.clone(),
-            spec.clone(),
-            files,
-            expires,
-        )));
+        // A Rucio oidc task: the token also in the Rucio client's token cache (below).
+        if let Some(settings) = &mut rucio
+            && settings.auth_type == "oidc"
+        {
+            settings.bearer = Some(token);
+        }
+        bearer = Some((source, spec, files, expires));
     }
     // Rucio: a private rucio.cfg from the task's RUCIO_CFG_* (which the task never sees).
-    if let Some(settings) = crate::rucio::RucioSettings::take(&mut prepared.env) {
+    if let Some(settings) = &rucio {
         let Prepared {
             dir,
             env,
@@ -306,16 +325,30 @@ pub async fn prepare(
             refreshers,
             ..
         } = &mut prepared;
-        if let Some(fresh) = prepare_rucio(&settings, dir.path(), env, secrets).await? {
-            refreshers.push(fresh);
+        let (fresh, cache) = prepare_rucio(settings, dir.path(), env, secrets).await?;
+        refreshers.extend(fresh);
+        if let (Some(cache), Some((_, _, files, _))) = (cache, &mut bearer) {
+            files.push(TokenFile {
+                path: cache,
+                newline: false,
+            });
         }
-        prepared.env_remove = &[
+        withheld.extend([
             "RUCIO_HOME",
             "RUCIO_ACCOUNT",
             "RUCIO_AUTH_TYPE",
             "X509_CERT_DIR",
             "BEARER_TOKEN",
-        ];
+        ]);
+    }
+    if let Some((source, spec, files, expires)) = bearer {
+        prepared.refreshers.push(tokio::spawn(keep_fresh(
+            source,
+            prepared.secrets.clone(),
+            spec.clone(),
+            files,
+            expires,
+        )));
     }
     // rucio-task-manager's entry point writes KUBE_CONFIG_VALUE to ~/.kube/config (for
     // tasks.probes.daemons). Here it goes in the run's directory, named by KUBECONFIG,
@@ -340,11 +373,43 @@ pub async fn prepare(
             .env
             .insert("TASK_FILE_PATH".into(), path.display().to_string());
     }
+    let mut env = inherited(&task.inherit, &withheld);
+    env.append(&mut prepared.env);
+    prepared.env = env;
     Ok(prepared)
 }
 
-/// The Rucio client's token file in a run's directory (`auth_token_file_path`).
-const RUCIO_TOKEN: &str = "rucio_token";
+/// What of the scheduler's own environment every task gets: what a process needs to find
+/// its programs, home, locale and time zone (and every `LC_*`), and a Kubernetes pod's
+/// in-cluster API address. Nothing else reaches a task unless its definition names it
+/// (`inherit`): a secret exported to the scheduler stays with the scheduler.
+pub const BASE_ENVIRONMENT: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "KUBERNETES_SERVICE_HOST",
+    "KUBERNETES_SERVICE_PORT",
+];
+
+/// The scheduler's variables a task gets: [`BASE_ENVIRONMENT`], `LC_*` and `names`, less
+/// `withheld`. (A value that is not UTF-8 is left out.)
+fn inherited(names: &[String], withheld: &[&str]) -> std::collections::BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| {
+            (BASE_ENVIRONMENT.contains(&k.as_str())
+                || k.starts_with("LC_")
+                || names.iter().any(|n| n == k))
+                && !withheld.contains(&k.as_str())
+        })
+        .collect()
+}
 
 /// A pipe, both ends close-on-exec: (reading end, writing end).
 fn pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
@@ -396,10 +461,9 @@ async fn execute(
         Err(e) => return failed(format!("cannot make a pipe for `{program}`: {e}")),
     };
     let mut command = tokio::process::Command::new(program);
-    for name in prepared.env_remove {
-        command.env_remove(name);
-    }
+    // The declared environment only (see `prepare`).
     command
+        .env_clear()
         .args(&args)
         .envs(&prepared.env)
         .stdin(Stdio::null())
@@ -515,14 +579,16 @@ impl TokenSource for RucioTokens {
 }
 
 /// Write the run's rucio.cfg (and, per auth type, its session token, certificate and key)
-/// into `dir`, export `RUCIO_CONFIG` and a private `TMPDIR` (the client's token cache).
-/// A userpass login that fails fails the run here, before the command starts.
+/// into `dir`, export `RUCIO_CONFIG` and a private `TMPDIR` holding the client's token
+/// cache, where the token goes. A userpass login that fails fails the run here, before the
+/// command starts. Returns the refresher of a userpass session, and for `oidc` the token
+/// cache, which the bearer token's refresher keeps fresh.
 async fn prepare_rucio(
     s: &crate::rucio::RucioSettings,
     dir: &Path,
     env: &mut std::collections::BTreeMap<String, String>,
     secrets: &Redactions,
-) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+) -> Result<(Option<tokio::task::JoinHandle<()>>, Option<PathBuf>), String> {
     use crate::rucio::{config, private_file};
     let io = |e: std::io::Error| format!("cannot write the run's Rucio files: {e}");
     // The image's (or the site's) rucio.cfg, kept whole under what the task sets.
@@ -548,19 +614,40 @@ async fn prepare_rucio(
         credkeeper_oidc::Roots::Only,
     )
     .map_err(|e| format!("RUCIO_CFG_CA_CERT: {e}"))?;
+    let tmp = dir.join("tmp");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&tmp)
+        .map_err(io)?;
+    env.insert("TMPDIR".into(), tmp.display().to_string());
+    // The token, where the client's cache is and where upstream's entry point puts it.
+    let cache = TokenFile {
+        path: crate::rucio::token_cache(&tmp, env, s.account.as_deref(), s.vo.as_deref()),
+        newline: false,
+    };
+    let write_cache = |token: &Secret| {
+        if let Some(parent) = cache.path.parent() {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(parent)?;
+        }
+        cache.write(token)
+    };
     let mut files = std::collections::BTreeMap::new();
     let mut refresher = None;
+    let mut oidc_cache = None;
     let auth_type = match s.auth_type.as_str() {
         "userpass" => {
             let (token, expires) = crate::rucio::userpass_token(s, &http)
                 .await
                 .map_err(|e| format!("authentication failed: {e}"))?;
-            let path = private_file(dir, RUCIO_TOKEN, token.expose().as_bytes()).map_err(io)?;
             secrets.add(token.expose());
             if let Some(p) = &s.password {
                 secrets.add(p.expose());
             }
-            files.insert("auth_token_file_path", path.clone());
+            write_cache(&token).map_err(io)?;
+            files.insert("auth_token_file_path", cache.path.display().to_string());
             let source: Arc<dyn TokenSource> = Arc::new(RucioTokens {
                 settings: s.clone(),
                 http: http.clone(),
@@ -569,25 +656,21 @@ async fn prepare_rucio(
                 source,
                 secrets.clone(),
                 BearerSpec::default(),
-                vec![TokenFile {
-                    path: PathBuf::from(path),
-                    newline: false,
-                }],
+                vec![cache],
                 expires,
             )));
             // The session token, not the password: the client sends it as a token.
             "oidc"
         }
         "oidc" => {
-            if !env.contains_key("BEARER_TOKEN_FILE") {
+            let Some(token) = &s.bearer else {
                 return Err(
                     "Rucio auth_type oidc needs the task's credentials.bearer (the token the run keeps fresh)".into(),
                 );
-            }
-            let cache = dir.join(RUCIO_TOKEN);
-            if cache.exists() {
-                files.insert("auth_token_file_path", cache.display().to_string());
-            }
+            };
+            write_cache(token).map_err(io)?;
+            files.insert("auth_token_file_path", cache.path.display().to_string());
+            oidc_cache = Some(cache.path);
             "oidc"
         }
         "x509" => {
@@ -629,11 +712,6 @@ async fn prepare_rucio(
             ));
         }
     };
-    let tmp = dir.join("tmp");
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&tmp)
-        .map_err(io)?;
     let cfg = private_file(
         dir,
         "rucio.cfg",
@@ -641,8 +719,7 @@ async fn prepare_rucio(
     )
     .map_err(io)?;
     env.insert("RUCIO_CONFIG".into(), cfg);
-    env.insert("TMPDIR".into(), tmp.display().to_string());
-    Ok(refresher)
+    Ok((refresher, oidc_cache))
 }
 
 /// Kills the run's process group when dropped while armed.
@@ -767,6 +844,7 @@ mod tests {
             base_dir: dir.to_path_buf(),
             output_cap: 4096,
             grace_secs: 1,
+            upstream: None,
         }
     }
 

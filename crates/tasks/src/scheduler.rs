@@ -448,6 +448,7 @@ mod tests {
             command: vec!["true".into()],
             shell: false,
             env: BTreeMap::new(),
+            inherit: vec![],
             workdir: None,
             timeout_secs: None,
             retries: 0,
@@ -586,6 +587,7 @@ mod tests {
             base_dir: dir.path().to_path_buf(),
             output_cap: 4096,
             grace_secs: 1,
+            upstream: None,
         });
         let (_reload_tx, reload_rx) = watch::channel(0u64);
         let (stop_tx, stop_rx) = watch::channel(false);

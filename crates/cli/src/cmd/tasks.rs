@@ -154,9 +154,10 @@ pub struct Files {
     /// Definition files
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
-    /// rucio-task-manager's entry point, run with TASK_FILE_PATH set; split at spaces, no
-    /// shell [default: sh -c 'exec python3 src/run.py -vt "$TASK_FILE_PATH"', upstream's
-    /// image entry point, in /opt/rucio-task-manager]
+    /// rucio-task-manager's entry point, run with TASK_FILE_PATH set: words as a shell
+    /// splits them (quotes keep spaces), run without a shell [default: sh -c 'exec python3
+    /// src/run.py -vt "$TASK_FILE_PATH"', upstream's image entry point, in
+    /// /opt/rucio-task-manager]
     #[arg(long, value_name = "COMMAND", env = "CREDKEEPER_TASKS_RUNNER")]
     pub runner: Option<String>,
     /// The directory the runner starts in [default: /opt/rucio-task-manager with the
@@ -166,11 +167,18 @@ pub struct Files {
     /// Where secrets are mounted (a Kubernetes secret volume); repeatable
     #[arg(long = "secret-dir", value_name = "DIR")]
     pub secret_dirs: Vec<PathBuf>,
-    /// Also give a values cronjob's bearer token in BEARER_TOKEN, as rucio-task-manager's
-    /// entry point did: a copy never renewed, which WLCG token discovery (the Rucio
-    /// client's too) prefers to the fresh BEARER_TOKEN_FILE
-    #[arg(long, env = "CREDKEEPER_TASKS_BEARER_TOKEN_ENV")]
-    pub bearer_token_env: bool,
+    /// Give a values cronjob's bearer token only in BEARER_TOKEN_FILE (kept fresh), not also
+    /// in BEARER_TOKEN as rucio-task-manager's entry point does (gfal reads it): that copy
+    /// is never renewed, and WLCG token discovery (the Rucio client's too) prefers it, so a
+    /// run that outlives its token needs this
+    #[arg(long, env = "CREDKEEPER_TASKS_NO_BEARER_TOKEN_ENV")]
+    pub no_bearer_token_env: bool,
+    /// A variable of credkeeper's own environment every values cronjob also gets, beyond
+    /// PATH, HOME, USER, LOGNAME, SHELL, LANG, LANGUAGE, LC_*, TZ, TMPDIR and
+    /// KUBERNETES_SERVICE_HOST/PORT; repeatable (credkeeper's tasks name theirs in
+    /// `inherit`)
+    #[arg(long = "inherit-env", value_name = "NAME")]
+    pub inherit_env: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -234,6 +242,15 @@ pub struct TokenArgs {
     /// replace --scopes and --audience
     #[command(flatten)]
     pub issuer: IssuerArgs,
+    /// The token file a site mounts for rucio-task-manager's values cronjobs (the first of
+    /// its routes); used when it exists, is a file and only root or this user can write it
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "CREDKEEPER_TASKS_ACCESS_TOKEN_FILE",
+        default_value = credkeeper_tasks::upstream::MOUNTED_TOKEN
+    )]
+    pub access_token_file: PathBuf,
 }
 
 impl TokenArgs {
@@ -268,17 +285,64 @@ impl TokenArgs {
     }
 }
 
+impl TokenArgs {
+    /// What a run needs for rucio-task-manager's own token routes.
+    fn run_options(&self, settings: &Settings) -> anyhow::Result<RunOptions> {
+        Ok(RunOptions {
+            upstream: Some(Arc::new(credkeeper_tasks::upstream::Upstream {
+                http: settings.http()?,
+                policy: settings.policy,
+                mounted_token: self.access_token_file.clone(),
+            })),
+            ..RunOptions::default()
+        })
+    }
+
+    /// The source for `tasks` that need one: required when a task's bearer token can come
+    /// from nowhere else (values cronjobs may name upstream's routes instead).
+    async fn source_for(
+        &self,
+        tasks: &[&Task],
+        settings: &Settings,
+    ) -> anyhow::Result<Option<Arc<dyn TokenSource>>> {
+        let required = tasks.iter().any(|t| {
+            t.credentials
+                .bearer
+                .as_ref()
+                .is_some_and(|b| !b.upstream_routes)
+        });
+        Ok(if required || self.named(settings) {
+            Some(self.source(settings).await?)
+        } else {
+            None
+        })
+    }
+}
+
 impl Files {
     fn options(&self) -> anyhow::Result<Options> {
         let runner = match &self.runner {
             None => Vec::new(),
-            Some(r) => r.split_whitespace().map(str::to_string).collect(),
+            Some(r) => match shlex::split(r) {
+                Some(words) if !words.is_empty() => words,
+                _ => anyhow::bail!(
+                    "--runner `{r}`: not a command (empty, or an unclosed quote or trailing backslash)"
+                ),
+            },
         };
+        if let Some(bad) = self
+            .inherit_env
+            .iter()
+            .find(|n| !definition::is_env_name(n))
+        {
+            anyhow::bail!("--inherit-env `{bad}` is not an environment variable name");
+        }
         Ok(Options {
             runner,
             runner_dir: self.runner_dir.clone(),
             secret_dirs: self.secret_dirs.clone(),
-            bearer_token_env: self.bearer_token_env,
+            bearer_token_env: !self.no_bearer_token_env,
+            inherit: self.inherit_env.clone(),
         })
     }
 
@@ -454,19 +518,17 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
     let history = super::open_store(settings)?;
     let rendered = task.render(&args.files.vars(Some(history.clone())), &options)?;
     let tokens = if task.credentials.bearer.is_some() {
-        Some(
-            args.tokens
-                .source(settings)
-                .await
-                .with_context(|| format!("task `{}` declares a bearer token", task.name))?,
-        )
+        args.tokens
+            .source_for(&[task], settings)
+            .await
+            .with_context(|| format!("task `{}` declares a bearer token", task.name))?
     } else {
         None
     };
     // SIGTERM (a CronJob's deadline, `kubectl delete`) or SIGINT: dropping the run stops
     // its command and removes its private directory before credkeeper exits.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let run_options = RunOptions::default();
+    let run_options = args.tokens.run_options(settings)?;
     sweep(&run_options);
     let outcome = tokio::select! {
         o = credkeeper_tasks::run::run(task, &rendered, tokens, &run_options) => o,
@@ -564,12 +626,11 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
     definition::validate(&tasks, &args.files.vars(Some(store.clone())), &options)?;
     let scheduled = tasks.iter().filter(|t| !t.disabled).count();
     // With a source named, tokens are at hand even for bearer tasks a reload adds later.
-    let needs_tokens = tasks.iter().any(|t| t.credentials.bearer.is_some());
-    let tokens = if needs_tokens || args.tokens.named(settings) {
-        Some(args.tokens.source(settings).await?)
-    } else {
-        None
-    };
+    let tokens = args
+        .tokens
+        .source_for(&tasks.iter().collect::<Vec<_>>(), settings)
+        .await?;
+    let run_options = args.tokens.run_options(settings)?;
     let files = Arc::new(args.files);
     drop(tasks);
     let metrics = Arc::new(credkeeper_tasks::metrics::Metrics::default());
@@ -705,7 +766,6 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
         tracing::info!("stopping: no new runs");
         let _ = stop_tx.send(true);
     });
-    let run_options = RunOptions::default();
     sweep(&run_options);
     eprintln!("credkeeper tasks serve: {scheduled} task(s) scheduled");
     serve(hooks, Arc::new(run_options), args.grace, reload_rx, stop_rx)

@@ -82,6 +82,11 @@ impl Op {
         self.get("OP_ISSUER")
     }
 
+    /// The state directory start-op.sh wrote (`op.env`), for testbed scripts that take it.
+    pub fn state_dir(&self) -> &Path {
+        self.state.path()
+    }
+
     /// The provider's log: requests, grants and their errors (never token values).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.state.path().join("op/op.log")).unwrap_or_default()
