@@ -903,7 +903,7 @@ mod tests {
                 upstream_routes: true,
             })
         );
-        // --bearer-token-env: the token also in BEARER_TOKEN, as upstream's entry point.
+        // The CLI default (no --no-bearer-token-env): the token also in BEARER_TOKEN, as upstream's entry point.
         let exported = Options {
             bearer_token_env: true,
             ..options.clone()
