@@ -173,6 +173,12 @@ fn expiry(token: &Secret, expires_in: Option<i64>) -> Timestamp {
         .unwrap_or_else(|| now.plus_secs(300))
 }
 
+/// A grant's access token and when it expires.
+fn issued(r: credkeeper_oidc::TokenResponse) -> (Secret, Timestamp) {
+    let expires = expiry(&r.access_token, r.expires_in);
+    (r.access_token, expires)
+}
+
 /// A token file mounted by the site: read at the start and at every renewal (the volume's
 /// owner replaces it), and only if nobody else could have written it.
 struct MountedFile(PathBuf);
@@ -225,8 +231,7 @@ impl TokenSource for ClientCredentials {
                 .client_credentials(&self.request)
                 .await
                 .map_err(|e| format!("OIDC_TOKEN_ENDPOINT: {e}"))?;
-            let expires = expiry(&r.access_token, r.expires_in);
-            Ok((r.access_token, expires))
+            Ok(issued(r))
         })
     }
 }
@@ -252,11 +257,10 @@ impl TokenSource for AgentTokens {
                 .refresh(&current, &self.request)
                 .await
                 .map_err(|e| format!("the oidc-agent account's refresh token: {e}"))?;
-            if let Some(rotated) = r.refresh_token {
+            if let Some(rotated) = r.refresh_token.clone() {
                 *self.refresh_token.lock().unwrap_or_else(|p| p.into_inner()) = rotated;
             }
-            let expires = expiry(&r.access_token, r.expires_in);
-            Ok((r.access_token, expires))
+            Ok(issued(r))
         })
     }
 }
