@@ -16,7 +16,7 @@
 //! string double-quoted, so a value filled in stays a string whatever its characters.
 
 use crate::schedule::{Schedule, parse_duration};
-use crate::template::{self, Vars};
+use crate::template::{self, FillError, Slot, Vars};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -116,19 +116,39 @@ fn placeholder(name: &str) -> String {
     format!("{PLACEHOLDER}{name}{PLACEHOLDER_END}")
 }
 
-/// Replace `{{ NAME }}` by placeholders (so the YAML parses and holds no values).
+/// An expression's placeholder: `=` and its bytes in hex (so no character of it can end a
+/// YAML scalar).
+const EXPRESSION: char = '=';
+
+/// Replace each `{{ … }}` by a placeholder (so the YAML parses and holds no values).
 fn protect(text: &str) -> String {
-    struct Placeholders;
-    impl Vars for Placeholders {
-        fn get(&self, name: &str) -> Option<String> {
-            Some(placeholder(name))
+    template::substitute(text, |slot| {
+        Ok::<_, std::convert::Infallible>(match slot {
+            Slot::Name(name) => placeholder(name),
+            Slot::Expr(expr) => {
+                let hex: String = expr.bytes().map(|b| format!("{b:02x}")).collect();
+                placeholder(&format!("{EXPRESSION}{hex}"))
+            }
+        })
+    })
+    .unwrap_or_else(|never| match never {})
+}
+
+/// What a placeholder stands for.
+fn slot(content: &str) -> Slot {
+    match content.strip_prefix(EXPRESSION) {
+        Some(hex) => {
+            let bytes: Vec<u8> = (0..hex.len() / 2)
+                .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                .collect();
+            Slot::Expr(String::from_utf8_lossy(&bytes).into_owned())
         }
+        None => Slot::Name(content.to_string()),
     }
-    template::render(text, &Placeholders).unwrap_or_else(|_| text.to_string())
 }
 
 /// Fill placeholders with values; the first undefined name is the error.
-pub fn fill(text: &str, vars: &dyn Vars) -> Result<String, String> {
+pub fn fill(text: &str, vars: &dyn Vars) -> Result<String, FillError> {
     fill_with(text, vars, str::to_string)
 }
 
@@ -137,7 +157,7 @@ fn fill_with(
     text: &str,
     vars: &dyn Vars,
     escape: impl Fn(&str) -> String,
-) -> Result<String, String> {
+) -> Result<String, FillError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find(PLACEHOLDER) {
@@ -145,26 +165,53 @@ fn fill_with(
         let after = &rest[i + PLACEHOLDER.len()..];
         let end = after
             .find(PLACEHOLDER_END)
-            .ok_or_else(|| "a broken placeholder".to_string())?;
-        let name = &after[..end];
-        out.push_str(&escape(&vars.get(name).ok_or_else(|| name.to_string())?));
+            .ok_or_else(|| FillError::Undefined("a broken placeholder".into()))?;
+        out.push_str(&escape(&template::value(&slot(&after[..end]), vars)?));
         rest = &after[end + PLACEHOLDER_END.len_utf8()..];
     }
     out.push_str(rest);
     Ok(out)
 }
 
-fn placeholder_names(text: &str) -> Vec<String> {
-    let mut names = Vec::new();
+/// The placeholders of `text`, in order.
+fn slots(text: &str) -> Vec<Slot> {
+    let mut slots = Vec::new();
     let mut rest = text;
     while let Some(i) = rest.find(PLACEHOLDER) {
         let after = &rest[i + PLACEHOLDER.len()..];
         let Some(end) = after.find(PLACEHOLDER_END) else {
             break;
         };
-        names.push(after[..end].to_string());
+        slots.push(slot(&after[..end]));
         rest = &after[end + PLACEHOLDER_END.len_utf8()..];
     }
+    slots
+}
+
+/// Every name `text` reads, those inside expressions too.
+fn placeholder_names(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = slots(text)
+        .into_iter()
+        .flat_map(|s| match s {
+            Slot::Name(n) => vec![n],
+            Slot::Expr(e) => template::expression_names(&e),
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The names `text` needs defined: those standing alone (an expression may handle a missing
+/// one with `default`; it is checked by evaluating it).
+fn required_names(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = slots(text)
+        .into_iter()
+        .filter_map(|s| match s {
+            Slot::Name(n) => Some(n),
+            Slot::Expr(_) => None,
+        })
+        .collect();
     names.sort();
     names.dedup();
     names
@@ -377,8 +424,8 @@ fn own_task(file: &str, t: OwnTask) -> Result<Task, TaskError> {
             "inherit: `{bad}` is not an environment variable name (letters, digits, _; not a digit first)"
         )));
     }
-    let mut names: Vec<String> = command.iter().flat_map(|c| placeholder_names(c)).collect();
-    names.extend(t.env.values().flat_map(|v| placeholder_names(v)));
+    let mut names: Vec<String> = command.iter().flat_map(|c| required_names(c)).collect();
+    names.extend(t.env.values().flat_map(|v| required_names(v)));
     names.sort();
     names.dedup();
     Ok(Task {
@@ -506,12 +553,9 @@ fn values_tasks(file: &str, values: Values, options: &Options) -> Result<Vec<Tas
         if let Some(text) = &task_file {
             check_task_file(text).map_err(task_err)?;
         }
-        let mut names: Vec<String> = job_env
-            .values()
-            .flat_map(|v| placeholder_names(v))
-            .collect();
+        let mut names: Vec<String> = job_env.values().flat_map(|v| required_names(v)).collect();
         if let Some(t) = &task_file {
-            names.extend(placeholder_names(t));
+            names.extend(required_names(t));
         }
         // Declared secrets are defined by their mount; the rest must come from elsewhere.
         names.retain(|n| !n.starts_with("secret:") && !secret_names.contains(n));
@@ -607,6 +651,8 @@ pub fn validate(tasks: &[Task], vars: &dyn Vars, options: &Options) -> Result<()
                 }
             }
         }
+        // Expressions are checked by evaluating them, as a run will.
+        t.render(vars, options)?;
     }
     Ok(())
 }
@@ -693,10 +739,17 @@ impl Task {
             env: &self.env,
             used: Default::default(),
         };
-        let undefined = |name: String| TaskError::Undefined {
-            file: self.file.clone(),
-            task: self.name.clone(),
-            name: name.trim_start_matches("secret:").to_string(),
+        let undefined = |e: FillError| match e {
+            FillError::Undefined(name) => TaskError::Undefined {
+                file: self.file.clone(),
+                task: self.name.clone(),
+                name: name.trim_start_matches("secret:").to_string(),
+            },
+            FillError::Expression { expr, message } => TaskError::Task {
+                file: self.file.clone(),
+                task: self.name.clone(),
+                message: format!("{{{{ {expr} }}}}: {message}"),
+            },
         };
         let command = self
             .command
@@ -1033,5 +1086,41 @@ mod tests {
             assert!(err.contains(wanted), "{text}: {err}");
             assert!(err.starts_with(&p.display().to_string()), "{err}");
         }
+    }
+
+    #[test]
+    fn jinja_expressions_fill_values_files_as_j2_does_and_strings_stay_strings() {
+        // Unquoted, as in the chart's examples, with characters that would end a YAML scalar.
+        let text = "cronjobs:\n  - name: j\n    minute: 0\n    task_file_yaml:\n      t:\n        module_name: m\n        class_name: C\n        kwargs:\n          who: {{ WHO | lower }}\n          mode: {{ MODE | default('dry: run #1') }}\n          n: {{ N | int + 1 }}\n";
+        let options = Options {
+            runner: vec!["r".into()],
+            ..Options::default()
+        };
+        let task = parse("v.yaml", text, &options).unwrap().remove(0);
+        let vars = Env(BTreeMap::from([("WHO", "Robot"), ("N", "41")]));
+        validate(std::slice::from_ref(&task), &vars, &options).unwrap();
+        let file = task.render(&vars, &options).unwrap().task_file.unwrap();
+        let parsed: serde_norway::Value = serde_norway::from_str(&file).unwrap();
+        let kwargs = &parsed["t"]["kwargs"];
+        assert_eq!(kwargs["who"], serde_norway::Value::from("robot"));
+        assert_eq!(kwargs["mode"], serde_norway::Value::from("dry: run #1"));
+        // `toYaml` quotes what it writes: a number computed here is still a string.
+        assert_eq!(kwargs["n"], serde_norway::Value::from("42"));
+        // Strict: a name an expression uses outside `default` must be defined, and a failing
+        // filter is an error naming the expression.
+        let missing = Env(BTreeMap::from([("N", "41")]));
+        let err = validate(std::slice::from_ref(&task), &missing, &options).unwrap_err();
+        assert!(
+            matches!(&err, TaskError::Undefined { name, .. } if name == "WHO"),
+            "{err}"
+        );
+        let bad = parse(
+            "v.yaml",
+            &text.replace("WHO | lower", "WHO | no_such_filter"),
+            &options,
+        )
+        .unwrap();
+        let err = validate(&bad, &vars, &options).unwrap_err().to_string();
+        assert!(err.contains("{{ WHO | no_such_filter }}"), "{err}");
     }
 }

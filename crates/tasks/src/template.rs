@@ -1,7 +1,12 @@
-//! `{{ VAR }}` substitution, strict: every name must be defined, or it is an error that
-//! names it and the task. Values come from a [`Vars`] (environment, files of a Kubernetes
-//! secret volume, credkeeper's store). The names used are reported, so values can be
-//! redacted from a run's captured output.
+//! `{{ … }}` substitution, strict: every name must be defined, or it is an error that
+//! names it and the task. Inside the braces stands a name (`{{ TEXT }}`) or, as in
+//! rucio-task-manager's `j2` (Jinja2), an expression: filters (`{{ X | lower }}`,
+//! `{{ X | default('none') }}`), literals, tests (`{{ X is defined }}`), evaluated by
+//! minijinja with a strict undefined. Values come from a [`Vars`] (environment, files of a
+//! Kubernetes secret volume, credkeeper's store). The names used are reported, so values
+//! can be redacted from a run's captured output.
+
+use std::sync::OnceLock;
 
 /// Where values come from.
 pub trait Vars {
@@ -14,43 +19,137 @@ pub trait Vars {
     }
 }
 
-/// `{{ NAME }}` occurrences: (start, end, name).
-fn occurrences(text: &str) -> Vec<(usize, usize, String)> {
+/// What stands between `{{` and `}}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Slot {
+    Name(String),
+    /// A Jinja expression (it compiles; it is not a plain name).
+    Expr(String),
+}
+
+/// Why a `{{ … }}` could not be filled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FillError {
+    /// A name with no value.
+    Undefined(String),
+    /// An expression that failed (a filter given the wrong kind of value, …).
+    Expression { expr: String, message: String },
+}
+
+/// Jinja2's semantics, with an undefined name an error wherever it is used (except in
+/// `default` and `is defined`, which exist to handle it).
+fn jinja() -> &'static minijinja::Environment<'static> {
+    static ENV: OnceLock<minijinja::Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = minijinja::Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        env
+    })
+}
+
+/// `{{ … }}` occurrences: (start, end, slot). Text that is neither a name nor an expression
+/// stays as it is.
+fn occurrences(text: &str) -> Vec<(usize, usize, Slot)> {
     let mut out = Vec::new();
     let mut from = 0;
     while let Some(open) = text[from..].find("{{").map(|i| from + i) {
         let Some(close) = text[open + 2..].find("}}").map(|i| open + 2 + i) else {
             break;
         };
-        let name = text[open + 2..close].trim();
-        if valid_name(name) {
-            out.push((open, close + 2, name.to_string()));
+        let inside = text[open + 2..close].trim();
+        if valid_name(inside) {
+            out.push((open, close + 2, Slot::Name(inside.to_string())));
+        } else if !inside.is_empty() && jinja().compile_expression(inside).is_ok() {
+            out.push((open, close + 2, Slot::Expr(inside.to_string())));
         }
         from = close + 2;
     }
     out
 }
 
-/// The names `text` uses.
+/// The variables an expression reads, sorted.
+pub fn expression_names(expr: &str) -> Vec<String> {
+    let mut names: Vec<String> = jinja()
+        .compile_expression(expr)
+        .map(|e| e.undeclared_variables(false).into_iter().collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The names `text` uses (those inside expressions too).
 pub fn names(text: &str) -> Vec<String> {
-    let mut names: Vec<String> = occurrences(text).into_iter().map(|(_, _, n)| n).collect();
+    let mut names: Vec<String> = occurrences(text)
+        .into_iter()
+        .flat_map(|(_, _, slot)| match slot {
+            Slot::Name(n) => vec![n],
+            Slot::Expr(e) => expression_names(&e),
+        })
+        .collect();
     names.sort();
     names.dedup();
     names
 }
 
-/// `text` with every `{{ NAME }}` replaced, or the first undefined name.
-pub fn render(text: &str, vars: &dyn Vars) -> Result<String, String> {
+/// `text` with every `{{ … }}` replaced by what `fill` makes of it.
+pub fn substitute<E>(
+    text: &str,
+    mut fill: impl FnMut(&Slot) -> Result<String, E>,
+) -> Result<String, E> {
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
-    for (start, end, name) in occurrences(text) {
-        let value = vars.get(&name).ok_or_else(|| name.clone())?;
+    for (start, end, slot) in occurrences(text) {
+        let value = fill(&slot)?;
         out.push_str(&text[last..start]);
         out.push_str(&value);
         last = end;
     }
     out.push_str(&text[last..]);
     Ok(out)
+}
+
+/// The value of one `{{ … }}`.
+pub fn value(slot: &Slot, vars: &dyn Vars) -> Result<String, FillError> {
+    match slot {
+        Slot::Name(name) => vars
+            .get(name)
+            .ok_or_else(|| FillError::Undefined(name.clone())),
+        Slot::Expr(expr) => eval(expr, vars),
+    }
+}
+
+/// An expression's value as Jinja2 prints it.
+pub fn eval(expr: &str, vars: &dyn Vars) -> Result<String, FillError> {
+    let failed = |message: String| FillError::Expression {
+        expr: expr.to_string(),
+        message,
+    };
+    let compiled = jinja()
+        .compile_expression(expr)
+        .map_err(|e| failed(e.to_string()))?;
+    let mut context = std::collections::BTreeMap::new();
+    let mut missing = Vec::new();
+    for name in compiled.undeclared_variables(false) {
+        match vars.get(&name) {
+            Some(v) => {
+                context.insert(name, v);
+            }
+            None => missing.push(name),
+        }
+    }
+    match compiled.eval(minijinja::Value::from(context)) {
+        Ok(v) => Ok(v.to_string()),
+        Err(e) if e.kind() == minijinja::ErrorKind::UndefinedError && !missing.is_empty() => {
+            missing.sort();
+            Err(FillError::Undefined(missing.remove(0)))
+        }
+        Err(e) => Err(failed(e.to_string())),
+    }
+}
+
+/// `text` with every `{{ … }}` filled, or why not.
+pub fn render(text: &str, vars: &dyn Vars) -> Result<String, FillError> {
+    substitute(text, |slot| value(slot, vars))
 }
 
 /// Whether `name` can be a template variable (`[A-Za-z_][A-Za-z0-9_]*`).
@@ -132,11 +231,44 @@ mod tests {
             render("say {{ TEXT }} x{{N}} {{TEXT}}", &vars).unwrap(),
             "say hello x3 hello"
         );
-        assert_eq!(render("a {{ MISSING }} b", &vars).unwrap_err(), "MISSING");
+        assert_eq!(
+            render("a {{ MISSING }} b", &vars).unwrap_err(),
+            FillError::Undefined("MISSING".into())
+        );
         assert_eq!(
             names("{{ B }} {{A}} {{ B }} {{ not valid! }}"),
             vec!["A", "B"]
         );
         assert_eq!(render("no templates {{", &vars).unwrap(), "no templates {{");
+    }
+
+    #[test]
+    fn expressions_are_evaluated_as_jinja2_evaluates_them() {
+        let vars = Map(BTreeMap::from([("TEXT", "Hello"), ("N", "3")]));
+        let r = |t: &str| render(t, &vars);
+        assert_eq!(
+            r("{{ TEXT | lower }}-{{ TEXT|upper }}").unwrap(),
+            "hello-HELLO"
+        );
+        assert_eq!(r("{{ N | int + 1 }}").unwrap(), "4");
+        assert_eq!(r("{{ TEXT ~ '/' ~ N }}").unwrap(), "Hello/3");
+        assert_eq!(r("{{ TEXT | replace('l', 'L') }}").unwrap(), "HeLLo");
+        // What `default` and `is defined` are for: a missing name they handle is no error.
+        assert_eq!(r("{{ MISSING | default('none') }}").unwrap(), "none");
+        assert_eq!(
+            r("{{ MISSING is defined }}").unwrap(),
+            "False",
+            "as Python prints it"
+        );
+        // Anywhere else it is, naming it.
+        assert_eq!(
+            r("{{ MISSING | lower }}").unwrap_err(),
+            FillError::Undefined("MISSING".into())
+        );
+        assert!(matches!(
+            r("{{ TEXT | no_such_filter }}").unwrap_err(),
+            FillError::Expression { .. }
+        ));
+        assert_eq!(names("{{ A | default(B) }} {{ C }}"), vec!["A", "B", "C"]);
     }
 }
