@@ -1,10 +1,11 @@
-//! The `{{ NAME }}` templates of task definitions and values files
-//! (credkeeper_tasks::template::{names, render}, definition::fill). Never panics; a text
-//! that names nothing renders to itself, and rendering with every name defined succeeds.
+//! The `{{ … }}` templates of task definitions and values files (names and Jinja2
+//! expressions: credkeeper_tasks::template::{names, render}, definition::fill). Never
+//! panics; a text without a `{{ … }}` renders to itself; with every name defined, nothing is
+//! undefined (an expression may still fail, `{{ A * B }}` on strings, as in Jinja2).
 #![no_main]
 
 use credkeeper_tasks::definition;
-use credkeeper_tasks::template::{self, Vars};
+use credkeeper_tasks::template::{self, FillError, Vars};
 use libfuzzer_sys::fuzz_target;
 
 struct Every;
@@ -29,9 +30,17 @@ fuzz_target!(|data: &[u8]| {
     for name in &names {
         assert!(template::valid_name(name), "{name:?}");
     }
-    assert!(template::render(text, &Every).is_ok());
-    if names.is_empty() {
-        assert_eq!(template::render(text, &Nothing).as_deref(), Ok(text));
+    assert!(!matches!(
+        template::render(text, &Every),
+        Err(FillError::Undefined(_))
+    ));
+    let mut slots = 0;
+    let _ = template::substitute(text, |_| {
+        slots += 1;
+        Ok::<_, ()>(String::new())
+    });
+    if slots == 0 {
+        assert_eq!(template::render(text, &Nothing), Ok(text.to_string()));
     }
     let _ = definition::fill(text, &Every);
 });
