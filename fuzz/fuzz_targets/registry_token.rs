@@ -20,12 +20,7 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Some(access) = Access::parse(scope) {
         let _ = is_repository_name(&access.name);
-        let again = format!(
-            "{}:{}:{}",
-            access.kind,
-            access.name,
-            access.actions.join(",")
-        );
+        let again = format!("{}:{}:{}", access.kind, access.name, access.actions.join(","));
         assert_eq!(Access::parse(&again), Some(access));
     }
 });

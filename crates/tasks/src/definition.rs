@@ -190,26 +190,22 @@ fn slots(text: &str) -> Vec<Slot> {
 
 /// Every name `text` reads, those inside expressions too.
 fn placeholder_names(text: &str) -> Vec<String> {
-    let mut names: Vec<String> = slots(text)
-        .into_iter()
-        .flat_map(|s| match s {
-            Slot::Name(n) => vec![n],
-            Slot::Expr(e) => template::expression_names(&e),
-        })
-        .collect();
-    names.sort();
-    names.dedup();
-    names
+    names_of(text, true)
 }
 
 /// The names `text` needs defined: those standing alone (an expression may handle a missing
 /// one with `default`; it is checked by evaluating it).
 fn required_names(text: &str) -> Vec<String> {
+    names_of(text, false)
+}
+
+fn names_of(text: &str, in_expressions: bool) -> Vec<String> {
     let mut names: Vec<String> = slots(text)
         .into_iter()
-        .filter_map(|s| match s {
-            Slot::Name(n) => Some(n),
-            Slot::Expr(_) => None,
+        .flat_map(|s| match s {
+            Slot::Name(n) => vec![n],
+            Slot::Expr(e) if in_expressions => template::expression_names(&e),
+            Slot::Expr(_) => vec![],
         })
         .collect();
     names.sort();
@@ -419,7 +415,7 @@ fn own_task(file: &str, t: OwnTask) -> Result<Task, TaskError> {
             "RUCIO_CFG_AUTH_TYPE oidc needs credentials.bearer, the token the run keeps fresh (e.g. {scopes: 'openid profile', audience: rucio})".into(),
         ));
     }
-    if let Some(bad) = t.inherit.iter().find(|n| !is_env_name(n)) {
+    if let Some(bad) = t.inherit.iter().find(|n| !template::valid_name(n)) {
         return Err(task_err(format!(
             "inherit: `{bad}` is not an environment variable name (letters, digits, _; not a digit first)"
         )));
@@ -448,13 +444,6 @@ fn own_task(file: &str, t: OwnTask) -> Result<Task, TaskError> {
         disabled: t.disabled,
         names,
     })
-}
-
-/// A POSIX environment variable name: letters, digits and `_`, not starting with a digit.
-pub fn is_env_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn values_tasks(file: &str, values: Values, options: &Options) -> Result<Vec<Task>, TaskError> {

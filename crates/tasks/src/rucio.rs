@@ -26,8 +26,6 @@ pub struct RucioSettings {
     pub client_key_value: Option<Secret>,
     pub ca_cert: Option<String>,
     pub vo: Option<String>,
-    /// The run's bearer token, for `oidc` (from the task's `credentials.bearer`).
-    pub bearer: Option<Secret>,
     /// Every other `RUCIO_CFG_<SECTION>_<OPTION>`, as the base image's
     /// `merge_rucio_configs.py --use-env` reads them: (section, option) lower-cased, the
     /// section the first word. The seed era's section-less `[client]` names
@@ -75,7 +73,6 @@ impl RucioSettings {
             client_key_value: take("CLIENT_KEY_VALUE").map(Secret::new),
             ca_cert: take("CA_CERT"),
             vo: take("VO"),
-            bearer: None,
             auth_type,
         })
         .map(|mut s| {

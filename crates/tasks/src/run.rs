@@ -255,7 +255,7 @@ pub async fn prepare(
     // override what the run prepared.
     let mut withheld: Vec<&str> = Vec::new();
     // The task's RUCIO_CFG_* (taken out: the task never sees them; its rucio.cfg holds them).
-    let mut rucio = crate::rucio::RucioSettings::take(&mut prepared.env);
+    let rucio = crate::rucio::RucioSettings::take(&mut prepared.env);
     let mut bearer = None;
     if let Some(spec) = &task.credentials.bearer {
         let upstream = match (&options.upstream, spec.upstream_routes) {
@@ -289,12 +289,11 @@ pub async fn prepare(
             .token(spec)
             .await
             .map_err(|e| format!("authentication failed: {e}"))?;
-        let files = vec![TokenFile {
+        let file = TokenFile {
             path: path.clone(),
             newline: true,
-        }];
-        files[0]
-            .write(&token)
+        };
+        file.write(&token)
             .map_err(|e| format!("cannot write the bearer token file: {e}"))?;
         prepared.secrets.add(token.expose());
         prepared
@@ -308,13 +307,13 @@ pub async fn prepare(
             // Found before the file by WLCG token discovery: none but the fresh file.
             withheld.push("BEARER_TOKEN");
         }
-        // A Rucio oidc task: the token also in the Rucio client's token cache (below).
-        if let Some(settings) = &mut rucio
-            && settings.auth_type == "oidc"
-        {
-            settings.bearer = Some(token);
-        }
-        bearer = Some((source, spec, files, expires));
+        bearer = Some(Bearer {
+            source,
+            spec,
+            files: vec![file],
+            token,
+            expires,
+        });
     }
     // Rucio: a private rucio.cfg from the task's RUCIO_CFG_* (which the task never sees).
     if let Some(settings) = &rucio {
@@ -325,13 +324,13 @@ pub async fn prepare(
             refreshers,
             ..
         } = &mut prepared;
-        let (fresh, cache) = prepare_rucio(settings, dir.path(), env, secrets).await?;
+        // A Rucio oidc task: the token also in the Rucio client's token cache, kept
+        // fresh with the bearer token file.
+        let token = bearer.as_ref().map(|b| &b.token);
+        let (fresh, cache) = prepare_rucio(settings, token, dir.path(), env, secrets).await?;
         refreshers.extend(fresh);
-        if let (Some(cache), Some((_, _, files, _))) = (cache, &mut bearer) {
-            files.push(TokenFile {
-                path: cache,
-                newline: false,
-            });
+        if let (Some(cache), Some(b)) = (cache, &mut bearer) {
+            b.files.push(cache);
         }
         withheld.extend([
             "RUCIO_HOME",
@@ -341,13 +340,13 @@ pub async fn prepare(
             "BEARER_TOKEN",
         ]);
     }
-    if let Some((source, spec, files, expires)) = bearer {
+    if let Some(b) = bearer {
         prepared.refreshers.push(tokio::spawn(keep_fresh(
-            source,
+            b.source,
             prepared.secrets.clone(),
-            spec.clone(),
-            files,
-            expires,
+            b.spec.clone(),
+            b.files,
+            b.expires,
         )));
     }
     // rucio-task-manager's entry point writes KUBE_CONFIG_VALUE to ~/.kube/config (for
@@ -377,6 +376,15 @@ pub async fn prepare(
     env.append(&mut prepared.env);
     prepared.env = env;
     Ok(prepared)
+}
+
+/// The run's bearer token as first obtained, and what keeps it fresh where it was written.
+struct Bearer<'a> {
+    source: Arc<dyn TokenSource>,
+    spec: &'a BearerSpec,
+    files: Vec<TokenFile>,
+    token: Secret,
+    expires: Timestamp,
 }
 
 /// What of the scheduler's own environment every task gets: what a process needs to find
@@ -581,14 +589,16 @@ impl TokenSource for RucioTokens {
 /// Write the run's rucio.cfg (and, per auth type, its session token, certificate and key)
 /// into `dir`, export `RUCIO_CONFIG` and a private `TMPDIR` holding the client's token
 /// cache, where the token goes. A userpass login that fails fails the run here, before the
-/// command starts. Returns the refresher of a userpass session, and for `oidc` the token
-/// cache, which the bearer token's refresher keeps fresh.
+/// command starts. `bearer` is the task's bearer token, which `oidc` hands the client.
+/// Returns the refresher of a userpass session, and for `oidc` the token cache, which the
+/// bearer token's refresher keeps fresh.
 async fn prepare_rucio(
     s: &crate::rucio::RucioSettings,
+    bearer: Option<&Secret>,
     dir: &Path,
     env: &mut std::collections::BTreeMap<String, String>,
     secrets: &Redactions,
-) -> Result<(Option<tokio::task::JoinHandle<()>>, Option<PathBuf>), String> {
+) -> Result<(Option<tokio::task::JoinHandle<()>>, Option<TokenFile>), String> {
     use crate::rucio::{config, private_file};
     let io = |e: std::io::Error| format!("cannot write the run's Rucio files: {e}");
     // The image's (or the site's) rucio.cfg, kept whole under what the task sets.
@@ -663,14 +673,14 @@ async fn prepare_rucio(
             "oidc"
         }
         "oidc" => {
-            let Some(token) = &s.bearer else {
+            let Some(token) = bearer else {
                 return Err(
                     "Rucio auth_type oidc needs the task's credentials.bearer (the token the run keeps fresh)".into(),
                 );
             };
             write_cache(token).map_err(io)?;
             files.insert("auth_token_file_path", cache.path.display().to_string());
-            oidc_cache = Some(cache.path);
+            oidc_cache = Some(cache);
             "oidc"
         }
         "x509" => {

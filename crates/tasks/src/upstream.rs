@@ -28,13 +28,6 @@ use std::sync::{Arc, Mutex};
 /// Where upstream's entry point finds a volume-mounted token.
 pub const MOUNTED_TOKEN: &str = "/tmp/access_token";
 
-/// The variables that hold secrets of these routes: taken out of the task's environment.
-const SECRET_VARIABLES: &[&str] = &[
-    "OIDC_CLIENT_SECRET",
-    "OIDC_AGENT_AUTH_CLIENT_CFG_VALUE",
-    "OIDC_AGENT_AUTH_CLIENT_CFG_PASSWORD",
-];
-
 /// How the routes reach identity providers, and where a mounted token is looked for.
 pub struct Upstream {
     pub http: Http,
@@ -66,9 +59,10 @@ impl Upstream {
             }
             value
         };
-        let taken: Vec<Option<String>> = SECRET_VARIABLES.iter().map(|n| take(n)).collect();
-        let [client_secret, agent_value, agent_password] =
-            <[Option<String>; 3]>::try_from(taken).expect("three secret variables");
+        // Taken whichever route wins: none of them is the task's to read.
+        let client_secret = take("OIDC_CLIENT_SECRET");
+        let agent_value = take("OIDC_AGENT_AUTH_CLIENT_CFG_VALUE");
+        let agent_password = take("OIDC_AGENT_AUTH_CLIENT_CFG_PASSWORD");
         let get = |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
         if let Some(file) = MountedFile::open(&self.mounted_token)? {
             return Ok(Some(Route {

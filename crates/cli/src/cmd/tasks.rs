@@ -286,14 +286,18 @@ impl TokenArgs {
 }
 
 impl TokenArgs {
-    /// What a run needs for rucio-task-manager's own token routes.
-    fn run_options(&self, settings: &Settings) -> anyhow::Result<RunOptions> {
+    /// What runs need; with `upstream`, rucio-task-manager's own token routes (its HTTP
+    /// client is built only then).
+    fn run_options(&self, upstream: bool, settings: &Settings) -> anyhow::Result<RunOptions> {
         Ok(RunOptions {
-            upstream: Some(Arc::new(credkeeper_tasks::upstream::Upstream {
-                http: settings.http()?,
-                policy: settings.policy,
-                mounted_token: self.access_token_file.clone(),
-            })),
+            upstream: match upstream {
+                true => Some(Arc::new(credkeeper_tasks::upstream::Upstream {
+                    http: settings.http()?,
+                    policy: settings.policy,
+                    mounted_token: self.access_token_file.clone(),
+                })),
+                false => None,
+            },
             ..RunOptions::default()
         })
     }
@@ -333,7 +337,7 @@ impl Files {
         if let Some(bad) = self
             .inherit_env
             .iter()
-            .find(|n| !definition::is_env_name(n))
+            .find(|n| !credkeeper_tasks::template::valid_name(n))
         {
             anyhow::bail!("--inherit-env `{bad}` is not an environment variable name");
         }
@@ -528,7 +532,12 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
     // SIGTERM (a CronJob's deadline, `kubectl delete`) or SIGINT: dropping the run stops
     // its command and removes its private directory before credkeeper exits.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let run_options = args.tokens.run_options(settings)?;
+    let upstream = task
+        .credentials
+        .bearer
+        .as_ref()
+        .is_some_and(|b| b.upstream_routes);
+    let run_options = args.tokens.run_options(upstream, settings)?;
     sweep(&run_options);
     let outcome = tokio::select! {
         o = credkeeper_tasks::run::run(task, &rendered, tokens, &run_options) => o,
@@ -630,7 +639,8 @@ pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
         .tokens
         .source_for(&tasks.iter().collect::<Vec<_>>(), settings)
         .await?;
-    let run_options = args.tokens.run_options(settings)?;
+    // A reload may add a values cronjob that takes its token upstream's way.
+    let run_options = args.tokens.run_options(true, settings)?;
     let files = Arc::new(args.files);
     drop(tasks);
     let metrics = Arc::new(credkeeper_tasks::metrics::Metrics::default());
