@@ -2,7 +2,7 @@
 //! `@daily`, …), or `@every <duration>` (`@every 10m`), in a time zone (default UTC).
 
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
+use jiff::tz::TimeZone;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -11,12 +11,39 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub enum Schedule {
     Cron {
         cron: Arc<croner::Cron>,
-        zone: Tz,
+        zone: Zone,
         text: String,
     },
     Every {
         secs: i64,
     },
+}
+
+/// A named time zone: its rules, and the name it was given (for messages).
+#[derive(Clone, Debug)]
+pub struct Zone {
+    rules: TimeZone,
+    name: String,
+}
+
+impl Zone {
+    /// An IANA zone (`Europe/Zurich`) from the system's zoneinfo, or jiff's bundled copy.
+    pub fn named(name: &str) -> Result<Zone, String> {
+        let rules = jiff::tz::db()
+            .get(name)
+            .map_err(|_| format!("unknown time zone `{name}`"))?;
+        Ok(Zone {
+            rules,
+            name: name.to_string(),
+        })
+    }
+
+    fn utc() -> Zone {
+        Zone {
+            rules: TimeZone::UTC,
+            name: "UTC".to_string(),
+        }
+    }
 }
 
 /// Parsed patterns, shared: a parsed cron pattern takes about 5 KB (croner keeps a bit
@@ -43,9 +70,9 @@ pub fn parse_duration(text: &str) -> Option<i64> {
 impl Schedule {
     pub fn parse(text: &str, zone: Option<&str>) -> Result<Schedule, String> {
         let text = text.trim();
-        let zone: Tz = match zone {
-            None => Tz::UTC,
-            Some(z) => Tz::from_str(z).map_err(|_| format!("unknown time zone `{z}`"))?,
+        let zone = match zone {
+            None => Zone::utc(),
+            Some(z) => Zone::named(z)?,
         };
         if let Some(every) = text.strip_prefix("@every") {
             let secs = parse_duration(every)
@@ -75,17 +102,21 @@ impl Schedule {
                 let next = (t.div_euclid(*secs) + 1) * secs;
                 DateTime::from_timestamp(next, 0)
             }
-            Schedule::Cron { cron, zone, .. } => cron
-                .find_next_occurrence(&after.with_timezone(zone), false)
-                .ok()
-                .map(|t| t.with_timezone(&Utc)),
+            Schedule::Cron { cron, zone, .. } => {
+                let after =
+                    jiff::Timestamp::new(after.timestamp(), after.timestamp_subsec_nanos() as i32)
+                        .ok()?
+                        .to_zoned(zone.rules.clone());
+                let next = cron.find_next_occurrence(&after, false).ok()?.timestamp();
+                DateTime::from_timestamp(next.as_second(), next.subsec_nanosecond() as u32)
+            }
         }
     }
 
     pub fn describe(&self) -> String {
         match self {
             Schedule::Every { secs } => format!("@every {secs}s"),
-            Schedule::Cron { text, zone, .. } => format!("{text} ({zone})"),
+            Schedule::Cron { text, zone, .. } => format!("{text} ({})", zone.name),
         }
     }
 }
@@ -126,6 +157,22 @@ mod tests {
             z.next_after(at("2026-12-01T07:00:00Z")),
             Some(Utc.with_ymd_and_hms(2026, 12, 1, 8, 0, 0).unwrap())
         );
+    }
+
+    #[test]
+    fn a_zone_s_daylight_saving_changes_neither_skip_nor_repeat_a_daily_run() {
+        let z = Schedule::parse("30 2 * * *", Some("America/New_York")).unwrap();
+        // 2026-03-08: clocks go from 02:00 EST to 03:00 EDT, so 02:30 does not exist that
+        // day; the run still happens once, at the first wall time after the gap.
+        let spring = z.next_after(at("2026-03-08T06:00:00Z")).unwrap();
+        assert_eq!(spring, at("2026-03-08T07:00:00Z"));
+        assert_eq!(z.next_after(spring), Some(at("2026-03-09T06:30:00Z")));
+        // 2026-11-01: 01:00–02:00 happens twice; a 01:30 run happens once, at the first.
+        let once = Schedule::parse("30 1 * * *", Some("America/New_York")).unwrap();
+        let fall = once.next_after(at("2026-11-01T04:00:00Z")).unwrap();
+        assert_eq!(fall, at("2026-11-01T05:30:00Z"));
+        assert_eq!(once.next_after(fall), Some(at("2026-11-02T06:30:00Z")));
+        assert_eq!(once.describe(), "30 1 * * * (America/New_York)");
     }
 
     #[test]
