@@ -216,7 +216,7 @@ fn metrics_can_have_their_own_address_and_a_bearer_token() {
 }
 
 #[test]
-fn strangers_starting_vault_logins_cannot_starve_robots_logins() {
+fn strangers_flooding_vault_logins_starve_neither_robots_nor_users_at_other_addresses() {
     let op = Op::start();
     let user = User::new();
     let config = user.path("logins.toml");
@@ -240,19 +240,32 @@ fn strangers_starting_vault_logins_cannot_starve_robots_logins() {
         &["--insecure-loopback", "--config", config.to_str().unwrap()],
     );
 
-    // 100 unauthenticated Vault-API logins as fast as they can be sent: the burst (6) is
-    // served, the rest are told to come back, and the provider is not asked for them.
+    // 100 unauthenticated Vault-API logins from one address as fast as they can be sent:
+    // that address's share of the burst (6 / 4) is served, the rest are told to come back,
+    // and the provider is not asked for them.
+    let auth_url = "/v1/auth/oidc-op/oidc/auth_url";
     let mut started = 0;
     for i in 0..100 {
         let body = format!(r#"{{"role":"default","client_nonce":"n{i}"}}"#);
-        let (code, text) = broker.http("POST", "/v1/auth/oidc-op/oidc/auth_url", None, Some(&body));
+        let (code, text) = broker.http_from("127.0.0.1", "POST", auth_url, &body);
         match code {
             200 => started += 1,
             503 => assert!(text.contains("try again later"), "{text}"),
             other => panic!("auth_url answered {other}: {text}"),
         }
     }
-    assert!((6..=12).contains(&started), "{started} of 100 started");
+    assert!((1..=3).contains(&started), "{started} of 100 started");
+    let (code, text) = broker.http_from("127.0.0.1", "POST", auth_url, r#"{"client_nonce":"x"}"#);
+    assert_eq!(code, 503, "{text}");
+    assert!(text.contains("from your address"), "{text}");
+
+    // Users at other addresses still start their logins during the flood.
+    for user in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        let body = format!(r#"{{"role":"default","client_nonce":"{user}"}}"#);
+        let (code, text) = broker.http_from(user, "POST", auth_url, &body);
+        assert_eq!(code, 200, "a user at {user} during the flood: {text}");
+        assert!(text.contains("user_code"), "{text}");
+    }
 
     // Meanwhile the robot starts its logins, as many times as it likes: its own oldest
     // goes, nobody else's, and it is never told the broker is busy.

@@ -109,7 +109,7 @@ pub struct VaultSection {
     #[serde(default = "default_vault_pending")]
     pub pending_logins: usize,
     /// `auth_url` logins started per minute at most (each asks the provider for a device
-    /// code), with bursts of a tenth of that.
+    /// code), with bursts of a tenth of that; from one address, a quarter of both.
     #[serde(default = "default_vault_rate")]
     pub logins_per_minute: u32,
 }

@@ -20,6 +20,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -130,7 +131,7 @@ pub async fn serve<L>(
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()>
 where
-    L: axum::serve::Listener,
+    L: axum::serve::Listener<Addr = SocketAddr>,
     L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let table = Arc::new(Table {
@@ -166,7 +167,7 @@ where
         if *stop.borrow() {
             break;
         }
-        let (io, _peer) = tokio::select! {
+        let (io, peer) = tokio::select! {
             accepted = listener.accept() => accepted,
             // A sender gone without a word (its task panicked) is a stop too: `changed`
             // would answer at once for ever, and this loop would spin.
@@ -187,6 +188,7 @@ where
         tasks.spawn(async move {
             let service = Tracking {
                 app,
+                peer,
                 tracked: tracked.clone(),
                 table: table.clone(),
                 body_timeout: limits.body_timeout,
@@ -221,11 +223,33 @@ where
     Ok(())
 }
 
+/// The address a request came from (none for a request that did not come through
+/// [`serve`]). The address is the connection's: behind a reverse proxy, the proxy's.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub Option<IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Peer>()
+            .copied()
+            .unwrap_or(Peer(None)))
+    }
+}
+
 /// The router, marking its connection busy while a request is in progress and giving
 /// the request body its deadline.
 #[derive(Clone)]
 struct Tracking {
     app: Router,
+    /// Given to each request as [`Peer`].
+    peer: SocketAddr,
     tracked: Arc<Tracked>,
     table: Arc<Table>,
     body_timeout: Duration,
@@ -239,12 +263,13 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Tracking {
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
         use tower::ServiceExt;
         self.tracked.idle_since.store(BUSY, Ordering::Relaxed);
-        let req = req.map(|body| {
+        let mut req = req.map(|body| {
             axum::body::Body::new(Deadline {
                 inner: body,
                 sleep: Box::pin(tokio::time::sleep(self.body_timeout)),
             })
         });
+        req.extensions_mut().insert(Peer(Some(self.peer.ip())));
         let (app, tracked, table) = (self.app.clone(), self.tracked.clone(), self.table.clone());
         Box::pin(async move {
             let response = app.oneshot(req).await;

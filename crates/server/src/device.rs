@@ -13,7 +13,10 @@ use crate::web::{lock, random};
 use credkeeper_core::{Secret, Timestamp};
 use credkeeper_oidc::{Client, DeviceAuthorization, DevicePoll, TokenRequest, TokenResponse};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// How long a login may take, at most (the provider's own limit may be shorter).
 const LOGIN_SECS: i64 = 600;
@@ -74,11 +77,99 @@ fn unavailable(e: credkeeper_store::StoreError) -> Refusal {
     )
 }
 
-/// Vault-API logins are started by anyone who can reach the port: their own bounded pool
-/// and a token bucket, checked before the provider is asked for anything.
-struct VaultGate {
+/// A token bucket: `rate` tokens a second up to `burst`.
+#[derive(Clone, Copy)]
+struct Bucket {
     tokens: f64,
-    refilled: std::time::Instant,
+    refilled: Instant,
+}
+
+impl Bucket {
+    fn full(burst: f64, now: Instant) -> Bucket {
+        Bucket {
+            tokens: burst,
+            refilled: now,
+        }
+    }
+
+    /// Refilled up to `now`: whether it is full again (as good as a new one).
+    fn refill(&mut self, (rate, burst): (f64, f64), now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.refilled = now;
+        self.tokens >= burst
+    }
+
+    fn has_one(&self) -> bool {
+        self.tokens >= 1.0
+    }
+}
+
+/// Where an unauthenticated login comes from: an IPv4 address or an IPv6 /64 (what one
+/// host is usually given), `Unknown` when the broker cannot tell (then all such share one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Source {
+    V4(u32),
+    V6Prefix(u64),
+    Unknown,
+}
+
+impl Source {
+    fn of(ip: Option<IpAddr>) -> Source {
+        match ip.map(|ip| ip.to_canonical()) {
+            Some(IpAddr::V4(v4)) => Source::V4(v4.to_bits()),
+            Some(IpAddr::V6(v6)) => Source::V6Prefix((v6.to_bits() >> 64) as u64),
+            None => Source::Unknown,
+        }
+    }
+}
+
+/// Sources remembered at once; past that, buckets that are full again are forgotten (they
+/// hold nothing a new one would not), and if none is, new sources share one bucket.
+const MAX_SOURCES: usize = 4096;
+
+/// Vault-API logins are started by anyone who can reach the port: their own bounded pool
+/// and a token bucket, checked before the provider is asked for anything. Each source
+/// also has a bucket of a quarter of that rate, so one flooding address cannot take every
+/// start from the users at other addresses.
+struct VaultGate {
+    all: Bucket,
+    sources: HashMap<Source, Bucket>,
+}
+
+impl VaultGate {
+    /// Take a start for `source` if both its bucket and the common one have one.
+    fn take(
+        &mut self,
+        source: Source,
+        all: (f64, f64),
+        each: (f64, f64),
+        now: Instant,
+    ) -> Result<(), &'static str> {
+        if !self.sources.contains_key(&source) && self.sources.len() >= MAX_SOURCES {
+            self.sources.retain(|_, b| !b.refill(each, now));
+        }
+        let source = if self.sources.contains_key(&source) || self.sources.len() < MAX_SOURCES {
+            source
+        } else {
+            Source::Unknown
+        };
+        let own = self
+            .sources
+            .entry(source)
+            .or_insert_with(|| Bucket::full(each.1, now));
+        own.refill(each, now);
+        if !own.has_one() {
+            return Err("too many Vault-API logins started from your address just now");
+        }
+        self.all.refill(all, now);
+        if !self.all.has_one() {
+            return Err("too many Vault-API logins started just now");
+        }
+        own.tokens -= 1.0;
+        self.all.tokens -= 1.0;
+        Ok(())
+    }
 }
 
 /// What a client shows the human.
@@ -106,9 +197,9 @@ pub struct DeviceLogins {
     shared: Shared,
     vault_gate: Mutex<VaultGate>,
     vault_max: usize,
-    /// `auth_url` logins per second, and the burst.
-    vault_rate: f64,
-    vault_burst: f64,
+    /// `auth_url` logins per second and the burst: of all sources together, and of each.
+    vault_all: (f64, f64),
+    vault_each: (f64, f64),
 }
 
 impl DeviceLogins {
@@ -118,19 +209,19 @@ impl DeviceLogins {
         DeviceLogins {
             shared,
             vault_gate: Mutex::new(VaultGate {
-                tokens: burst,
-                refilled: std::time::Instant::now(),
+                all: Bucket::full(burst, Instant::now()),
+                sources: HashMap::new(),
             }),
             vault_max: vault.pending_logins.max(1),
-            vault_rate: per_minute / 60.0,
-            vault_burst: burst,
+            vault_all: (per_minute / 60.0, burst),
+            vault_each: (per_minute / 240.0, (burst / 4.0).max(1.0)),
         }
     }
 
     /// Whether `poller` may start a login now, before anything is asked of the provider.
     /// A robot always may (its oldest login goes when it holds too many); a Vault nonce
-    /// only within the pool and the rate.
-    fn admit(&self, poller: &Poller) -> Result<(), Refusal> {
+    /// only within the pool and the rates (of all, and of its address `from`).
+    fn admit(&self, poller: &Poller, from: Option<IpAddr>) -> Result<(), Refusal> {
         let busy = |why: &str| Refusal::new(Code::Busy, format!("{why}; try again later"));
         let kind = kind_of(poller);
         match poller {
@@ -148,15 +239,14 @@ impl DeviceLogins {
                 {
                     return Err(busy("too many Vault-API logins in progress"));
                 }
-                let mut gate = lock(&self.vault_gate);
-                let elapsed = gate.refilled.elapsed().as_secs_f64();
-                gate.tokens = (gate.tokens + elapsed * self.vault_rate).min(self.vault_burst);
-                gate.refilled = std::time::Instant::now();
-                if gate.tokens < 1.0 {
-                    return Err(busy("too many Vault-API logins started just now"));
-                }
-                gate.tokens -= 1.0;
-                Ok(())
+                lock(&self.vault_gate)
+                    .take(
+                        Source::of(from),
+                        self.vault_all,
+                        self.vault_each,
+                        Instant::now(),
+                    )
+                    .map_err(busy)
             }
         }
     }
@@ -167,6 +257,7 @@ impl DeviceLogins {
         broker: &Broker,
         provider: &str,
         poller: Poller,
+        from: Option<IpAddr>,
     ) -> Result<Started, Refusal> {
         let p = broker.config.provider(provider).ok_or_else(|| {
             Refusal::new(
@@ -174,7 +265,7 @@ impl DeviceLogins {
                 format!("no provider named `{provider}`"),
             )
         })?;
-        self.admit(&poller)?;
+        self.admit(&poller, from)?;
         let client = broker.client(p).await?;
         let request = credkeeper_refresher::login_request(&TokenRequest {
             scopes: p.scopes.clone(),
@@ -261,5 +352,104 @@ impl DeviceLogins {
                 format!("provider `{}`: {e}", login.provider),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const ALL: (f64, f64) = (1.0, 12.0);
+    const EACH: (f64, f64) = (0.25, 3.0);
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    fn gate(now: Instant) -> VaultGate {
+        VaultGate {
+            all: Bucket::full(ALL.1, now),
+            sources: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn one_flooding_address_takes_its_share_and_others_still_start_logins() {
+        let now = Instant::now();
+        let mut g = gate(now);
+        let flood = (0..100)
+            .filter(|_| g.take(Source::of(ip("192.0.2.7")), ALL, EACH, now).is_ok())
+            .count();
+        assert_eq!(flood, 3);
+        assert_eq!(
+            g.take(Source::of(ip("192.0.2.7")), ALL, EACH, now),
+            Err("too many Vault-API logins started from your address just now")
+        );
+        for user in ["192.0.2.8", "198.51.100.1", "2001:db8:1::1"] {
+            assert_eq!(g.take(Source::of(ip(user)), ALL, EACH, now), Ok(()));
+        }
+        // Its own bucket refills at its rate: one more start four seconds later.
+        let later = now + Duration::from_secs(4);
+        assert_eq!(
+            g.take(Source::of(ip("192.0.2.7")), ALL, EACH, later),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_common_bucket_still_bounds_many_addresses_together() {
+        let now = Instant::now();
+        let mut g = gate(now);
+        let started = (0..50u32)
+            .filter(|i| {
+                let a = std::net::Ipv4Addr::from_bits(0xc000_0200 + i);
+                g.take(Source::of(Some(a.into())), ALL, EACH, now).is_ok()
+            })
+            .count();
+        assert_eq!(started, 12);
+        assert_eq!(
+            g.take(Source::of(ip("203.0.113.1")), ALL, EACH, now),
+            Err("too many Vault-API logins started just now")
+        );
+    }
+
+    #[test]
+    fn an_ipv6_host_is_one_source_whatever_its_interface_ids_and_v4_mapped_is_v4() {
+        assert_eq!(
+            Source::of(ip("2001:db8:5::1")),
+            Source::of(ip("2001:db8:5::ffff:1234"))
+        );
+        assert_ne!(
+            Source::of(ip("2001:db8:5::1")),
+            Source::of(ip("2001:db8:6::1"))
+        );
+        assert_eq!(
+            Source::of(ip("::ffff:192.0.2.7")),
+            Source::of(ip("192.0.2.7"))
+        );
+    }
+
+    #[test]
+    fn remembered_sources_stay_bounded() {
+        let now = Instant::now();
+        let all = (1e9, 1e9);
+        let mut g = VaultGate {
+            all: Bucket::full(all.1, now),
+            sources: HashMap::new(),
+        };
+        for i in 0..(MAX_SOURCES as u32 + 100) {
+            let a = std::net::Ipv4Addr::from_bits(0x0a00_0000 + i);
+            let _ = g.take(Source::of(Some(a.into())), all, EACH, now);
+        }
+        // Every address took a start: the first MAX_SOURCES are remembered, the rest share one.
+        assert_eq!(g.sources.len(), MAX_SOURCES + 1);
+        // Once their buckets are full again they are forgotten to make room.
+        let later = now + Duration::from_secs(60);
+        assert_eq!(
+            g.take(Source::of(ip("192.0.2.1")), all, EACH, later),
+            Ok(())
+        );
+        assert_eq!(g.sources.len(), 1);
     }
 }

@@ -177,6 +177,7 @@ async fn start_login(
             &broker,
             &ask.provider,
             crate::device::Poller::Robot(caller.robot.clone()),
+            None,
         )
         .await?;
     Ok(Json(serde_json::json!({

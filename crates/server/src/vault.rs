@@ -538,6 +538,7 @@ async fn store_secret(
 async fn auth_url(
     State(broker): State<Arc<Broker>>,
     Path(mount): Path<String>,
+    crate::conn::Peer(from): crate::conn::Peer,
     body: Bytes,
 ) -> Result<Json<Value>, Failure> {
     let Some(vault_issuer) = mount.strip_prefix("oidc-") else {
@@ -554,6 +555,7 @@ async fn auth_url(
             &broker,
             &provider,
             crate::device::Poller::VaultNonce(client_nonce.clone()),
+            from,
         )
         .await?;
     Ok(Json(json!({

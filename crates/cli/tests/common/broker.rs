@@ -100,6 +100,11 @@ impl Broker {
     ) -> (u16, String) {
         http_at(&self.url, method, path, auth, body)
     }
+
+    /// [`Broker::http`] from the local address `source` (any of 127.0.0.0/8).
+    pub fn http_from(&self, source: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+        curl(&self.url, method, path, None, Some(body), Some(source))
+    }
 }
 
 /// One request with curl to `base` + `path`; the status (0 when none came) and the body.
@@ -110,9 +115,23 @@ pub fn http_at(
     auth: Option<(&str, &str)>,
     body: Option<&str>,
 ) -> (u16, String) {
+    curl(base, method, path, auth, body, None)
+}
+
+fn curl(
+    base: &str,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    body: Option<&str>,
+    source: Option<&str>,
+) -> (u16, String) {
     let mut cmd = Command::new("curl");
     cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
         .arg(format!("{base}{path}"));
+    if let Some(address) = source {
+        cmd.args(["--interface", address]);
+    }
     if let Some((u, p)) = auth {
         cmd.arg("-u").arg(format!("{u}:{p}"));
     }
