@@ -31,6 +31,8 @@ ROOT=$(cd "$BENCH_DIR/.." && pwd)
 TESTBED=$ROOT/tests/testbed
 # shellcheck source=../tests/testbed/lib.sh
 . "$TESTBED/lib.sh"
+# shellcheck source=lib.sh
+. "$BENCH_DIR/lib.sh"
 
 RUNS=${BENCH_RUNS:-50}
 ROUNDS=${BENCH_ROUNDS:-5}
@@ -112,31 +114,6 @@ SCOPES="openid offline_access"
 
 # Count provider log lines matching a pattern (the provider logs every request and grant).
 op_count() { grep -c -- "$1" "$OP_LOG" || true; }
-
-# device_login NAME OUTFILE COMMAND...: run COMMAND in the background (stdout+stderr to
-# OUTFILE), approve the user code it prints as alice with the headless browser, wait for it.
-device_login() {
-  local name=$1 out=$2 pid code i rc=0
-  shift 2
-  "$@" </dev/null >"$out" 2>&1 &
-  pid=$!
-  BG_PIDS+=("$pid")
-  code=
-  for ((i = 0; i < 300; i++)); do
-    code=$(grep -o 'enter the code: [A-Z0-9-]*' "$out" | head -n 1 | awk '{print $4}') || true
-    [ -n "$code" ] && break
-    pid_alive "$pid" || break
-    sleep 0.1
-  done
-  [ -n "$code" ] || { grep -v $'\e' "$out" >&2 || true; die "$name printed no user code"; }
-  "$TESTBED/op-browser.sh" device "$ISSUER" "$code" alice >/dev/null
-  wait "$pid" || rc=$?
-  if [ "$rc" -ne 0 ]; then
-    grep -v $'\e' "$out" >&2 || true
-    die "$name device login failed (exit $rc)"
-  fi
-  log "$name: device login approved ($code)"
-}
 
 # --- oidc-agent + account ----------------------------------------------------------------
 AGENT_JSON=$(oidc-agent --socket-path="$WORK/agent/oidc-agent.sock" --json --quiet)

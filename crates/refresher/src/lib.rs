@@ -278,6 +278,7 @@ impl Refresher<'_> {
         }
         // Leave a second for the store write that ends the claim.
         let budget = std::time::Duration::from_secs(u64::from(self.claim_secs.max(2) - 1));
+        let asked = std::time::Instant::now();
         let answer = tokio::time::timeout(
             budget,
             self.client.refresh(&credential.refresh_token, request),
@@ -293,8 +294,21 @@ impl Refresher<'_> {
                 match &response.refresh_token {
                     // One statement stores the new tokens and ends the claim.
                     Some(rotated) => {
-                        self.store
-                            .put(&key, rotated, response.scope.as_deref(), access.as_ref())?
+                        let answered = asked.elapsed();
+                        self.store.put(
+                            &key,
+                            rotated,
+                            response.scope.as_deref(),
+                            access.as_ref(),
+                        )?;
+                        // The window in which dying loses the grant: the issuer has rotated
+                        // the token, and the new one is not kept yet (bench/rotation.sh).
+                        let committed = asked.elapsed();
+                        tracing::debug!(
+                            answer_to_commit_us = (committed - answered).as_micros() as u64,
+                            ask_to_commit_us = committed.as_micros() as u64,
+                            "rotated refresh token committed"
+                        );
                     }
                     None => {
                         // The claim ends only after the access token is kept.
