@@ -11,7 +11,7 @@
 //!   `RsaKeyPair::from_der`);
 //! * `jsonwebtoken`: `jsonwebtoken::encode` of the same header and claims;
 //! * `issuer`: `LocalIssuer::sign`, what the broker calls for a signed vend (claims with a
-//!   new `jti`, header with `kid`, encode).
+//!   new `jti`, header with `kid`, the JWS signed with a key parsed when it was loaded).
 //!
 //! Usage: `sign_floor [ITERATIONS]` (ES256; RS256 runs a tenth of them, at least 100).
 //! Prints one line per (algorithm, layer):

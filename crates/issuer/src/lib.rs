@@ -19,6 +19,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+mod jws;
+use jws::SigningKey;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 pub enum Algorithm {
     #[default]
@@ -86,7 +89,7 @@ pub struct LocalIssuer {
 
 /// The key tokens are signed with now, and every public key published beside it.
 struct Keys {
-    key: EncodingKey,
+    key: SigningKey,
     kid: String,
     jwks: Arc<JwkSet>,
 }
@@ -220,8 +223,7 @@ impl LocalIssuer {
         let mut header = Header::new(self.algorithm.jwt());
         header.kid = Some(keys.kid.clone());
         header.typ = Some("JWT".into());
-        let token = jsonwebtoken::encode(&header, &claims, &keys.key)
-            .map_err(|e| IssuerError::Sign(e.to_string()))?;
+        let token = jws::encode(&header, &claims, &keys.key)?;
         Ok((Secret::new(token), exp))
     }
 }
@@ -252,7 +254,7 @@ fn parse(
     algorithm: Algorithm,
     kid: &str,
     origin: &Path,
-) -> Result<(EncodingKey, Jwk), IssuerError> {
+) -> Result<(SigningKey, Jwk), IssuerError> {
     let alg = algorithm.jwt();
     let key_err = |message: String| IssuerError::Key {
         path: origin.to_path_buf(),
@@ -263,7 +265,7 @@ fn parse(
     let mut jwk = Jwk::from_encoding_key(&key, alg).map_err(|e| key_err(e.to_string()))?;
     jwk.common.key_id = Some(kid.to_string());
     jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-    Ok((key, jwk))
+    Ok((SigningKey::of(&key, algorithm).map_err(key_err)?, jwk))
 }
 
 /// The RFC 7638 thumbprint of the key in `pem`: the `kid` a key gets unless one is set.
@@ -277,7 +279,7 @@ pub fn key_id_of(pem: &str, algorithm: Algorithm, origin: &Path) -> Result<Strin
 /// `rootcertbundle`, which has no JWKS.
 pub struct X5cSigner {
     alg: jsonwebtoken::Algorithm,
-    key: EncodingKey,
+    key: SigningKey,
     x5c: Vec<String>,
 }
 
@@ -289,10 +291,12 @@ impl X5cSigner {
         algorithm: Algorithm,
     ) -> Result<X5cSigner, IssuerError> {
         let pem = credkeeper_sink::perm::read_private(key_file, "registry token key file")?;
-        let key = load_key(&pem, algorithm).map_err(|message| IssuerError::Key {
-            path: key_file.to_path_buf(),
-            message: format!("not a {algorithm:?} private key in PEM: {message}"),
-        })?;
+        let key = load_key(&pem, algorithm)
+            .and_then(|key| SigningKey::of(&key, algorithm))
+            .map_err(|message| IssuerError::Key {
+                path: key_file.to_path_buf(),
+                message: format!("not a {algorithm:?} private key in PEM: {message}"),
+            })?;
         // The same PEM reader as the TLS server's: a malformed certificate is an error,
         // never a chain silently cut short.
         use rustls_pki_types::pem::PemObject;
@@ -320,9 +324,7 @@ impl X5cSigner {
         let mut header = Header::new(self.alg);
         header.typ = Some("JWT".into());
         header.x5c = Some(self.x5c.clone());
-        jsonwebtoken::encode(&header, claims, &self.key)
-            .map(Secret::new)
-            .map_err(|e| IssuerError::Sign(e.to_string()))
+        jws::encode(&header, claims, &self.key).map(Secret::new)
     }
 }
 

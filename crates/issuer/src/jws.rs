@@ -1,0 +1,82 @@
+//! Signing a token: a private key parsed once, and the JWS compact serialization
+//! (RFC 7515 §7.1) of a header and claims under it.
+//!
+//! jsonwebtoken's `encode` parses the private key from its DER again for every signature,
+//! which was a third of a freshly signed vend (bench/README.md); here the key pair is
+//! parsed when the key is loaded, and each signature is the crypto alone.
+
+use crate::{Algorithm, IssuerError};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
+};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{EncodingKey, Header};
+use serde::Serialize;
+
+/// A private key ready to sign with its algorithm (ES256 with the fixed-size `r‖s`
+/// signature JWS asks for, RS256 as PKCS#1 v1.5, EdDSA as Ed25519).
+pub(crate) enum SigningKey {
+    Es256(EcdsaKeyPair),
+    Rs256(RsaKeyPair),
+    EdDsa(Ed25519KeyPair),
+}
+
+impl SigningKey {
+    /// The key pair of `key` (PKCS#8 for EC and Ed25519, PKCS#1 for RSA, as jsonwebtoken
+    /// holds them).
+    pub(crate) fn of(key: &EncodingKey, algorithm: Algorithm) -> Result<SigningKey, String> {
+        let der = key.as_bytes();
+        match algorithm {
+            Algorithm::ES256 => EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                .map(SigningKey::Es256)
+                .map_err(|e| format!("not a P-256 key: {e}")),
+            Algorithm::RS256 => RsaKeyPair::from_der(der)
+                .map(SigningKey::Rs256)
+                .map_err(|e| format!("not an RSA key: {e}")),
+            Algorithm::EdDSA => Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+                .map(SigningKey::EdDsa)
+                .map_err(|e| format!("not an Ed25519 key: {e}")),
+        }
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, IssuerError> {
+        let failed = |e: aws_lc_rs::error::Unspecified| IssuerError::Sign(e.to_string());
+        match self {
+            SigningKey::Es256(pair) => Ok(pair
+                .sign(&SystemRandom::new(), message)
+                .map_err(failed)?
+                .as_ref()
+                .to_vec()),
+            SigningKey::Rs256(pair) => {
+                let mut signature = vec![0; pair.public_modulus_len()];
+                pair.sign(
+                    &RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    message,
+                    &mut signature,
+                )
+                .map_err(failed)?;
+                Ok(signature)
+            }
+            SigningKey::EdDsa(pair) => Ok(pair.sign(message).as_ref().to_vec()),
+        }
+    }
+}
+
+/// `base64url(header).base64url(claims).base64url(signature)`.
+pub(crate) fn encode(
+    header: &Header,
+    claims: &impl Serialize,
+    key: &SigningKey,
+) -> Result<String, IssuerError> {
+    let json = |e: serde_json::Error| IssuerError::Sign(e.to_string());
+    let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).map_err(json)?);
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(claims).map_err(json)?, &mut token);
+    let signature = key.sign(token.as_bytes())?;
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+    Ok(token)
+}
