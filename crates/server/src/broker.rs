@@ -14,7 +14,7 @@ use credkeeper_refresher::{RefreshError, Refresher};
 use credkeeper_store::{CachedToken, CredentialKey, Store};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// The name of the broker's own issuer among the providers.
 pub const LOCAL: &str = "local";
@@ -210,7 +210,8 @@ pub struct Broker {
     policy: UrlPolicy,
     /// One slot per provider, so a slow or unreachable provider holds up only itself.
     clients: Mutex<HashMap<String, Arc<tokio::sync::Mutex<ClientSlot>>>>,
-    cache: Mutex<HashMap<CacheKey, (Secret, Timestamp)>>,
+    /// Read by every cached vend, written only when a token is obtained: readers share it.
+    cache: RwLock<HashMap<CacheKey, (Secret, Timestamp)>>,
     /// One refresh at a time per credential: two concurrent refreshes of a rotating
     /// refresh token would make the provider revoke the grant.
     locks: Mutex<HashMap<CredentialKey, Arc<tokio::sync::Mutex<()>>>>,
@@ -263,7 +264,7 @@ impl Broker {
             http,
             policy,
             clients: Mutex::new(HashMap::new()),
-            cache: Mutex::new(HashMap::new()),
+            cache: RwLock::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
         })
     }
@@ -490,7 +491,7 @@ impl Broker {
             }
         };
         {
-            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
             if cache.len() >= CACHE_MAX {
                 let now = Timestamp::now();
                 cache.retain(|_, (_, exp)| *exp > now);
@@ -561,7 +562,7 @@ impl Broker {
     }
 
     fn cached(&self, key: &CacheKey, minsecs: i64) -> Option<(Secret, Timestamp)> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
         let (token, expires) = cache.get(key)?;
         (expires.seconds_after(Timestamp::now()) >= minsecs.max(1))
             .then(|| (token.clone(), *expires))

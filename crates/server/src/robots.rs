@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use credkeeper_core::Secret;
 use credkeeper_store::{RobotSecrets, StoreError};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 const SCHEME: &str = "$sha256$";
 
@@ -63,10 +63,11 @@ pub fn new_secret(store: &dyn RobotSecrets, robot: &str) -> Result<Secret, Store
     Ok(secret)
 }
 
-/// Stored hashes, read once per robot: the store is not asked on every request.
+/// Stored hashes, read once per robot: the store is not asked on every request, and
+/// requests only read the map (shared), so they do not wait for each other.
 #[derive(Clone, Default)]
 pub struct SecretCheck {
-    hashes: Arc<Mutex<HashMap<String, String>>>,
+    hashes: Arc<RwLock<HashMap<String, String>>>,
 }
 
 impl SecretCheck {
@@ -79,7 +80,7 @@ impl SecretCheck {
     ) -> Result<bool, StoreError> {
         let known = self
             .hashes
-            .lock()
+            .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(robot)
             .cloned();
@@ -94,7 +95,7 @@ impl SecretCheck {
         };
         let ok = matches(&stored, secret);
         self.hashes
-            .lock()
+            .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(robot.to_string(), stored);
         Ok(ok)
