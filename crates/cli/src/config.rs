@@ -116,7 +116,7 @@ pub struct Resolved {
     /// The client-secret file and how to send the secret; read only when the issuer is
     /// asked (a reused token needs no secret).
     pub secret: Option<(PathBuf, AuthMethod)>,
-    pub scopes: Option<String>,
+    pub scopes: Option<credkeeper_core::Scopes>,
     pub audience: Option<String>,
 }
 
@@ -223,20 +223,12 @@ impl Settings {
             secret,
             scopes: args
                 .scopes
-                .clone()
-                .or_else(|| f.scopes.clone())
-                .map(|s| normalise_scopes(&s)),
+                .as_deref()
+                .or(f.scopes.as_deref())
+                .and_then(credkeeper_core::Scopes::parse),
             audience: args.audience.clone().or_else(|| f.audience.clone()),
         })
     }
-}
-
-/// htgettoken accepts scopes separated by commas or spaces; OAuth wants spaces.
-pub fn normalise_scopes(s: &str) -> String {
-    s.split([',', ' ', '\t', '\n'])
-        .filter(|p| !p.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The config file's `[store]` with `CREDKEEPER_STORE_<KEY>` over it, as the broker reads
@@ -284,14 +276,6 @@ fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scopes_may_be_separated_by_commas_or_spaces() {
-        assert_eq!(
-            normalise_scopes("read:/a,write:/b  openid"),
-            "read:/a write:/b openid"
-        );
-    }
 
     #[test]
     fn config_errors_name_the_file_line_and_problem() {

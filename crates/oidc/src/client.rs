@@ -31,6 +31,15 @@ pub struct TokenRequest {
     pub audience: Option<String>,
 }
 
+impl From<&credkeeper_core::TokenAsk> for TokenRequest {
+    fn from(ask: &credkeeper_core::TokenAsk) -> TokenRequest {
+        TokenRequest {
+            scopes: ask.scope_text().map(str::to_string),
+            audience: ask.audience.clone(),
+        }
+    }
+}
+
 impl TokenRequest {
     /// The audience goes out both as `audience` (what WLCG issuers such as INDIGO IAM
     /// read) and, when it is an absolute URI, as the RFC 8707 `resource` indicator.

@@ -192,20 +192,21 @@ impl VaultClient {
         } else {
             "creds"
         };
-        let mut query = url::form_urlencoded::Serializer::new(String::new());
-        query.append_pair("minimum_seconds", &path.minsecs.to_string());
-        if let Some(s) = path.scopes {
-            query.append_pair("scopes", s);
-        }
-        if let Some(a) = path.audience {
-            query.append_pair("audiences", a);
-        }
-        let rel = format!(
-            "secret/oauth/{kind}/{}/{}:{}?{}",
-            path.issuer,
-            path.credkey,
-            path.role,
+        // The serializer ends here: it is not Send, and the future must be.
+        let query = {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            query.append_pair("minimum_seconds", &path.minsecs.to_string());
+            if let Some(s) = path.scopes {
+                query.append_pair("scopes", s);
+            }
+            if let Some(a) = path.audience {
+                query.append_pair("audiences", a);
+            }
             query.finish()
+        };
+        let rel = format!(
+            "secret/oauth/{kind}/{}/{}:{}?{query}",
+            path.issuer, path.credkey, path.role,
         );
         let value = self
             .call(reqwest::Method::GET, &rel, Some(token), None)

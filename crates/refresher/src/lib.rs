@@ -8,8 +8,12 @@
 //! device flow when someone is there to approve it. [`Refresher::login_device`] and [`Refresher::login_browser`] are the
 //! interactive first logins whose refresh token every later call lives on.
 //!
+//! [`source`] puts every origin of a new token behind one trait, [`source::TokenSource`].
+//!
 //! What it is not: it neither prints nor writes token files; it reports what happens
 //! through [`Prompt`] and returns the token to the caller's sink.
+
+pub mod source;
 
 use credkeeper_core::{Jwt, Requirements, Secret, Timestamp};
 use credkeeper_oidc::{Client, DeviceAuthorization, OidcError, Pkce, TokenRequest, TokenResponse};
@@ -29,6 +33,14 @@ pub enum Origin {
     Exchanged,
     DeviceLogin,
     BrowserLogin,
+    /// Handed out by a credkeeper broker.
+    Broker,
+    /// Read from a Vault-API server (htgettoken's).
+    VaultServer,
+    /// Read as it was given (a mounted file, an environment variable): never renewed here.
+    Given,
+    /// A session token from a user name and password (Rucio's userpass).
+    PasswordLogin,
 }
 
 impl Origin {
@@ -40,6 +52,10 @@ impl Origin {
             Origin::Exchanged => "obtained by token exchange",
             Origin::DeviceLogin => "obtained through a device login",
             Origin::BrowserLogin => "obtained through a browser login",
+            Origin::Broker => "obtained from the broker",
+            Origin::VaultServer => "obtained from the Vault-API server",
+            Origin::Given => "read as it was given",
+            Origin::PasswordLogin => "obtained with a password login",
         }
     }
 }

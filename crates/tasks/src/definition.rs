@@ -17,6 +17,7 @@
 
 use crate::schedule::{Schedule, parse_duration};
 use crate::template::{self, FillError, Slot, Vars};
+use credkeeper_core::{Scopes, TokenAsk};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,7 +59,7 @@ pub struct BearerSpec {
     #[serde(default)]
     pub provider: Option<String>,
     #[serde(default)]
-    pub scopes: Option<String>,
+    pub scopes: Option<Scopes>,
     #[serde(default)]
     pub audience: Option<String>,
     /// Also give the token itself in `BEARER_TOKEN`, as rucio-task-manager's entry point
@@ -72,6 +73,21 @@ pub struct BearerSpec {
     /// routes named in its environment ([`crate::upstream`]), before the configured source.
     #[serde(skip)]
     pub upstream_routes: bool,
+}
+
+/// Seconds a task's bearer token must have left when it is handed over.
+const BEARER_MIN_SECS: i64 = 60;
+
+impl BearerSpec {
+    /// What the run asks its token source for.
+    pub fn ask(&self) -> TokenAsk {
+        TokenAsk {
+            provider: self.provider.clone(),
+            scopes: self.scopes.clone(),
+            audience: self.audience.clone(),
+            min_secs: BEARER_MIN_SECS,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -939,7 +955,7 @@ mod tests {
             o.credentials.bearer,
             Some(BearerSpec {
                 provider: None,
-                scopes: Some("openid profile".into()),
+                scopes: Scopes::parse("openid profile"),
                 audience: Some("https://rucio.example".into()),
                 env: false,
                 upstream_routes: true,

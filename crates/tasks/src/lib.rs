@@ -7,12 +7,16 @@
 //! name is an error naming it and the task); [`schedule`] says when a task is due (cron,
 //! macros, `@every`, time zones); [`run`] prepares a run's credentials in a private
 //! directory, runs the command with a timeout and retries, keeps the bearer token fresh
-//! while it runs, and removes everything when it ends.
+//! while it runs, and removes everything when it ends; [`scheduler`] starts runs when due;
+//! [`daemon`] is `tasks serve` and `tasks run` as processes (reloads, signals, the run
+//! history, the metrics file).
 //!
-//! What it is not: where tokens come from. A run asks a [`run::TokenSource`] (the caller
+//! What it is not: where tokens come from. A run asks a
+//! [`TokenSource`](credkeeper_refresher::source::TokenSource) (the caller
 //! wires the broker or an issuer; a values cronjob may name one of rucio-task-manager's
 //! own routes, [`upstream`]) and writes what it gets.
 
+pub mod daemon;
 pub mod definition;
 pub mod helm;
 pub mod metrics;

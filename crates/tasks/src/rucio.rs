@@ -153,10 +153,8 @@ pub fn wants_bearer(env: &BTreeMap<String, String>) -> bool {
 pub fn values_bearer(env: &BTreeMap<String, String>) -> Option<crate::definition::BearerSpec> {
     wants_bearer(env).then(|| crate::definition::BearerSpec {
         provider: None,
-        scopes: Some(
-            setting(env, "OIDC_SCOPE")
-                .unwrap_or("openid profile")
-                .into(),
+        scopes: credkeeper_core::Scopes::parse(
+            setting(env, "OIDC_SCOPE").unwrap_or("openid profile"),
         ),
         audience: Some(setting(env, "OIDC_AUDIENCE").unwrap_or("rucio").into()),
         ..Default::default()

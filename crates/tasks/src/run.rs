@@ -4,25 +4,19 @@
 //! retries with backoff, the output captured with a size cap and the secrets redacted,
 //! and the directory removed when the run ends — also on timeout and on failure.
 
-use crate::definition::{BearerSpec, Rendered, Task};
-use credkeeper_core::{Secret, Timestamp};
-use std::future::Future;
+use crate::definition::{Rendered, Task};
+use credkeeper_core::{Secret, Timestamp, TokenAsk};
+use credkeeper_refresher::Origin;
+use credkeeper_refresher::source::{Fresh, SourceError, SourceFuture, TokenSource};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 
-/// A token and when it expires, or why not.
-pub type TokenFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<(Secret, Timestamp), String>> + Send + 'a>>;
-
-/// Where bearer tokens come from (the caller wires a broker or an issuer).
-pub trait TokenSource: Send + Sync {
-    /// A fresh token for `spec`, and when it expires.
-    fn token<'a>(&'a self, spec: &'a BearerSpec) -> TokenFuture<'a>;
-}
+/// How long a token lasts whose source does not say: short, so that it is renewed often
+/// rather than held past its end.
+const ASSUMED_LIFE_SECS: i64 = 300;
 
 pub struct RunOptions {
     /// Where the run's private directory goes (`$XDG_RUNTIME_DIR` or `/tmp`).
@@ -261,10 +255,7 @@ pub async fn prepare(
         let upstream = match (&options.upstream, spec.upstream_routes) {
             (Some(u), true) => {
                 let secrets = prepared.secrets.clone();
-                let request = credkeeper_oidc::TokenRequest {
-                    scopes: spec.scopes.clone(),
-                    audience: spec.audience.clone(),
-                };
+                let request = credkeeper_oidc::TokenRequest::from(&spec.ask());
                 u.route(&mut prepared.env, request, |v| secrets.add(v))
                     .await?
             }
@@ -285,10 +276,16 @@ pub async fn prepare(
             }
         };
         let path = prepared.dir.path().join("bearer_token");
-        let (token, expires) = source
-            .token(spec)
-            .await
-            .map_err(|e| format!("authentication failed: {e}"))?;
+        let ask = spec.ask();
+        let fresh = source.token(&ask).await.map_err(|e| match e {
+            // The source knows the field; the task file is where it was written.
+            SourceError::ProviderWithoutBroker { .. } => {
+                format!("authentication failed: credentials.bearer.{e}")
+            }
+            e => format!("authentication failed: {e}"),
+        })?;
+        let expires = fresh.expires_or(ASSUMED_LIFE_SECS);
+        let token = fresh.token;
         let file = TokenFile {
             path: path.clone(),
             newline: true,
@@ -309,7 +306,7 @@ pub async fn prepare(
         }
         bearer = Some(Bearer {
             source,
-            spec,
+            ask,
             files: vec![file],
             token,
             expires,
@@ -344,7 +341,7 @@ pub async fn prepare(
         prepared.refreshers.push(tokio::spawn(keep_fresh(
             b.source,
             prepared.secrets.clone(),
-            b.spec.clone(),
+            b.ask,
             b.files,
             b.expires,
         )));
@@ -379,9 +376,9 @@ pub async fn prepare(
 }
 
 /// The run's bearer token as first obtained, and what keeps it fresh where it was written.
-struct Bearer<'a> {
+struct Bearer {
     source: Arc<dyn TokenSource>,
-    spec: &'a BearerSpec,
+    ask: TokenAsk,
     files: Vec<TokenFile>,
     token: Secret,
     expires: Timestamp,
@@ -581,8 +578,17 @@ struct RucioTokens {
 }
 
 impl TokenSource for RucioTokens {
-    fn token<'a>(&'a self, _spec: &'a BearerSpec) -> TokenFuture<'a> {
-        Box::pin(crate::rucio::userpass_token(&self.settings, &self.http))
+    fn token<'a>(&'a self, _: &'a TokenAsk) -> SourceFuture<'a> {
+        Box::pin(async move {
+            let (token, expires) = crate::rucio::userpass_token(&self.settings, &self.http)
+                .await
+                .map_err(SourceError::other)?;
+            Ok(Fresh {
+                token,
+                origin: Origin::PasswordLogin,
+                expires: Some(expires),
+            })
+        })
     }
 }
 
@@ -665,7 +671,7 @@ async fn prepare_rucio(
             refresher = Some(tokio::spawn(keep_fresh(
                 source,
                 secrets.clone(),
-                BearerSpec::default(),
+                TokenAsk::default(),
                 vec![cache],
                 expires,
             )));
@@ -784,15 +790,17 @@ impl TokenFile {
 async fn keep_fresh(
     source: Arc<dyn TokenSource>,
     secrets: Redactions,
-    spec: BearerSpec,
+    ask: TokenAsk,
     files: Vec<TokenFile>,
     mut expires: Timestamp,
 ) {
     loop {
         let left = expires.seconds_after(Timestamp::now()).max(2);
         tokio::time::sleep(std::time::Duration::from_secs((left / 2) as u64)).await;
-        match source.token(&spec).await {
-            Ok((token, e)) => {
+        match source.token(&ask).await {
+            Ok(fresh) => {
+                let e = fresh.expires_or(ASSUMED_LIFE_SECS);
+                let token = fresh.token;
                 // Redacted before the task can read it.
                 secrets.add(token.expose());
                 if files.iter().all(|f| f.write(&token).is_ok()) {
@@ -821,16 +829,19 @@ mod tests {
     }
 
     impl TokenSource for Tokens {
-        fn token<'a>(&'a self, _spec: &'a BearerSpec) -> TokenFuture<'a> {
+        fn token<'a>(&'a self, _: &'a TokenAsk) -> SourceFuture<'a> {
             Box::pin(async move {
                 if self.fail {
-                    return Err("the broker refused: robot `x` may not have scope y".into());
+                    return Err(SourceError::other(
+                        "the broker refused: robot `x` may not have scope y",
+                    ));
                 }
                 let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-                Ok((
-                    Secret::new(format!("token-number-{n}")),
-                    Timestamp::now().plus_secs(self.life),
-                ))
+                Ok(Fresh {
+                    token: Secret::new(format!("token-number-{n}")),
+                    origin: Origin::Broker,
+                    expires: Some(Timestamp::now().plus_secs(self.life)),
+                })
             })
         }
     }

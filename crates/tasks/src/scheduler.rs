@@ -10,9 +10,10 @@
 //! period, then stops them (their credentials are removed either way).
 
 use crate::definition::{Concurrency, Rendered, Task, TaskError};
-use crate::run::{Outcome, RunOptions, TokenSource};
+use crate::run::{Outcome, RunOptions};
 use chrono::{DateTime, Utc};
 use credkeeper_core::Timestamp;
+use credkeeper_refresher::source::TokenSource;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -534,14 +535,15 @@ mod tests {
     impl TokenSource for SlowTokens {
         fn token<'a>(
             &'a self,
-            _: &'a crate::definition::BearerSpec,
-        ) -> crate::run::TokenFuture<'a> {
+            _: &'a credkeeper_core::TokenAsk,
+        ) -> credkeeper_refresher::source::SourceFuture<'a> {
             Box::pin(async move {
                 tokio::time::sleep(self.0).await;
-                Ok((
-                    credkeeper_core::Secret::new("slow-token-value"),
-                    Timestamp::now().plus_secs(300),
-                ))
+                Ok(credkeeper_refresher::source::Fresh {
+                    token: credkeeper_core::Secret::new("slow-token-value"),
+                    origin: credkeeper_refresher::Origin::Broker,
+                    expires: Some(Timestamp::now().plus_secs(300)),
+                })
             })
         }
     }

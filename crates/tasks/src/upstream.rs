@@ -18,9 +18,10 @@
 //! What it is not: credkeeper's own token sources (a broker, an issuer), which the binary
 //! wires and which serve a values cronjob that names none of these.
 
-use crate::run::{TokenFuture, TokenSource};
-use credkeeper_core::{Secret, Timestamp};
+use credkeeper_core::{Secret, Timestamp, TokenAsk};
 use credkeeper_oidc::{Client, ClientAuth, Http, TokenRequest, UrlPolicy};
+use credkeeper_refresher::Origin;
+use credkeeper_refresher::source::{Fresh, SourceError, SourceFuture, TokenSource};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -157,20 +158,31 @@ fn endpoint_metadata(issuer: &str, token_endpoint: &str) -> credkeeper_oidc::Pro
     }
 }
 
-/// When `token` expires: its `expires_in`, else its JWT `exp`, else in five minutes (an
-/// opaque token is rewritten often rather than held past its end).
-fn expiry(token: &Secret, expires_in: Option<i64>) -> Timestamp {
-    let now = Timestamp::now();
+/// When `token` expires, when anything says: its `expires_in`, else its JWT `exp` (the run
+/// assumes a short life for an opaque token, so it is rewritten often rather than held past
+/// its end).
+fn expiry(token: &Secret, expires_in: Option<i64>) -> Option<Timestamp> {
     expires_in
-        .map(|s| now.plus_secs(s))
+        .map(|s| Timestamp::now().plus_secs(s))
         .or_else(|| credkeeper_core::Jwt::decode(token.expose()).ok()?.expires())
-        .unwrap_or_else(|| now.plus_secs(300))
 }
 
 /// A grant's access token and when it expires.
-fn issued(r: credkeeper_oidc::TokenResponse) -> (Secret, Timestamp) {
-    let expires = expiry(&r.access_token, r.expires_in);
-    (r.access_token, expires)
+fn issued(r: credkeeper_oidc::TokenResponse, origin: Origin) -> Fresh {
+    Fresh {
+        expires: expiry(&r.access_token, r.expires_in),
+        token: r.access_token,
+        origin,
+    }
+}
+
+/// A given token, as it is.
+fn given(token: Secret) -> Fresh {
+    Fresh {
+        expires: expiry(&token, None),
+        token,
+        origin: Origin::Given,
+    }
 }
 
 /// A token file mounted by the site: read at the start and at every renewal (the volume's
@@ -198,16 +210,19 @@ impl MountedFile {
 }
 
 impl TokenSource for MountedFile {
-    fn token<'a>(&'a self, _: &'a crate::definition::BearerSpec) -> TokenFuture<'a> {
+    fn token<'a>(&'a self, _: &'a TokenAsk) -> SourceFuture<'a> {
         Box::pin(async move {
-            let text = std::fs::read_to_string(&self.0)
-                .map_err(|e| format!("the mounted token {}: {e}", self.0.display()))?;
+            let text = std::fs::read_to_string(&self.0).map_err(|e| {
+                SourceError::other(format!("the mounted token {}: {e}", self.0.display()))
+            })?;
             let token = Secret::new(text.trim());
             if token.expose().is_empty() {
-                return Err(format!("the mounted token {} is empty", self.0.display()));
+                return Err(SourceError::other(format!(
+                    "the mounted token {} is empty",
+                    self.0.display()
+                )));
             }
-            let expires = expiry(&token, None);
-            Ok((token, expires))
+            Ok(given(token))
         })
     }
 }
@@ -218,14 +233,14 @@ struct ClientCredentials {
 }
 
 impl TokenSource for ClientCredentials {
-    fn token<'a>(&'a self, _: &'a crate::definition::BearerSpec) -> TokenFuture<'a> {
+    fn token<'a>(&'a self, _: &'a TokenAsk) -> SourceFuture<'a> {
         Box::pin(async move {
             let r = self
                 .client
                 .client_credentials(&self.request)
                 .await
-                .map_err(|e| format!("OIDC_TOKEN_ENDPOINT: {e}"))?;
-            Ok(issued(r))
+                .map_err(|e| SourceError::other(format!("OIDC_TOKEN_ENDPOINT: {e}")))?;
+            Ok(issued(r, Origin::ClientCredentials))
         })
     }
 }
@@ -239,7 +254,7 @@ struct AgentTokens {
 }
 
 impl TokenSource for AgentTokens {
-    fn token<'a>(&'a self, _: &'a crate::definition::BearerSpec) -> TokenFuture<'a> {
+    fn token<'a>(&'a self, _: &'a TokenAsk) -> SourceFuture<'a> {
         Box::pin(async move {
             let current = self
                 .refresh_token
@@ -250,11 +265,13 @@ impl TokenSource for AgentTokens {
                 .client
                 .refresh(&current, &self.request)
                 .await
-                .map_err(|e| format!("the oidc-agent account's refresh token: {e}"))?;
+                .map_err(|e| {
+                    SourceError::other(format!("the oidc-agent account's refresh token: {e}"))
+                })?;
             if let Some(rotated) = r.refresh_token.clone() {
                 *self.refresh_token.lock().unwrap_or_else(|p| p.into_inner()) = rotated;
             }
-            Ok(issued(r))
+            Ok(issued(r, Origin::Refreshed))
         })
     }
 }
@@ -263,15 +280,14 @@ impl TokenSource for AgentTokens {
 struct Given(Secret);
 
 impl TokenSource for Given {
-    fn token<'a>(&'a self, _: &'a crate::definition::BearerSpec) -> TokenFuture<'a> {
-        Box::pin(async move { Ok((self.0.clone(), expiry(&self.0, None))) })
+    fn token<'a>(&'a self, _: &'a TokenAsk) -> SourceFuture<'a> {
+        Box::pin(async move { Ok(given(self.0.clone())) })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::definition::BearerSpec;
     use std::os::unix::fs::PermissionsExt;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -345,8 +361,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r.name, "OIDC_ACCESS_TOKEN");
-        let (token, _) = r.source.token(&BearerSpec::default()).await.unwrap();
-        assert_eq!(token.expose(), "given-token");
+        let fresh = r.source.token(&TokenAsk::default()).await.unwrap();
+        assert_eq!(fresh.token.expose(), "given-token");
         // A mounted file wins over everything, and is read again at each renewal.
         std::fs::write(&mounted, "mounted-1\n").unwrap();
         std::fs::set_permissions(&mounted, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -359,20 +375,20 @@ mod tests {
         assert_eq!(r.name, "mounted token file");
         assert_eq!(
             r.source
-                .token(&BearerSpec::default())
+                .token(&TokenAsk::default())
                 .await
                 .unwrap()
-                .0
+                .token
                 .expose(),
             "mounted-1"
         );
         std::fs::write(&mounted, "mounted-2").unwrap();
         assert_eq!(
             r.source
-                .token(&BearerSpec::default())
+                .token(&TokenAsk::default())
                 .await
                 .unwrap()
-                .0
+                .token
                 .expose(),
             "mounted-2"
         );

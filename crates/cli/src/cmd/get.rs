@@ -3,10 +3,14 @@
 use crate::config::{IssuerArgs, Settings};
 use crate::prompt::Terminal;
 use anyhow::Context;
-use credkeeper_core::{Requirements, ScopeSet};
-use credkeeper_refresher::LOCAL_IDENTITY;
+use credkeeper_core::{Requirements, Scopes, Secret, TokenAsk};
+use credkeeper_refresher::Origin;
+use credkeeper_refresher::source::{
+    BrokerSource, Fresh, IssuerSource, SourceError, SourceFuture, TokenSource,
+};
 use credkeeper_sink as sink;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 #[command(
@@ -127,8 +131,6 @@ struct VaultPlan {
     token_file: PathBuf,
     min_ttl: i64,
     ttl: i64,
-    scopes: Option<String>,
-    audience: Option<String>,
 }
 
 /// htgettoken's default.
@@ -138,17 +140,16 @@ const DEFAULT_MINSECS: i64 = 60;
 pub struct Plan {
     out: Box<dyn credkeeper_sink::Sink>,
     want: Requirements,
+    ask: TokenAsk,
     source: Source,
 }
 
+/// The source a new token would come from, not yet opened: reusing the out file's token
+/// needs none.
 enum Source {
     Issuer(crate::config::Resolved),
     Vault(VaultPlan),
-    Broker {
-        server: String,
-        scopes: Option<String>,
-        audience: Option<String>,
-    },
+    Broker(String),
 }
 
 pub fn plan(args: &Args, settings: &Settings) -> anyhow::Result<Plan> {
@@ -186,11 +187,7 @@ pub fn plan(args: &Args, settings: &Settings) -> anyhow::Result<Plan> {
     }
     let (source, issuer, scopes, audience) = match (&args.server, vaultserver) {
         (None, Some(server)) => {
-            let scopes = args
-                .issuer
-                .scopes
-                .as_deref()
-                .map(crate::config::normalise_scopes);
+            let scopes = args.issuer.scopes.as_deref().and_then(Scopes::parse);
             let audience = args.issuer.audience.clone();
             let plan = VaultPlan {
                 server,
@@ -213,8 +210,6 @@ pub fn plan(args: &Args, settings: &Settings) -> anyhow::Result<Plan> {
                     v.vaulttokenttl.as_deref().unwrap_or("7d"),
                     "--vaulttokenttl",
                 )?,
-                scopes: scopes.clone(),
-                audience: audience.clone(),
             };
             (Source::Vault(plan), None, scopes, audience)
         }
@@ -223,18 +218,13 @@ pub fn plan(args: &Args, settings: &Settings) -> anyhow::Result<Plan> {
             let scopes = args
                 .issuer
                 .scopes
-                .clone()
-                .or_else(|| f.scopes.clone())
-                .map(|s| crate::config::normalise_scopes(&s));
+                .as_deref()
+                .or(f.scopes.as_deref())
+                .and_then(Scopes::parse);
             let audience = args.issuer.audience.clone().or_else(|| f.audience.clone());
-            let source = Source::Broker {
-                server: server.clone(),
-                scopes: scopes.clone(),
-                audience: audience.clone(),
-            };
             // The broker's providers have issuers this side does not know; the file's
             // token is judged by lifetime, audience and scopes only.
-            (source, None, scopes, audience)
+            (Source::Broker(server.clone()), None, scopes, audience)
         }
         (None, None) => {
             let resolved = settings.resolve(&args.issuer)?;
@@ -249,10 +239,21 @@ pub fn plan(args: &Args, settings: &Settings) -> anyhow::Result<Plan> {
     let want = Requirements {
         min_secs,
         issuer,
-        audience,
-        scopes: ScopeSet::parse(scopes.as_deref().unwrap_or("")),
+        audience: audience.clone(),
+        scopes: scopes.as_ref().map(|s| s.set().clone()).unwrap_or_default(),
     };
-    Ok(Plan { out, want, source })
+    let ask = TokenAsk {
+        provider: args.provider.clone(),
+        scopes,
+        audience,
+        min_secs,
+    };
+    Ok(Plan {
+        out,
+        want,
+        ask,
+        source,
+    })
 }
 
 impl Plan {
@@ -276,161 +277,172 @@ impl Plan {
 
 /// Get a new token from the plan's source and deliver it.
 pub async fn fetch(plan: Plan, args: Args, settings: &Settings) -> anyhow::Result<()> {
-    let Plan { out, want, source } = plan;
-    let (token, how, remaining) = match source {
-        Source::Broker {
-            server,
-            scopes,
-            audience,
-        } => {
-            let client = super::broker_client(&server, &super::RobotLogin::of(&args), settings)?;
-            let token = client
-                .token(&credkeeper_oidc::broker::BrokerAsk {
-                    provider: args.provider.clone(),
-                    scopes,
-                    audience,
-                    minsecs: want.min_secs,
-                })
-                .await?;
-            (
-                token.access_token,
-                "obtained from the broker",
-                Some(token.expires_in),
-            )
-        }
-        Source::Vault(plan) => (
-            from_vault(&plan, &args, want.min_secs, settings).await?,
-            "obtained from the Vault-API server",
-            None,
-        ),
+    let Plan {
+        out, ask, source, ..
+    } = plan;
+    let mut forget = None;
+    let source: Box<dyn TokenSource> = match source {
+        Source::Broker(server) => Box::new(BrokerSource(super::broker_client(
+            &server,
+            &super::RobotLogin::of(&args),
+            settings,
+        )?)),
+        Source::Vault(plan) => Box::new(VaultSource {
+            http: settings.http()?,
+            plan,
+            args,
+        }),
         Source::Issuer(resolved) => {
-            let subject = match &args.subject_token_file {
+            let subject_token = match &args.subject_token_file {
                 Some(p) => Some(sink::read(p).context("subject token")?),
                 None => None,
             };
-            let issuer = super::Issuer::open(&resolved, settings).await?;
-            let refresher = issuer.refresher(LOCAL_IDENTITY);
-            let request = super::token_request(&resolved);
-            let obtained = refresher
-                .obtain(&want, &request, subject.as_ref(), &Terminal::new(true))
-                .await
-                .inspect_err(|_| {
-                    // The cached endpoints may be what failed; rediscover next time.
-                    settings.cache.forget("discovery", &resolved.issuer);
-                })?;
-            (
-                obtained.token,
-                obtained.origin.describe(),
-                obtained.remaining,
-            )
+            let client = super::connect(&resolved, settings).await?;
+            forget = Some(resolved.issuer);
+            Box::new(IssuerSource {
+                client,
+                store: super::open_store(settings)?,
+                defaults: TokenAsk::default(),
+                subject_token,
+                prompt: Arc::new(Terminal::new(true)),
+            })
         }
     };
-    out.deliver(&token)?;
+    let fresh = source.token(&ask).await.inspect_err(|_| {
+        // The cached endpoints may be what failed; rediscover next time.
+        if let Some(issuer) = &forget {
+            settings.cache.forget("discovery", issuer);
+        }
+    })?;
+    out.deliver(&fresh.token)?;
     tracing::info!(
-        "{how}; written to {out} ({} s left)",
-        remaining.map_or("unknown".into(), |r| r.to_string())
+        "{}; written to {out} ({} s left)",
+        fresh.origin.describe(),
+        fresh.expires.map_or("unknown".into(), |e| e
+            .seconds_after(credkeeper_core::Timestamp::now())
+            .to_string())
     );
     Ok(())
 }
 
-/// htgettoken's way: the saved Vault token when it still works, else a Kerberos login
-/// (keytab, or the tickets already in the credential cache), then the bearer-token read.
-async fn from_vault(
-    plan: &VaultPlan,
-    args: &Args,
-    minsecs: i64,
-    settings: &Settings,
-) -> anyhow::Result<credkeeper_core::Secret> {
-    use credkeeper_oidc::vault::VaultClient;
-    let igwn = args.vault.persona == Some(Persona::IgwnRobotGet);
-    let client = VaultClient::new(settings.http()?, &plan.server);
-    let login = super::RobotLogin::of(args);
-    // The principal as igwn-robot-get reads it: LIGO.ORG when it names no realm.
-    let principal = args
-        .principal
-        .as_ref()
-        .map(|p| match (igwn, p.contains('@')) {
-            (true, false) => format!("{p}@LIGO.ORG"),
-            _ => p.clone(),
-        });
-    let principal_key = |p: &str| credkeeper_kerberos::without_realm(p).to_string();
-    let mut credkey = plan
-        .credkey
-        .clone()
-        .or_else(|| principal.as_deref().map(principal_key));
-    let role = |credkey: Option<&str>| match (&plan.role, igwn, credkey) {
-        (Some(r), _, _) => r.clone(),
-        (None, true, Some(k)) => k.split('/').next().unwrap_or(k).to_string(),
-        _ => "default".to_string(),
-    };
-    // 1. The saved Vault token.
-    if let (Some(key), Ok(saved)) = (&credkey, credkeeper_sink::read(&plan.token_file)) {
-        let alive = plan.min_ttl <= 0
-            || match client.lookup_self(&saved).await {
-                Ok(ttl) => ttl >= plan.min_ttl,
-                Err(e) => {
-                    tracing::debug!("saved Vault token: {e}");
-                    false
+/// A Vault-API server, as htgettoken asks it.
+struct VaultSource {
+    http: credkeeper_oidc::Http,
+    plan: VaultPlan,
+    args: Args,
+}
+
+impl TokenSource for VaultSource {
+    fn token<'a>(&'a self, ask: &'a TokenAsk) -> SourceFuture<'a> {
+        Box::pin(async move {
+            let token = self
+                .read(ask)
+                .await
+                .map_err(|e| SourceError::other(format!("{e:#}")))?;
+            Ok(Fresh {
+                token,
+                origin: Origin::VaultServer,
+                expires: None,
+            })
+        })
+    }
+}
+
+impl VaultSource {
+    /// htgettoken's way: the saved Vault token when it still works, else a Kerberos login
+    /// (keytab, or the tickets already in the credential cache), then the bearer-token read.
+    async fn read(&self, ask: &TokenAsk) -> anyhow::Result<Secret> {
+        use credkeeper_oidc::vault::VaultClient;
+        let (plan, args) = (&self.plan, &self.args);
+        let igwn = args.vault.persona == Some(Persona::IgwnRobotGet);
+        let client = VaultClient::new(self.http.clone(), &plan.server);
+        let login = super::RobotLogin::of(args);
+        // The principal as igwn-robot-get reads it: LIGO.ORG when it names no realm.
+        let principal = args
+            .principal
+            .as_ref()
+            .map(|p| match (igwn, p.contains('@')) {
+                (true, false) => format!("{p}@LIGO.ORG"),
+                _ => p.clone(),
+            });
+        let principal_key = |p: &str| credkeeper_kerberos::without_realm(p).to_string();
+        let mut credkey = plan
+            .credkey
+            .clone()
+            .or_else(|| principal.as_deref().map(principal_key));
+        let role = |credkey: Option<&str>| match (&plan.role, igwn, credkey) {
+            (Some(r), _, _) => r.clone(),
+            (None, true, Some(k)) => k.split('/').next().unwrap_or(k).to_string(),
+            _ => "default".to_string(),
+        };
+        // 1. The saved Vault token.
+        if let (Some(key), Ok(saved)) = (&credkey, credkeeper_sink::read(&plan.token_file)) {
+            let alive = plan.min_ttl <= 0
+                || match client.lookup_self(&saved).await {
+                    Ok(ttl) => ttl >= plan.min_ttl,
+                    Err(e) => {
+                        tracing::debug!("saved Vault token: {e}");
+                        false
+                    }
+                };
+            if alive {
+                let role = role(Some(key));
+                let read = client
+                    .read_token(&saved, &secret_path(plan, ask, key, &role))
+                    .await;
+                match read {
+                    Ok(token) => return Ok(token),
+                    Err(e) => tracing::info!(
+                        "the saved Vault token was not accepted ({e}); logging in with Kerberos"
+                    ),
                 }
-            };
-        if alive {
-            let role = role(Some(key));
-            let read = client
-                .read_token(&saved, &secret_path(plan, key, &role, minsecs))
-                .await;
-            match read {
-                Ok(token) => return Ok(token),
-                Err(e) => tracing::info!(
-                    "the saved Vault token was not accepted ({e}); logging in with Kerberos"
-                ),
             }
         }
-    }
-    // 2. Kerberos: the keytab, else the credential cache.
-    let initiator = match login.initiator()? {
-        Some(i) => i,
-        None => {
-            credkeeper_kerberos::Initiator::from_cache(args.ccache.as_deref()).map_err(|e| {
-                anyhow::anyhow!(
-                    "{e}; give the robot's keytab with -k/--keytab (or KRB5_KTNAME), or kinit first"
-                )
-            })?
+        // 2. Kerberos: the keytab, else the credential cache.
+        let initiator = match login.initiator()? {
+            Some(i) => i,
+            None => credkeeper_kerberos::Initiator::from_cache(args.ccache.as_deref())
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{e}; give the robot's keytab with -k/--keytab (or KRB5_KTNAME), or kinit first"
+                    )
+                })?,
+        };
+        let key = credkey
+            .get_or_insert_with(|| principal_key(initiator.principal()))
+            .clone();
+        let role = role(Some(&key));
+        let negotiator = crate::kerberos::KeytabNegotiator {
+            initiator,
+            service: "host",
+        };
+        let mut vault = client
+            .kerberos_login(&negotiator, &plan.issuer, &role)
+            .await?;
+        if vault.lease_secs > plan.ttl {
+            vault = client.token_create(&vault.token, plan.ttl).await?;
         }
-    };
-    let key = credkey
-        .get_or_insert_with(|| principal_key(initiator.principal()))
-        .clone();
-    let role = role(Some(&key));
-    let negotiator = crate::kerberos::KeytabNegotiator {
-        initiator,
-        service: "host",
-    };
-    let mut vault = client
-        .kerberos_login(&negotiator, &plan.issuer, &role)
-        .await?;
-    if vault.lease_secs > plan.ttl {
-        vault = client.token_create(&vault.token, plan.ttl).await?;
+        let token = client
+            .read_token(&vault.token, &secret_path(plan, ask, &key, &role))
+            .await?;
+        // Saved only once it has worked, as htgettoken does.
+        credkeeper_sink::write_token(&plan.token_file, &vault.token)?;
+        Ok(token)
     }
-    let token = client
-        .read_token(&vault.token, &secret_path(plan, &key, &role, minsecs))
-        .await?;
-    // Saved only once it has worked, as htgettoken does.
-    credkeeper_sink::write_token(&plan.token_file, &vault.token)?;
-    Ok(token)
 }
 
 fn secret_path<'a>(
     plan: &'a VaultPlan,
+    ask: &'a TokenAsk,
     credkey: &'a str,
     role: &'a str,
-    minsecs: i64,
 ) -> credkeeper_oidc::vault::SecretPath<'a> {
     credkeeper_oidc::vault::SecretPath {
         issuer: &plan.issuer,
         credkey,
         role,
-        minsecs,
-        scopes: plan.scopes.as_deref(),
-        audience: plan.audience.as_deref(),
+        minsecs: ask.min_secs,
+        scopes: ask.scope_text(),
+        audience: ask.audience.as_deref(),
     }
 }

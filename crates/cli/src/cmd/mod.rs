@@ -148,7 +148,7 @@ pub fn existing_store(settings: &Settings) -> anyhow::Result<Option<Arc<dyn Stor
 
 pub fn token_request(r: &Resolved) -> TokenRequest {
     TokenRequest {
-        scopes: r.scopes.clone(),
+        scopes: r.scopes.as_ref().map(|s| s.to_string()),
         audience: r.audience.clone(),
     }
 }

@@ -2,11 +2,12 @@
 
 use crate::config::{IssuerArgs, Settings};
 use anyhow::Context;
-use credkeeper_core::{Secret, Timestamp};
+use credkeeper_core::{Secret, TokenAsk};
+use credkeeper_refresher::source::{BrokerSource, IssuerSource, TokenSource};
 use credkeeper_tasks::Task;
-use credkeeper_tasks::definition::{self, BearerSpec, Options};
-use credkeeper_tasks::run::{RunOptions, TokenFuture, TokenSource};
-use credkeeper_tasks::template::Sources;
+use credkeeper_tasks::daemon::{self, Daemon, Definitions, Ended, TaskStore};
+use credkeeper_tasks::definition::Options;
+use credkeeper_tasks::run::RunOptions;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -104,9 +105,6 @@ pub fn secret(cmd: SecretCommand, settings: &Settings) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-/// Runs kept per task.
-const KEEP_RUNS: usize = 100;
 
 pub fn history(task: &str, limit: usize, output: bool, settings: &Settings) -> anyhow::Result<()> {
     let store = super::open_store(settings)?;
@@ -266,11 +264,17 @@ impl TokenArgs {
                     "name where tokens come from: a broker with --server (CREDKEEPER_SERVER), or an issuer with --issuer (CREDKEEPER_ISSUER)"
                 );
             }
+            // Never interactive: a task has no one to answer a login.
             let resolved = settings.resolve(&self.issuer)?;
-            return Ok(Arc::new(IssuerTokens {
-                issuer: super::Issuer::open(&resolved, settings).await?,
-                resolved,
-            }));
+            return Ok(Arc::new(IssuerSource::unattended(
+                super::connect(&resolved, settings).await?,
+                super::open_store(settings)?,
+                TokenAsk {
+                    scopes: resolved.scopes,
+                    audience: resolved.audience,
+                    ..TokenAsk::default()
+                },
+            )));
         };
         let login = super::RobotLogin {
             robot: self.robot.as_deref(),
@@ -279,9 +283,9 @@ impl TokenArgs {
             jwt_file: self.jwt_file.as_deref(),
             ..Default::default()
         };
-        Ok(Arc::new(BrokerTokens {
-            client: super::broker_client(server, &login, settings)?,
-        }))
+        Ok(Arc::new(BrokerSource(super::broker_client(
+            server, &login, settings,
+        )?)))
     }
 }
 
@@ -350,43 +354,24 @@ impl Files {
         })
     }
 
-    fn vars(&self, store: Option<Arc<dyn credkeeper_store::TaskSecrets>>) -> Sources {
-        Sources {
-            env: true,
-            dirs: self.secret_dirs.clone(),
-            store,
-        }
-    }
-
-    fn load(&self) -> anyhow::Result<(Vec<Task>, Options)> {
-        let options = self.options()?;
-        let mut tasks = Vec::new();
-        for f in &self.files {
-            tasks.extend(definition::load(f, &options)?);
-        }
-        let mut seen = std::collections::HashSet::new();
-        for t in &tasks {
-            anyhow::ensure!(
-                seen.insert(t.name.clone()),
-                "task `{}` is defined twice",
-                t.name
-            );
-        }
-        Ok((tasks, options))
+    fn definitions(&self) -> anyhow::Result<Definitions> {
+        Ok(Definitions {
+            files: self.files.clone(),
+            options: self.options()?,
+        })
     }
 }
 
 pub fn validate(files: &Files, settings: &Settings) -> anyhow::Result<()> {
-    let (tasks, options) = files.load()?;
     let store =
         super::existing_store(settings)?.map(|s| s as Arc<dyn credkeeper_store::TaskSecrets>);
-    definition::validate(&tasks, &files.vars(store), &options)?;
+    let tasks = files.definitions()?.validated(store)?;
     eprintln!("{} task(s) valid", tasks.len());
     Ok(())
 }
 
 pub fn list(files: &Files, settings: &Settings) -> anyhow::Result<()> {
-    let (tasks, _) = files.load()?;
+    let tasks = files.definitions()?.load()?;
     let store = super::existing_store(settings)?;
     let now = chrono_now();
     println!(
@@ -425,144 +410,54 @@ fn chrono_now() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now()
 }
 
-/// Bearer tokens from a credkeeper broker, as the task's robot.
-struct BrokerTokens {
-    client: credkeeper_oidc::broker::BrokerClient,
-}
-
-impl TokenSource for BrokerTokens {
-    fn token<'a>(&'a self, spec: &'a BearerSpec) -> TokenFuture<'a> {
-        Box::pin(async move {
-            let ask = credkeeper_oidc::broker::BrokerAsk {
-                provider: spec.provider.clone(),
-                scopes: spec.scopes.clone(),
-                audience: spec.audience.clone(),
-                minsecs: 60,
-            };
-            let given = self.client.token(&ask).await.map_err(|e| e.to_string())?;
-            let expires = Timestamp::now().plus_secs(given.expires_in);
-            Ok((Secret::new(given.access_token.expose()), expires))
-        })
-    }
-}
-
-/// Bearer tokens straight from an issuer: the stored refresh token of `credkeeper login`,
-/// else client credentials. Never interactive: a task has no one to answer.
-struct IssuerTokens {
-    issuer: super::Issuer,
-    resolved: crate::config::Resolved,
-}
-
-struct Unattended;
-
-impl credkeeper_refresher::Prompt for Unattended {
-    fn interactive(&self) -> bool {
-        false
-    }
-    fn device_code(&self, _: &credkeeper_oidc::DeviceAuthorization) {}
-    fn browser_url(&self, _: &str) {}
-    fn login_finished(&self, _: bool) {}
-}
-
-impl TokenSource for IssuerTokens {
-    fn token<'a>(&'a self, spec: &'a BearerSpec) -> TokenFuture<'a> {
-        Box::pin(async move {
-            if let Some(provider) = &spec.provider {
-                return Err(format!(
-                    "credentials.bearer.provider `{provider}` names a broker's provider, but tokens come from the issuer {} (no --server)",
-                    self.resolved.issuer
-                ));
-            }
-            let r = &self.resolved;
-            let scopes = spec
-                .scopes
-                .as_deref()
-                .map(crate::config::normalise_scopes)
-                .or_else(|| r.scopes.clone());
-            let audience = spec.audience.clone().or_else(|| r.audience.clone());
-            let want = credkeeper_core::Requirements {
-                min_secs: 60,
-                issuer: Some(r.issuer.clone()),
-                audience: audience.clone(),
-                scopes: credkeeper_core::ScopeSet::parse(scopes.as_deref().unwrap_or("")),
-            };
-            let request = credkeeper_oidc::TokenRequest { scopes, audience };
-            let obtained = self
-                .issuer
-                .refresher(credkeeper_refresher::LOCAL_IDENTITY)
-                .obtain(&want, &request, None, &Unattended)
-                .await
-                .map_err(|e| e.to_string())?;
-            // An opaque token without expires_in: assume five minutes, so it is
-            // rewritten often rather than held past its end.
-            let expires = Timestamp::now().plus_secs(obtained.remaining.unwrap_or(300));
-            Ok((obtained.token, expires))
-        })
-    }
-}
-
 pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
-    let (tasks, options) = args.files.load()?;
-    let task = tasks
-        .iter()
-        .find(|t| t.name == args.task)
-        .with_context(|| {
-            format!(
-                "no task `{}` in {}",
-                args.task,
-                args.files
-                    .files
-                    .iter()
-                    .map(|f| f.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
+    let definitions = args.files.definitions()?;
+    let task = definitions.find(definitions.load()?, &args.task)?;
     // One store for the secrets, the history and the metrics.
-    let history = super::open_store(settings)?;
-    let rendered = task.render(&args.files.vars(Some(history.clone())), &options)?;
+    let store = task_store(super::open_store(settings)?);
+    let rendered = definitions.render(&task, &store)?;
     let tokens = if task.credentials.bearer.is_some() {
         args.tokens
-            .source_for(&[task], settings)
+            .source_for(&[&task], settings)
             .await
             .with_context(|| format!("task `{}` declares a bearer token", task.name))?
     } else {
         None
     };
-    // SIGTERM (a CronJob's deadline, `kubectl delete`) or SIGINT: dropping the run stops
-    // its command and removes its private directory before credkeeper exits.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let upstream = task
         .credentials
         .bearer
         .as_ref()
         .is_some_and(|b| b.upstream_routes);
     let run_options = args.tokens.run_options(upstream, settings)?;
-    sweep(&run_options);
-    let outcome = tokio::select! {
-        o = credkeeper_tasks::run::run(task, &rendered, tokens, &run_options) => o,
-        _ = term.recv() => {
-            eprintln!("credkeeper: task `{}` stopped by SIGTERM; its credentials were removed", task.name);
+    let ended = daemon::run_one(
+        &task,
+        &rendered,
+        &store,
+        tokens,
+        &run_options,
+        args.metrics_file.as_deref(),
+    )
+    .await?;
+    let outcome = match ended {
+        Ended::Finished(outcome) => outcome,
+        Ended::Terminated => {
+            eprintln!(
+                "credkeeper: task `{}` stopped by SIGTERM; its credentials were removed",
+                task.name
+            );
             return Err(crate::Exit(143).into());
         }
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("credkeeper: task `{}` interrupted; its credentials were removed", task.name);
+        Ended::Interrupted => {
+            eprintln!(
+                "credkeeper: task `{}` interrupted; its credentials were removed",
+                task.name
+            );
             return Err(crate::Exit(130).into());
         }
     };
     if !outcome.output.is_empty() {
         print!("{}", outcome.output);
-    }
-    record_in(&*history, task, &outcome);
-    if let Some(path) = &args.metrics_file {
-        let metrics = credkeeper_tasks::metrics::Metrics::default();
-        match history.runs(&task.name, KEEP_RUNS) {
-            Ok(runs) => metrics.replay(&runs),
-            Err(e) => tracing::warn!("metrics from the run history: {e}"),
-        }
-        if let Err(e) = metrics.write(path) {
-            tracing::warn!("metrics file {}: {e}", path.display());
-        }
     }
     let took = outcome.ended.seconds_after(outcome.started);
     match &outcome.reason {
@@ -584,201 +479,38 @@ pub async fn run(args: RunArgs, settings: &Settings) -> anyhow::Result<()> {
     }
 }
 
-/// Keep the run in the store's history (a failure is reported; the run's status stands).
-fn record_in(
-    store: &dyn credkeeper_store::TaskHistory,
-    task: &Task,
-    outcome: &credkeeper_tasks::run::Outcome,
-) {
-    let run = credkeeper_store::TaskRun {
-        task: task.name.clone(),
-        started: outcome.started,
-        ended: outcome.ended,
-        status: outcome.status,
-        attempts: outcome.attempts,
-        reason: outcome.reason.clone(),
-        output: outcome.output.clone(),
-    };
-    if let Err(e) = store.record_run(&run, KEEP_RUNS) {
-        tracing::warn!("run history: {e}");
-    }
-}
-
-/// Remove what runs of a killed credkeeper left behind (their credentials), saying so.
-fn sweep(options: &RunOptions) {
-    for dir in credkeeper_tasks::run::sweep_stale(&options.base_dir) {
-        tracing::warn!(
-            "removed {}: a run's credentials left behind when its credkeeper was killed",
-            dir.display()
-        );
-    }
-}
-
-/// Give the freed memory of a definitions parse back to the system: a YAML file of
-/// thousands of tasks leaves tens of MB the allocator would otherwise keep.
-fn trim_heap() {
-    // SAFETY: malloc_trim only returns free heap pages to the kernel; it has no
-    // preconditions and touches no live allocation.
-    unsafe {
-        libc::malloc_trim(0);
+/// The store's task history and task secrets.
+fn task_store(store: Arc<dyn credkeeper_store::Store>) -> TaskStore {
+    TaskStore {
+        history: store.clone(),
+        secrets: store,
     }
 }
 
 /// `tasks serve`: the scheduler until SIGTERM/SIGINT; SIGHUP or a changed file reloads.
 pub async fn serve(args: ServeArgs, settings: &Settings) -> anyhow::Result<()> {
-    use credkeeper_tasks::scheduler::{Hooks, serve};
-    let (tasks, options) = args.files.load()?;
-    // One store for the secrets and the history, written off the scheduler's threads
-    // (each record is a durable SQLite transaction).
-    let history = super::open_store(settings)?;
-    let store: Arc<dyn credkeeper_store::TaskSecrets> = history.clone();
-    definition::validate(&tasks, &args.files.vars(Some(store.clone())), &options)?;
+    let definitions = args.files.definitions()?;
+    // One store for the secrets and the history.
+    let store = task_store(super::open_store(settings)?);
+    let tasks = definitions.validated(Some(store.secrets.clone()))?;
     let scheduled = tasks.iter().filter(|t| !t.disabled).count();
     // With a source named, tokens are at hand even for bearer tasks a reload adds later.
     let tokens = args
         .tokens
         .source_for(&tasks.iter().collect::<Vec<_>>(), settings)
         .await?;
-    // A reload may add a values cronjob that takes its token upstream's way.
-    let run_options = args.tokens.run_options(true, settings)?;
-    let files = Arc::new(args.files);
     drop(tasks);
-    let metrics = Arc::new(credkeeper_tasks::metrics::Metrics::default());
-    let metrics_file = args.metrics_file.clone();
-    let publish = {
-        let metrics = metrics.clone();
-        move || {
-            if let Some(path) = &metrics_file
-                && let Err(e) = metrics.write(path)
-            {
-                tracing::warn!("metrics file {}: {e}", path.display());
-            }
-        }
-    };
-    let publish = Arc::new(publish);
-    let hooks = Hooks {
-        load: {
-            let (files, store) = (files.clone(), store.clone());
-            // A reload is checked as the start was: an undefined name or a secret on a
-            // command line keeps the definitions in effect instead of failing runs later.
-            Box::new(move || {
-                let loaded = files
-                    .load()
-                    .and_then(|(tasks, options)| {
-                        definition::validate(&tasks, &files.vars(Some(store.clone())), &options)?;
-                        Ok(tasks)
-                    })
-                    .map_err(|e| format!("{e:#}"));
-                trim_heap();
-                loaded
-            })
-        },
-        render: {
-            let files = files.clone();
-            Arc::new(move |task: &Task| {
-                task.render(
-                    &files.vars(Some(store.clone())),
-                    &files.options().unwrap_or_default(),
-                )
-            })
-        },
-        last_started: {
-            let history = history.clone();
-            Box::new(move |name: &str| history.last_started(name).ok()?)
-        },
-        finished: {
-            let history = history.clone();
-            let (metrics, publish) = (metrics.clone(), publish.clone());
-            Arc::new(
-                move |task: &Task, outcome: &credkeeper_tasks::run::Outcome| {
-                    match &outcome.reason {
-                        None => tracing::info!(
-                            task = task.name,
-                            attempts = outcome.attempts,
-                            "run succeeded"
-                        ),
-                        Some(r) => tracing::warn!(
-                            task = task.name,
-                            attempts = outcome.attempts,
-                            "run failed: {r}"
-                        ),
-                    }
-                    metrics.finished(&task.name, outcome);
-                    let (history, task, outcome) = (history.clone(), task.clone(), outcome.clone());
-                    tokio::task::spawn_blocking(move || record_in(&*history, &task, &outcome));
-                    publish();
-                },
-            )
-        },
-        skipped: {
-            let (metrics, publish) = (metrics.clone(), publish.clone());
-            Arc::new(move |task: &Task, why: &str| {
-                tracing::warn!(task = task.name, "due run skipped: {why}");
-                metrics.skipped(&task.name);
-                publish();
-            })
-        },
-        missed: {
-            let (metrics, publish) = (metrics.clone(), publish.clone());
-            Box::new(move |task: &Task, runs: u64| {
-                metrics.missed(&task.name, runs);
-                publish();
-            })
-        },
-        claim: {
-            let history = history.clone();
-            Box::new(move |due: &[(&str, credkeeper_core::Timestamp)]| {
-                history.claim_runs(due).map_err(|e| e.to_string())
-            })
-        },
-        tokens,
-    };
-    let (reload_tx, reload_rx) = tokio::sync::watch::channel(0u64);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // SIGHUP, or a definition file changed (checked every 2 s): reload.
-    let watched: Vec<PathBuf> = files.files.clone();
-    tokio::spawn(async move {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(_) => return,
-        };
-        let stamp = |paths: &[PathBuf]| -> Vec<Option<std::time::SystemTime>> {
-            paths
-                .iter()
-                .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-                .collect()
-        };
-        let mut seen = stamp(&watched);
-        let mut n = 0u64;
-        loop {
-            tokio::select! {
-                _ = hup.recv() => {}
-                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {
-                    let now = stamp(&watched);
-                    if now == seen { continue; }
-                    seen = now;
-                }
-            }
-            n += 1;
-            let _ = reload_tx.send(n);
-        }
-    });
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("stopping: no new runs");
-        let _ = stop_tx.send(true);
-    });
-    sweep(&run_options);
     eprintln!("credkeeper tasks serve: {scheduled} task(s) scheduled");
-    serve(hooks, Arc::new(run_options), args.grace, reload_rx, stop_rx)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))
+    Daemon {
+        definitions,
+        store,
+        tokens,
+        // A reload may add a values cronjob that takes its token upstream's way.
+        run_options: args.tokens.run_options(true, settings)?,
+        grace_secs: args.grace,
+        metrics_file: args.metrics_file,
+    }
+    .serve()
+    .await?;
+    Ok(())
 }

@@ -4,7 +4,7 @@ use crate::Exit;
 use crate::config::Settings;
 use anyhow::Context;
 use credkeeper_core::verify::{Expectations, Profile};
-use credkeeper_core::{Jwt, ScopeSet, Secret, Timestamp};
+use credkeeper_core::{Jwt, Secret, Timestamp};
 use credkeeper_oidc::KeyCache;
 use credkeeper_sink as sink;
 use serde_json::{Value, json};
@@ -189,7 +189,9 @@ async fn verify(args: VerifyArgs, settings: &Settings) -> anyhow::Result<()> {
     let expect = Expectations {
         issuer: Some(issuer.clone()),
         audience: args.audience.clone(),
-        scopes: ScopeSet::parse(&crate::config::normalise_scopes(&args.scopes.join(" "))),
+        scopes: credkeeper_core::Scopes::parse(&args.scopes.join(" "))
+            .map(|s| s.set().clone())
+            .unwrap_or_default(),
         profile: args.profile,
         leeway: args.leeway,
     };
