@@ -1,11 +1,11 @@
-//! The CredD's files as the credmon reads them. First byte even: a key file
+//! The CredD's files as the credmon and the broker's web login read them (credkeeper_sink::condor). First byte even: a key file
 //! (`<cred_dir>/<64 hex>`, old-syntax ClassAds) through keyfile::parse, each ad's
 //! token_name taken. Odd: a token response / `.use` / `.top` JSON object through
 //! files::shape_use (the `.use` upstream writes). Neither panics; shape_use takes the
 //! refresh token out and adds `expires_at` exactly when `expires_in` is an integer.
 #![no_main]
 
-use credkeeper_credmon::{files, keyfile};
+use credkeeper_sink::condor::{self as files, keyfile};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
 

@@ -14,8 +14,6 @@
 pub mod condor_config;
 pub mod daemon;
 pub mod error;
-pub mod files;
-pub mod keyfile;
 pub mod pass;
 pub mod settings;
 pub mod status;

@@ -648,7 +648,7 @@ impl Credmon {
             Err(e) => return self.fail(user, token, "oauth", e.to_string()),
         };
         let now = Timestamp::now().unix();
-        let (response, new_rt, expires_at) = crate::files::shape_use(response, now);
+        let (response, new_rt, expires_at) = credkeeper_sink::condor::shape_use(response, now);
         // Without a new refresh token the old one stays, as upstream's oauthlib does.
         if let Some(rt) = new_rt {
             top.insert("refresh_token".into(), json!(rt));
@@ -659,12 +659,16 @@ impl Credmon {
         let cred_dir = self.dir().to_path_buf();
         let use_path = dir.join(format!("{token}.use"));
         let written = tokio::task::spawn_blocking(move || {
-            crate::files::write_cred_file(
+            credkeeper_sink::condor::write_cred_file(
                 &cred_dir,
                 &use_path,
                 &Value::Object(response).to_string(),
             )?;
-            crate::files::write_cred_file(&cred_dir, &top_path, &Value::Object(top).to_string())
+            credkeeper_sink::condor::write_cred_file(
+                &cred_dir,
+                &top_path,
+                &Value::Object(top).to_string(),
+            )
         })
         .await;
         match written {
@@ -746,7 +750,11 @@ impl Credmon {
     }
 
     fn write(&self, path: &Path, contents: &str) -> Result<(), PassError> {
-        Ok(crate::files::write_cred_file(self.dir(), path, contents)?)
+        Ok(credkeeper_sink::condor::write_cred_file(
+            self.dir(),
+            path,
+            contents,
+        )?)
     }
 }
 

@@ -6,6 +6,9 @@
 //!   Token Discovery file by default) and [`Stdout`] here; the daemons that deliver to
 //!   directories of their own (credmon's HTCondor credential directory, a task's private
 //!   run directory) implement it on top of [`file`].
+//! - [`condor`]: the HTCondor credential directory's files (`.top` / `.use` in
+//!   scitokens-credmon's shapes, the CredD's key files), for credmon and the broker's web
+//!   login alike.
 //! - [`file`]: replacing a file so that a reader never sees a partial one.
 //! - [`discovery`]: where a token is found (WLCG Bearer Token Discovery).
 //! - [`perm`]: the ssh-style refusal of secret files that others can read, for the files
@@ -14,6 +17,7 @@
 //! What it is not: it never decides which token to write or when, and never talks to an
 //! issuer or a store.
 
+pub mod condor;
 pub mod discovery;
 pub mod file;
 pub mod perm;

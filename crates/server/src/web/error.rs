@@ -1,6 +1,6 @@
 //! What can go wrong in a web login, in words for the person at the browser.
 
-use credkeeper_credmon::keyfile::KeyFileError;
+use credkeeper_sink::condor::KeyFileError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {

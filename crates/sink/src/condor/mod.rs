@@ -1,5 +1,11 @@
-//! The credential files as upstream writes them, shared by the credmon's pass and the
-//! broker's web login for CredD key files.
+//! The HTCondor credential directory (`SEC_CREDENTIAL_DIRECTORY_OAUTH`) as a sink: the
+//! `.top` / `.use` files in the shapes scitokens-credmon writes them, and the CredD's key
+//! files ([`keyfile`]) that say which logins a user still has to do. Written by credmon's
+//! refreshing pass and by the broker's web login for CredD key files alike.
+
+pub mod keyfile;
+
+pub use keyfile::{KeyAd, KeyFileError};
 
 use serde_json::{Map, Value, json};
 use std::path::Path;
@@ -37,8 +43,8 @@ pub fn write_cred_file(
     cred_dir: &Path,
     path: &Path,
     contents: &str,
-) -> Result<(), credkeeper_sink::SinkError> {
-    credkeeper_sink::write_atomic_via(Some(cred_dir), path, contents.as_bytes(), 0o400)
+) -> Result<(), crate::SinkError> {
+    crate::write_atomic_via(Some(cred_dir), path, contents.as_bytes(), 0o400)
 }
 
 #[cfg(test)]
