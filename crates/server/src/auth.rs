@@ -3,8 +3,9 @@
 //! e.g. a Kubernetes service-account token). Each method maps to exactly one configured
 //! robot; the policy that follows is the robot's, whatever the method.
 
-use crate::broker::{Broker, Refusal};
+use crate::broker::Broker;
 use crate::config::Config;
+use crate::refusal::Refusal;
 use credkeeper_core::{Jwt, Secret};
 use credkeeper_kerberos::{Acceptor, KerberosError};
 use credkeeper_oidc::KeyCache;

@@ -3,8 +3,9 @@
 
 use crate::audit::{Audit, Event};
 use crate::auth::{Caller, Method};
-use crate::config::{Config, ProviderSection, RobotSection, fill};
+use crate::config::{Config, ProviderSection};
 use crate::metrics::{DenyLabels, Metrics, UNKNOWN, VendLabels};
+use crate::refusal::{Code, Refusal};
 use crate::robots::SecretCheck;
 use credkeeper_core::{Jwt, ScopeSet, Secret, Timestamp};
 use credkeeper_issuer::{Grant, LocalIssuer};
@@ -16,8 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-/// The name of the broker's own issuer among the providers.
-pub const LOCAL: &str = "local";
+use crate::policy::LOCAL;
 
 /// A token request (`POST /api/v1/token`).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -49,85 +49,6 @@ pub struct TokenGiven {
     pub provider: String,
 }
 
-/// Why a request was not served; `code` is stable for clients to act on.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Refusal {
-    pub code: Code,
-    pub message: String,
-}
-
-/// Why a request was refused: the stable `error` codes of the API (README), each with its
-/// HTTP status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Code {
-    Unauthenticated,
-    Forbidden,
-    UnknownProvider,
-    NeedsLogin,
-    BadRequest,
-    ProviderError,
-    Busy,
-    AuditUnavailable,
-    Internal,
-}
-
-impl Code {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::Unauthenticated => "unauthenticated",
-            Code::Forbidden => "forbidden",
-            Code::UnknownProvider => "unknown_provider",
-            Code::NeedsLogin => "needs_login",
-            Code::BadRequest => "bad_request",
-            Code::ProviderError => "provider_error",
-            Code::Busy => "busy",
-            Code::AuditUnavailable => "audit_unavailable",
-            Code::Internal => "internal",
-        }
-    }
-
-    /// The HTTP status of the robot API for the code.
-    pub fn status(self) -> u16 {
-        match self {
-            Code::Unauthenticated => 401,
-            Code::Forbidden => 403,
-            Code::UnknownProvider => 404,
-            Code::NeedsLogin => 409,
-            Code::BadRequest => 400,
-            Code::ProviderError => 502,
-            Code::Busy | Code::AuditUnavailable => 503,
-            Code::Internal => 500,
-        }
-    }
-}
-
-impl Refusal {
-    pub fn new(code: Code, message: impl Into<String>) -> Refusal {
-        Refusal {
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub fn unauthenticated(message: impl Into<String>) -> Refusal {
-        Refusal::new(Code::Unauthenticated, message)
-    }
-
-    pub fn forbidden(message: impl Into<String>) -> Refusal {
-        Refusal::new(Code::Forbidden, message)
-    }
-
-    pub fn internal(message: impl Into<String>) -> Refusal {
-        Refusal::new(Code::Internal, message)
-    }
-
-    /// The HTTP status for the code.
-    pub fn status(&self) -> u16 {
-        self.code.status()
-    }
-}
-
 /// Where a vended token came from, as the audit log and the metrics say it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -151,10 +72,6 @@ impl Source {
         }
     }
 }
-
-/// How long a client told `busy` (503) is asked to wait before it tries again
-/// (`Retry-After`).
-pub const BUSY_RETRY_SECS: u32 = 30;
 
 /// A token goes out only once its audit line is written.
 async fn audited(recorded: crate::audit::Recorded) -> Result<(), Refusal> {
@@ -432,23 +349,18 @@ impl Broker {
         provider: &str,
         ask: &TokenAsk,
     ) -> Result<(TokenGiven, Source), Refusal> {
-        let r = self
-            .config
-            .robot(robot)
-            .ok_or_else(|| Refusal::new(Code::Unauthenticated, "robot name or secret is wrong"))?;
-        if !r.providers.iter().any(|p| p == provider) {
-            return Err(Refusal::new(
-                Code::Forbidden,
-                format!("robot `{robot}` may not use provider `{provider}`"),
-            ));
-        }
-        let section = match provider {
-            LOCAL => None,
-            name => Some(self.config.provider(name).ok_or_else(|| {
-                Refusal::new(Code::UnknownProvider, format!("no provider named `{name}`"))
-            })?),
-        };
-        let (scope, audience) = self.decide(r, section, ask)?;
+        let crate::policy::Decision {
+            robot: r,
+            provider: section,
+            scope,
+            audience,
+        } = crate::policy::decide(
+            &self.config,
+            robot,
+            provider,
+            ask.scopes.as_deref(),
+            ask.audience.as_deref(),
+        )?;
         let minsecs = ask.minsecs.unwrap_or(60).max(0);
         let key = CacheKey {
             robot: robot.into(),
@@ -502,63 +414,6 @@ impl Broker {
             cache.insert(key, (token.clone(), expires));
         }
         Ok((given(&token, expires), source))
-    }
-
-    /// The scopes and audience to grant, or why not.
-    fn decide(
-        &self,
-        robot: &RobotSection,
-        provider: Option<&ProviderSection>,
-        ask: &TokenAsk,
-    ) -> Result<(String, String), Refusal> {
-        let default_scope = match provider {
-            None => fill(&self.config.issuer.authz_template, robot.username()),
-            Some(p) => p.scopes.clone().unwrap_or_default(),
-        };
-        let asked = ask
-            .scopes
-            .as_deref()
-            .map(|s| {
-                s.split([',', ' '])
-                    .filter(|x| !x.is_empty())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .filter(|s| !s.is_empty());
-        let scope = asked.unwrap_or(default_scope);
-        // Signed as written, so each is taken only as written (no `..`, nothing encoded).
-        for s in scope.split_whitespace() {
-            credkeeper_core::Scope::requested(s)
-                .map_err(|e| Refusal::new(Code::BadRequest, e.to_string()))?;
-        }
-        let requested = ScopeSet::parse(&scope);
-        let allowed = robot.allowed_scopes();
-        let missing = allowed.missing(&requested);
-        if !missing.is_empty() {
-            let names: Vec<String> = missing.iter().map(|s| s.to_string()).collect();
-            return Err(Refusal::new(
-                Code::Forbidden,
-                format!(
-                    "robot `{}` may not have scope {}",
-                    robot.name,
-                    names.join(" ")
-                ),
-            ));
-        }
-        let audience = match (&ask.audience, provider) {
-            (Some(a), _) => {
-                if !robot.may_use_audience(a) {
-                    return Err(Refusal::new(
-                        Code::Forbidden,
-                        format!("robot `{}` may not ask for audience {a}", robot.name),
-                    ));
-                }
-                a.clone()
-            }
-            (None, None) => self.config.issuer.audience.clone(),
-            (None, Some(p)) => p.audience.clone().unwrap_or_default(),
-        };
-        Ok((scope, audience))
     }
 
     fn cached(&self, key: &CacheKey, minsecs: i64) -> Option<(Secret, Timestamp)> {

@@ -7,7 +7,8 @@
 //! in the store's shared state, so a login started at one broker can be polled, and
 //! finished, at any broker sharing the store.
 
-use crate::broker::{Broker, Code, Refusal};
+use crate::broker::Broker;
+use crate::refusal::{Code, Refusal};
 use crate::shared::Shared;
 use crate::web::{lock, random};
 use credkeeper_core::{Secret, Timestamp};

@@ -1,7 +1,8 @@
 //! The HTTP face of the broker: routes, the robot-authentication extractor, JSON errors.
 
 use crate::auth::{Caller, Presented};
-use crate::broker::{Broker, Code, Refusal, TokenAsk};
+use crate::broker::{Broker, TokenAsk};
+use crate::refusal::{Code, Refusal};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -69,7 +70,7 @@ impl IntoResponse for Refusal {
 pub(crate) fn retry_after(response: &mut Response) {
     response.headers_mut().insert(
         header::RETRY_AFTER,
-        HeaderValue::from(crate::broker::BUSY_RETRY_SECS),
+        HeaderValue::from(crate::refusal::BUSY_RETRY_SECS),
     );
 }
 

@@ -20,6 +20,8 @@ pub mod http;
 pub mod issuer_keys;
 pub mod keeper;
 pub mod metrics;
+pub mod policy;
+pub mod refusal;
 pub mod registry_token;
 pub mod robots;
 pub mod shared;
@@ -200,7 +202,7 @@ pub fn dev_config(listen: SocketAddr) -> Config {
             ..Default::default()
         },
         username: None,
-        providers: vec![broker::LOCAL.into()],
+        providers: vec![policy::LOCAL.into()],
         scopes: [
             "read:/",
             "write:/",

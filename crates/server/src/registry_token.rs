@@ -10,8 +10,9 @@
 //! robot, `access` the granted subset, header `x5c` the signing certificate chain.
 
 use crate::auth::{Caller, Method};
-use crate::broker::{Broker, Code, Refusal};
+use crate::broker::Broker;
 use crate::http::Robot;
+use crate::refusal::{Code, Refusal};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};

@@ -17,8 +17,9 @@
 //! API: the Vault path selects the provider and the credential, not the rights.
 
 use crate::auth::{Caller, Method};
-use crate::broker::{Broker, Code, Refusal, TokenAsk};
+use crate::broker::{Broker, TokenAsk};
 use crate::device::Polled;
+use crate::refusal::{Code, Refusal};
 use crate::shared::Shared;
 use crate::web::random;
 use axum::body::Bytes;

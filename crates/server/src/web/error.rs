@@ -38,8 +38,8 @@ pub enum WebError {
     Write(#[from] credkeeper_sink::SinkError),
 }
 
-impl From<crate::broker::Refusal> for WebError {
-    fn from(r: crate::broker::Refusal) -> WebError {
+impl From<crate::refusal::Refusal> for WebError {
+    fn from(r: crate::refusal::Refusal) -> WebError {
         WebError::Broker(r.message)
     }
 }

@@ -13,8 +13,9 @@
 mod error;
 mod target;
 
-use crate::broker::{Broker, Code, Refusal};
+use crate::broker::Broker;
 use crate::http::Robot;
+use crate::refusal::{Code, Refusal};
 use crate::shared::Shared;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};

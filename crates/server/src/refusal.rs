@@ -1,0 +1,85 @@
+//! Why a request is not served: a stable code for clients to act on, its HTTP status, and
+//! a message that names what was wrong (never a secret).
+
+/// Why a request was not served; `code` is stable for clients to act on.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    pub code: Code,
+    pub message: String,
+}
+
+/// Why a request was refused: the stable `error` codes of the API (README), each with its
+/// HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    Unauthenticated,
+    Forbidden,
+    UnknownProvider,
+    NeedsLogin,
+    BadRequest,
+    ProviderError,
+    Busy,
+    AuditUnavailable,
+    Internal,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Unauthenticated => "unauthenticated",
+            Code::Forbidden => "forbidden",
+            Code::UnknownProvider => "unknown_provider",
+            Code::NeedsLogin => "needs_login",
+            Code::BadRequest => "bad_request",
+            Code::ProviderError => "provider_error",
+            Code::Busy => "busy",
+            Code::AuditUnavailable => "audit_unavailable",
+            Code::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status of the robot API for the code.
+    pub fn status(self) -> u16 {
+        match self {
+            Code::Unauthenticated => 401,
+            Code::Forbidden => 403,
+            Code::UnknownProvider => 404,
+            Code::NeedsLogin => 409,
+            Code::BadRequest => 400,
+            Code::ProviderError => 502,
+            Code::Busy | Code::AuditUnavailable => 503,
+            Code::Internal => 500,
+        }
+    }
+}
+
+impl Refusal {
+    pub fn new(code: Code, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Refusal {
+        Refusal::new(Code::Unauthenticated, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Refusal {
+        Refusal::new(Code::Forbidden, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Refusal {
+        Refusal::new(Code::Internal, message)
+    }
+
+    /// The HTTP status for the code.
+    pub fn status(&self) -> u16 {
+        self.code.status()
+    }
+}
+
+/// How long a client told `busy` (503) is asked to wait before it tries again
+/// (`Retry-After`).
+pub const BUSY_RETRY_SECS: u32 = 30;
