@@ -169,7 +169,7 @@ impl Audit {
 
 impl Inner {
     fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// As the writer: write the pending batch, then the one that gathered meanwhile, until
@@ -193,7 +193,7 @@ impl Inner {
             }
         }
         let mut leave = Leave(self, None);
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = crate::sync::lock(&self.out);
         loop {
             let (mut lines, batch) = {
                 let mut state = self.lock_state();

@@ -4,44 +4,19 @@
 //! robot; the policy that follows is the robot's, whatever the method.
 
 use crate::broker::Broker;
+use crate::caller::{Caller, Method};
 use crate::config::Config;
 use crate::refusal::Refusal;
+use axum::extract::{FromRef, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use credkeeper_core::{Jwt, Secret};
 use credkeeper_kerberos::{Acceptor, KerberosError};
 use credkeeper_oidc::KeyCache;
 use std::collections::HashMap;
-use std::sync::Arc;
-
-/// How a caller proved who it is (the audit log's `auth`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Method {
-    Secret,
-    Kerberos,
-    Jwt,
-    /// A Vault-API token handed out after one of the others.
-    VaultToken,
-    /// A registry identity token handed out after one of the others.
-    IdentityToken,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Secret => "secret",
-            Method::Kerberos => "kerberos",
-            Method::Jwt => "jwt",
-            Method::VaultToken => "vault-token",
-            Method::IdentityToken => "identity-token",
-        }
-    }
-}
-
-/// An authenticated robot.
-#[derive(Clone, Debug)]
-pub struct Caller {
-    pub robot: String,
-    pub method: Method,
-}
+use std::sync::{Arc, Mutex};
 
 /// What a request carried in `Authorization`.
 pub enum Presented {
@@ -190,8 +165,27 @@ impl JwtAuth {
     }
 }
 
-/// Authenticate whatever the request presented.
-pub async fn authenticate(
+/// The ways a robot proves itself beyond its secret (which the store checks): Kerberos
+/// when the broker has a keytab, and JWTs of the issuers robots are bound to.
+pub struct Authenticators {
+    pub kerberos: Option<KerberosAuth>,
+    pub jwt: JwtAuth,
+}
+
+impl Authenticators {
+    /// Authenticate whatever the request presented: the caller, and with Kerberos the
+    /// reply token for mutual authentication.
+    pub async fn authenticate(
+        &self,
+        broker: &Broker,
+        presented: Presented,
+    ) -> Result<(Caller, Option<Vec<u8>>), Refusal> {
+        authenticate(self, broker, presented).await
+    }
+}
+
+async fn authenticate(
+    auth: &Authenticators,
     broker: &Broker,
     presented: Presented,
 ) -> Result<(Caller, Option<Vec<u8>>), Refusal> {
@@ -207,7 +201,7 @@ pub async fn authenticate(
             ))
         }
         Presented::Negotiate(token) => {
-            let kerberos = broker.kerberos.as_ref().ok_or_else(|| {
+            let kerberos = auth.kerberos.as_ref().ok_or_else(|| {
                 Refusal::unauthenticated(
                     "this broker has no Kerberos keytab (server.kerberos_keytab)",
                 )
@@ -222,7 +216,7 @@ pub async fn authenticate(
             ))
         }
         Presented::Bearer(token) => {
-            let robot = broker.jwt.accept(&broker.config, &token).await?;
+            let robot = auth.jwt.accept(&broker.config, &token).await?;
             Ok((
                 Caller {
                     robot,
@@ -230,6 +224,68 @@ pub async fn authenticate(
                 },
                 None,
             ))
+        }
+    }
+}
+
+/// A robot that proved who it is, by any of its methods ([`crate::auth`]).
+pub struct Robot(pub Caller);
+
+/// Where the authenticating extractor leaves a Kerberos reply token for
+/// [`negotiate_reply`] to send back (mutual authentication).
+#[derive(Clone, Default)]
+struct ReplySlot(Arc<Mutex<Option<Vec<u8>>>>);
+
+/// The layer that sends `WWW-Authenticate: Negotiate <reply>` on answers to requests a
+/// Kerberos client authenticated, so the client can check it spoke to the real broker.
+pub async fn negotiate_reply(mut request: Request, next: Next) -> Response {
+    let slot = ReplySlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let mut response = next.run(request).await;
+    let reply = crate::sync::lock(&slot.0).take();
+    if let Some(token) = reply
+        && let Ok(value) = HeaderValue::from_str(&credkeeper_kerberos::negotiate_header(&token))
+    {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+impl<S> FromRequestParts<S> for Robot
+where
+    S: Send + Sync,
+    Arc<Broker>: FromRef<S>,
+    Arc<Authenticators>: FromRef<S>,
+{
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Robot, Refusal> {
+        let broker = Arc::<Broker>::from_ref(state);
+        let auth = Arc::<Authenticators>::from_ref(state);
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Presented::parse)
+            .ok_or_else(|| {
+                Refusal::unauthenticated(
+                    "authenticate as a robot: HTTP Basic (name and secret), Negotiate (Kerberos) or Bearer (a JWT bound to the robot)",
+                )
+            })?;
+        let claimed = presented.claimed().to_string();
+        match auth.authenticate(&broker, presented).await {
+            Ok((caller, reply)) => {
+                if let (Some(token), Some(slot)) = (reply, parts.extensions.get::<ReplySlot>()) {
+                    *crate::sync::lock(&slot.0) = Some(token);
+                }
+                Ok(Robot(caller))
+            }
+            Err(refusal) => {
+                broker.record_refusal(&claimed, None, &refusal);
+                Err(refusal)
+            }
         }
     }
 }

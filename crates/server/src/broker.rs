@@ -2,7 +2,7 @@
 //! from — the cache, the local issuer, or a provider through the stored credential.
 
 use crate::audit::{Audit, Event};
-use crate::auth::{Caller, Method};
+use crate::caller::{Caller, Method};
 use crate::config::{Config, ProviderSection};
 use crate::metrics::{DenyLabels, Metrics, UNKNOWN, VendLabels};
 use crate::refusal::{Code, Refusal};
@@ -116,11 +116,6 @@ pub struct Broker {
     pub audit: Audit,
     pub metrics: Metrics,
     pub secrets: SecretCheck,
-    pub kerberos: Option<crate::auth::KerberosAuth>,
-    pub jwt: crate::auth::JwtAuth,
-    pub web: crate::web::WebState,
-    pub vault: crate::vault::VaultState,
-    pub logins: crate::device::DeviceLogins,
     /// Signs registry tokens when `[registry]` is configured.
     pub registry_signer: Option<credkeeper_issuer::X5cSigner>,
     http: Http,
@@ -141,7 +136,6 @@ impl Broker {
         store: Arc<dyn Store>,
         audit: Audit,
         policy: UrlPolicy,
-        kerberos: Option<crate::auth::KerberosAuth>,
         http: Http,
     ) -> Result<Broker, credkeeper_issuer::IssuerError> {
         let registry_signer = match &config.registry {
@@ -152,18 +146,6 @@ impl Broker {
             )?),
             None => None,
         };
-        let jwt = crate::auth::JwtAuth::new(
-            credkeeper_oidc::KeyCache::new(
-                http.clone(),
-                policy,
-                credkeeper_oidc::DiskCache::new(None),
-            ),
-            issuer.url().to_string(),
-        );
-        let logins = crate::device::DeviceLogins::new(
-            &config.vault,
-            crate::shared::Shared::new(store.clone()),
-        );
         Ok(Broker {
             config,
             issuer,
@@ -171,12 +153,7 @@ impl Broker {
             audit,
             metrics: Metrics::new(),
             secrets: SecretCheck::default(),
-            kerberos,
-            jwt,
-            vault: crate::vault::VaultState::new(crate::shared::Shared::new(store.clone())),
-            web: crate::web::WebState::new(crate::shared::Shared::new(store.clone())),
             store,
-            logins,
             registry_signer,
             http,
             policy,
@@ -465,16 +442,11 @@ impl Broker {
 
     /// Forget per-credential locks nobody holds (after a refresher pass).
     pub fn sweep_locks(&self) {
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, l| Arc::strong_count(l) > 1);
+        crate::sync::lock(&self.locks).retain(|_, l| Arc::strong_count(l) > 1);
     }
 
     pub fn lock_for(&self, key: &CredentialKey) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.locks)
             .entry(key.clone())
             .or_default()
             .clone()
@@ -492,7 +464,7 @@ impl Broker {
         audience: &str,
         minsecs: i64,
     ) -> Result<(Secret, Timestamp), Refusal> {
-        let identity = crate::web::Identity::User(user.to_string()).store_name();
+        let identity = crate::caller::Identity::User(user.to_string()).store_name();
         let result = self
             .via_provider(&identity, p, scope, audience, minsecs, false)
             .await;

@@ -719,7 +719,7 @@ impl Config {
                 ));
             }
             for entry in &r.registry {
-                if crate::registry_token::Access::parse(entry).is_none() {
+                if crate::access::Access::parse(entry).is_none() {
                     return Err(fail(
                         key("registry"),
                         &q(entry),

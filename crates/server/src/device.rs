@@ -8,9 +8,10 @@
 //! finished, at any broker sharing the store.
 
 use crate::broker::Broker;
+use crate::handle::random;
 use crate::refusal::{Code, Refusal};
 use crate::shared::Shared;
-use crate::web::{lock, random};
+use crate::sync::lock;
 use credkeeper_core::{Secret, Timestamp};
 use credkeeper_oidc::{Client, DeviceAuthorization, DevicePoll, TokenRequest, TokenResponse};
 use serde::{Deserialize, Serialize};

@@ -1,20 +1,20 @@
 //! The HTTP face of the broker: routes, the robot-authentication extractor, JSON errors.
 
-use crate::auth::{Caller, Presented};
+use crate::auth::Robot;
 use crate::broker::{Broker, TokenAsk};
+use crate::device::DeviceLogins;
 use crate::refusal::{Code, Refusal};
+use crate::state::App;
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-pub fn router(broker: Arc<Broker>) -> Router {
-    let on_own_listener = broker.config.server.metrics_listen.is_some();
+pub fn router(app: App) -> Router {
+    let on_own_listener = app.broker.config.server.metrics_listen.is_some();
     let router = Router::new();
     let router = if on_own_listener {
         router
@@ -35,98 +35,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/readyz", get(ready))
         .merge(crate::web::router())
         .merge(crate::vault::router())
-        .layer(axum::middleware::from_fn(negotiate_reply))
-        .with_state(broker)
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = (
-            status,
-            Json(serde_json::json!({"error": self.code.as_str(), "message": self.message})),
-        )
-            .into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            retry_after(&mut response);
-        }
-        if status == StatusCode::UNAUTHORIZED {
-            let headers = response.headers_mut();
-            headers.append(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Negotiate"),
-            );
-            headers.append(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"credkeeper\""),
-            );
-        }
-        response
-    }
-}
-
-/// `Retry-After` on a 503 (`busy`): the condition passes, so the client may try again.
-pub(crate) fn retry_after(response: &mut Response) {
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(crate::refusal::BUSY_RETRY_SECS),
-    );
-}
-
-/// A robot that proved who it is, by any of its methods ([`crate::auth`]).
-pub struct Robot(pub Caller);
-
-/// Where the authenticating extractor leaves a Kerberos reply token for
-/// [`negotiate_reply`] to send back (mutual authentication).
-#[derive(Clone, Default)]
-struct ReplySlot(Arc<Mutex<Option<Vec<u8>>>>);
-
-/// The layer that sends `WWW-Authenticate: Negotiate <reply>` on answers to requests a
-/// Kerberos client authenticated, so the client can check it spoke to the real broker.
-async fn negotiate_reply(mut request: Request, next: Next) -> Response {
-    let slot = ReplySlot::default();
-    request.extensions_mut().insert(slot.clone());
-    let mut response = next.run(request).await;
-    let reply = slot.0.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some(token) = reply
-        && let Ok(value) = HeaderValue::from_str(&credkeeper_kerberos::negotiate_header(&token))
-    {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, value);
-    }
-    response
-}
-
-impl FromRequestParts<Arc<Broker>> for Robot {
-    type Rejection = Refusal;
-
-    async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Robot, Refusal> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(Presented::parse)
-            .ok_or_else(|| {
-                Refusal::unauthenticated(
-                    "authenticate as a robot: HTTP Basic (name and secret), Negotiate (Kerberos) or Bearer (a JWT bound to the robot)",
-                )
-            })?;
-        let claimed = presented.claimed().to_string();
-        match crate::auth::authenticate(broker, presented).await {
-            Ok((caller, reply)) => {
-                if let (Some(token), Some(slot)) = (reply, parts.extensions.get::<ReplySlot>()) {
-                    *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(token);
-                }
-                Ok(Robot(caller))
-            }
-            Err(refusal) => {
-                broker.record_refusal(&claimed, None, &refusal);
-                Err(refusal)
-            }
-        }
-    }
+        .layer(axum::middleware::from_fn(crate::auth::negotiate_reply))
+        .with_state(app)
 }
 
 async fn token(
@@ -155,6 +65,7 @@ struct LoginAsk {
 /// runs; a human completes it at the verification URL.
 async fn start_login(
     State(broker): State<Arc<Broker>>,
+    State(logins): State<Arc<DeviceLogins>>,
     Robot(caller): Robot,
     body: Result<Json<LoginAsk>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, Refusal> {
@@ -172,8 +83,7 @@ async fn start_login(
         broker.record_refusal(&caller.robot, Some(caller.method), &refusal);
         return Err(refusal);
     }
-    let started = broker
-        .logins
+    let started = logins
         .start(
             &broker,
             &ask.provider,
@@ -195,12 +105,12 @@ async fn start_login(
 /// token is stored for the robot (and never sent to the client).
 async fn poll_login(
     State(broker): State<Arc<Broker>>,
+    State(logins): State<Arc<DeviceLogins>>,
     Robot(caller): Robot,
     axum::extract::Path(state): axum::extract::Path<String>,
 ) -> Result<Json<serde_json::Value>, Refusal> {
     use crate::device::Polled;
-    match broker
-        .logins
+    match logins
         .poll(
             &broker,
             &state,

@@ -1,21 +1,28 @@
 //! credkeeper-server: the broker behind `credkeeper serve`.
 //!
 //! What it is for: holding robots' and users' long-lived credentials and handing out
-//! tokens under a policy. [`broker`] decides who may have which token and where it comes
-//! from (cache, the local issuer that signs the broker's own tokens, or a provider through
-//! the stored credential); [`keeper`] keeps stored credentials fresh; [`http`] is the
-//! HTTP face (robot API, discovery + JWKS, health, metrics); [`audit`] writes one JSON
-//! line per vend or denial; [`web`] is the login pages; [`config`] reads and validates
-//! the TOML file.
+//! tokens under a policy. [`policy`] decides, from the configuration alone, what a robot
+//! may get; [`broker`] vends it (cache, the local issuer that signs the broker's own
+//! tokens, or a provider through the stored credential) and records every outcome in the
+//! [`audit`] log and the [`metrics`]; [`keeper`] keeps stored credentials fresh; [`auth`]
+//! proves who a robot is ([`caller`] names it); [`http`] is the route table over the
+//! [`state`] the handlers share, [`web`] the login pages, [`vault`] the Vault API,
+//! [`device`] the device logins the broker runs, [`registry_token`] the registry's token
+//! server; [`refusal`] is every error's code and answer; [`config`] reads and validates
+//! the TOML file. The modules import downwards only: `http` and `state` at the top,
+//! `policy`, `refusal`, `caller` and `config` at the bottom.
 //!
 //! What it is not: the command line. `credkeeper serve` parses flags and calls [`start`].
 
+pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod broker;
+pub mod caller;
 pub mod config;
 pub mod conn;
 pub mod device;
+pub mod handle;
 pub mod http;
 pub mod issuer_keys;
 pub mod keeper;
@@ -25,6 +32,8 @@ pub mod refusal;
 pub mod registry_token;
 pub mod robots;
 pub mod shared;
+pub mod state;
+pub mod sync;
 pub mod tls;
 pub mod vault;
 pub mod web;
@@ -71,6 +80,8 @@ pub enum ServeError {
 /// A broker bound to its address, ready to serve.
 pub struct Bound {
     pub broker: Arc<Broker>,
+    /// Kerberos for robots, when the broker has a keytab.
+    kerberos: Option<auth::KerberosAuth>,
     /// `http` or `https`.
     pub scheme: &'static str,
     pub addr: SocketAddr,
@@ -130,7 +141,7 @@ pub async fn start(
     })?;
     let kerberos = auth::KerberosAuth::from_config(&config)?;
     let http = credkeeper_oidc::Http::with_ca_file(ca_file, credkeeper_oidc::Roots::AlsoSystem)?;
-    let mut broker = Broker::new(config, issuer, store, audit, policy, kerberos, http)?;
+    let mut broker = Broker::new(config, issuer, store, audit, policy, http)?;
     broker.issuer_keys = keys_in_store;
     if let Some(file) = &broker.config.server.metrics_token_file {
         let token = credkeeper_sink::perm::read_private(file, "metrics token file")
@@ -142,6 +153,7 @@ pub async fn start(
     let broker = Arc::new(broker);
     Ok(Bound {
         broker,
+        kerberos,
         scheme,
         addr,
         listener,
@@ -159,7 +171,7 @@ impl Bound {
     ) -> Result<(), ServeError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let keeper = tokio::spawn(keeper::run(self.broker.clone(), stop_rx.clone()));
-        let app = http::router(self.broker.clone());
+        let app = http::router(state::App::new(self.broker.clone(), self.kerberos));
         let limits = self.broker.config.server.limits();
         tracing::info!(
             "at most {} connections; {} s for a request head, {} s for a body",

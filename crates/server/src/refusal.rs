@@ -1,5 +1,9 @@
 //! Why a request is not served: a stable code for clients to act on, its HTTP status, and
-//! a message that names what was wrong (never a secret).
+//! a message that names what was wrong (never a secret), and the JSON answer it becomes.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 /// Why a request was not served; `code` is stable for clients to act on.
 #[derive(Debug, thiserror::Error)]
@@ -83,3 +87,37 @@ impl Refusal {
 /// How long a client told `busy` (503) is asked to wait before it tries again
 /// (`Retry-After`).
 pub const BUSY_RETRY_SECS: u32 = 30;
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (
+            status,
+            Json(serde_json::json!({"error": self.code.as_str(), "message": self.message})),
+        )
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            retry_after(&mut response);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            let headers = response.headers_mut();
+            headers.append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Negotiate"),
+            );
+            headers.append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"credkeeper\""),
+            );
+        }
+        response
+    }
+}
+
+/// `Retry-After` on a 503 (`busy`): the condition passes, so the client may try again.
+pub(crate) fn retry_after(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_SECS));
+}

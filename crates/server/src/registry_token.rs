@@ -9,9 +9,10 @@
 //! configured issuer, `aud` the service (a string: distribution rejects a list), `sub` the
 //! robot, `access` the granted subset, header `x5c` the signing certificate chain.
 
-use crate::auth::{Caller, Method};
+use crate::access::Access;
+use crate::auth::Robot;
 use crate::broker::Broker;
-use crate::http::Robot;
+use crate::caller::{Caller, Method};
 use crate::refusal::{Code, Refusal};
 use axum::Json;
 use axum::body::Bytes;
@@ -19,44 +20,6 @@ use axum::extract::{RawQuery, State};
 use credkeeper_core::{Secret, Timestamp};
 use serde_json::{Value, json};
 use std::sync::Arc;
-
-/// One entry of a token's `access` claim, or of a robot's registry policy.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Access {
-    pub kind: String,
-    pub name: String,
-    pub actions: Vec<String>,
-}
-
-impl Access {
-    /// `repository:team/app:pull,push` (the name may itself hold `:` for a port-less
-    /// registry host prefix; the last `:` separates the actions).
-    pub fn parse(scope: &str) -> Option<Access> {
-        let (kind, rest) = scope.split_once(':')?;
-        let (name, actions) = rest.rsplit_once(':')?;
-        if kind.is_empty() || name.is_empty() {
-            return None;
-        }
-        Some(Access {
-            kind: kind.to_string(),
-            name: name.to_string(),
-            actions: actions
-                .split(',')
-                .filter(|a| !a.is_empty())
-                .map(str::to_string)
-                .collect(),
-        })
-    }
-
-    /// `repository` (or distribution's `repository(<class>)`): the name is a repository's.
-    fn is_repository(&self) -> bool {
-        self.kind == "repository" || self.kind.starts_with("repository(")
-    }
-
-    fn claim(&self) -> Value {
-        json!({ "type": self.kind, "name": self.name, "actions": self.actions })
-    }
-}
 
 /// Names longer than this are not repository names (distribution's limit).
 const NAME_MAX: usize = 255;

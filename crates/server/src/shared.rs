@@ -16,7 +16,7 @@ pub struct Shared {
 
 /// The shared-state id of a bearer secret: its digest in hex.
 fn id_of(secret: &str) -> String {
-    crate::web::digest(secret)
+    crate::handle::digest(secret)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()

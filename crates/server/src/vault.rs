@@ -16,13 +16,16 @@
 //! and every broker sharing the store honours them. Robots get tokens under their own policy, as through the native
 //! API: the Vault path selects the provider and the credential, not the rights.
 
-use crate::auth::{Caller, Method};
+use crate::auth::Authenticators;
 use crate::broker::{Broker, TokenAsk};
+use crate::caller::{Caller, Method};
+use crate::device::DeviceLogins;
 use crate::device::Polled;
+use crate::handle::random;
 use crate::refusal::{Code, Refusal};
 use crate::shared::Shared;
-use crate::web::random;
 use axum::body::Bytes;
+use axum::extract::FromRef;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -40,7 +43,16 @@ const HANDLE_SECS: i64 = 600;
 /// Prefix of the handle given where Vault gives out the refresh token.
 const HANDLE_PREFIX: &str = "credkeeper-kept:";
 
-pub fn router() -> Router<Arc<Broker>> {
+/// The Vault API's routes, for any state that holds the broker, the Vault API's and the
+/// device logins' states and the robots' authenticators.
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<Broker>: FromRef<S>,
+    Arc<VaultState>: FromRef<S>,
+    Arc<DeviceLogins>: FromRef<S>,
+    Arc<Authenticators>: FromRef<S>,
+{
     Router::new()
         .route("/v1/auth/token/create", post(token_create))
         .route("/v1/auth/token/lookup-self", get(lookup_self))
@@ -170,7 +182,7 @@ impl IntoResponse for Failure {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, Json(json!({ "errors": [self.message] }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            crate::http::retry_after(&mut response);
+            crate::refusal::retry_after(&mut response);
         }
         response
     }
@@ -213,6 +225,8 @@ pub fn mount_parts<'a>(mount: &'a str, method: &str) -> Option<(&'a str, &'a str
 /// `POST /v1/auth/kerberos-<issuer>_<role>/login`
 async fn kerberos_login(
     State(broker): State<Arc<Broker>>,
+    State(auth): State<Arc<Authenticators>>,
+    State(vault): State<Arc<VaultState>>,
     Path(mount): Path<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -233,7 +247,7 @@ async fn kerberos_login(
         );
         return response;
     };
-    let Some(kerberos) = broker.kerberos.as_ref() else {
+    let Some(kerberos) = auth.kerberos.as_ref() else {
         return Failure::new(
             400,
             "this broker has no Kerberos keytab (server.kerberos_keytab)",
@@ -255,10 +269,7 @@ async fn kerberos_login(
         .robot(&robot)
         .and_then(|r| r.credkeys().into_iter().next())
         .unwrap_or_else(|| robot.clone());
-    let token = match broker
-        .vault
-        .open(Identity::Robot(robot.clone()), ttl, policies.clone())
-    {
+    let token = match vault.open(Identity::Robot(robot.clone()), ttl, policies.clone()) {
         Ok(t) => t,
         Err(f) => return f.into_response(),
     };
@@ -298,10 +309,11 @@ fn str_field(map: &serde_json::Map<String, Value>, key: &str) -> Option<String> 
 /// than the broker allows.
 async fn token_create(
     State(broker): State<Arc<Broker>>,
+    State(vault): State<Arc<VaultState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, Failure> {
-    let (identity, _, policies) = broker.vault.session(&headers)?;
+    let (identity, _, policies) = vault.session(&headers)?;
     let body = json_body(&body)?;
     let ttl = requested_ttl(&body, broker.config.vault.token_ttl)?;
     // A child token has at most its parent's policies.
@@ -310,7 +322,7 @@ async fn token_create(
         Some(asked) => policies.into_iter().filter(|p| asked.contains(p)).collect(),
         None => policies,
     };
-    let token = broker.vault.open(identity, ttl, policies.clone())?;
+    let token = vault.open(identity, ttl, policies.clone())?;
     Ok(Json(auth_answer(&token, ttl, &policies, json!({}))))
 }
 
@@ -373,10 +385,10 @@ pub fn parse_body(body: &[u8], max_ttl: i64) -> Result<VaultBody, (u16, String)>
 
 /// `GET /v1/auth/token/lookup-self`
 async fn lookup_self(
-    State(broker): State<Arc<Broker>>,
+    State(vault): State<Arc<VaultState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, Failure> {
-    let (identity, expires, policies) = broker.vault.session(&headers)?;
+    let (identity, expires, policies) = vault.session(&headers)?;
     let name = match &identity {
         Identity::Robot(r) => format!("kerberos-{r}"),
         Identity::User(u) => format!("oidc-{u}"),
@@ -427,11 +439,12 @@ struct ReadQuery {
 /// `GET /v1/secret/oauth/{creds,sts}/<issuer>/<credkey>:<role>`
 async fn read_secret(
     State(broker): State<Arc<Broker>>,
+    State(vault): State<Arc<VaultState>>,
     Path((kind, issuer, credkey_role)): Path<(String, String, String)>,
     Query(query): Query<ReadQuery>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, Failure> {
-    let (identity, _, _) = broker.vault.session(&headers)?;
+    let (identity, _, _) = vault.session(&headers)?;
     let Some((credkey, _role)) = credkey_role.rsplit_once(':') else {
         return Err(Failure::new(404, "the path needs <credkey>:<role>"));
     };
@@ -480,7 +493,7 @@ async fn read_secret(
                 let refusal = Refusal::forbidden(format!(
                     "permission denied: you may read only credkey {user}"
                 ));
-                let who = crate::web::Identity::User(user.clone()).store_name();
+                let who = crate::caller::Identity::User(user.clone()).store_name();
                 broker.record_refusal(&who, Some(Method::VaultToken), &refusal);
                 return Err(refusal.into());
             }
@@ -512,18 +525,18 @@ async fn read_secret(
 /// `POST /v1/secret/oauth/creds/<issuer>/<credkey>:<role>` with `{"refresh_token": ...}`:
 /// accepted only for the handle a login on this broker gave the same user.
 async fn store_secret(
-    State(broker): State<Arc<Broker>>,
+    State(vault): State<Arc<VaultState>>,
     Path((_kind, _issuer, credkey_role)): Path<(String, String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, Failure> {
-    let (identity, _, _) = broker.vault.session(&headers)?;
+    let (identity, _, _) = vault.session(&headers)?;
     let body = json_body(&body)?;
     let handle = str_field(&body, "refresh_token").unwrap_or_default();
     let credkey = credkey_role
         .rsplit_once(':')
         .map_or(credkey_role.as_str(), |(c, _)| c);
-    let known = broker.vault.take_handle(&handle)?;
+    let known = vault.take_handle(&handle)?;
     match (identity, known) {
         (Identity::User(user), Some(owner)) if owner == user && credkey == user => {
             Ok(StatusCode::NO_CONTENT)
@@ -538,6 +551,7 @@ async fn store_secret(
 /// `POST /v1/auth/oidc-<issuer>/oidc/auth_url`: start a device login at the provider.
 async fn auth_url(
     State(broker): State<Arc<Broker>>,
+    State(logins): State<Arc<DeviceLogins>>,
     Path(mount): Path<String>,
     crate::conn::Peer(from): crate::conn::Peer,
     body: Bytes,
@@ -550,8 +564,7 @@ async fn auth_url(
         .filter(|n| !n.is_empty())
         .ok_or_else(|| Failure::new(400, "client_nonce is required"))?;
     let provider = provider_for(&broker, vault_issuer, None);
-    let started = broker
-        .logins
+    let started = logins
         .start(
             &broker,
             &provider,
@@ -573,14 +586,19 @@ async fn auth_url(
 
 /// `POST /v1/auth/oidc-<issuer>/oidc/poll`: `authorization_pending` until the user has
 /// approved; then a Vault token for that user.
-async fn poll(State(broker): State<Arc<Broker>>, body: Bytes) -> Result<Json<Value>, Failure> {
+async fn poll(
+    State(broker): State<Arc<Broker>>,
+    State(auth): State<Arc<Authenticators>>,
+    State(vault): State<Arc<VaultState>>,
+    State(logins): State<Arc<DeviceLogins>>,
+    body: Bytes,
+) -> Result<Json<Value>, Failure> {
     let body = json_body(&body)?;
     let (Some(state), Some(nonce)) = (str_field(&body, "state"), str_field(&body, "client_nonce"))
     else {
         return Err(Failure::new(400, "state and client_nonce are required"));
     };
-    let (provider, client, response) = match broker
-        .logins
+    let (provider, client, response) = match logins
         .poll(
             &broker,
             &state,
@@ -614,8 +632,7 @@ async fn poll(State(broker): State<Arc<Broker>>, body: Bytes) -> Result<Json<Val
         leeway: 30,
         ..Default::default()
     };
-    broker
-        .jwt
+    auth.jwt
         .keys()
         .verify(&jwt, &client.metadata().issuer, &expect)
         .await
@@ -635,15 +652,13 @@ async fn poll(State(broker): State<Arc<Broker>>, body: Bytes) -> Result<Json<Val
             )
         })?
         .to_string();
-    let identity = crate::web::Identity::User(user.clone()).store_name();
+    let identity = crate::caller::Identity::User(user.clone()).store_name();
     broker.keep_login(&identity, &client, &response)?;
     let handle = format!("{HANDLE_PREFIX}{}", random());
-    broker.vault.give_handle(&handle, &user)?;
+    vault.give_handle(&handle, &user)?;
     let ttl = broker.config.vault.token_ttl;
     let policies = vec!["default".to_string(), format!("user-{user}")];
-    let token = broker
-        .vault
-        .open(Identity::User(user.clone()), ttl, policies.clone())?;
+    let token = vault.open(Identity::User(user.clone()), ttl, policies.clone())?;
     tracing::info!(user, provider, "Vault API: OIDC login");
     Ok(Json(auth_answer(
         &token,

@@ -13,61 +13,32 @@
 mod error;
 mod target;
 
+use crate::auth::Authenticators;
+use crate::auth::Robot;
 use crate::broker::Broker;
-use crate::http::Robot;
+use crate::caller::Identity;
+use crate::handle::random;
 use crate::refusal::{Code, Refusal};
 use crate::shared::Shared;
+use axum::extract::FromRef;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use credkeeper_core::{Jwt, Secret, Timestamp};
 use credkeeper_oidc::{OidcError, Pkce};
 use credkeeper_sink::condor::keyfile::{self, KeyAd};
 use credkeeper_store::StoreError;
 use error::WebError;
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use target::targets;
 
 const LINK_SECS: i64 = 600;
 const SESSION_SECS: i64 = 1800;
 const PENDING_SECS: i64 = 600;
 const COOKIE: &str = "ck_session";
-
-/// Whose credentials a session manages.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Identity {
-    User(String),
-    Robot(String),
-    /// A local user sent by the CredD with a key file (`/key/<hex>`).
-    CredD {
-        user: String,
-        key: String,
-    },
-}
-
-impl Identity {
-    /// The store identity. Users are prefixed so no user name can reach a robot's
-    /// credentials (robot names cannot contain `:`).
-    pub fn store_name(&self) -> String {
-        match self {
-            Identity::User(u) | Identity::CredD { user: u, .. } => format!("user:{u}"),
-            Identity::Robot(r) => r.clone(),
-        }
-    }
-
-    fn label(&self) -> String {
-        match self {
-            Identity::User(u) | Identity::CredD { user: u, .. } => u.clone(),
-            Identity::Robot(r) => format!("robot {r}"),
-        }
-    }
-}
 
 #[derive(Serialize, Deserialize)]
 struct Session {
@@ -105,21 +76,6 @@ fn store_down(e: StoreError) -> PageError {
     )
 }
 
-pub(crate) fn random() -> String {
-    let mut b = [0u8; 32];
-    let _ = aws_lc_rs::rand::fill(&mut b);
-    URL_SAFE_NO_PAD.encode(b)
-}
-
-pub(crate) fn digest(s: &str) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
-    d.as_ref().try_into().unwrap_or([0u8; 32])
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl WebState {
     pub fn new(shared: Shared) -> WebState {
         WebState { shared }
@@ -155,7 +111,15 @@ impl WebState {
     }
 }
 
-pub fn router() -> Router<Arc<Broker>> {
+/// The pages' routes, for any state that holds the broker, the pages' state and the
+/// robots' authenticators.
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<Broker>: FromRef<S>,
+    Arc<WebState>: FromRef<S>,
+    Arc<Authenticators>: FromRef<S>,
+{
     Router::new()
         .route("/api/v1/login-links", post(mint_link))
         .route("/login/{token}", get(open_link))
@@ -178,6 +142,7 @@ struct LinkAsk {
 /// `login_links = true` (a batch system's credential daemon), for a user.
 async fn mint_link(
     State(broker): State<Arc<Broker>>,
+    State(web): State<Arc<WebState>>,
     Robot(caller): Robot,
     body: Option<Json<LinkAsk>>,
 ) -> Result<Json<serde_json::Value>, Refusal> {
@@ -208,7 +173,7 @@ async fn mint_link(
             Identity::User(user)
         }
     };
-    let token = broker.web.mint(identity.clone()).map_err(|e| {
+    let token = web.mint(identity.clone()).map_err(|e| {
         tracing::error!("login links: the store: {e}");
         Refusal::new(
             Code::Busy,
@@ -286,8 +251,12 @@ fn esc(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-async fn open_link(State(broker): State<Arc<Broker>>, Path(token): Path<String>) -> Response {
-    let identity = match broker.web.redeem(&token) {
+async fn open_link(
+    State(broker): State<Arc<Broker>>,
+    State(web): State<Arc<WebState>>,
+    Path(token): Path<String>,
+) -> Response {
+    let identity = match web.redeem(&token) {
         Ok(identity) => identity,
         Err(e) => return store_down(e).into_response(),
     };
@@ -298,11 +267,11 @@ async fn open_link(State(broker): State<Arc<Broker>>, Path(token): Path<String>)
         )
         .into_response();
     };
-    start_session(&broker, identity)
+    start_session(&broker, &web, identity)
 }
 
 /// A new session for `identity`: the cookie, and off to the credential page.
-fn start_session(broker: &Broker, identity: Identity) -> Response {
+fn start_session(broker: &Broker, web: &WebState, identity: Identity) -> Response {
     let id = random();
     let session = Session {
         identity,
@@ -310,7 +279,7 @@ fn start_session(broker: &Broker, identity: Identity) -> Response {
         flash: None,
     };
     let expires = Timestamp::now().plus_secs(SESSION_SECS);
-    if let Err(e) = broker.web.save_session(&id, &session, expires) {
+    if let Err(e) = web.save_session(&id, &session, expires) {
         return store_down(e).into_response();
     }
     let secure = if broker.issuer.url().starts_with("https://") {
@@ -329,12 +298,11 @@ fn start_session(broker: &Broker, identity: Identity) -> Response {
 
 /// The session of the request (its cookie's id and the session), if valid and not expired.
 fn with_session(
-    broker: &Broker,
+    web: &WebState,
     headers: &HeaderMap,
 ) -> Result<(String, Session, Timestamp), PageError> {
     let id = session_id(headers).ok_or_else(no_session)?;
-    let (session, expires) = broker
-        .web
+    let (session, expires) = web
         .session(&id)
         .map_err(store_down)?
         .ok_or_else(no_session)?;
@@ -358,7 +326,11 @@ pub(crate) fn read_key_file(cred_dir: &std::path::Path, key: &str) -> Result<Vec
 
 /// `GET /key/<hex>`: the CredD's login URL; the key file names the local user and the
 /// providers to log in to.
-async fn open_key(State(broker): State<Arc<Broker>>, Path(key): Path<String>) -> Response {
+async fn open_key(
+    State(broker): State<Arc<Broker>>,
+    State(web): State<Arc<WebState>>,
+    Path(key): Path<String>,
+) -> Response {
     let Some(cred_dir) = broker.credd_dir() else {
         return error_page(
             StatusCode::NOT_FOUND,
@@ -369,7 +341,7 @@ async fn open_key(State(broker): State<Arc<Broker>>, Path(key): Path<String>) ->
     match read_key_file(&cred_dir, &key) {
         Ok(ads) => {
             let user = ads.last().map(|a| a.local_user.clone()).unwrap_or_default();
-            start_session(&broker, Identity::CredD { user, key })
+            start_session(&broker, &web, Identity::CredD { user, key })
         }
         Err(e) => error_page(StatusCode::NOT_FOUND, &e.to_string()).into_response(),
     }
@@ -382,14 +354,18 @@ fn no_session() -> PageError {
     )
 }
 
-async fn page(State(broker): State<Arc<Broker>>, headers: HeaderMap) -> Response {
-    let (id, mut session, expires) = match with_session(&broker, &headers) {
+async fn page(
+    State(broker): State<Arc<Broker>>,
+    State(web): State<Arc<WebState>>,
+    headers: HeaderMap,
+) -> Response {
+    let (id, mut session, expires) = match with_session(&web, &headers) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
     let flash = session.flash.take();
     if flash.is_some()
-        && let Err(e) = broker.web.save_session(&id, &session, expires)
+        && let Err(e) = web.save_session(&id, &session, expires)
     {
         return store_down(e).into_response();
     }
@@ -437,11 +413,11 @@ struct CsrfForm {
 
 /// The session's identity if the form's CSRF token matches it.
 fn checked(
-    broker: &Broker,
+    web: &WebState,
     headers: &HeaderMap,
     form: &CsrfForm,
 ) -> Result<(String, Identity), PageError> {
-    let (id, s, _) = with_session(broker, headers)?;
+    let (id, s, _) = with_session(web, headers)?;
     aws_lc_rs::constant_time::verify_slices_are_equal(s.csrf.as_bytes(), form.csrf.as_bytes())
         .map(|_| (id, s.identity))
         .map_err(|_| {
@@ -471,11 +447,12 @@ fn target_of<'a>(
 
 async fn start_login(
     State(broker): State<Arc<Broker>>,
+    State(web): State<Arc<WebState>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, PageError> {
-    let (session, identity) = checked(&broker, &headers, &form)?;
+    let (session, identity) = checked(&web, &headers, &form)?;
     let t = target_of(&broker, &identity, &name)?;
     let client = t
         .client(&broker)
@@ -504,9 +481,7 @@ async fn start_login(
         nonce,
     };
     let expires = Timestamp::now().plus_secs(PENDING_SECS);
-    broker
-        .web
-        .shared
+    web.shared
         .put(PENDING, &state, &pending, expires)
         .map_err(store_down)?;
     Ok(Redirect::to(url.as_str()).into_response())
@@ -520,11 +495,11 @@ struct CallbackQuery {
     error_description: Option<String>,
 }
 
-fn set_flash(broker: &Broker, id: &str, text: String) {
-    let saved = broker.web.session(id).and_then(|found| match found {
+fn set_flash(web: &WebState, id: &str, text: String) {
+    let saved = web.session(id).and_then(|found| match found {
         Some((mut session, expires)) => {
             session.flash = Some(text);
-            broker.web.save_session(id, &session, expires)
+            web.save_session(id, &session, expires)
         }
         None => Ok(()),
     });
@@ -537,15 +512,17 @@ fn set_flash(broker: &Broker, id: &str, text: String) {
 /// from the pending login, as upstream takes it from the session.
 async fn callback_for(
     broker: State<Arc<Broker>>,
+    web: State<Arc<WebState>>,
     Path(_provider): Path<String>,
     headers: HeaderMap,
     query: Query<CallbackQuery>,
 ) -> Result<Response, PageError> {
-    callback(broker, headers, query).await
+    callback(broker, web, headers, query).await
 }
 
 async fn callback(
     State(broker): State<Arc<Broker>>,
+    State(web): State<Arc<WebState>>,
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Result<Response, PageError> {
@@ -558,8 +535,7 @@ async fn callback(
             "This login was not started here, or it took too long. Start it again.",
         )
     };
-    let (entry, _): (Pending, _) = broker
-        .web
+    let (entry, _): (Pending, _) = web
         .shared
         .get(PENDING, &state)
         .map_err(store_down)?
@@ -573,13 +549,12 @@ async fn callback(
         ));
     }
     // Taken once: a provider's return replayed (at this broker or another) finds nothing.
-    let (pending, _): (Pending, _) = broker
-        .web
+    let (pending, _): (Pending, _) = web
         .shared
         .take(PENDING, &state)
         .map_err(store_down)?
         .ok_or_else(too_long)?;
-    let (_, session, _) = with_session(&broker, &headers)?;
+    let (_, session, _) = with_session(&web, &headers)?;
     let identity = session.identity;
     let outcome = finish_login(
         &broker,
@@ -597,7 +572,7 @@ async fn callback(
         ),
         Err(e) => format!("Login to {} failed: {e}", pending.provider),
     };
-    set_flash(&broker, &pending.session, text);
+    set_flash(&web, &pending.session, text);
     Ok(Redirect::to("/web").into_response())
 }
 
@@ -655,11 +630,12 @@ async fn finish_login(
 
 async fn revoke(
     State(broker): State<Arc<Broker>>,
+    State(web): State<Arc<WebState>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, PageError> {
-    let (session, identity) = checked(&broker, &headers, &form)?;
+    let (session, identity) = checked(&web, &headers, &form)?;
     let t = target_of(&broker, &identity, &name)?;
     if !t.revocable() {
         return Err(error_page(
@@ -685,6 +661,6 @@ async fn revoke(
         Ok((false, _)) => format!("Nothing was stored for {name}."),
         Err(e) => format!("Could not revoke: {e}"),
     };
-    set_flash(&broker, &session, text);
+    set_flash(&web, &session, text);
     Ok(Redirect::to("/web").into_response())
 }

@@ -3,8 +3,9 @@
 //! (credentials go to the HTCondor credential directory, as the credmon's web app writes
 //! them).
 
-use super::{Identity, WebError};
+use super::WebError;
 use crate::broker::Broker;
+use crate::caller::Identity;
 use crate::config::ProviderSection;
 use credkeeper_core::Timestamp;
 use credkeeper_oidc::{Client, ClientAuth, ProviderMetadata, TokenRequest, TokenResponse};
