@@ -70,6 +70,12 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), SinkE
     write_atomic_via(None, path, contents, mode)
 }
 
+/// [`write_atomic`] with mode 0600 (exactly: the umask does not narrow it): a file only its
+/// owner reads, such as what a task's run gets in its private directory.
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), SinkError> {
+    write_atomic(path, contents, 0o600)
+}
+
 /// [`write_atomic`] with the temporary file in `temp_dir` (on the same file system)
 /// instead of beside `path` — the HTCondor credmon convention, so that readers of a
 /// user's directory never see temporary names.

@@ -568,7 +568,11 @@ fn values_tasks(file: &str, values: Values, options: &Options) -> Result<Vec<Tas
         names.dedup();
         // The format has no credentials: an oidc task gets the token its client would.
         let mut credentials = Credentials {
-            bearer: crate::rucio::values_bearer(&job_env),
+            bearer: crate::rucio::values_bearer(&job_env).map(|ask| BearerSpec {
+                scopes: ask.scopes,
+                audience: ask.audience,
+                ..BearerSpec::default()
+            }),
         };
         if let Some(b) = &mut credentials.bearer {
             b.env = options.bearer_token_env;

@@ -150,9 +150,8 @@ pub fn wants_bearer(env: &BTreeMap<String, String>) -> bool {
 /// The bearer token an `oidc` task of a rucio-task-manager values file gets (that format
 /// has no `credentials`): the scope and audience its Rucio client would ask for
 /// (`oidc_scope`, `oidc_audience`; the client's defaults `openid profile` and `rucio`).
-pub fn values_bearer(env: &BTreeMap<String, String>) -> Option<crate::definition::BearerSpec> {
-    wants_bearer(env).then(|| crate::definition::BearerSpec {
-        provider: None,
+pub fn values_bearer(env: &BTreeMap<String, String>) -> Option<credkeeper_core::TokenAsk> {
+    wants_bearer(env).then(|| credkeeper_core::TokenAsk {
         scopes: credkeeper_core::Scopes::parse(
             setting(env, "OIDC_SCOPE").unwrap_or("openid profile"),
         ),
@@ -400,7 +399,7 @@ fn login_name(env: &BTreeMap<String, String>) -> String {
 /// Write `contents` to `dir/name` with mode 0600; the path.
 pub fn private_file(dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<String> {
     let path = dir.join(name);
-    crate::run::write_private(&path, contents)?;
+    credkeeper_sink::write_private(&path, contents).map_err(std::io::Error::other)?;
     Ok(path.display().to_string())
 }
 

@@ -117,8 +117,8 @@ pub fn sweep_stale(base: &Path) -> Vec<PathBuf> {
 }
 
 /// Atomically, mode 0600 (exactly: the umask does not narrow it).
-pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    credkeeper_sink::write_atomic(path, contents, 0o600).map_err(std::io::Error::other)
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    credkeeper_sink::write_private(path, contents).map_err(std::io::Error::other)
 }
 
 /// Run `task` (already rendered) until it succeeds or its retries are used up.
