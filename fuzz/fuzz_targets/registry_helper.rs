@@ -23,7 +23,11 @@ fuzz_target!(|data: &[u8]| {
     let action = ACTIONS[selector as usize % ACTIONS.len()];
     let keychain = Keychain { sources: vec![] };
     let reply = helper::run(action, &mut &input[..], &keychain, None);
-    assert!(reply.code == 0 || reply.code == 1, "exit status {}", reply.code);
+    assert!(
+        reply.code == 0 || reply.code == 1,
+        "exit status {}",
+        reply.code
+    );
     if action == "get" {
         assert_eq!(reply.code, 1);
     }

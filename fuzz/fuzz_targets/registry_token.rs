@@ -4,7 +4,8 @@
 //! back as `kind:name:actions` parses to itself.
 #![no_main]
 
-use credkeeper_server::registry_token::{Access, TokenForm, is_repository_name};
+use credkeeper_server::access::Access;
+use credkeeper_server::registry_token::{TokenForm, is_repository_name};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,7 +21,12 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Some(access) = Access::parse(scope) {
         let _ = is_repository_name(&access.name);
-        let again = format!("{}:{}:{}", access.kind, access.name, access.actions.join(","));
+        let again = format!(
+            "{}:{}:{}",
+            access.kind,
+            access.name,
+            access.actions.join(",")
+        );
         assert_eq!(Access::parse(&again), Some(access));
     }
 });
