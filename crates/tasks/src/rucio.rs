@@ -160,21 +160,39 @@ pub fn values_bearer(env: &BTreeMap<String, String>) -> Option<credkeeper_core::
     })
 }
 
+/// Why Rucio gave no session token.
+#[derive(Debug, thiserror::Error)]
+pub enum RucioError {
+    #[error("RUCIO_CFG_AUTH_HOST (or RUCIO_CFG_RUCIO_HOST) is not set")]
+    NoAuthHost,
+    #[error("userpass needs RUCIO_CFG_ACCOUNT, RUCIO_CFG_USERNAME and RUCIO_CFG_PASSWORD")]
+    NoUserpass,
+    #[error("{url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("Rucio at {host} refused user {user} for account {account}: {why}")]
+    Refused {
+        host: String,
+        user: String,
+        account: String,
+        why: String,
+    },
+    #[error("Rucio answered without X-Rucio-Auth-Token")]
+    NoToken,
+}
+
 /// A Rucio session token from `/auth/userpass`, and when it expires.
 pub async fn userpass_token(
     s: &RucioSettings,
     http: &credkeeper_oidc::Http,
-) -> Result<(Secret, Timestamp), String> {
+) -> Result<(Secret, Timestamp), RucioError> {
     let auth_host = s
         .auth_host
         .as_deref()
         .or(s.rucio_host.as_deref())
-        .ok_or("RUCIO_CFG_AUTH_HOST (or RUCIO_CFG_RUCIO_HOST) is not set")?;
+        .ok_or(RucioError::NoAuthHost)?;
     let (Some(account), Some(username), Some(password)) = (&s.account, &s.username, &s.password)
     else {
-        return Err(
-            "userpass needs RUCIO_CFG_ACCOUNT, RUCIO_CFG_USERNAME and RUCIO_CFG_PASSWORD".into(),
-        );
+        return Err(RucioError::NoUserpass);
     };
     let url = format!("{}/auth/userpass", auth_host.trim_end_matches('/'));
     // The project's client: a redirect never carries the password to another host.
@@ -188,7 +206,10 @@ pub async fn userpass_token(
     if let Some(vo) = &s.vo {
         request = request.header("X-Rucio-VO", vo);
     }
-    let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+    let response = request.send().await.map_err(|e| RucioError::Unreachable {
+        url: url.clone(),
+        reason: e.to_string(),
+    })?;
     let status = response.status().as_u16();
     let header = |name: &str| {
         response
@@ -199,11 +220,14 @@ pub async fn userpass_token(
     };
     if status != 200 {
         let why = header("ExceptionMessage").unwrap_or_else(|| format!("HTTP {status}"));
-        return Err(format!(
-            "Rucio at {auth_host} refused user {username} for account {account}: {why}"
-        ));
+        return Err(RucioError::Refused {
+            host: auth_host.to_string(),
+            user: username.clone(),
+            account: account.clone(),
+            why,
+        });
     }
-    let token = header("X-Rucio-Auth-Token").ok_or("Rucio answered without X-Rucio-Auth-Token")?;
+    let token = header("X-Rucio-Auth-Token").ok_or(RucioError::NoToken)?;
     // The session lives an hour (fixed server-side); the header gives the exact time.
     let expires = header("X-Rucio-Auth-Token-Expires")
         .and_then(|e| chrono::DateTime::parse_from_rfc2822(&e.replace(" UTC", " +0000")).ok())

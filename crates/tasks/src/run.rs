@@ -44,6 +44,49 @@ impl Default for RunOptions {
     }
 }
 
+/// Why a run could not be made ready: its command never starts.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("cannot make the run's private directory in {}: {source}", base.display())]
+    RunDir {
+        base: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the task needs a bearer token and names no way to get one: give credkeeper a source (--server, or --issuer), or the task rucio-task-manager's variables (OIDC_CLIENT_ID, OIDC_CLIENT_SECRET and OIDC_TOKEN_ENDPOINT; OIDC_AGENT_AUTH_CLIENT_CFG_VALUE and _PASSWORD; OIDC_ACCESS_TOKEN) or a token file mounted where --access-token-file says"
+    )]
+    NoTokenSource,
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::UpstreamError),
+    /// The source knows the field; the task file is where it was written.
+    #[error("authentication failed: credentials.bearer.{0}")]
+    BearerField(SourceError),
+    #[error("authentication failed: {0}")]
+    Authentication(SourceError),
+    #[error("authentication failed: {0}")]
+    RucioLogin(crate::rucio::RucioError),
+    #[error("cannot write {what}: {source}")]
+    Write {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot read the Rucio configuration {}: {source}", path.display())]
+    RucioConfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("RUCIO_CFG_CA_CERT: {0}")]
+    RucioCa(credkeeper_oidc::OidcError),
+    #[error(
+        "Rucio auth_type oidc needs the task's credentials.bearer (the token the run keeps fresh)"
+    )]
+    RucioOidcWithoutBearer,
+    #[error("x509 needs RUCIO_CFG_{0} or RUCIO_CFG_{0}_VALUE")]
+    X509Missing(&'static str),
+    #[error("Rucio auth type `{0}` is not served (userpass, oidc, x509)")]
+    RucioAuthType(String),
+}
+
 /// What a run did.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -138,7 +181,7 @@ pub async fn run_from(
     rendered: &Rendered,
     tokens: Option<Arc<dyn TokenSource>>,
     options: &RunOptions,
-    mut first: Option<Result<Prepared, String>>,
+    mut first: Option<Result<Prepared, PrepareError>>,
 ) -> Outcome {
     let started = Timestamp::now();
     let mut attempt = 0;
@@ -155,7 +198,7 @@ pub async fn run_from(
                 attempts: 0,
                 started,
                 ended: Timestamp::now(),
-                reason: Some(reason),
+                reason: Some(reason.to_string()),
                 output: String::new(),
             },
         };
@@ -232,12 +275,10 @@ pub async fn prepare(
     rendered: &Rendered,
     tokens: Option<Arc<dyn TokenSource>>,
     options: &RunOptions,
-) -> Result<Prepared, String> {
-    let dir = run_dir(&options.base_dir, &task.name).map_err(|e| {
-        format!(
-            "cannot make the run's private directory in {}: {e}",
-            options.base_dir.display()
-        )
+) -> Result<Prepared, PrepareError> {
+    let dir = run_dir(&options.base_dir, &task.name).map_err(|source| PrepareError::RunDir {
+        base: options.base_dir.clone(),
+        source,
     })?;
     let mut prepared = Prepared {
         dir,
@@ -272,17 +313,14 @@ pub async fn prepare(
             }
             (None, Some(source)) => source,
             (None, None) => {
-                return Err("the task needs a bearer token and names no way to get one: give credkeeper a source (--server, or --issuer), or the task rucio-task-manager's variables (OIDC_CLIENT_ID, OIDC_CLIENT_SECRET and OIDC_TOKEN_ENDPOINT; OIDC_AGENT_AUTH_CLIENT_CFG_VALUE and _PASSWORD; OIDC_ACCESS_TOKEN) or a token file mounted where --access-token-file says".into());
+                return Err(PrepareError::NoTokenSource);
             }
         };
         let path = prepared.dir.path().join("bearer_token");
         let ask = spec.ask();
         let fresh = source.token(&ask).await.map_err(|e| match e {
-            // The source knows the field; the task file is where it was written.
-            SourceError::ProviderWithoutBroker { .. } => {
-                format!("authentication failed: credentials.bearer.{e}")
-            }
-            e => format!("authentication failed: {e}"),
+            SourceError::ProviderWithoutBroker { .. } => PrepareError::BearerField(e),
+            e => PrepareError::Authentication(e),
         })?;
         let expires = fresh.expires_or(ASSUMED_LIFE_SECS);
         let token = fresh.token;
@@ -290,8 +328,10 @@ pub async fn prepare(
             path: path.clone(),
             newline: true,
         };
-        file.write(&token)
-            .map_err(|e| format!("cannot write the bearer token file: {e}"))?;
+        file.write(&token).map_err(|source| PrepareError::Write {
+            what: "the bearer token file",
+            source,
+        })?;
         prepared.secrets.add(token.expose());
         prepared
             .env
@@ -355,16 +395,22 @@ pub async fn prepare(
         .filter(|v| !v.is_empty())
     {
         let path = prepared.dir.path().join("kube_config");
-        write_private(&path, format!("{value}\n").as_bytes())
-            .map_err(|e| format!("cannot write KUBE_CONFIG_VALUE's file: {e}"))?;
+        write_private(&path, format!("{value}\n").as_bytes()).map_err(|source| {
+            PrepareError::Write {
+                what: "KUBE_CONFIG_VALUE's file",
+                source,
+            }
+        })?;
         prepared
             .env
             .insert("KUBECONFIG".into(), path.display().to_string());
     }
     if let Some(text) = &rendered.task_file {
         let path = prepared.dir.path().join("task.yml");
-        write_private(&path, text.as_bytes())
-            .map_err(|e| format!("cannot write the task file: {e}"))?;
+        write_private(&path, text.as_bytes()).map_err(|source| PrepareError::Write {
+            what: "the task file",
+            source,
+        })?;
         prepared
             .env
             .insert("TASK_FILE_PATH".into(), path.display().to_string());
@@ -604,18 +650,18 @@ async fn prepare_rucio(
     dir: &Path,
     env: &mut std::collections::BTreeMap<String, String>,
     secrets: &Redactions,
-) -> Result<(Option<tokio::task::JoinHandle<()>>, Option<TokenFile>), String> {
+) -> Result<(Option<tokio::task::JoinHandle<()>>, Option<TokenFile>), PrepareError> {
     use crate::rucio::{config, private_file};
-    let io = |e: std::io::Error| format!("cannot write the run's Rucio files: {e}");
+    let io = |source: std::io::Error| PrepareError::Write {
+        what: "the run's Rucio files",
+        source,
+    };
     // The image's (or the site's) rucio.cfg, kept whole under what the task sets.
     let (path, required) = crate::rucio::base_config(env, |k| std::env::var(k).ok());
     let base = match std::fs::read_to_string(&path) {
         Ok(text) => Some(text),
-        Err(e) if required || e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(format!(
-                "cannot read the Rucio configuration {}: {e}",
-                path.display()
-            ));
+        Err(source) if required || source.kind() != std::io::ErrorKind::NotFound => {
+            return Err(PrepareError::RucioConfig { path, source });
         }
         Err(_) => None,
     };
@@ -629,7 +675,7 @@ async fn prepare_rucio(
         s.ca_cert.as_deref().map(Path::new),
         credkeeper_oidc::Roots::Only,
     )
-    .map_err(|e| format!("RUCIO_CFG_CA_CERT: {e}"))?;
+    .map_err(PrepareError::RucioCa)?;
     let tmp = dir.join("tmp");
     std::fs::DirBuilder::new()
         .mode(0o700)
@@ -657,7 +703,7 @@ async fn prepare_rucio(
         "userpass" => {
             let (token, expires) = crate::rucio::userpass_token(s, &http)
                 .await
-                .map_err(|e| format!("authentication failed: {e}"))?;
+                .map_err(PrepareError::RucioLogin)?;
             secrets.add(token.expose());
             if let Some(p) = &s.password {
                 secrets.add(p.expose());
@@ -680,9 +726,7 @@ async fn prepare_rucio(
         }
         "oidc" => {
             let Some(token) = bearer else {
-                return Err(
-                    "Rucio auth_type oidc needs the task's credentials.bearer (the token the run keeps fresh)".into(),
-                );
+                return Err(PrepareError::RucioOidcWithoutBearer);
             };
             write_cache(token).map_err(io)?;
             files.insert("auth_token_file_path", cache.path.display().to_string());
@@ -693,17 +737,15 @@ async fn prepare_rucio(
             let pem_file = |value: &Option<credkeeper_core::Secret>,
                             path: &Option<String>,
                             name: &'static str,
-                            what: &str|
-             -> Result<String, String> {
+                            what: &'static str|
+             -> Result<String, PrepareError> {
                 match (value, path) {
                     (Some(v), _) => {
                         secrets.add(v.expose());
                         private_file(dir, name, v.expose().as_bytes()).map_err(io)
                     }
                     (None, Some(p)) => Ok(p.clone()),
-                    (None, None) => Err(format!(
-                        "x509 needs RUCIO_CFG_{what} or RUCIO_CFG_{what}_VALUE"
-                    )),
+                    (None, None) => Err(PrepareError::X509Missing(what)),
                 }
             };
             let cert = pem_file(
@@ -723,9 +765,7 @@ async fn prepare_rucio(
             "x509"
         }
         other => {
-            return Err(format!(
-                "Rucio auth type `{other}` is not served (userpass, oidc, x509)"
-            ));
+            return Err(PrepareError::RucioAuthType(other.to_string()));
         }
     };
     let cfg = private_file(

@@ -10,7 +10,7 @@
 //! period, then stops them (their credentials are removed either way).
 
 use crate::definition::{Concurrency, Rendered, Task, TaskError};
-use crate::run::{Outcome, RunOptions};
+use crate::run::{Outcome, PrepareError, RunOptions};
 use chrono::{DateTime, Utc};
 use credkeeper_core::Timestamp;
 use credkeeper_refresher::source::TokenSource;
@@ -131,7 +131,16 @@ const CLAIM_AHEAD: std::time::Duration = std::time::Duration::from_millis(25);
 /// due time is slept precisely (the kernel's high-resolution timer).
 const PRECISE: std::time::Duration = std::time::Duration::from_millis(2);
 
-type Prepared = (Rendered, Result<crate::run::Prepared, String>);
+type Prepared = (Rendered, Result<crate::run::Prepared, PrepareError>);
+
+/// Why a background preparation gave nothing to run.
+#[derive(Debug, thiserror::Error)]
+enum PreparationError {
+    #[error(transparent)]
+    Render(#[from] TaskError),
+    #[error("preparing the run: {0}")]
+    Stopped(#[from] tokio::task::JoinError),
+}
 
 /// A run being made ready in the background; dropped (a Forbid skip, a reload, a stop), it
 /// takes what it made with it.
@@ -152,11 +161,8 @@ impl Preparation {
         }))
     }
 
-    async fn finish(mut self) -> Result<Prepared, String> {
-        match (&mut self.0).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("preparing the run: {e}")),
-        }
+    async fn finish(mut self) -> Result<Prepared, PreparationError> {
+        Ok((&mut self.0).await??)
     }
 }
 

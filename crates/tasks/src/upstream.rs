@@ -36,6 +36,30 @@ pub struct Upstream {
     pub mounted_token: PathBuf,
 }
 
+/// Why a route the task's environment names cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// An endpoint the URL policy refuses (plain HTTP beyond loopback).
+    #[error(transparent)]
+    Url(credkeeper_oidc::OidcError),
+    #[error("reading OIDC_AGENT_AUTH_CLIENT_CFG_VALUE: {0}")]
+    AgentTask(tokio::task::JoinError),
+    #[error("OIDC_AGENT_AUTH_CLIENT_CFG_VALUE: {0}")]
+    Agent(crate::oidc_agent::AgentConfigError),
+    #[error("the oidc-agent account's issuer: {0}")]
+    AgentIssuer(credkeeper_oidc::OidcError),
+    #[error("the mounted token {}: {source}", path.display())]
+    Mounted {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the mounted token {} is not a file that only its owner (root or uid {uid}) can write; refusing a token anyone could have put there (chmod go-w, or remove it)",
+        path.display()
+    )]
+    MountedUnsafe { path: PathBuf, uid: u32 },
+}
+
 /// The route a task's environment names.
 pub struct Route {
     /// What it is, for the log: "mounted token file", "client credentials", …
@@ -52,7 +76,7 @@ impl Upstream {
         env: &mut BTreeMap<String, String>,
         request: TokenRequest,
         redact: impl Fn(&str),
-    ) -> Result<Option<Route>, String> {
+    ) -> Result<Option<Route>, UpstreamError> {
         let mut take = |name: &str| {
             let value = env.remove(name).filter(|v| !v.is_empty());
             if let Some(v) = &value {
@@ -78,7 +102,7 @@ impl Upstream {
         ) {
             self.policy
                 .check("OIDC_TOKEN_ENDPOINT", &endpoint)
-                .map_err(|e| e.to_string())?;
+                .map_err(UpstreamError::Url)?;
             let client = Client::new(
                 self.http.clone(),
                 endpoint_metadata(&endpoint, &endpoint),
@@ -113,25 +137,25 @@ impl Upstream {
         value: String,
         password: String,
         request: TokenRequest,
-    ) -> Result<AgentTokens, String> {
+    ) -> Result<AgentTokens, UpstreamError> {
         // Argon2id with 64 MiB: off the runtime's threads.
         let account = tokio::task::spawn_blocking(move || {
             crate::oidc_agent::decrypt(&value, &Secret::new(password))
         })
         .await
-        .map_err(|e| format!("reading OIDC_AGENT_AUTH_CLIENT_CFG_VALUE: {e}"))?
-        .map_err(|e| format!("OIDC_AGENT_AUTH_CLIENT_CFG_VALUE: {e}"))?;
+        .map_err(UpstreamError::AgentTask)?
+        .map_err(UpstreamError::Agent)?;
         let meta = match &account.token_endpoint {
             Some(endpoint) => {
                 self.policy
                     .check("the oidc-agent account's token endpoint", endpoint)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(UpstreamError::Url)?;
                 endpoint_metadata(&account.issuer, endpoint)
             }
             // oidc-gen 4.x keeps only the issuer.
             None => credkeeper_oidc::discover(&self.http, &account.issuer, self.policy)
                 .await
-                .map_err(|e| format!("the oidc-agent account's issuer: {e}"))?,
+                .map_err(UpstreamError::AgentIssuer)?,
         };
         let auth = match account.client_secret.clone() {
             Some(s) if !s.expose().is_empty() => ClientAuth::Basic(s),
@@ -190,20 +214,25 @@ fn given(token: Secret) -> Fresh {
 struct MountedFile(PathBuf);
 
 impl MountedFile {
-    fn open(path: &Path) -> Result<Option<MountedFile>, String> {
+    fn open(path: &Path) -> Result<Option<MountedFile>, UpstreamError> {
         use std::os::unix::fs::MetadataExt;
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("the mounted token {}: {e}", path.display())),
+            Err(source) => {
+                return Err(UpstreamError::Mounted {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
         };
         // SAFETY: getuid has no preconditions.
         let uid = unsafe { libc::getuid() };
         if !meta.is_file() || (meta.uid() != uid && meta.uid() != 0) || meta.mode() & 0o022 != 0 {
-            return Err(format!(
-                "the mounted token {} is not a file that only its owner (root or uid {uid}) can write; refusing a token anyone could have put there (chmod go-w, or remove it)",
-                path.display()
-            ));
+            return Err(UpstreamError::MountedUnsafe {
+                path: path.to_path_buf(),
+                uid,
+            });
         }
         Ok(Some(MountedFile(path.to_path_buf())))
     }
@@ -409,7 +438,8 @@ mod tests {
             .await
             .err()
             .unwrap();
-        assert!(err.contains("chmod go-w"), "{err}");
+        assert!(matches!(err, UpstreamError::MountedUnsafe { .. }), "{err}");
+        assert!(err.to_string().contains("chmod go-w"), "{err}");
         std::fs::remove_file(&mounted).unwrap();
         let err = u
             .route(
@@ -424,6 +454,7 @@ mod tests {
             .await
             .err()
             .unwrap();
-        assert!(err.contains("OIDC_TOKEN_ENDPOINT"), "{err}");
+        assert!(matches!(err, UpstreamError::Url(_)), "{err}");
+        assert!(err.to_string().contains("OIDC_TOKEN_ENDPOINT"), "{err}");
     }
 }
