@@ -1,6 +1,7 @@
 //! The Bearer-token flow of distribution's token auth: the challenge a registry answers
-//! with (`WWW-Authenticate: Bearer realm="…",service="…",scope="…"`), and the client that
-//! turns a keychain credential into a registry access token for a scope.
+//! with (`WWW-Authenticate: Bearer realm="…",service="…",scope="…"`), found by [`probe`]
+//! (`GET /v2/`, HTTPS, and plain HTTP for a loopback registry), and the client that turns a
+//! keychain credential into a registry access token for a scope.
 
 use crate::Credential;
 use credkeeper_core::Secret;
@@ -178,6 +179,42 @@ impl TokenClient {
             })?;
         Ok(token)
     }
+}
+
+/// Plain HTTP for loopback only, as docker and skopeo treat local registries.
+pub const LOOPBACK_ALLOWED: credkeeper_oidc::UrlPolicy = credkeeper_oidc::UrlPolicy {
+    allow_insecure_loopback: true,
+};
+
+/// The registry's Bearer challenge from `GET /v2/`: HTTPS, and plain HTTP for a loopback
+/// registry that does not speak TLS (as docker and skopeo allow for local registries).
+pub async fn challenge(http: &credkeeper_oidc::Http, host: &str) -> Option<Challenge> {
+    probe(http, host).await.and_then(|(_, c)| c)
+}
+
+/// The base URL that answered `/v2/` and its Bearer challenge (`None` when it asks for
+/// none).
+pub async fn probe(
+    http: &credkeeper_oidc::Http,
+    host: &str,
+) -> Option<(String, Option<Challenge>)> {
+    let loopback = LOOPBACK_ALLOWED
+        .check("registry", &format!("http://{host}/"))
+        .is_ok();
+    let mut schemes = vec!["https"];
+    if loopback {
+        schemes.push("http");
+    }
+    for scheme in schemes {
+        let base = format!("{scheme}://{host}");
+        if let Ok(answer) = http.probe(&format!("{base}/v2/")).await {
+            return Some((
+                base,
+                answer.challenges.iter().find_map(|c| Challenge::parse(c)),
+            ));
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 
 use anyhow::Context;
 use credkeeper_core::Secret;
-use credkeeper_registry::bearer::Challenge;
 use credkeeper_registry::keychain::{Env, Keychain, KeychainError, RobotIdentity};
 use credkeeper_registry::{Credential, helper};
 use credkeeper_store::{CredentialStore, SqliteStore};
@@ -196,7 +195,7 @@ pub async fn token(
     let credential = found?.map(|f| f.credential);
     let http =
         credkeeper_oidc::Http::with_ca_file(ca_file.as_deref(), credkeeper_oidc::Roots::Only)?;
-    let Some((base, challenge)) = probe(&http, &host).await else {
+    let Some((base, challenge)) = credkeeper_registry::bearer::probe(&http, &host).await else {
         anyhow::bail!("{host} does not answer /v2/ (neither HTTPS nor, for loopback, HTTP)");
     };
     let Some(challenge) = challenge else {
@@ -211,7 +210,8 @@ pub async fn token(
     if credential.is_some() {
         // A password or identity token goes only over HTTPS (or to a loopback realm, as
         // for a loopback registry).
-        LOOPBACK_ALLOWED.check("the registry's token server (realm)", &challenge.realm)?;
+        credkeeper_registry::bearer::LOOPBACK_ALLOWED
+            .check("the registry's token server (realm)", &challenge.realm)?;
     }
     let client = credkeeper_registry::bearer::TokenClient::new(http.client().clone());
     let token = client
@@ -409,7 +409,7 @@ impl RobotIdentity for BrokerIdentity {
                 credkeeper_oidc::Roots::Only,
             )
             .map_err(robot_error)?;
-            let Some(challenge) = challenge(&http, host).await else {
+            let Some(challenge) = credkeeper_registry::bearer::challenge(&http, host).await else {
                 trace.push(format!(
                     "{}: {host} asks for no Bearer token",
                     self.describe()
@@ -452,37 +452,4 @@ impl RobotIdentity for BrokerIdentity {
             }
         })
     }
-}
-
-/// Plain HTTP for loopback only, as docker and skopeo treat local registries.
-const LOOPBACK_ALLOWED: credkeeper_oidc::UrlPolicy = credkeeper_oidc::UrlPolicy {
-    allow_insecure_loopback: true,
-};
-
-/// The registry's Bearer challenge from `GET /v2/`: HTTPS, and plain HTTP for a loopback
-/// registry that does not speak TLS (as docker and skopeo allow for local registries).
-async fn challenge(http: &credkeeper_oidc::Http, host: &str) -> Option<Challenge> {
-    probe(http, host).await.and_then(|(_, c)| c)
-}
-
-/// The base URL that answered `/v2/` and its Bearer challenge (`None` when it asks for
-/// none).
-async fn probe(http: &credkeeper_oidc::Http, host: &str) -> Option<(String, Option<Challenge>)> {
-    let loopback = LOOPBACK_ALLOWED
-        .check("registry", &format!("http://{host}/"))
-        .is_ok();
-    let mut schemes = vec!["https"];
-    if loopback {
-        schemes.push("http");
-    }
-    for scheme in schemes {
-        let base = format!("{scheme}://{host}");
-        if let Ok(answer) = http.probe(&format!("{base}/v2/")).await {
-            return Some((
-                base,
-                answer.challenges.iter().find_map(|c| Challenge::parse(c)),
-            ));
-        }
-    }
-    None
 }
