@@ -121,6 +121,16 @@ pub struct Resolved {
 }
 
 impl Resolved {
+    /// What a token from this issuer is asked for when nothing else is said: the
+    /// configured scopes and audience.
+    pub fn ask(&self) -> credkeeper_core::TokenAsk {
+        credkeeper_core::TokenAsk {
+            scopes: self.scopes.clone(),
+            audience: self.audience.clone(),
+            ..Default::default()
+        }
+    }
+
     /// How the client authenticates, reading (and checking) the client-secret file.
     pub fn auth(&self) -> anyhow::Result<ClientAuth> {
         let Some((path, method)) = &self.secret else {

@@ -113,6 +113,25 @@ pub enum RefreshError {
 /// not let a second process use the same refresh token.
 pub const DEFAULT_CLAIM_SECS: u32 = 90;
 
+/// An issuer's client and the store of its refresh tokens, owned: what a [`Refresher`]
+/// borrows in a command-line process.
+pub struct Issuer {
+    pub client: Client,
+    pub store: std::sync::Arc<dyn CredentialStore>,
+}
+
+impl Issuer {
+    /// The refresher of `identity`'s credential, with the default claim.
+    pub fn refresher<'a>(&'a self, identity: &'a str) -> Refresher<'a> {
+        Refresher {
+            client: &self.client,
+            store: &*self.store,
+            identity,
+            claim_secs: DEFAULT_CLAIM_SECS,
+        }
+    }
+}
+
 /// One issuer and client, with the store that holds its refresh tokens.
 pub struct Refresher<'a> {
     pub client: &'a Client,

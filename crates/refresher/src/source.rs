@@ -6,11 +6,10 @@
 //! client's credentials ([`IssuerSource`]), or a source of the caller's own (the Vault-API
 //! server, rucio-task-manager's routes). The caller then hands the [`Fresh`] token to a sink.
 
-use crate::{LOCAL_IDENTITY, Obtained, Origin, Prompt, RefreshError, Refresher};
+use crate::{Issuer, LOCAL_IDENTITY, Obtained, Origin, Prompt, RefreshError};
 use credkeeper_core::{Requirements, Secret, Timestamp, TokenAsk};
 use credkeeper_oidc::broker::{BrokerAsk, BrokerClient};
-use credkeeper_oidc::{Client, DeviceAuthorization, OidcError, TokenRequest};
-use credkeeper_store::CredentialStore;
+use credkeeper_oidc::{DeviceAuthorization, OidcError, TokenRequest};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -92,8 +91,7 @@ impl TokenSource for BrokerSource {
 /// else the stored refresh token, else client credentials, else a device login when the
 /// prompt has someone to answer it.
 pub struct IssuerSource {
-    pub client: Client,
-    pub store: Arc<dyn CredentialStore>,
+    pub issuer: Issuer,
     /// The scopes and audience for an ask that names none.
     pub defaults: TokenAsk,
     pub subject_token: Option<Secret>,
@@ -102,26 +100,12 @@ pub struct IssuerSource {
 
 impl IssuerSource {
     /// A source for runs nobody watches: it never starts a login.
-    pub fn unattended(
-        client: Client,
-        store: Arc<dyn CredentialStore>,
-        defaults: TokenAsk,
-    ) -> IssuerSource {
+    pub fn unattended(issuer: Issuer, defaults: TokenAsk) -> IssuerSource {
         IssuerSource {
-            client,
-            store,
+            issuer,
             defaults,
             subject_token: None,
             prompt: Arc::new(Unattended),
-        }
-    }
-
-    fn refresher(&self) -> Refresher<'_> {
-        Refresher {
-            client: &self.client,
-            store: &*self.store,
-            identity: LOCAL_IDENTITY,
-            claim_secs: crate::DEFAULT_CLAIM_SECS,
         }
     }
 
@@ -131,7 +115,7 @@ impl IssuerSource {
         let scopes = ask.scopes.as_ref().or(self.defaults.scopes.as_ref());
         Requirements {
             min_secs: ask.min_secs,
-            issuer: Some(self.client.metadata().issuer.clone()),
+            issuer: Some(self.issuer.client.metadata().issuer.clone()),
             audience: ask
                 .audience
                 .clone()
@@ -147,7 +131,7 @@ impl TokenSource for IssuerSource {
             if let Some(provider) = &ask.provider {
                 return Err(SourceError::ProviderWithoutBroker {
                     provider: provider.clone(),
-                    issuer: self.client.metadata().issuer.clone(),
+                    issuer: self.issuer.client.metadata().issuer.clone(),
                 });
             }
             let want = self.requirements(ask);
@@ -163,7 +147,8 @@ impl TokenSource for IssuerSource {
                 origin,
                 remaining,
             } = self
-                .refresher()
+                .issuer
+                .refresher(LOCAL_IDENTITY)
                 .obtain(&want, &request, self.subject_token.as_ref(), &*self.prompt)
                 .await?;
             Ok(Fresh {

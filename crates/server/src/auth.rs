@@ -180,50 +180,42 @@ impl Authenticators {
         broker: &Broker,
         presented: Presented,
     ) -> Result<(Caller, Option<Vec<u8>>), Refusal> {
-        authenticate(self, broker, presented).await
-    }
-}
-
-async fn authenticate(
-    auth: &Authenticators,
-    broker: &Broker,
-    presented: Presented,
-) -> Result<(Caller, Option<Vec<u8>>), Refusal> {
-    match presented {
-        Presented::Basic { robot, secret } => {
-            broker.authenticate(&robot, &secret).await?;
-            Ok((
-                Caller {
-                    robot,
-                    method: Method::Secret,
-                },
-                None,
-            ))
-        }
-        Presented::Negotiate(token) => {
-            let kerberos = auth.kerberos.as_ref().ok_or_else(|| {
-                Refusal::unauthenticated(
-                    "this broker has no Kerberos keytab (server.kerberos_keytab)",
-                )
-            })?;
-            let (robot, reply) = kerberos.accept(token).await?;
-            Ok((
-                Caller {
-                    robot,
-                    method: Method::Kerberos,
-                },
-                reply,
-            ))
-        }
-        Presented::Bearer(token) => {
-            let robot = auth.jwt.accept(&broker.config, &token).await?;
-            Ok((
-                Caller {
-                    robot,
-                    method: Method::Jwt,
-                },
-                None,
-            ))
+        match presented {
+            Presented::Basic { robot, secret } => {
+                broker.authenticate(&robot, &secret).await?;
+                Ok((
+                    Caller {
+                        robot,
+                        method: Method::Secret,
+                    },
+                    None,
+                ))
+            }
+            Presented::Negotiate(token) => {
+                let kerberos = self.kerberos.as_ref().ok_or_else(|| {
+                    Refusal::unauthenticated(
+                        "this broker has no Kerberos keytab (server.kerberos_keytab)",
+                    )
+                })?;
+                let (robot, reply) = kerberos.accept(token).await?;
+                Ok((
+                    Caller {
+                        robot,
+                        method: Method::Kerberos,
+                    },
+                    reply,
+                ))
+            }
+            Presented::Bearer(token) => {
+                let robot = self.jwt.accept(&broker.config, &token).await?;
+                Ok((
+                    Caller {
+                        robot,
+                        method: Method::Jwt,
+                    },
+                    None,
+                ))
+            }
         }
     }
 }

@@ -71,15 +71,7 @@ async fn start_login(
 ) -> Result<Json<serde_json::Value>, Refusal> {
     let Json(ask) = body
         .map_err(|e| Refusal::new(Code::BadRequest, format!("request body: {}", e.body_text())))?;
-    let allowed = broker
-        .config
-        .robot(&caller.robot)
-        .is_some_and(|r| r.providers.iter().any(|p| p == &ask.provider));
-    if !allowed {
-        let refusal = Refusal::forbidden(format!(
-            "robot `{}` may not use provider `{}`",
-            caller.robot, ask.provider
-        ));
+    if let Err(refusal) = crate::policy::robot_for(&broker.config, &caller.robot, &ask.provider) {
         broker.record_refusal(&caller.robot, Some(caller.method), &refusal);
         return Err(refusal);
     }

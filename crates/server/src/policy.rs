@@ -20,6 +20,24 @@ pub struct Decision<'c> {
     pub audience: String,
 }
 
+/// The robot named `robot`, if it may use `provider` at all.
+pub fn robot_for<'c>(
+    config: &'c Config,
+    robot: &str,
+    provider: &str,
+) -> Result<&'c RobotSection, Refusal> {
+    // An unknown robot is answered as a wrong secret: names are not confirmed to strangers.
+    let r = config
+        .robot(robot)
+        .ok_or_else(|| Refusal::unauthenticated("robot name or secret is wrong"))?;
+    if !r.providers.iter().any(|p| p == provider) {
+        return Err(Refusal::forbidden(format!(
+            "robot `{robot}` may not use provider `{provider}`"
+        )));
+    }
+    Ok(r)
+}
+
 /// Decide what `robot` gets from `provider` for the scopes and audience it asked (each
 /// `None` for the default: the issuer's `authz_template` or the provider's `scopes`, the
 /// issuer's or the provider's `audience`).
@@ -30,15 +48,7 @@ pub fn decide<'c>(
     scopes: Option<&str>,
     audience: Option<&str>,
 ) -> Result<Decision<'c>, Refusal> {
-    // An unknown robot is answered as a wrong secret: names are not confirmed to strangers.
-    let r = config
-        .robot(robot)
-        .ok_or_else(|| Refusal::unauthenticated("robot name or secret is wrong"))?;
-    if !r.providers.iter().any(|p| p == provider) {
-        return Err(Refusal::forbidden(format!(
-            "robot `{robot}` may not use provider `{provider}`"
-        )));
-    }
+    let r = robot_for(config, robot, provider)?;
     let section = match provider {
         LOCAL => None,
         name => Some(config.provider(name).ok_or_else(|| {

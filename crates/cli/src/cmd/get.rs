@@ -297,11 +297,10 @@ pub async fn fetch(plan: Plan, args: Args, settings: &Settings) -> anyhow::Resul
                 Some(p) => Some(sink::read(p).context("subject token")?),
                 None => None,
             };
-            let client = super::connect(&resolved, settings).await?;
+            let issuer = super::open_issuer(&resolved, settings).await?;
             forget = Some(resolved.issuer);
             Box::new(IssuerSource {
-                client,
-                store: super::open_store(settings)?,
+                issuer,
                 defaults: TokenAsk::default(),
                 subject_token,
                 prompt: Arc::new(Terminal::new(true)),

@@ -64,7 +64,7 @@ pub async fn login(args: LoginArgs, settings: &Settings) -> anyhow::Result<()> {
         return link(&args, server, settings).await;
     }
     let resolved = settings.resolve(&args.issuer)?;
-    let issuer = super::Issuer::open(&resolved, settings).await?;
+    let issuer = super::open_issuer(&resolved, settings).await?;
     let refresher = issuer.refresher(args.robot.as_deref().unwrap_or(LOCAL_IDENTITY));
     let request = login_request(&super::token_request(&resolved));
     let prompt = Terminal::new(!args.no_open);
@@ -87,7 +87,7 @@ pub async fn login(args: LoginArgs, settings: &Settings) -> anyhow::Result<()> {
 
 pub async fn logout(args: LogoutArgs, settings: &Settings) -> anyhow::Result<()> {
     let resolved = settings.resolve(&args.issuer)?;
-    let issuer = super::Issuer::open(&resolved, settings).await?;
+    let issuer = super::open_issuer(&resolved, settings).await?;
     let refresher = issuer.refresher(LOCAL_IDENTITY);
     match refresher.logout().await? {
         (false, _) => eprintln!("No stored credential for {}.", resolved.issuer),

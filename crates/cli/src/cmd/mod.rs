@@ -109,28 +109,16 @@ pub fn broker_client_with(
     )?)
 }
 
-/// An issuer's client and the local credential store: what a `Refresher` works with.
-pub struct Issuer {
-    client: Client,
-    store: Arc<dyn Store>,
-}
-
-impl Issuer {
-    pub async fn open(r: &Resolved, settings: &Settings) -> anyhow::Result<Issuer> {
-        Ok(Issuer {
-            client: connect(r, settings).await?,
-            store: open_store(settings)?,
-        })
-    }
-
-    pub fn refresher<'a>(&'a self, identity: &'a str) -> credkeeper_refresher::Refresher<'a> {
-        credkeeper_refresher::Refresher {
-            client: &self.client,
-            store: &*self.store,
-            identity,
-            claim_secs: credkeeper_refresher::DEFAULT_CLAIM_SECS,
-        }
-    }
+/// The issuer's client (discovered, from the cache when fresh) and the local credential
+/// store: what a `Refresher` works with.
+pub async fn open_issuer(
+    r: &Resolved,
+    settings: &Settings,
+) -> anyhow::Result<credkeeper_refresher::Issuer> {
+    Ok(credkeeper_refresher::Issuer {
+        client: connect(r, settings).await?,
+        store: open_store(settings)?,
+    })
 }
 
 /// The store the settings name (created when it is a new SQLite one).
@@ -147,10 +135,7 @@ pub fn existing_store(settings: &Settings) -> anyhow::Result<Option<Arc<dyn Stor
 }
 
 pub fn token_request(r: &Resolved) -> TokenRequest {
-    TokenRequest {
-        scopes: r.scopes.as_ref().map(|s| s.to_string()),
-        audience: r.audience.clone(),
-    }
+    TokenRequest::from(&r.ask())
 }
 
 /// Where a token goes: `-o` if given (`-` for standard output), else the config file's

@@ -2,7 +2,7 @@
 
 use crate::config::{IssuerArgs, Settings};
 use anyhow::Context;
-use credkeeper_core::{Secret, TokenAsk};
+use credkeeper_core::Secret;
 use credkeeper_refresher::source::{BrokerSource, IssuerSource, TokenSource};
 use credkeeper_tasks::Task;
 use credkeeper_tasks::daemon::{self, Daemon, Definitions, Ended, TaskStore};
@@ -267,13 +267,8 @@ impl TokenArgs {
             // Never interactive: a task has no one to answer a login.
             let resolved = settings.resolve(&self.issuer)?;
             return Ok(Arc::new(IssuerSource::unattended(
-                super::connect(&resolved, settings).await?,
-                super::open_store(settings)?,
-                TokenAsk {
-                    scopes: resolved.scopes,
-                    audience: resolved.audience,
-                    ..TokenAsk::default()
-                },
+                super::open_issuer(&resolved, settings).await?,
+                resolved.ask(),
             )));
         };
         let login = super::RobotLogin {

@@ -89,9 +89,9 @@ impl Target<'_> {
                     grant_types_supported: None,
                 };
                 // As upstream's web app: the secret goes in the form body.
-                let auth = match ad.client_secret.as_str() {
-                    "" => ClientAuth::None,
-                    s => ClientAuth::Post(credkeeper_core::Secret::new(s)),
+                let auth = match ad.client_secret.is_empty() {
+                    true => ClientAuth::None,
+                    false => ClientAuth::Post(ad.client_secret.clone()),
                 };
                 Ok(Arc::new(Client::new(
                     broker.http().clone(),
@@ -240,7 +240,7 @@ impl Target<'_> {
                 let mut meta = serde_json::Map::new();
                 meta.insert("client_id".into(), json!(ad.client_id));
                 if broker.credd_secret_in_meta() {
-                    meta.insert("client_secret".into(), json!(ad.client_secret));
+                    meta.insert("client_secret".into(), json!(ad.client_secret.expose()));
                 }
                 meta.insert("token_url".into(), json!(ad.token_url));
                 meta.insert("use_refresh_token".into(), json!(true));

@@ -2,6 +2,7 @@
 //! lines, one ad per provider, ads separated by a blank line) describing the OAuth logins
 //! a user still has to do.
 
+use credkeeper_core::Secret;
 use std::collections::HashMap;
 
 /// One provider login the CredD asks for.
@@ -13,7 +14,8 @@ pub struct KeyAd {
     pub scopes: Vec<String>,
     pub audience: String,
     pub client_id: String,
-    pub client_secret: String,
+    /// Never printed: `Debug` of an ad shows it redacted.
+    pub client_secret: Secret,
     pub return_url: String,
     pub authorization_url: String,
     pub token_url: String,
@@ -86,7 +88,7 @@ pub fn parse(text: &str) -> Result<Vec<KeyAd>, KeyFileError> {
                 .collect(),
             audience: take("Audience", false)?,
             client_id: take("ClientId", true)?,
-            client_secret: take("ClientSecret", false)?,
+            client_secret: Secret::new(take("ClientSecret", false)?),
             return_url: take("ReturnUrl", true)?,
             authorization_url: take("AuthorizationUrl", true)?,
             token_url: take("TokenUrl", true)?,
@@ -135,7 +137,7 @@ mod tests {
         let ads = parse(text).unwrap();
         assert_eq!(ads.len(), 2);
         assert_eq!(ads[0].scopes, ["read", "write"]);
-        assert_eq!(ads[0].client_secret, "s\"x");
+        assert_eq!(ads[0].client_secret.expose(), "s\"x");
         assert_eq!(ads[1].token_name(), "op_h1");
     }
 
