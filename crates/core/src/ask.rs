@@ -1,12 +1,12 @@
 //! What a caller asks a token source for: one request type, whatever the source.
 
-use crate::ScopeSet;
+use crate::{Scope, ScopeError, ScopeSet};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 
 /// Requested scopes, read once where they enter (a flag, a config file, a task file): the
 /// words as they will be sent, and the same words parsed for judging a token.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scopes {
     text: String,
     set: ScopeSet,
@@ -16,15 +16,30 @@ impl Scopes {
     /// Scopes as people write them: separated by spaces, tabs, newlines or commas
     /// (htgettoken's `-S` takes commas). `None` when there is no scope in `text`.
     pub fn parse(text: &str) -> Option<Scopes> {
-        let text = text
-            .split([',', ' ', '\t', '\n'])
-            .filter(|w| !w.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let text = words(text).collect::<Vec<_>>().join(" ");
         (!text.is_empty()).then(|| Scopes {
             set: ScopeSet::parse(&text),
             text,
         })
+    }
+
+    /// Scopes asked of an issuer, which signs them as written: each word must pass
+    /// [`Scope::requested`], and the first that does not is the error. Read in one pass, as
+    /// a broker does for every request. `Ok(None)` when there is no scope in `text`.
+    pub fn requested(text: &str) -> Result<Option<Scopes>, ScopeError> {
+        let mut joined = String::with_capacity(text.len());
+        let mut set = Vec::new();
+        for word in words(text) {
+            set.push(Scope::requested(word)?);
+            if !joined.is_empty() {
+                joined.push(' ');
+            }
+            joined.push_str(word);
+        }
+        Ok((!joined.is_empty()).then(|| Scopes {
+            text: joined,
+            set: set.into_iter().collect(),
+        }))
     }
 
     /// Space-separated, as a request carries them (RFC 6749 §3.3).
@@ -35,6 +50,15 @@ impl Scopes {
     pub fn set(&self) -> &ScopeSet {
         &self.set
     }
+
+    pub fn into_text(self) -> String {
+        self.text
+    }
+}
+
+/// The words of a scope list as people write it.
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split([',', ' ', '\t', '\n']).filter(|w| !w.is_empty())
 }
 
 impl fmt::Display for Scopes {

@@ -12,20 +12,23 @@
 //! request makes no system call and takes no lock for its line beyond the append, and no
 //! line is handed to another thread that must be woken.
 
+use credkeeper_core::Timestamp;
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::Notify;
 
+/// One line: borrowed from the request it tells of, serialized at once.
 #[derive(Debug, Serialize)]
-pub struct Event {
-    pub time: String,
-    pub robot: String,
+pub struct Event<'a> {
+    #[serde(serialize_with = "as_text")]
+    pub time: Timestamp,
+    pub robot: &'a str,
     pub auth: &'static str,
-    pub provider: String,
-    pub scope: String,
-    pub audience: String,
+    pub provider: &'a str,
+    pub scope: &'a str,
+    pub audience: &'a str,
     /// `vended`, `denied` or `failed`.
     pub result: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -33,9 +36,14 @@ pub struct Event {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires: Option<i64>,
+}
+
+/// A time as its RFC 3339 text, written straight into the line.
+fn as_text<S: serde::Serializer>(time: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(time)
 }
 
 /// The log: cheap to clone, shared by every request.
@@ -139,7 +147,7 @@ impl Audit {
 
     /// Hand `event` to the log; its line is written with the batch it joins (by a writer
     /// task this call starts when none is scheduled; outside a runtime, by this call).
-    pub fn record(&self, event: Event) -> Recorded {
+    pub fn record(&self, event: Event<'_>) -> Recorded {
         let mut line = Vec::with_capacity(256);
         let _ = serde_json::to_writer(&mut line, &event);
         line.push(b'\n');
@@ -229,14 +237,15 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn event(n: usize) -> Event {
+    fn event(n: usize) -> Event<'static> {
+        let robot: &'static str = Box::leak(format!("robot-{n}").into_boxed_str());
         Event {
-            time: "2026-12-05T00:00:00Z".into(),
-            robot: format!("robot-{n}"),
+            time: Timestamp::from_unix(1_796_515_200),
+            robot,
             auth: "secret",
-            provider: "local".into(),
-            scope: "read:/data".into(),
-            audience: "https://storage.example".into(),
+            provider: "local",
+            scope: "read:/data",
+            audience: "https://storage.example",
             result: "vended",
             source: Some("cached"),
             code: None,

@@ -204,9 +204,8 @@ impl Broker {
     /// caller proved it is `robot`: `None` (`auth` "none") when it did not — whichever
     /// method it tried, which `robot` shows then (`(kerberos)`, `(jwt)`, a claimed name).
     pub fn record_refusal(&self, robot: &str, method: Option<Method>, refusal: &Refusal) {
-        let blank = (String::new(), String::new());
         // A refusal hands nothing out: it does not wait for its line.
-        let _ = self.record(robot, method, "", blank, Err(refusal));
+        let _ = self.record(robot, method, "", ("", ""), Err(refusal));
     }
 
     /// Audit and count a registry token (`scope` is the granted access).
@@ -217,13 +216,12 @@ impl Broker {
         service: &str,
         expires: i64,
     ) -> Result<(), Refusal> {
-        let what = (scope.to_string(), service.to_string());
         let outcome = Ok((Source::Signed, Timestamp::from_unix(expires)));
         let recorded = self.record(
             &caller.robot,
             Some(caller.method),
             "registry",
-            what,
+            (scope, service),
             outcome,
         );
         audited(recorded).await
@@ -236,14 +234,14 @@ impl Broker {
         who: &str,
         method: Option<Method>,
         provider: &str,
-        (scope, audience): (String, String),
+        (scope, audience): (&str, &str),
         outcome: Result<(Source, Timestamp), &Refusal>,
     ) -> crate::audit::Recorded {
         let mut event = Event {
-            time: Timestamp::now().to_string(),
-            robot: who.to_string(),
+            time: Timestamp::now(),
+            robot: who,
             auth: method.map_or("none", Method::as_str),
-            provider: provider.to_string(),
+            provider,
             scope,
             audience,
             result: "vended",
@@ -282,7 +280,7 @@ impl Broker {
                     "failed"
                 };
                 event.code = Some(refusal.code.as_str());
-                event.reason = Some(refusal.message.clone());
+                event.reason = Some(&refusal.message);
                 self.metrics
                     .denied
                     .get_or_create(&DenyLabels {
@@ -299,22 +297,22 @@ impl Broker {
     /// Serve `ask` for the authenticated `robot`, auditing the outcome.
     pub async fn vend(&self, caller: &Caller, ask: &TokenAsk) -> Result<TokenGiven, Refusal> {
         let robot = caller.robot.as_str();
-        let provider = ask.provider.clone().unwrap_or_else(|| LOCAL.into());
-        let result = self.vend_inner(robot, &provider, ask).await;
+        let provider = ask.provider.as_deref().unwrap_or(LOCAL);
+        let result = self.vend_inner(robot, provider, ask).await;
         let (what, outcome) = match &result {
             Ok((given, source)) => (
-                (given.scope.clone(), given.audience.clone()),
+                (given.scope.as_str(), given.audience.as_str()),
                 Ok((*source, Timestamp::now().plus_secs(given.expires_in))),
             ),
             Err(refusal) => (
                 (
-                    ask.scopes.clone().unwrap_or_default(),
-                    ask.audience.clone().unwrap_or_default(),
+                    ask.scopes.as_deref().unwrap_or_default(),
+                    ask.audience.as_deref().unwrap_or_default(),
                 ),
                 Err(refusal),
             ),
         };
-        let recorded = self.record(robot, Some(caller.method), &provider, what, outcome);
+        let recorded = self.record(robot, Some(caller.method), provider, what, outcome);
         let given = result?;
         audited(recorded).await?;
         Ok(given.0)
@@ -468,7 +466,7 @@ impl Broker {
         let result = self
             .via_provider(&identity, p, scope, audience, minsecs, false)
             .await;
-        let what = (scope.to_string(), audience.to_string());
+        let what = (scope, audience);
         let outcome = match &result {
             Ok((_, expires, source)) => Ok((*source, *expires)),
             Err(refusal) => Err(refusal),

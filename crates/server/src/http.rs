@@ -43,7 +43,7 @@ async fn token(
     State(broker): State<Arc<Broker>>,
     Robot(caller): Robot,
     body: Result<Json<TokenAsk>, JsonRejection>,
-) -> Result<Json<crate::broker::TokenGiven>, Refusal> {
+) -> Result<Response, Refusal> {
     let Json(ask) = body.map_err(|e| {
         let refusal = Refusal {
             code: Code::BadRequest,
@@ -52,7 +52,12 @@ async fn token(
         broker.record_refusal(&caller.robot, Some(caller.method), &refusal);
         refusal
     })?;
-    broker.vend(&caller, &ask).await.map(Json)
+    let given = broker.vend(&caller, &ask).await?;
+    // Sized for the answer at once (the token is most of it), not grown as it is written.
+    let mut body = Vec::with_capacity(given.access_token.len() + 256);
+    serde_json::to_writer(&mut body, &given)
+        .map_err(|e| Refusal::new(Code::Internal, e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[derive(serde::Deserialize)]

@@ -228,8 +228,7 @@ pub fn dev_config(listen: SocketAddr) -> Config {
         .to_vec(),
         audiences: vec!["*".into()],
         max_lifetime: Some(3600),
-        login_links: false,
-        registry: Vec::new(),
+        ..Default::default()
     });
     config
 }

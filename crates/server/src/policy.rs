@@ -4,7 +4,7 @@
 
 use crate::config::{Config, ProviderSection, RobotSection, fill};
 use crate::refusal::{Code, Refusal};
-use credkeeper_core::{Scope, ScopeSet, Scopes};
+use credkeeper_core::Scopes;
 
 /// The name of the broker's own issuer among the providers.
 pub const LOCAL: &str = "local";
@@ -55,19 +55,25 @@ pub fn decide<'c>(
             Refusal::new(Code::UnknownProvider, format!("no provider named `{name}`"))
         })?),
     };
-    let scope = match scopes.and_then(Scopes::parse) {
-        Some(asked) => asked.as_str().to_string(),
-        None => match section {
-            None => fill(&config.issuer.authz_template, r.username()),
-            Some(p) => p.scopes.clone().unwrap_or_default(),
-        },
-    };
+    let bad = |e: credkeeper_core::ScopeError| Refusal::new(Code::BadRequest, e.to_string());
     // Signed as written, so each is taken only as written (no `..`, nothing encoded).
-    for s in scope.split_whitespace() {
-        Scope::requested(s).map_err(|e| Refusal::new(Code::BadRequest, e.to_string()))?;
-    }
-    let requested = ScopeSet::parse(&scope);
-    let missing = r.allowed_scopes().missing(&requested);
+    let asked = match scopes {
+        Some(text) => Scopes::requested(text).map_err(bad)?,
+        None => None,
+    };
+    let scopes = match asked {
+        Some(asked) => asked,
+        None => {
+            let default = match section {
+                None => fill(&config.issuer.authz_template, r.username()),
+                Some(p) => p.scopes.clone().unwrap_or_default(),
+            };
+            Scopes::requested(&default)
+                .map_err(bad)?
+                .unwrap_or_default()
+        }
+    };
+    let missing = r.allowed_scopes().missing(scopes.set());
     if !missing.is_empty() {
         let names: Vec<String> = missing.iter().map(|s| s.to_string()).collect();
         return Err(Refusal::forbidden(format!(
@@ -90,7 +96,7 @@ pub fn decide<'c>(
     Ok(Decision {
         robot: r,
         provider: section,
-        scope,
+        scope: scopes.into_text(),
         audience,
     })
 }

@@ -23,11 +23,11 @@ fn random(n: usize) -> Result<Vec<u8>, StoreError> {
     Ok(bytes)
 }
 
-fn digest(salt: &[u8], secret: &str) -> Vec<u8> {
+fn digest(salt: &[u8], secret: &str) -> aws_lc_rs::digest::Digest {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     ctx.update(salt);
     ctx.update(secret.as_bytes());
-    ctx.finish().as_ref().to_vec()
+    ctx.finish()
 }
 
 /// The stored form of `secret`.
@@ -40,19 +40,31 @@ pub fn hash(secret: &Secret) -> Result<String, StoreError> {
     ))
 }
 
+/// A stored form, decoded.
+struct Hashed {
+    salt: Vec<u8>,
+    digest: Vec<u8>,
+}
+
+impl Hashed {
+    fn parse(stored: &str) -> Option<Hashed> {
+        let (salt, digest) = stored.strip_prefix(SCHEME)?.split_once('$')?;
+        Some(Hashed {
+            salt: URL_SAFE_NO_PAD.decode(salt).ok()?,
+            digest: URL_SAFE_NO_PAD.decode(digest).ok()?,
+        })
+    }
+
+    /// In constant time.
+    fn matches(&self, secret: &Secret) -> bool {
+        let got = digest(&self.salt, secret.expose());
+        aws_lc_rs::constant_time::verify_slices_are_equal(&self.digest, got.as_ref()).is_ok()
+    }
+}
+
 /// Whether `secret` matches the stored form `stored`, in constant time.
 pub fn matches(stored: &str, secret: &Secret) -> bool {
-    let Some(rest) = stored.strip_prefix(SCHEME) else {
-        return false;
-    };
-    let Some((salt, want)) = rest.split_once('$') else {
-        return false;
-    };
-    let (Ok(salt), Ok(want)) = (URL_SAFE_NO_PAD.decode(salt), URL_SAFE_NO_PAD.decode(want)) else {
-        return false;
-    };
-    aws_lc_rs::constant_time::verify_slices_are_equal(&want, &digest(&salt, secret.expose()))
-        .is_ok()
+    Hashed::parse(stored).is_some_and(|h| h.matches(secret))
 }
 
 /// Create a new random secret for `robot`, store its hash, and return the secret (the
@@ -63,11 +75,12 @@ pub fn new_secret(store: &dyn RobotSecrets, robot: &str) -> Result<Secret, Store
     Ok(secret)
 }
 
-/// Stored hashes, read once per robot: the store is not asked on every request, and
-/// requests only read the map (shared), so they do not wait for each other.
+/// Stored hashes, read and decoded once per robot: the store is not asked on every
+/// request, and requests only read the map (shared), so they do not wait for each other.
 #[derive(Clone, Default)]
 pub struct SecretCheck {
-    hashes: Arc<RwLock<HashMap<String, String>>>,
+    /// `None` for a stored form that is not ours (nothing matches it).
+    hashes: Arc<RwLock<HashMap<String, Arc<Option<Hashed>>>>>,
 }
 
 impl SecretCheck {
@@ -84,20 +97,19 @@ impl SecretCheck {
             .unwrap_or_else(|p| p.into_inner())
             .get(robot)
             .cloned();
-        if let Some(stored) = known
-            && matches(&stored, secret)
-        {
+        if known.is_some_and(|h| h.as_ref().as_ref().is_some_and(|h| h.matches(secret))) {
             return Ok(true);
         }
         // Not cached, or the secret was replaced since: read the store again.
         let Some(stored) = store.robot_secret_hash(robot)? else {
             return Ok(false);
         };
-        let ok = matches(&stored, secret);
+        let hashed = Hashed::parse(&stored);
+        let ok = hashed.as_ref().is_some_and(|h| h.matches(secret));
         self.hashes
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(robot.to_string(), stored);
+            .insert(robot.to_string(), Arc::new(hashed));
         Ok(ok)
     }
 }

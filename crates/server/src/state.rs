@@ -12,8 +12,12 @@ use crate::web::WebState;
 use axum::extract::FromRef;
 use std::sync::Arc;
 
+/// Cloned for every request (axum hands each handler its own copy): one reference count,
+/// not one per part.
 #[derive(Clone)]
-pub struct App {
+pub struct App(Arc<Parts>);
+
+pub struct Parts {
     pub broker: Arc<Broker>,
     pub auth: Arc<Authenticators>,
     pub web: Arc<WebState>,
@@ -33,13 +37,21 @@ impl App {
             broker.issuer.url().to_string(),
         );
         let shared = || Shared::new(broker.store.clone());
-        App {
+        App(Arc::new(Parts {
             auth: Arc::new(Authenticators { kerberos, jwt }),
             web: Arc::new(WebState::new(shared())),
             vault: Arc::new(VaultState::new(shared())),
             logins: Arc::new(DeviceLogins::new(&broker.config.vault, shared())),
             broker,
-        }
+        }))
+    }
+}
+
+impl std::ops::Deref for App {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
     }
 }
 

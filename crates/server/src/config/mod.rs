@@ -350,7 +350,7 @@ pub struct RobotAuth {
     pub jwt_audience: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RobotSection {
     pub name: String,
@@ -377,6 +377,10 @@ pub struct RobotSection {
     /// the name may end in `*`, the actions `pull`, `push`, `delete` or `*`.
     #[serde(default)]
     pub registry: Vec<String>,
+    /// `scopes` with the templates filled in and parsed, on first use: every request
+    /// of this robot is judged against them.
+    #[serde(skip)]
+    pub(crate) allowed: std::sync::OnceLock<ScopeSet>,
 }
 
 impl RobotSection {
@@ -385,8 +389,9 @@ impl RobotSection {
     }
 
     /// The scopes it may ask for, templates filled in.
-    pub fn allowed_scopes(&self) -> ScopeSet {
-        ScopeSet::parse(&fill(&self.scopes.join(" "), self.username()))
+    pub fn allowed_scopes(&self) -> &ScopeSet {
+        self.allowed
+            .get_or_init(|| ScopeSet::parse(&fill(&self.scopes.join(" "), self.username())))
     }
 
     pub fn may_use_audience(&self, aud: &str) -> bool {
