@@ -17,9 +17,6 @@ mod start;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "credkeeper",
