@@ -8,12 +8,37 @@ use std::path::{Path, PathBuf};
 
 pub const FILE: &str = ".credkeeper-credmon.json";
 
+/// What kind of credential: how the credmon renews it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Refreshed at a provider with the `.top`'s refresh token.
+    #[default]
+    OAuth,
+    /// Signed here by a local issuer.
+    Local,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::OAuth => "oauth",
+            Kind::Local => "local",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CredStatus {
     pub user: String,
     pub token: String,
-    /// `oauth` (refreshed at a provider) or `local` (signed here).
-    pub kind: String,
+    pub kind: Kind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

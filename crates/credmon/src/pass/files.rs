@@ -1,0 +1,112 @@
+//! Reading the credential directory: the names HTCondor allows, and files read only when
+//! they are plain (no symlink followed) and, for secrets, private.
+
+use crate::error::CredFileError;
+use serde_json::{Map, Value};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+/// HTCondor's `okay_for_oauth_filename` characters; never a leading dot.
+pub(super) fn safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-+=_.".contains(c))
+}
+
+pub(super) fn is_key_file(name: &str) -> bool {
+    name.len() == 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+}
+
+/// Read a file without following a symlink, refusing anything but a regular file.
+pub(super) fn read_plain(path: &Path) -> Result<Vec<u8>, CredFileError> {
+    let io = |source| CredFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => CredFileError::Symlink {
+                path: path.to_path_buf(),
+            },
+            _ => io(e),
+        })?;
+    let meta = f.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(CredFileError::NotRegular {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(io)?;
+    Ok(bytes)
+}
+
+/// A secret file (`.top`, `.meta`) must be owned by root, this process or the user
+/// directory's owner, and be private.
+pub(super) fn check_secret_file(path: &Path, dir_owner: u32) -> Result<(), CredFileError> {
+    let path_buf = || path.to_path_buf();
+    let meta = std::fs::symlink_metadata(path).map_err(|source| CredFileError::Io {
+        path: path_buf(),
+        source,
+    })?;
+    if meta.file_type().is_symlink() {
+        return Err(CredFileError::Symlink { path: path_buf() });
+    }
+    let euid = credkeeper_sink::uid();
+    if ![0, euid, dir_owner].contains(&meta.uid()) {
+        return Err(CredFileError::Owner {
+            path: path_buf(),
+            uid: meta.uid(),
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(CredFileError::TooOpen {
+            path: path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// [`check_secret_file`] for each of `paths` in the user directory `dir`.
+pub(super) fn check_secret_files(dir: &Path, paths: &[&Path]) -> Result<(), CredFileError> {
+    let dir_owner = std::fs::symlink_metadata(dir).map(|m| m.uid()).unwrap_or(0);
+    paths
+        .iter()
+        .try_for_each(|p| check_secret_file(p, dir_owner))
+}
+
+pub(super) fn read_json_object(path: &Path) -> Result<Map<String, Value>, CredFileError> {
+    let bytes = read_plain(path)?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(CredFileError::NotObject {
+            path: path.to_path_buf(),
+        }),
+        Err(e) => Err(CredFileError::BadJson {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+pub(super) fn mtime(path: &Path) -> Option<i64> {
+    std::fs::symlink_metadata(path).ok().map(|m| m.mtime())
+}
+
+/// Tells one version of a file from the next, even within the same second.
+pub(super) fn fingerprint(path: &Path) -> Option<String> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| format!("{}:{}.{:09}", m.ino(), m.mtime(), m.mtime_nsec()))
+}

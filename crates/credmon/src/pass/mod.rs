@@ -1,0 +1,203 @@
+//! One credmon pass over the credential directory: refresh OAuth tokens that are due,
+//! sign local tokens that are due, clean up stale key files, touch `CREDMON_COMPLETE`.
+//!
+//! Unlike upstream, one bad credential never stops the pass: each is handled on its own,
+//! with backoff after failures, and a credential whose refresh token the provider refused
+//! (`invalid_grant`) is reported and left alone until its `.top` changes.
+//!
+//! By stage: `scan` walks the directory and decides what is due, `refresh` renews an OAuth
+//! credential at its provider, `sign` makes a local token, `files` reads the directory's
+//! files only when they are plain and private; this module runs the pass and keeps the
+//! status.
+
+mod files;
+mod refresh;
+mod scan;
+mod sign;
+
+use crate::error::PassError;
+use crate::settings::Settings;
+use crate::status::{CredStatus, Kind, Status};
+use credkeeper_core::Timestamp;
+use credkeeper_issuer::LocalIssuer;
+use credkeeper_oidc::{Http, OidcError, UrlPolicy};
+use scan::Seen;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    pub users: usize,
+    pub refreshed: usize,
+    pub signed: usize,
+    pub failed: usize,
+    pub needs_login: usize,
+    pub skipped: usize,
+    pub idle: usize,
+}
+
+#[derive(Clone, Debug)]
+enum Work {
+    Refresh {
+        user: String,
+        token: String,
+    },
+    Sign {
+        user: String,
+        token: String,
+        provider: usize,
+    },
+}
+
+pub struct Credmon {
+    pub settings: Settings,
+    http: Http,
+    policy: UrlPolicy,
+    issuers: Mutex<HashMap<String, Arc<LocalIssuer>>>,
+    status: Mutex<Status>,
+    seen: Mutex<HashMap<PathBuf, Seen>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Credmon {
+    pub fn new(settings: Settings, policy: UrlPolicy) -> Result<Credmon, OidcError> {
+        let status = Status::load(&settings.cred_dir);
+        Ok(Credmon {
+            settings,
+            http: Http::new()?,
+            policy,
+            issuers: Mutex::new(HashMap::new()),
+            status: Mutex::new(status),
+            seen: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn status(&self) -> Status {
+        lock(&self.status).clone()
+    }
+
+    fn dir(&self) -> &Path {
+        &self.settings.cred_dir
+    }
+
+    /// One full pass. `stop` is checked between credentials, so a signal ends the pass
+    /// after the file being written is complete.
+    pub async fn pass(self: &Arc<Self>, stop: &tokio::sync::watch::Receiver<bool>) -> PassReport {
+        let me = self.clone();
+        let scanned = tokio::task::spawn_blocking(move || me.scan()).await;
+        let (work, mut report) = scanned.unwrap_or_default();
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(self.settings.concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        let tally =
+            |done: Result<Outcome, tokio::task::JoinError>, report: &mut PassReport| match done {
+                Ok(Outcome::Refreshed) => report.refreshed += 1,
+                Ok(Outcome::Signed) => report.signed += 1,
+                Ok(Outcome::NeedsLogin) => report.needs_login += 1,
+                Ok(Outcome::Failed) | Err(_) => report.failed += 1,
+            };
+        for item in work {
+            if *stop.borrow() {
+                break;
+            }
+            let me = self.clone();
+            let permit = semaphore.clone().acquire_owned().await;
+            tasks.spawn(async move {
+                let _permit = permit;
+                me.handle(item).await
+            });
+            // A finished task keeps its memory until joined: join as we go, so a pass over
+            // 100,000 credentials holds `concurrency` tasks, not 100,000.
+            while let Some(done) = tasks.try_join_next() {
+                tally(done, &mut report);
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            tally(done, &mut report);
+        }
+        // Serialised under the lock rather than cloned: with 100,000 credentials a copy of
+        // the status is tens of megabytes.
+        let bytes = {
+            let mut s = lock(&self.status);
+            s.last_pass = Some(Timestamp::now().unix());
+            s.to_bytes()
+        };
+        if let Err(e) = Status::save_bytes(self.dir(), &bytes) {
+            tracing::warn!("cannot save the status file: {e}");
+        }
+        touch(&self.dir().join("CREDMON_COMPLETE"));
+        report
+    }
+
+    async fn handle(self: Arc<Self>, work: Work) -> Outcome {
+        match work {
+            Work::Refresh { user, token } => self.refresh(&user, &token).await,
+            Work::Sign {
+                user,
+                token,
+                provider,
+            } => {
+                let me = self.clone();
+                tokio::task::spawn_blocking(move || me.sign(&user, &token, provider))
+                    .await
+                    .unwrap_or(Outcome::Failed)
+            }
+        }
+    }
+
+    fn record(&self, user: &str, token: &str, kind: Kind, f: impl FnOnce(&mut CredStatus)) {
+        let mut status = lock(&self.status);
+        let entry = status
+            .credentials
+            .entry(Self::key(user, token))
+            .or_insert_with(|| CredStatus {
+                user: user.into(),
+                token: token.into(),
+                kind,
+                ..Default::default()
+            });
+        f(entry);
+    }
+
+    fn fail(&self, user: &str, token: &str, kind: Kind, error: impl std::fmt::Display) -> Outcome {
+        let error = error.to_string();
+        tracing::warn!("{user}/{token}: {error}");
+        let now = Timestamp::now().unix();
+        self.record(user, token, kind, |s| {
+            s.failures += 1;
+            s.next_attempt = Some(now + credkeeper_refresher::backoff_secs(s.failures));
+            s.last_error = Some(error);
+        });
+        Outcome::Failed
+    }
+
+    fn write(&self, path: &Path, contents: &str) -> Result<(), PassError> {
+        Ok(credkeeper_sink::condor::write_cred_file(
+            self.dir(),
+            path,
+            contents,
+        )?)
+    }
+}
+
+enum Outcome {
+    Refreshed,
+    Signed,
+    NeedsLogin,
+    Failed,
+}
+
+/// Create `path` if needed and set its modification time to now.
+pub fn touch(path: &Path) {
+    let result = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    if let Err(e) = result {
+        tracing::warn!("cannot touch {}: {e}", path.display());
+    }
+}
