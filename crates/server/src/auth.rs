@@ -274,10 +274,7 @@ where
                 }
                 Ok(Robot(caller))
             }
-            Err(refusal) => {
-                broker.record_refusal(&claimed, None, &refusal);
-                Err(refusal)
-            }
+            Err(refusal) => Err(refusal.by(&claimed, None)),
         }
     }
 }

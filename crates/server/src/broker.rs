@@ -5,7 +5,9 @@ use crate::audit::{Audit, Event};
 use crate::caller::{Caller, Method};
 use crate::config::{Config, ProviderSection};
 use crate::metrics::{DenyLabels, Metrics, UNKNOWN, VendLabels};
-use crate::refusal::{Code, Refusal};
+use crate::outcome::Source;
+use crate::outcome::{Outcome, Vended};
+use crate::refusal::{Code, Refusal, RefusedTo};
 use crate::robots::SecretCheck;
 use credkeeper_core::{Jwt, ScopeSet, Secret, Timestamp};
 use credkeeper_issuer::{Grant, LocalIssuer};
@@ -47,42 +49,6 @@ pub struct TokenGiven {
     pub scope: String,
     pub audience: String,
     pub provider: String,
-}
-
-/// Where a vended token came from, as the audit log and the metrics say it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// The token already held, still fresh enough.
-    Cached,
-    /// Signed now by the local issuer (or the registry token signer).
-    Signed,
-    /// Obtained now from the provider with the stored refresh token.
-    Refreshed,
-    /// Obtained now from the provider with the client's own credentials.
-    ClientCredentials,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Cached => "cached",
-            Source::Signed => "signed",
-            Source::Refreshed => "refreshed",
-            Source::ClientCredentials => "client_credentials",
-        }
-    }
-}
-
-/// A token goes out only once its audit line is written.
-async fn audited(recorded: crate::audit::Recorded) -> Result<(), Refusal> {
-    if recorded.written().await {
-        Ok(())
-    } else {
-        Err(Refusal::new(
-            Code::AuditUnavailable,
-            "the audit log cannot be written; no token is handed out without its line",
-        ))
-    }
 }
 
 /// A provider's discovered client, or the memory of a failed discovery (for a while, so
@@ -199,43 +165,24 @@ impl Broker {
         }
     }
 
-    /// Audit and count a refusal that happened before [`Broker::vend`] (authentication,
-    /// an unreadable request, a credential the caller may not read). `method` is how the
-    /// caller proved it is `robot`: `None` (`auth` "none") when it did not — whichever
-    /// method it tried, which `robot` shows then (`(kerberos)`, `(jwt)`, a claimed name).
-    pub fn record_refusal(&self, robot: &str, method: Option<Method>, refusal: &Refusal) {
-        // A refusal hands nothing out: it does not wait for its line.
-        let _ = self.record(robot, method, "", ("", ""), Err(refusal));
+    /// A vend as an audit line and a counter (the `record` layer of [`crate::http`]).
+    pub fn record_vend(&self, o: &Outcome) -> crate::audit::Recorded {
+        let told = (o.who.as_str(), Some(o.method), o.provider.as_str());
+        self.record(told, (&o.scope, &o.audience), Ok((o.source, o.expires)))
     }
 
-    /// Audit and count a registry token (`scope` is the granted access).
-    pub async fn record_registry(
-        &self,
-        caller: &Caller,
-        scope: &str,
-        service: &str,
-        expires: i64,
-    ) -> Result<(), Refusal> {
-        let outcome = Ok((Source::Signed, Timestamp::from_unix(expires)));
-        let recorded = self.record(
-            &caller.robot,
-            Some(caller.method),
-            "registry",
-            (scope, service),
-            outcome,
-        );
-        audited(recorded).await
+    /// A refusal as an audit line and a counter (the same layer).
+    pub fn record_refusal(&self, r: &RefusedTo) -> crate::audit::Recorded {
+        let told = (r.who.as_str(), r.method, r.provider.as_str());
+        self.record(told, (&r.scope, &r.audience), Err((r.code, &r.message)))
     }
 
-    /// The one place a request's outcome becomes an audit line and a counter.
-    /// `what` is the (scope, audience) granted, or asked for when refused.
+    /// The one place an outcome becomes an audit line and a counter.
     fn record(
         &self,
-        who: &str,
-        method: Option<Method>,
-        provider: &str,
+        (who, method, provider): (&str, Option<Method>, &str),
         (scope, audience): (&str, &str),
-        outcome: Result<(Source, Timestamp), &Refusal>,
+        result: Result<(Source, Timestamp), (Code, &str)>,
     ) -> crate::audit::Recorded {
         let mut event = Event {
             time: Timestamp::now(),
@@ -260,7 +207,7 @@ impl Broker {
             ["", "local", "registry"].contains(&provider)
                 || self.config.provider(provider).is_some(),
         );
-        match outcome {
+        match result {
             Ok((source, expires)) => {
                 event.source = Some(source.as_str());
                 event.expires = Some(expires.unix());
@@ -273,20 +220,20 @@ impl Broker {
                     })
                     .inc();
             }
-            Err(refusal) => {
-                event.result = if refusal.status() < 500 {
+            Err((code, message)) => {
+                event.result = if code.status() < 500 {
                     "denied"
                 } else {
                     "failed"
                 };
-                event.code = Some(refusal.code.as_str());
-                event.reason = Some(&refusal.message);
+                event.code = Some(code.as_str());
+                event.reason = Some(message);
                 self.metrics
                     .denied
                     .get_or_create(&DenyLabels {
                         robot: who,
                         provider,
-                        code: refusal.code.as_str().into(),
+                        code: code.as_str().into(),
                     })
                     .inc();
             }
@@ -294,28 +241,31 @@ impl Broker {
         self.audit.record(event)
     }
 
-    /// Serve `ask` for the authenticated `robot`, auditing the outcome.
-    pub async fn vend(&self, caller: &Caller, ask: &TokenAsk) -> Result<TokenGiven, Refusal> {
+    /// Serve `ask` for the authenticated `caller`; the token and its refusals carry their
+    /// outcome.
+    pub async fn vend(
+        &self,
+        caller: &Caller,
+        ask: &TokenAsk,
+    ) -> Result<Vended<TokenGiven>, Refusal> {
         let robot = caller.robot.as_str();
         let provider = ask.provider.as_deref().unwrap_or(LOCAL);
-        let result = self.vend_inner(robot, provider, ask).await;
-        let (what, outcome) = match &result {
-            Ok((given, source)) => (
-                (given.scope.as_str(), given.audience.as_str()),
-                Ok((*source, Timestamp::now().plus_secs(given.expires_in))),
-            ),
-            Err(refusal) => (
-                (
+        match self.vend_inner(robot, provider, ask).await {
+            Ok((given, source)) => {
+                let expires = Timestamp::now().plus_secs(given.expires_in);
+                let granted = (provider, given.scope.as_str(), given.audience.as_str());
+                let outcome = Outcome::vended(robot, caller.method, granted, source, expires);
+                Ok(Vended::new(given, outcome))
+            }
+            Err(refusal) => {
+                let asked = (
+                    provider,
                     ask.scopes.as_deref().unwrap_or_default(),
                     ask.audience.as_deref().unwrap_or_default(),
-                ),
-                Err(refusal),
-            ),
-        };
-        let recorded = self.record(robot, Some(caller.method), provider, what, outcome);
-        let given = result?;
-        audited(recorded).await?;
-        Ok(given.0)
+                );
+                Err(refusal.by(robot, Some(caller.method)).asked(asked))
+            }
+        }
     }
 
     async fn vend_inner(
@@ -461,20 +411,19 @@ impl Broker {
         scope: &str,
         audience: &str,
         minsecs: i64,
-    ) -> Result<(Secret, Timestamp), Refusal> {
+    ) -> Result<Vended<(Secret, Timestamp)>, Refusal> {
         let identity = crate::caller::Identity::User(user.to_string()).store_name();
-        let result = self
+        let asked = (p.name.as_str(), scope, audience);
+        match self
             .via_provider(&identity, p, scope, audience, minsecs, false)
-            .await;
-        let what = (scope, audience);
-        let outcome = match &result {
-            Ok((_, expires, source)) => Ok((*source, *expires)),
-            Err(refusal) => Err(refusal),
-        };
-        let recorded = self.record(&identity, Some(method), &p.name, what, outcome);
-        let (token, expires, _) = result?;
-        audited(recorded).await?;
-        Ok((token, expires))
+            .await
+        {
+            Ok((token, expires, source)) => {
+                let outcome = Outcome::vended(&identity, method, asked, source, expires);
+                Ok(Vended::new((token, expires), outcome))
+            }
+            Err(refusal) => Err(refusal.by(&identity, Some(method)).asked(asked)),
+        }
     }
 
     /// Keep the refresh token of a login the broker ran (a device login) for `identity`

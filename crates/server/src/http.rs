@@ -3,7 +3,8 @@
 use crate::auth::Robot;
 use crate::broker::{Broker, TokenAsk};
 use crate::device::DeviceLogins;
-use crate::refusal::{Code, Refusal};
+use crate::outcome::Outcome;
+use crate::refusal::{Code, Refusal, RefusedTo};
 use crate::state::App;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
@@ -35,8 +36,37 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(ready))
         .merge(crate::web::router())
         .merge(crate::vault::router())
+        .layer(axum::middleware::from_fn_with_state(
+            app.broker.clone(),
+            record,
+        ))
         .layer(axum::middleware::from_fn(crate::auth::negotiate_reply))
         .with_state(app)
+}
+
+/// The layer that counts and logs what each request handed out or was refused (the
+/// [`Outcome`] or [`RefusedTo`] its response carries; handlers neither count nor log). Every
+/// answer waits for its line, so the log never lags behind what callers were told; a vend
+/// whose line could not be written is refused instead (`audit_unavailable`), as Vault's
+/// audit device refuses what it cannot log. A refusal hands nothing out, so it goes out
+/// whatever became of its line.
+async fn record(
+    State(broker): State<Arc<Broker>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if let Some(vend) = response.extensions_mut().remove::<Outcome>() {
+        if !broker.record_vend(&vend).written().await {
+            return (vend.refuse)(Refusal::new(
+                Code::AuditUnavailable,
+                "the audit log cannot be written; no token is handed out without its line",
+            ));
+        }
+    } else if let Some(refused) = response.extensions_mut().remove::<RefusedTo>() {
+        broker.record_refusal(&refused).written().await;
+    }
+    response
 }
 
 async fn token(
@@ -45,19 +75,18 @@ async fn token(
     body: Result<Json<TokenAsk>, JsonRejection>,
 ) -> Result<Response, Refusal> {
     let Json(ask) = body.map_err(|e| {
-        let refusal = Refusal {
-            code: Code::BadRequest,
-            message: format!("request body: {}", e.body_text()),
-        };
-        broker.record_refusal(&caller.robot, Some(caller.method), &refusal);
-        refusal
+        Refusal::new(Code::BadRequest, format!("request body: {}", e.body_text()))
+            .by(&caller.robot, Some(caller.method))
     })?;
-    let given = broker.vend(&caller, &ask).await?;
-    // Sized for the answer at once (the token is most of it), not grown as it is written.
-    let mut body = Vec::with_capacity(given.access_token.len() + 256);
-    serde_json::to_writer(&mut body, &given)
-        .map_err(|e| Refusal::new(Code::Internal, e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    let vended = broker.vend(&caller, &ask).await?;
+    Ok(vended.answer(|given| {
+        // Sized for the answer at once (the token is most of it), not grown as it is written.
+        let mut body = Vec::with_capacity(given.access_token.len() + 256);
+        match serde_json::to_writer(&mut body, &given) {
+            Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(e) => Refusal::internal(e.to_string()).into_response(),
+        }
+    }))
 }
 
 #[derive(serde::Deserialize)]
@@ -77,8 +106,7 @@ async fn start_login(
     let Json(ask) = body
         .map_err(|e| Refusal::new(Code::BadRequest, format!("request body: {}", e.body_text())))?;
     if let Err(refusal) = crate::policy::robot_for(&broker.config, &caller.robot, &ask.provider) {
-        broker.record_refusal(&caller.robot, Some(caller.method), &refusal);
-        return Err(refusal);
+        return Err(refusal.by(&caller.robot, Some(caller.method)));
     }
     let started = logins
         .start(

@@ -27,6 +27,7 @@ pub mod http;
 pub mod issuer_keys;
 pub mod keeper;
 pub mod metrics;
+pub mod outcome;
 pub mod policy;
 pub mod refusal;
 pub mod registry_token;

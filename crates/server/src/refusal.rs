@@ -1,6 +1,7 @@
 //! Why a request is not served: a stable code for clients to act on, its HTTP status, and
 //! a message that names what was wrong (never a secret), and the JSON answer it becomes.
 
+use crate::caller::Method;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -9,6 +10,25 @@ use axum::response::{IntoResponse, Response};
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Refusal {
+    pub code: Code,
+    pub message: String,
+    /// Set where the refusal is to be counted and logged ([`Refusal::by`]).
+    to: Option<Box<RefusedTo>>,
+}
+
+/// Whom a refusal was refused to, and what was asked (a response extension the `record`
+/// layer of [`crate::http`] counts and logs).
+#[derive(Clone, Debug)]
+pub struct RefusedTo {
+    /// The robot, a user's store identity, or what a caller that did not prove itself
+    /// claimed (`(kerberos)`, `(jwt)`, `(identity token)`, a name).
+    pub who: String,
+    /// How `who` proved itself; `None` when it did not.
+    pub method: Option<Method>,
+    /// `""` where the request got not as far.
+    pub provider: String,
+    pub scope: String,
+    pub audience: String,
     pub code: Code,
     pub message: String,
 }
@@ -63,7 +83,38 @@ impl Refusal {
         Refusal {
             code,
             message: message.into(),
+            to: None,
         }
+    }
+
+    /// Counted and logged (through its response) as refused to `who`, who proved itself
+    /// by `method` (`None`: it did not).
+    pub fn by(mut self, who: &str, method: Option<Method>) -> Refusal {
+        self.to = Some(Box::new(RefusedTo {
+            who: who.to_string(),
+            method,
+            provider: String::new(),
+            scope: String::new(),
+            audience: String::new(),
+            code: self.code,
+            message: self.message.clone(),
+        }));
+        self
+    }
+
+    /// As [`Refusal::by`], with what was asked: (provider, scope, audience).
+    pub fn asked(mut self, (provider, scope, audience): (&str, &str, &str)) -> Refusal {
+        if let Some(to) = self.to.as_mut() {
+            to.provider = provider.to_string();
+            to.scope = scope.to_string();
+            to.audience = audience.to_string();
+        }
+        self
+    }
+
+    /// Whom it is to be logged against, for whatever response it becomes.
+    pub fn take_refused_to(&mut self) -> Option<Box<RefusedTo>> {
+        self.to.take()
     }
 
     pub fn unauthenticated(message: impl Into<String>) -> Refusal {
@@ -89,7 +140,8 @@ impl Refusal {
 pub const BUSY_RETRY_SECS: u32 = 30;
 
 impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
+        let to = self.take_refused_to();
         let status =
             StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (
@@ -111,7 +163,7 @@ impl IntoResponse for Refusal {
                 HeaderValue::from_static("Basic realm=\"credkeeper\""),
             );
         }
-        response
+        to.on(response)
     }
 }
 
@@ -120,4 +172,18 @@ pub(crate) fn retry_after(response: &mut Response) {
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_SECS));
+}
+
+/// Putting whom a refusal was refused to on its response.
+pub(crate) trait OnResponse {
+    fn on(self, response: Response) -> Response;
+}
+
+impl OnResponse for Option<Box<RefusedTo>> {
+    fn on(self, mut response: Response) -> Response {
+        if let Some(to) = self {
+            response.extensions_mut().insert(*to);
+        }
+        response
+    }
 }

@@ -13,10 +13,12 @@ use crate::access::Access;
 use crate::auth::Robot;
 use crate::broker::Broker;
 use crate::caller::{Caller, Method};
+use crate::outcome::{Outcome, Source, Vended};
 use crate::refusal::{Code, Refusal};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
 use credkeeper_core::{Secret, Timestamp};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -129,14 +131,14 @@ pub async fn get_token(
     State(broker): State<Arc<Broker>>,
     Robot(caller): Robot,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, Refusal> {
+) -> Result<Response, Refusal> {
     let param = |name: &str| {
         url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.into_owned())
     };
     let service = param("service");
-    let Json(mut answer) = issue(
+    let vended = issue(
         &broker,
         &caller,
         service.as_deref(),
@@ -145,6 +147,7 @@ pub async fn get_token(
     .await?;
     // `offline_token=true`: also an identity token, which a credential helper hands to
     // skopeo or containerd as `<token>`; they trade it here (`grant_type=refresh_token`).
+    let mut identity = None;
     if param("offline_token").as_deref() == Some("true") {
         let service = broker
             .config
@@ -161,9 +164,14 @@ pub async fn get_token(
                 lifetime: IDENTITY_SECS,
             })
             .map_err(|e| Refusal::internal(e.to_string()))?;
-        answer["refresh_token"] = Value::String(token.expose().to_string());
+        identity = Some(token);
     }
-    Ok(Json(answer))
+    Ok(vended.answer(|mut answer| {
+        if let Some(token) = identity {
+            answer["refresh_token"] = Value::String(token.expose().to_string());
+        }
+        Json(answer).into_response()
+    }))
 }
 
 /// How long an identity token from `offline_token=true` lives (a helper asks for a new one
@@ -248,7 +256,7 @@ impl TokenForm {
 pub async fn post_token(
     State(broker): State<Arc<Broker>>,
     body: Bytes,
-) -> Result<Json<Value>, Refusal> {
+) -> Result<Response, Refusal> {
     let form = TokenForm::parse(&body)?;
     let scopes = &form.scopes;
     // An identity token also arrives as the password of user `<token>`: the kubelet's
@@ -261,12 +269,13 @@ pub async fn post_token(
     };
     if let Some(token) = identity {
         let robot = identity_robot(&broker, token.expose())
-            .inspect_err(|refusal| broker.record_refusal("(identity token)", None, refusal))?;
+            .map_err(|refusal| refusal.by("(identity token)", None))?;
         let caller = Caller {
             robot,
             method: Method::IdentityToken,
         };
-        return issue(&broker, &caller, form.service.as_deref(), scopes).await;
+        let vended = issue(&broker, &caller, form.service.as_deref(), scopes).await?;
+        return Ok(vended.answer(|answer| Json(answer).into_response()));
     }
     let (Some(robot), Some(secret)) = (form.username.as_deref(), form.password.as_ref()) else {
         return Err(Refusal::unauthenticated(format!(
@@ -281,14 +290,14 @@ pub async fn post_token(
         )));
     }
     if let Err(refusal) = broker.authenticate(robot, secret).await {
-        broker.record_refusal(robot, None, &refusal);
-        return Err(refusal);
+        return Err(refusal.by(robot, None));
     }
     let caller = Caller {
         robot: robot.to_string(),
         method: Method::Secret,
     };
-    issue(&broker, &caller, form.service.as_deref(), scopes).await
+    let vended = issue(&broker, &caller, form.service.as_deref(), scopes).await?;
+    Ok(vended.answer(|answer| Json(answer).into_response()))
 }
 
 async fn issue(
@@ -296,7 +305,7 @@ async fn issue(
     caller: &Caller,
     service: Option<&str>,
     asked: &[Access],
-) -> Result<Json<Value>, Refusal> {
+) -> Result<Vended<Value>, Refusal> {
     let (Some(signer), Some(config)) = (
         broker.registry_signer.as_ref(),
         broker.config.registry.as_ref(),
@@ -329,8 +338,7 @@ async fn issue(
                 bad.name
             ),
         );
-        broker.record_refusal(&caller.robot, Some(caller.method), &refusal);
-        return Err(refusal);
+        return Err(refusal.by(&caller.robot, Some(caller.method)));
     }
     let policy: Vec<Access> = broker
         .config
@@ -357,20 +365,21 @@ async fn issue(
         .iter()
         .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
         .collect();
-    broker
-        .record_registry(
-            caller,
-            &described.join(" "),
-            &config.service,
-            now.unix() + lifetime,
-        )
-        .await?;
-    Ok(Json(json!({
+    let granted = ("registry", described.join(" "));
+    let outcome = Outcome::vended(
+        &caller.robot,
+        caller.method,
+        (granted.0, &granted.1, &config.service),
+        Source::Signed,
+        Timestamp::from_unix(now.unix() + lifetime),
+    );
+    let answer = json!({
         "token": token.expose(),
         "access_token": token.expose(),
         "expires_in": lifetime,
         "issued_at": now.to_string(),
-    })))
+    });
+    Ok(Vended::new(answer, outcome))
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::caller::{Caller, Method};
 use crate::device::DeviceLogins;
 use crate::device::Polled;
 use crate::handle::random;
-use crate::refusal::{Code, Refusal};
+use crate::refusal::{Code, OnResponse, Refusal, RefusedTo};
 use crate::shared::Shared;
 use axum::body::Bytes;
 use axum::extract::FromRef;
@@ -154,6 +154,8 @@ impl VaultState {
 struct Failure {
     status: u16,
     message: String,
+    /// Whom the refusal it came from was refused to.
+    to: Option<Box<RefusedTo>>,
 }
 
 impl Failure {
@@ -161,19 +163,23 @@ impl Failure {
         Failure {
             status,
             message: message.into(),
+            to: None,
         }
     }
 }
 
 impl From<Refusal> for Failure {
-    fn from(r: Refusal) -> Failure {
+    fn from(mut r: Refusal) -> Failure {
         let status = match r.code {
             // Vault answers 403 for anything the token may not do.
             Code::Unauthenticated | Code::Forbidden => 403,
             Code::NeedsLogin | Code::BadRequest | Code::UnknownProvider => 400,
             _ => r.status(),
         };
-        Failure::new(status, format!("{} ({})", r.message, r.code.as_str()))
+        Failure {
+            to: r.take_refused_to(),
+            ..Failure::new(status, format!("{} ({})", r.message, r.code.as_str()))
+        }
     }
 }
 
@@ -184,7 +190,7 @@ impl IntoResponse for Failure {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             crate::refusal::retry_after(&mut response);
         }
-        response
+        self.to.on(response)
     }
 }
 
@@ -258,8 +264,7 @@ async fn kerberos_login(
         Ok(r) => r,
         Err(refusal) => {
             // Not authenticated as any robot: `auth` none, as on the robot API.
-            broker.record_refusal("(kerberos)", None, &refusal);
-            return Failure::from(refusal).into_response();
+            return Failure::from(refusal.by("(kerberos)", None)).into_response();
         }
     };
     let ttl = broker.config.vault.token_ttl;
@@ -443,7 +448,7 @@ async fn read_secret(
     Path((kind, issuer, credkey_role)): Path<(String, String, String)>,
     Query(query): Query<ReadQuery>,
     headers: HeaderMap,
-) -> Result<Json<Value>, Failure> {
+) -> Result<Response, Failure> {
     let (identity, _, _) = vault.session(&headers)?;
     let Some((credkey, _role)) = credkey_role.rsplit_once(':') else {
         return Err(Failure::new(404, "the path needs <credkey>:<role>"));
@@ -459,7 +464,7 @@ async fn read_secret(
         Some(s) => parse_seconds(s)
             .ok_or_else(|| Failure::new(400, "minimum_seconds: not a number of seconds"))?,
     };
-    let (token, expires_in) = match &identity {
+    let vended = match &identity {
         Identity::Robot(robot) => {
             let section = broker
                 .config
@@ -471,8 +476,7 @@ async fn read_secret(
                     "permission denied: robot `{robot}` may read only credkey {}",
                     credkeys.join(" or ")
                 ));
-                broker.record_refusal(robot, Some(Method::VaultToken), &refusal);
-                return Err(refusal.into());
+                return Err(refusal.by(robot, Some(Method::VaultToken)).into());
             }
             let ask = TokenAsk {
                 provider: Some(provider_for(&broker, &issuer, Some(robot))),
@@ -485,8 +489,10 @@ async fn read_secret(
                 robot: robot.clone(),
                 method: Method::VaultToken,
             };
-            let given = broker.vend(&caller, &ask).await?;
-            (Secret::new(given.access_token), given.expires_in)
+            broker
+                .vend(&caller, &ask)
+                .await?
+                .map(|given| (Secret::new(given.access_token), given.expires_in))
         }
         Identity::User(user) => {
             if credkey != user {
@@ -494,8 +500,7 @@ async fn read_secret(
                     "permission denied: you may read only credkey {user}"
                 ));
                 let who = crate::caller::Identity::User(user.clone()).store_name();
-                broker.record_refusal(&who, Some(Method::VaultToken), &refusal);
-                return Err(refusal.into());
+                return Err(refusal.by(&who, Some(Method::VaultToken)).into());
             }
             let provider = provider_for(&broker, &issuer, None);
             let p = broker
@@ -504,22 +509,30 @@ async fn read_secret(
                 .ok_or_else(|| Failure::new(400, format!("no provider for issuer `{issuer}`")))?;
             let scope = scopes.unwrap_or_else(|| p.scopes.clone().unwrap_or_default());
             let audience = audience.or_else(|| p.audience.clone()).unwrap_or_default();
-            let (token, expires) = broker
+            broker
                 .for_user(user, Method::VaultToken, p, &scope, &audience, minsecs)
-                .await?;
-            (token, expires.seconds_after(Timestamp::now()))
+                .await?
+                .map(|(token, expires)| (token, expires.seconds_after(Timestamp::now())))
         }
     };
-    Ok(Json(json!({
-        "request_id": random(),
-        "lease_id": "",
-        "renewable": false,
-        "lease_duration": 0,
-        "data": {
-            "access_token": token.expose(),
-            "expires_in": expires_in,
-        },
-    })))
+    Ok(vended.refusing_as(refuse).answer(|(token, expires_in)| {
+        Json(json!({
+            "request_id": random(),
+            "lease_id": "",
+            "renewable": false,
+            "lease_duration": 0,
+            "data": {
+                "access_token": token.expose(),
+                "expires_in": expires_in,
+            },
+        }))
+        .into_response()
+    }))
+}
+
+/// A refusal in Vault's shape.
+fn refuse(refusal: Refusal) -> Response {
+    Failure::from(refusal).into_response()
 }
 
 /// `POST /v1/secret/oauth/creds/<issuer>/<credkey>:<role>` with `{"refresh_token": ...}`:

@@ -153,22 +153,20 @@ async fn mint_link(
         Some(user) => {
             let allowed = broker.config.robot(&robot).is_some_and(|r| r.login_links);
             if !allowed {
-                let refusal = Refusal {
-                    code: Code::Forbidden,
-                    message: format!("robot `{robot}` may not make login links for users"),
-                };
-                broker.record_refusal(&robot, Some(caller.method), &refusal);
-                return Err(refusal);
+                let refusal = Refusal::forbidden(format!(
+                    "robot `{robot}` may not make login links for users"
+                ));
+                return Err(refusal.by(&robot, Some(caller.method)));
             }
             if user.is_empty()
                 || !user
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
             {
-                return Err(Refusal {
-                    code: Code::BadRequest,
-                    message: "user names are letters, digits and - _ . @".into(),
-                });
+                return Err(Refusal::new(
+                    Code::BadRequest,
+                    "user names are letters, digits and - _ . @",
+                ));
             }
             Identity::User(user)
         }
