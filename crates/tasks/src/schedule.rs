@@ -7,6 +7,19 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock};
 
+/// Why a schedule is not taken.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ScheduleError {
+    #[error("unknown time zone `{0}`")]
+    UnknownZone(String),
+    #[error("`{0}`: @every needs a duration such as 10m")]
+    EveryWithoutDuration(String),
+    #[error("`{text}` has {fields} fields; a cron schedule has 5 (minute hour day month weekday)")]
+    FieldCount { text: String, fields: usize },
+    #[error("`{text}`: {reason}")]
+    Cron { text: String, reason: String },
+}
+
 #[derive(Clone, Debug)]
 pub enum Schedule {
     Cron {
@@ -28,10 +41,10 @@ pub struct Zone {
 
 impl Zone {
     /// An IANA zone (`Europe/Zurich`) from the system's zoneinfo, or jiff's bundled copy.
-    pub fn named(name: &str) -> Result<Zone, String> {
+    pub fn named(name: &str) -> Result<Zone, ScheduleError> {
         let rules = jiff::tz::db()
             .get(name)
-            .map_err(|_| format!("unknown time zone `{name}`"))?;
+            .map_err(|_| ScheduleError::UnknownZone(name.to_string()))?;
         Ok(Zone {
             rules,
             name: name.to_string(),
@@ -48,13 +61,17 @@ impl Zone {
 
 /// Parsed patterns, shared: a parsed cron pattern takes about 5 KB (croner keeps a bit
 /// field per component, years included), and thousands of tasks use a handful of patterns.
-fn interned(text: &str) -> Result<Arc<croner::Cron>, String> {
+fn interned(text: &str) -> Result<Arc<croner::Cron>, ScheduleError> {
     static PATTERNS: OnceLock<Mutex<HashMap<String, Arc<croner::Cron>>>> = OnceLock::new();
     let patterns = PATTERNS.get_or_init(Default::default);
     if let Some(c) = patterns.lock().unwrap_or_else(|p| p.into_inner()).get(text) {
         return Ok(c.clone());
     }
-    let cron = Arc::new(croner::Cron::from_str(text).map_err(|e| format!("`{text}`: {e}"))?);
+    let cron = croner::Cron::from_str(text).map_err(|e| ScheduleError::Cron {
+        text: text.to_string(),
+        reason: e.to_string(),
+    })?;
+    let cron = Arc::new(cron);
     patterns
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -68,7 +85,7 @@ pub fn parse_duration(text: &str) -> Option<i64> {
 }
 
 impl Schedule {
-    pub fn parse(text: &str, zone: Option<&str>) -> Result<Schedule, String> {
+    pub fn parse(text: &str, zone: Option<&str>) -> Result<Schedule, ScheduleError> {
         let text = text.trim();
         let zone = match zone {
             None => Zone::utc(),
@@ -76,14 +93,15 @@ impl Schedule {
         };
         if let Some(every) = text.strip_prefix("@every") {
             let secs = parse_duration(every)
-                .ok_or_else(|| format!("`{text}`: @every needs a duration such as 10m"))?;
+                .ok_or_else(|| ScheduleError::EveryWithoutDuration(text.to_string()))?;
             return Ok(Schedule::Every { secs });
         }
         let fields = text.split_whitespace().count();
         if !text.starts_with('@') && fields != 5 {
-            return Err(format!(
-                "`{text}` has {fields} fields; a cron schedule has 5 (minute hour day month weekday)"
-            ));
+            return Err(ScheduleError::FieldCount {
+                text: text.to_string(),
+                fields,
+            });
         }
         let cron = interned(text)?;
         Ok(Schedule::Cron {
@@ -177,21 +195,23 @@ mod tests {
 
     #[test]
     fn bad_schedules_say_what_is_wrong() {
-        assert!(
-            Schedule::parse("* * * *", None)
-                .unwrap_err()
-                .contains("has 4 fields")
+        let err = |text, zone| Schedule::parse(text, zone).unwrap_err().to_string();
+        assert_eq!(
+            Schedule::parse("* * * *", None).unwrap_err(),
+            ScheduleError::FieldCount {
+                text: "* * * *".into(),
+                fields: 4
+            }
         );
-        assert!(Schedule::parse("61 * * * *", None).is_err());
-        assert!(
-            Schedule::parse("@every often", None)
-                .unwrap_err()
-                .contains("needs a duration")
-        );
-        assert!(
-            Schedule::parse("@hourly", Some("Mars/Olympus"))
-                .unwrap_err()
-                .contains("unknown time zone")
+        assert!(err("* * * *", None).contains("has 4 fields"));
+        assert!(matches!(
+            Schedule::parse("61 * * * *", None),
+            Err(ScheduleError::Cron { .. })
+        ));
+        assert!(err("@every often", None).contains("needs a duration"));
+        assert_eq!(
+            err("@hourly", Some("Mars/Olympus")),
+            "unknown time zone `Mars/Olympus`"
         );
         assert_eq!(parse_duration("90"), Some(90));
         assert_eq!(parse_duration("2h"), Some(7200));

@@ -68,7 +68,8 @@ pub(super) fn own_task(file: &str, t: OwnTask) -> Result<Task, TaskError> {
     {
         return Err(task_err("names are letters, digits and - _ .".into()));
     }
-    let schedule = Schedule::parse(&t.schedule, t.timezone.as_deref()).map_err(task_err)?;
+    let schedule =
+        Schedule::parse(&t.schedule, t.timezone.as_deref()).map_err(|e| task_err(e.to_string()))?;
     let duration = |what: &str, v: &Option<String>| -> Result<Option<i64>, TaskError> {
         v.as_deref()
             .map(|d| {

@@ -107,7 +107,7 @@ pub(super) fn values_tasks(
             field(&job.month),
             field(&job.weekday)
         );
-        let schedule = Schedule::parse(&pattern, None).map_err(task_err)?;
+        let schedule = Schedule::parse(&pattern, None).map_err(|e| task_err(e.to_string()))?;
         let retries = match &job.backoff_limit {
             Some(v) if crate::helm::truthy(v) => {
                 crate::helm::string(v).parse::<u32>().map_err(|_| {
