@@ -47,12 +47,15 @@ impl fmt::Display for Timestamp {
         // Digit by digit: the broker's audit log writes one per request, and `write!` with
         // its padding costs ten times as much.
         let mut text = *b"0000-00-00T00:00:00Z";
-        let fields = [(0, 4, y), (5, 2, i64::from(m)), (8, 2, i64::from(d))];
-        for (at, width, mut value) in
-            fields
-                .into_iter()
-                .chain([(11, 2, hh), (14, 2, mm), (17, 2, ss)])
-        {
+        let (m, d) = (i64::from(m), i64::from(d));
+        for (at, width, mut value) in [
+            (0, 4, y),
+            (5, 2, m),
+            (8, 2, d),
+            (11, 2, hh),
+            (14, 2, mm),
+            (17, 2, ss),
+        ] {
             for i in (at..at + width).rev() {
                 text[i] = b'0' + (value % 10) as u8;
                 value /= 10;

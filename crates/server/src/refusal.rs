@@ -12,11 +12,21 @@ use axum::response::{IntoResponse, Response};
 pub struct Refusal {
     pub code: Code,
     pub message: String,
-    /// Set where the refusal is to be counted and logged ([`Refusal::by`]).
-    to: Option<Box<RefusedTo>>,
+    /// Whom it is counted and logged against ([`Refusal::by`]); none: not logged.
+    to: Option<Box<Asker>>,
 }
 
-/// Whom a refusal was refused to, and what was asked (a response extension the `record`
+/// Who was refused, and what they asked for.
+#[derive(Clone, Debug, Default)]
+struct Asker {
+    who: String,
+    method: Option<Method>,
+    provider: String,
+    scope: String,
+    audience: String,
+}
+
+/// A refusal as the audit log and the metrics tell it (a response extension the `record`
 /// layer of [`crate::http`] counts and logs).
 #[derive(Clone, Debug)]
 pub struct RefusedTo {
@@ -90,31 +100,34 @@ impl Refusal {
     /// Counted and logged (through its response) as refused to `who`, who proved itself
     /// by `method` (`None`: it did not).
     pub fn by(mut self, who: &str, method: Option<Method>) -> Refusal {
-        self.to = Some(Box::new(RefusedTo {
-            who: who.to_string(),
-            method,
-            provider: String::new(),
-            scope: String::new(),
-            audience: String::new(),
+        let asker = self.to.get_or_insert_default();
+        asker.who = who.to_string();
+        asker.method = method;
+        self
+    }
+
+    /// What was asked: (provider, scope, audience), for the same line.
+    pub fn asked(mut self, (provider, scope, audience): (&str, &str, &str)) -> Refusal {
+        let asker = self.to.get_or_insert_default();
+        asker.provider = provider.to_string();
+        asker.scope = scope.to_string();
+        asker.audience = audience.to_string();
+        self
+    }
+
+    /// The refusal as its line tells it, to put on whatever response it becomes; `None`
+    /// when it is not to be logged.
+    pub fn take_refused_to(&mut self) -> Option<RefusedTo> {
+        let asker = *self.to.take()?;
+        Some(RefusedTo {
+            who: asker.who,
+            method: asker.method,
+            provider: asker.provider,
+            scope: asker.scope,
+            audience: asker.audience,
             code: self.code,
             message: self.message.clone(),
-        }));
-        self
-    }
-
-    /// As [`Refusal::by`], with what was asked: (provider, scope, audience).
-    pub fn asked(mut self, (provider, scope, audience): (&str, &str, &str)) -> Refusal {
-        if let Some(to) = self.to.as_mut() {
-            to.provider = provider.to_string();
-            to.scope = scope.to_string();
-            to.audience = audience.to_string();
-        }
-        self
-    }
-
-    /// Whom it is to be logged against, for whatever response it becomes.
-    pub fn take_refused_to(&mut self) -> Option<Box<RefusedTo>> {
-        self.to.take()
+        })
     }
 
     pub fn unauthenticated(message: impl Into<String>) -> Refusal {
@@ -163,7 +176,10 @@ impl IntoResponse for Refusal {
                 HeaderValue::from_static("Basic realm=\"credkeeper\""),
             );
         }
-        to.on(response)
+        if let Some(to) = to {
+            response.extensions_mut().insert(to);
+        }
+        response
     }
 }
 
@@ -172,18 +188,4 @@ pub(crate) fn retry_after(response: &mut Response) {
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_SECS));
-}
-
-/// Putting whom a refusal was refused to on its response.
-pub(crate) trait OnResponse {
-    fn on(self, response: Response) -> Response;
-}
-
-impl OnResponse for Option<Box<RefusedTo>> {
-    fn on(self, mut response: Response) -> Response {
-        if let Some(to) = self {
-            response.extensions_mut().insert(*to);
-        }
-        response
-    }
 }

@@ -79,8 +79,8 @@ pub fn new_secret(store: &dyn RobotSecrets, robot: &str) -> Result<Secret, Store
 /// request, and requests only read the map (shared), so they do not wait for each other.
 #[derive(Clone, Default)]
 pub struct SecretCheck {
-    /// `None` for a stored form that is not ours (nothing matches it).
-    hashes: Arc<RwLock<HashMap<String, Arc<Option<Hashed>>>>>,
+    /// Only stored forms that decode: one that does not (nothing matches it) is read again.
+    hashes: Arc<RwLock<HashMap<String, Arc<Hashed>>>>,
 }
 
 impl SecretCheck {
@@ -97,15 +97,17 @@ impl SecretCheck {
             .unwrap_or_else(|p| p.into_inner())
             .get(robot)
             .cloned();
-        if known.is_some_and(|h| h.as_ref().as_ref().is_some_and(|h| h.matches(secret))) {
+        if known.is_some_and(|h| h.matches(secret)) {
             return Ok(true);
         }
         // Not cached, or the secret was replaced since: read the store again.
         let Some(stored) = store.robot_secret_hash(robot)? else {
             return Ok(false);
         };
-        let hashed = Hashed::parse(&stored);
-        let ok = hashed.as_ref().is_some_and(|h| h.matches(secret));
+        let Some(hashed) = Hashed::parse(&stored) else {
+            return Ok(false);
+        };
+        let ok = hashed.matches(secret);
         self.hashes
             .write()
             .unwrap_or_else(|p| p.into_inner())

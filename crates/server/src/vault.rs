@@ -22,7 +22,7 @@ use crate::caller::{Caller, Method};
 use crate::device::DeviceLogins;
 use crate::device::Polled;
 use crate::handle::random;
-use crate::refusal::{Code, OnResponse, Refusal, RefusedTo};
+use crate::refusal::{Code, Refusal, RefusedTo};
 use crate::shared::Shared;
 use axum::body::Bytes;
 use axum::extract::FromRef;
@@ -177,7 +177,7 @@ impl From<Refusal> for Failure {
             _ => r.status(),
         };
         Failure {
-            to: r.take_refused_to(),
+            to: r.take_refused_to().map(Box::new),
             ..Failure::new(status, format!("{} ({})", r.message, r.code.as_str()))
         }
     }
@@ -190,7 +190,10 @@ impl IntoResponse for Failure {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             crate::refusal::retry_after(&mut response);
         }
-        self.to.on(response)
+        if let Some(to) = self.to {
+            response.extensions_mut().insert(*to);
+        }
+        response
     }
 }
 
