@@ -10,7 +10,6 @@
 
 mod cmd;
 mod config;
-mod kerberos;
 mod prompt;
 #[cfg(not(test))]
 mod start;

@@ -3,11 +3,9 @@
 use crate::config::{IssuerArgs, Settings};
 use crate::prompt::Terminal;
 use anyhow::Context;
-use credkeeper_core::{Requirements, Scopes, Secret, TokenAsk};
-use credkeeper_refresher::Origin;
-use credkeeper_refresher::source::{
-    BrokerSource, Fresh, IssuerSource, SourceError, SourceFuture, TokenSource,
-};
+use credkeeper_core::{Requirements, Scopes, TokenAsk};
+use credkeeper_refresher::source::vault::{KerberosLogin, VaultPlan, VaultSource};
+use credkeeper_refresher::source::{BrokerSource, IssuerSource, TokenSource};
 use credkeeper_sink as sink;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -123,16 +121,6 @@ fn duration(text: &str, what: &str) -> anyhow::Result<i64> {
     })
 }
 
-struct VaultPlan {
-    server: String,
-    issuer: String,
-    role: Option<String>,
-    credkey: Option<String>,
-    token_file: PathBuf,
-    min_ttl: i64,
-    ttl: i64,
-}
-
 /// htgettoken's default.
 const DEFAULT_MINSECS: i64 = 60;
 
@@ -210,6 +198,7 @@ pub fn plan(args: &Args, settings: &Settings) -> anyhow::Result<Plan> {
                     v.vaulttokenttl.as_deref().unwrap_or("7d"),
                     "--vaulttokenttl",
                 )?,
+                igwn,
             };
             (Source::Vault(plan), None, scopes, audience)
         }
@@ -287,11 +276,15 @@ pub async fn fetch(plan: Plan, args: Args, settings: &Settings) -> anyhow::Resul
             &super::RobotLogin::of(&args),
             settings,
         )?)),
-        Source::Vault(plan) => Box::new(VaultSource {
-            http: settings.http()?,
+        Source::Vault(plan) => Box::new(VaultSource::new(
+            settings.http()?,
             plan,
-            args,
-        }),
+            KerberosLogin {
+                keytab: args.keytab.clone(),
+                principal: args.principal.clone(),
+                ccache: args.ccache.clone(),
+            },
+        )),
         Source::Issuer(resolved) => {
             let subject_token = match &args.subject_token_file {
                 Some(p) => Some(sink::read(p).context("subject token")?),
@@ -322,126 +315,4 @@ pub async fn fetch(plan: Plan, args: Args, settings: &Settings) -> anyhow::Resul
             .to_string())
     );
     Ok(())
-}
-
-/// A Vault-API server, as htgettoken asks it.
-struct VaultSource {
-    http: credkeeper_oidc::Http,
-    plan: VaultPlan,
-    args: Args,
-}
-
-impl TokenSource for VaultSource {
-    fn token<'a>(&'a self, ask: &'a TokenAsk) -> SourceFuture<'a> {
-        Box::pin(async move {
-            let token = self
-                .read(ask)
-                .await
-                .map_err(|e| SourceError::other(format!("{e:#}")))?;
-            Ok(Fresh {
-                token,
-                origin: Origin::VaultServer,
-                expires: None,
-            })
-        })
-    }
-}
-
-impl VaultSource {
-    /// htgettoken's way: the saved Vault token when it still works, else a Kerberos login
-    /// (keytab, or the tickets already in the credential cache), then the bearer-token read.
-    async fn read(&self, ask: &TokenAsk) -> anyhow::Result<Secret> {
-        use credkeeper_oidc::vault::VaultClient;
-        let (plan, args) = (&self.plan, &self.args);
-        let igwn = args.vault.persona == Some(Persona::IgwnRobotGet);
-        let client = VaultClient::new(self.http.clone(), &plan.server);
-        let login = super::RobotLogin::of(args);
-        // The principal as igwn-robot-get reads it: LIGO.ORG when it names no realm.
-        let principal = args
-            .principal
-            .as_ref()
-            .map(|p| match (igwn, p.contains('@')) {
-                (true, false) => format!("{p}@LIGO.ORG"),
-                _ => p.clone(),
-            });
-        let principal_key = |p: &str| credkeeper_kerberos::without_realm(p).to_string();
-        let mut credkey = plan
-            .credkey
-            .clone()
-            .or_else(|| principal.as_deref().map(principal_key));
-        let role = |credkey: Option<&str>| match (&plan.role, igwn, credkey) {
-            (Some(r), _, _) => r.clone(),
-            (None, true, Some(k)) => k.split('/').next().unwrap_or(k).to_string(),
-            _ => "default".to_string(),
-        };
-        // 1. The saved Vault token.
-        if let (Some(key), Ok(saved)) = (&credkey, credkeeper_sink::read(&plan.token_file)) {
-            let alive = plan.min_ttl <= 0
-                || match client.lookup_self(&saved).await {
-                    Ok(ttl) => ttl >= plan.min_ttl,
-                    Err(e) => {
-                        tracing::debug!("saved Vault token: {e}");
-                        false
-                    }
-                };
-            if alive {
-                let role = role(Some(key));
-                let read = client
-                    .read_token(&saved, &secret_path(plan, ask, key, &role))
-                    .await;
-                match read {
-                    Ok(token) => return Ok(token),
-                    Err(e) => tracing::info!(
-                        "the saved Vault token was not accepted ({e}); logging in with Kerberos"
-                    ),
-                }
-            }
-        }
-        // 2. Kerberos: the keytab, else the credential cache.
-        let initiator = match login.initiator()? {
-            Some(i) => i,
-            None => credkeeper_kerberos::Initiator::from_cache(args.ccache.as_deref())
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "{e}; give the robot's keytab with -k/--keytab (or KRB5_KTNAME), or kinit first"
-                    )
-                })?,
-        };
-        let key = credkey
-            .get_or_insert_with(|| principal_key(initiator.principal()))
-            .clone();
-        let role = role(Some(&key));
-        let negotiator = crate::kerberos::KeytabNegotiator {
-            initiator,
-            service: "host",
-        };
-        let mut vault = client
-            .kerberos_login(&negotiator, &plan.issuer, &role)
-            .await?;
-        if vault.lease_secs > plan.ttl {
-            vault = client.token_create(&vault.token, plan.ttl).await?;
-        }
-        let token = client
-            .read_token(&vault.token, &secret_path(plan, ask, &key, &role))
-            .await?;
-        // Saved only once it has worked, as htgettoken does.
-        credkeeper_sink::write_token(&plan.token_file, &vault.token)?;
-        Ok(token)
-    }
-}
-
-fn secret_path<'a>(
-    plan: &'a VaultPlan,
-    ask: &'a TokenAsk,
-    credkey: &'a str,
-    role: &'a str,
-) -> credkeeper_oidc::vault::SecretPath<'a> {
-    credkeeper_oidc::vault::SecretPath {
-        issuer: &plan.issuer,
-        credkey,
-        role,
-        minsecs: ask.min_secs,
-        scopes: ask.scope_text(),
-        audience: ask.audience.as_deref(),
-    }
 }

@@ -95,10 +95,12 @@ pub fn broker_client_with(
             BrokerAuth::BearerFile(path.to_path_buf())
         }
         _ => match login.initiator()? {
-            Some(initiator) => BrokerAuth::Negotiate(Box::new(crate::kerberos::KeytabNegotiator {
-                initiator,
-                service: "HTTP",
-            })),
+            Some(initiator) => {
+                BrokerAuth::Negotiate(Box::new(credkeeper_refresher::source::KeytabNegotiator {
+                    initiator,
+                    service: "HTTP",
+                }))
+            }
             None => anyhow::bail!(
                 "--server needs the robot's credentials: -k/--keytab FILE (or KRB5_KTNAME), --jwt-file FILE, or --robot NAME with --secret-file FILE"
             ),

@@ -5,6 +5,14 @@
 //! a credkeeper broker ([`BrokerSource`]), an issuer with the stored refresh token or the
 //! client's credentials ([`IssuerSource`]), or a source of the caller's own (the Vault-API
 //! server, rucio-task-manager's routes). The caller then hands the [`Fresh`] token to a sink.
+//!
+//! Here too: a Vault-API server as htgettoken asks it ([`vault::VaultSource`]), and the
+//! robot's keytab as the Kerberos (Negotiate) login of both ([`KeytabNegotiator`]).
+
+mod negotiate;
+pub mod vault;
+
+pub use negotiate::KeytabNegotiator;
 
 use crate::{Issuer, LOCAL_IDENTITY, Obtained, Origin, Prompt, RefreshError};
 use credkeeper_core::{Requirements, Secret, Timestamp, TokenAsk};
@@ -43,7 +51,9 @@ pub enum SourceError {
         "provider `{provider}` names a broker's provider, but tokens come from the issuer {issuer} (no broker is given: --server)"
     )]
     ProviderWithoutBroker { provider: String, issuer: String },
-    /// A source outside this crate (the Vault-API server, a task's own routes).
+    #[error(transparent)]
+    Vault(#[from] vault::VaultError),
+    /// A source outside this crate (a task's own routes).
     #[error(transparent)]
     Other(Box<dyn std::error::Error + Send + Sync>),
 }

@@ -1,4 +1,4 @@
-//! A robot's keytab as the broker client's Kerberos (HTTP Negotiate) source.
+//! A robot's keytab as the Kerberos (HTTP Negotiate) login of a broker or Vault client.
 
 use credkeeper_kerberos::{Initiator, Negotiation, negotiate_header, parse_negotiate};
 use credkeeper_oidc::broker::{Negotiator, ReplyCheck};
