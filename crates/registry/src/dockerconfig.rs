@@ -30,13 +30,45 @@ pub struct DockerConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {message}")]
-    Malformed { path: String, message: String },
+    #[error("{path}: {source}")]
+    Parse { path: String, source: ParseError },
+    #[error("{path}: auths.{host:?}.auth is not base64 of `user:password`")]
+    BadAuth { path: String, host: String },
     #[error("{path}: {source}")]
     Io {
         path: String,
         source: std::io::Error,
     },
+}
+
+/// Why bytes are not a docker config, and where. It never quotes the text: serde's own
+/// message would, and the offending value may be an `auth`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{problem} at line {line}, column {column}")]
+pub struct ParseError {
+    pub problem: Problem,
+    pub line: usize,
+    pub column: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    Unreadable,
+    NotJson,
+    /// JSON, but a value of the wrong type (e.g. `auths.<host>` not an object).
+    NotADockerConfig,
+    CutShort,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Problem::Unreadable => "unreadable",
+            Problem::NotJson => "not JSON",
+            Problem::NotADockerConfig => "not a docker config (a value of the wrong type)",
+            Problem::CutShort => "cut short",
+        })
+    }
 }
 
 /// What a config says about one host.
@@ -63,25 +95,24 @@ impl DockerConfig {
         };
         DockerConfig::parse(text.as_bytes())
             .map(Some)
-            .map_err(|message| ConfigError::Malformed {
+            .map_err(|source| ConfigError::Parse {
                 path: path.display().to_string(),
-                message,
+                source,
             })
     }
 
-    /// Parse a config's JSON. The error says what and where, never the text: serde's own
-    /// message quotes the offending value, which may be an `auth`.
-    pub fn parse(bytes: &[u8]) -> Result<DockerConfig, String> {
-        serde_json::from_slice(bytes).map_err(|e| {
-            let what = match e.classify() {
-                serde_json::error::Category::Io => "unreadable",
-                serde_json::error::Category::Syntax => "not JSON",
-                serde_json::error::Category::Data => {
-                    "not a docker config (a value of the wrong type)"
-                }
-                serde_json::error::Category::Eof => "cut short",
-            };
-            format!("{what} at line {}, column {}", e.line(), e.column())
+    /// Parse a config's JSON.
+    pub fn parse(bytes: &[u8]) -> Result<DockerConfig, ParseError> {
+        use serde_json::error::Category;
+        serde_json::from_slice(bytes).map_err(|e| ParseError {
+            problem: match e.classify() {
+                Category::Io => Problem::Unreadable,
+                Category::Syntax => Problem::NotJson,
+                Category::Data => Problem::NotADockerConfig,
+                Category::Eof => Problem::CutShort,
+            },
+            line: e.line(),
+            column: e.column(),
         })
     }
 
@@ -107,9 +138,9 @@ impl DockerConfig {
                 }));
             }
             if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
-                let malformed = || ConfigError::Malformed {
+                let malformed = || ConfigError::BadAuth {
                     path: path.display().to_string(),
-                    message: format!("auths.{key:?}.auth is not base64 of `user:password`"),
+                    host: key.clone(),
                 };
                 let decoded = STANDARD.decode(auth.trim()).map_err(|_| malformed())?;
                 let text = String::from_utf8(decoded).map_err(|_| malformed())?;
@@ -137,10 +168,13 @@ mod tests {
         let err = DockerConfig::parse(br#"{"auths":{"h":"dXNlcjpwYXNzd29yZA=="}}"#)
             .err()
             .unwrap();
-        assert!(err.starts_with("not a docker config"), "{err}");
-        assert!(!err.contains("dXNlcjpw"), "{err}");
+        assert_eq!(err.problem, Problem::NotADockerConfig);
+        let text = err.to_string();
+        assert!(text.starts_with("not a docker config"), "{text}");
+        assert!(!text.contains("dXNlcjpw"), "{text}");
         let err = DockerConfig::parse(b"{\"auths\": ").err().unwrap();
-        assert!(err.starts_with("cut short at line 1"), "{err}");
+        assert_eq!((err.problem, err.line), (Problem::CutShort, 1));
+        assert!(err.to_string().starts_with("cut short at line 1"), "{err}");
     }
 
     fn config(json: &str) -> DockerConfig {

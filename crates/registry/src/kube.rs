@@ -226,7 +226,18 @@ pub struct Secrets {
     /// Where a watch resumes.
     pub resource_version: String,
     /// Secrets whose `.dockerconfigjson` could not be read, with why (they are skipped).
-    pub unreadable: BTreeMap<(String, String), String>,
+    pub unreadable: BTreeMap<(String, String), Unreadable>,
+}
+
+/// Why a `dockerconfigjson` Secret is skipped. Never quotes its data.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    #[error("no .dockerconfigjson")]
+    NoDockerConfigJson,
+    #[error(".dockerconfigjson is not base64")]
+    NotBase64,
+    #[error(".dockerconfigjson is {0}")]
+    Config(#[from] crate::dockerconfig::ParseError),
 }
 
 fn meta(object: &Value) -> Option<(String, String)> {
@@ -267,9 +278,9 @@ impl Secrets {
         let parsed = secret
             .pointer(&format!("/data/{}", DATA_KEY.replace('/', "~1")))
             .and_then(Value::as_str)
-            .ok_or("no .dockerconfigjson".to_string())
-            .and_then(|b64| STANDARD.decode(b64).map_err(|_| "not base64".to_string()))
-            .and_then(|bytes| DockerConfig::parse(&bytes));
+            .ok_or(Unreadable::NoDockerConfigJson)
+            .and_then(|b64| STANDARD.decode(b64).map_err(|_| Unreadable::NotBase64))
+            .and_then(|bytes| Ok(DockerConfig::parse(&bytes)?));
         match parsed {
             Ok(config) => {
                 self.unreadable.remove(&key);
@@ -485,6 +496,8 @@ mod tests {
         assert_eq!(s.resource_version, "100");
         assert_eq!(s.len(), 2);
         assert_eq!(s.unreadable.len(), 1);
+        let why = &s.unreadable[&("x".to_string(), "broken".to_string())];
+        assert!(matches!(why, Unreadable::NotBase64), "{why}");
         // Two secrets for one host: namespace order decides, every time.
         let (c, origin) = s.lookup("https://registry.example:5000/v2/").unwrap();
         assert_eq!((c.username.as_str(), origin.as_str()), ("a", "team-a/pull"));
