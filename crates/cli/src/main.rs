@@ -354,3 +354,17 @@ fn one_line(e: &anyhow::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    /// build.rs links libgcc's unwinder in statically: a panic (in a runtime's task, say)
+    /// must still unwind to whoever catches it, not abort the process.
+    #[test]
+    fn a_panic_unwinds_through_the_statically_linked_unwinder() {
+        let quiet = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let caught = std::panic::catch_unwind(|| panic!("on purpose"));
+        std::panic::set_hook(quiet);
+        assert!(caught.is_err());
+    }
+}
