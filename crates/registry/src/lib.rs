@@ -5,7 +5,8 @@
 //! `dockerconfigjson` secret volumes, credkeeper's own store — with the file formats
 //! ([`dockerconfig`]), host naming rules ([`host`]), and the Docker credential-helper
 //! protocol ([`helper`]) that `docker-credential-credkeeper` speaks, and the registry's
-//! Bearer challenge ([`bearer`]).
+//! Bearer challenge ([`bearer`]); a credkeeper broker as the robot's source of identity
+//! tokens ([`robot`]).
 //!
 //! What it is not: a registry client. It hands credentials to whatever pulls.
 
@@ -16,6 +17,7 @@ pub mod host;
 pub mod keychain;
 pub mod kube;
 pub mod kubelet;
+pub mod robot;
 
 use credkeeper_core::Secret;
 

@@ -273,7 +273,7 @@ pub async fn fetch(plan: Plan, args: Args, settings: &Settings) -> anyhow::Resul
     let source: Box<dyn TokenSource> = match source {
         Source::Broker(server) => Box::new(BrokerSource(super::broker_client(
             &server,
-            &super::RobotLogin::of(&args),
+            &robot_login(&args),
             settings,
         )?)),
         Source::Vault(plan) => Box::new(VaultSource::new(
@@ -315,4 +315,16 @@ pub async fn fetch(plan: Plan, args: Args, settings: &Settings) -> anyhow::Resul
             .to_string())
     );
     Ok(())
+}
+
+/// The robot's credentials among `get`'s flags.
+fn robot_login(args: &Args) -> super::RobotLogin<'_> {
+    super::RobotLogin {
+        robot: args.robot.as_deref(),
+        secret_file: args.secret_file.as_deref(),
+        keytab: args.keytab.as_deref(),
+        principal: args.principal.as_deref(),
+        ccache: args.ccache.as_deref(),
+        jwt_file: args.jwt_file.as_deref(),
+    }
 }

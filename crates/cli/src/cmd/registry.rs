@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use credkeeper_core::Secret;
-use credkeeper_registry::keychain::{Env, Keychain, KeychainError, RobotIdentity};
+use credkeeper_registry::keychain::{Env, Keychain, RobotIdentity};
 use credkeeper_registry::{Credential, helper};
 use credkeeper_store::{CredentialStore, SqliteStore};
 use std::path::PathBuf;
@@ -347,109 +347,8 @@ pub fn helper_main(action: &str, state_dir: Option<PathBuf>) -> i32 {
     reply.code
 }
 
-/// This host's robot at a credkeeper broker, from the environment: `CREDKEEPER_SERVER`
-/// with `KRB5_KTNAME` (a keytab), `CREDKEEPER_JWT_FILE`, or `CREDKEEPER_ROBOT` and
-/// `CREDKEEPER_SECRET_FILE` (with `CREDKEEPER_CAFILE`, `CREDKEEPER_INSECURE_LOOPBACK`).
-/// `None` without a server or a robot credential.
+/// This host's robot at a credkeeper broker, from the environment.
 fn broker_identity() -> Option<Box<dyn RobotIdentity>> {
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let server = var("CREDKEEPER_SERVER")?;
-    let (keytab, jwt, robot, secret) = (
-        var("KRB5_KTNAME"),
-        var("CREDKEEPER_JWT_FILE"),
-        var("CREDKEEPER_ROBOT"),
-        var("CREDKEEPER_SECRET_FILE"),
-    );
-    if keytab.is_none() && jwt.is_none() && secret.is_none() {
-        return None;
-    }
-    Some(Box::new(BrokerIdentity {
-        server,
-        keytab,
-        jwt,
-        robot,
-        secret,
-        ca_file: var("CREDKEEPER_CAFILE"),
-        insecure_loopback: var("CREDKEEPER_INSECURE_LOOPBACK")
-            .is_some_and(|v| v == "true" || v == "1"),
-    }))
-}
-
-struct BrokerIdentity {
-    server: String,
-    keytab: Option<String>,
-    jwt: Option<String>,
-    robot: Option<String>,
-    secret: Option<String>,
-    ca_file: Option<String>,
-    insecure_loopback: bool,
-}
-
-fn robot_error(e: impl std::fmt::Display) -> KeychainError {
-    KeychainError::Source(e.to_string())
-}
-
-impl RobotIdentity for BrokerIdentity {
-    fn describe(&self) -> String {
-        format!("the robot's identity at {}", self.server)
-    }
-
-    fn identity_token(
-        &self,
-        host: &str,
-        trace: &mut Vec<String>,
-    ) -> Result<Option<Secret>, KeychainError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(robot_error)?;
-        runtime.block_on(async {
-            let http = credkeeper_oidc::Http::with_ca_file(
-                self.ca_file.as_deref().map(std::path::Path::new),
-                credkeeper_oidc::Roots::Only,
-            )
-            .map_err(robot_error)?;
-            let Some(challenge) = credkeeper_registry::bearer::challenge(&http, host).await else {
-                trace.push(format!(
-                    "{}: {host} asks for no Bearer token",
-                    self.describe()
-                ));
-                return Ok(None);
-            };
-            let login = super::RobotLogin {
-                robot: self.robot.as_deref(),
-                secret_file: self.secret.as_deref().map(std::path::Path::new),
-                keytab: self.keytab.as_deref().map(std::path::Path::new),
-                jwt_file: self.jwt.as_deref().map(std::path::Path::new),
-                ..Default::default()
-            };
-            let policy = credkeeper_oidc::UrlPolicy {
-                allow_insecure_loopback: self.insecure_loopback,
-            };
-            let client = super::broker_client_with(&self.server, &login, http, policy)
-                .map_err(robot_error)?;
-            let service = challenge.service.as_deref().unwrap_or(host);
-            match client
-                .registry_identity(&challenge.realm, service)
-                .await
-                .map_err(robot_error)?
-            {
-                Some(token) => {
-                    trace.push(format!(
-                        "{}: an identity token for {service}",
-                        self.describe()
-                    ));
-                    Ok(Some(token))
-                }
-                None => {
-                    trace.push(format!(
-                        "{}: {host}'s token server is {}, not this broker",
-                        self.describe(),
-                        challenge.realm
-                    ));
-                    Ok(None)
-                }
-            }
-        })
-    }
+    let id = credkeeper_registry::robot::BrokerIdentity::from_env(|k| std::env::var(k).ok())?;
+    Some(Box::new(id))
 }

@@ -6,10 +6,12 @@
 //! client's credentials ([`IssuerSource`]), or a source of the caller's own (the Vault-API
 //! server, rucio-task-manager's routes). The caller then hands the [`Fresh`] token to a sink.
 //!
-//! Here too: a Vault-API server as htgettoken asks it ([`vault::VaultSource`]), and the
-//! robot's keytab as the Kerberos (Negotiate) login of both ([`KeytabNegotiator`]).
+//! Here too: a Vault-API server as htgettoken asks it ([`vault::VaultSource`]), a robot's
+//! login at a broker ([`robot::RobotLogin`]), and the robot's keytab as the Kerberos
+//! (Negotiate) login of both ([`KeytabNegotiator`]).
 
 mod negotiate;
+pub mod robot;
 pub mod vault;
 
 pub use negotiate::KeytabNegotiator;
