@@ -143,6 +143,7 @@ fn run() -> u8 {
             _ => "usage",
         };
         let state = std::env::var_os("CREDKEEPER_STATE_DIR").map(std::path::PathBuf::from);
+        crypto_ready();
         return cmd::registry::helper_main(action, state) as u8;
     }
     // `--version` alone is asked by scripts and probes in loops: answered before clap builds
@@ -283,8 +284,19 @@ fn block_on(work: impl Future<Output = anyhow::Result<()>>, mode: Mode) -> anyho
     })
 }
 
+/// aws-lc is built without its load-time constructor (.cargo/config.toml): its CPU-feature
+/// probe runs here, before any command that may use crypto. Only `--version` and `get`'s
+/// reuse check (reading a file and decoding a JWT, no crypto) run before it, so no key is
+/// ever set up under one set of CPU features and used under another.
+fn crypto_ready() {
+    aws_lc_rs::init();
+}
+
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let global = cli.global;
+    if !matches!(cli.command, Command::Get(_)) {
+        crypto_ready();
+    }
     // The broker's commands read the broker's config; the rest read the client's.
     let settings = || config::Settings::load(&global);
     match cli.command {
@@ -294,6 +306,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if plan.reused() {
                 return Ok(());
             }
+            crypto_ready();
             block_on(cmd::get::fetch(plan, *args, &settings), Mode::Command)
         }
         Command::Login(args) => {
