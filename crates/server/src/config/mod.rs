@@ -2,8 +2,8 @@
 //! overridable by `CREDKEEPER_<SECTION>_<KEY>` (e.g. `CREDKEEPER_SERVER_LISTEN`), validated
 //! at start with errors that name the file, the key and the line.
 //!
-//! The sections live by what they configure: [`broker`] (`[server]`, `[issuer]`), [`access`]
-//! (`[[provider]]`, `[[robot]]`), [`store`] (`[store]`, `[refresher]`), [`services`]
+//! The sections live by what they configure: `broker` (`[server]`, `[issuer]`), `access`
+//! (`[[provider]]`, `[[robot]]`), `store` (`[store]`, `[refresher]`), `services`
 //! (`[credmon]`, `[registry]`, `[vault]`); here, the file as a whole, its environment
 //! overrides, and (in `validate`) the checks across sections.
 

@@ -16,8 +16,8 @@
 //! and every broker sharing the store honours them. Robots get tokens under their own policy, as through the native
 //! API: the Vault path selects the provider and the credential, not the rights.
 //!
-//! The rooms: [`login`] (Kerberos and OIDC logins), [`token`] (token create and lookup),
-//! [`secret`] (the bearer-token read and write), [`body`] (request bodies); here, the
+//! The rooms: `login` (Kerberos and OIDC logins), `token` (token create and lookup),
+//! `secret` (the bearer-token read and write), `body` (request bodies); here, the
 //! routes, the tokens' and handles' shared state, and Vault's error shape.
 
 use crate::auth::Authenticators;
