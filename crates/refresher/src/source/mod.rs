@@ -99,7 +99,7 @@ impl TokenSource for BrokerSource {
     }
 }
 
-/// An issuer, through the [`Refresher`]: token exchange when a subject token is given,
+/// An issuer, through the [`Refresher`](crate::Refresher): token exchange when a subject token is given,
 /// else the stored refresh token, else client credentials, else a device login when the
 /// prompt has someone to answer it.
 pub struct IssuerSource {
