@@ -35,8 +35,8 @@ pub enum DaemonError {
     NoSuchTask { task: String, files: String },
     #[error("cannot handle signals: {0}")]
     Signals(#[from] std::io::Error),
-    #[error("{0}")]
-    Scheduler(String),
+    #[error(transparent)]
+    Scheduler(#[from] scheduler::SchedulerError),
 }
 
 /// Definition files and how to read them.
@@ -217,7 +217,7 @@ impl Daemon {
                 Box::new(move || {
                     let loaded = definitions
                         .validated(Some(secrets.clone()))
-                        .map_err(|e| e.to_string());
+                        .map_err(scheduler::LoadError::from);
                     trim_heap();
                     loaded
                 })
@@ -274,9 +274,7 @@ impl Daemon {
             },
             claim: {
                 let history = store.history.clone();
-                Box::new(move |due: &[(&str, credkeeper_core::Timestamp)]| {
-                    history.claim_runs(due).map_err(|e| e.to_string())
-                })
+                Box::new(move |due: &[(&str, credkeeper_core::Timestamp)]| history.claim_runs(due))
             },
             tokens,
         };
@@ -319,7 +317,7 @@ impl Daemon {
         sweep(&run_options);
         scheduler::serve(hooks, Arc::new(run_options), grace_secs, reload_rx, stop_rx)
             .await
-            .map_err(DaemonError::Scheduler)
+            .map_err(DaemonError::from)
     }
 }
 

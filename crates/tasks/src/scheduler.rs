@@ -19,13 +19,25 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub type LoadFn = Box<dyn Fn() -> Result<Vec<Task>, String> + Send + Sync>;
+/// Why the definitions could not be read: the caller's own error, kept whole.
+pub type LoadError = Box<dyn std::error::Error + Send + Sync>;
+pub type LoadFn = Box<dyn Fn() -> Result<Vec<Task>, LoadError> + Send + Sync>;
 pub type RenderFn = Arc<dyn Fn(&Task) -> Result<Rendered, TaskError> + Send + Sync>;
 pub type LastStartedFn = Box<dyn Fn(&str) -> Option<Timestamp> + Send + Sync>;
 pub type FinishedFn = Arc<dyn Fn(&Task, &Outcome) + Send + Sync>;
 pub type SkippedFn = Arc<dyn Fn(&Task, &str) + Send + Sync>;
 pub type MissedFn = Box<dyn Fn(&Task, u64) + Send + Sync>;
-pub type ClaimFn = Box<dyn Fn(&[(&str, Timestamp)]) -> Result<Vec<bool>, String> + Send + Sync>;
+pub type ClaimFn = Box<
+    dyn Fn(&[(&str, Timestamp)]) -> Result<Vec<bool>, credkeeper_store::StoreError> + Send + Sync,
+>;
+
+/// Why the scheduler could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// The definitions it starts with could not be read (a reload's failure only logs).
+    #[error(transparent)]
+    Load(LoadError),
+}
 
 /// What the scheduler needs from its caller.
 pub struct Hooks {
@@ -215,8 +227,8 @@ pub async fn serve(
     grace_secs: u64,
     mut reload: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), String> {
-    let mut tasks = (hooks.load)()?;
+) -> Result<(), SchedulerError> {
+    let mut tasks = (hooks.load)().map_err(SchedulerError::Load)?;
     let mut next: HashMap<String, DateTime<Utc>> = HashMap::new();
     let mut running: HashMap<String, Vec<JoinHandle<()>>> = HashMap::new();
     let now = Utc::now();
@@ -570,9 +582,7 @@ mod tests {
         let options = crate::definition::Options::default();
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
         let hooks = Hooks {
-            load: Box::new(move || {
-                crate::definition::load(&yaml, &options).map_err(|e| e.to_string())
-            }),
+            load: Box::new(move || Ok(crate::definition::load(&yaml, &options)?)),
             render: Arc::new(|t: &Task| {
                 struct NoVars;
                 impl crate::template::Vars for NoVars {
