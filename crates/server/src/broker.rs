@@ -41,7 +41,8 @@ pub struct TokenAsk {
     pub lifetime: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+/// No derived `Debug`: it holds the token; its `Debug` leaves the token out.
+#[derive(Serialize)]
 pub struct TokenGiven {
     pub access_token: String,
     pub token_type: &'static str,
@@ -49,6 +50,19 @@ pub struct TokenGiven {
     pub scope: String,
     pub audience: String,
     pub provider: String,
+}
+
+impl std::fmt::Debug for TokenGiven {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenGiven")
+            .field("access_token", &"<redacted>")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .field("audience", &self.audience)
+            .field("provider", &self.provider)
+            .finish()
+    }
 }
 
 /// [`TokenGiven`] without its token, serialized after it.
@@ -607,5 +621,23 @@ mod tests {
                 serde_json::to_string(&given).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn a_token_answer_never_shows_its_token_in_debug_output() {
+        let given = TokenGiven {
+            access_token: "eyJhbGciOiJFUzI1NiJ9.c2VjcmV0.c2ln".into(),
+            token_type: "Bearer",
+            expires_in: 599,
+            scope: "read:/data".into(),
+            audience: "https://storage.example".into(),
+            provider: "local".into(),
+        };
+        let shown = format!("{given:?} {:?}", Ok::<_, ()>(&given));
+        assert!(!shown.contains("c2VjcmV0"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("read:/data"),
+            "{shown}"
+        );
     }
 }
