@@ -5,22 +5,22 @@
 //! What it is for: minting tokens for the broker (`serve`) and for `credmon` local mode.
 //! What it is not: policy. Who gets which scopes is decided by the caller.
 
-use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::signature::KeyPair;
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use credkeeper_core::{Secret, Timestamp};
-use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
-use jsonwebtoken::{EncodingKey, Header};
+use jsonwebtoken::Header;
+use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 mod jws;
+mod keyfile;
+mod x5c;
+
 use jws::SigningKey;
+use keyfile::{generate, parse};
+pub use keyfile::{generate_pem, key_id_of};
+pub use x5c::X5cSigner;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 pub enum Algorithm {
@@ -248,86 +248,6 @@ impl Keys {
     }
 }
 
-/// The private key in `pem` and its public JWK under `kid`.
-fn parse(
-    pem: &str,
-    algorithm: Algorithm,
-    kid: &str,
-    origin: &Path,
-) -> Result<(SigningKey, Jwk), IssuerError> {
-    let alg = algorithm.jwt();
-    let key_err = |message: String| IssuerError::Key {
-        path: origin.to_path_buf(),
-        message,
-    };
-    let key = load_key(pem, algorithm)
-        .map_err(|e| key_err(format!("not a {alg:?} private key in PEM: {e}")))?;
-    let mut jwk = Jwk::from_encoding_key(&key, alg).map_err(|e| key_err(e.to_string()))?;
-    jwk.common.key_id = Some(kid.to_string());
-    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-    Ok((SigningKey::of(&key, algorithm).map_err(key_err)?, jwk))
-}
-
-/// The RFC 7638 thumbprint of the key in `pem`: the `kid` a key gets unless one is set.
-pub fn key_id_of(pem: &str, algorithm: Algorithm, origin: &Path) -> Result<String, IssuerError> {
-    let (_, jwk) = parse(pem, algorithm, "", origin)?;
-    Ok(thumbprint(&jwk))
-}
-
-/// Signs tokens whose header carries the signing certificate chain (`x5c`): what a
-/// container registry's token auth (CNCF distribution) verifies against its
-/// `rootcertbundle`, which has no JWKS.
-pub struct X5cSigner {
-    alg: jsonwebtoken::Algorithm,
-    key: SigningKey,
-    x5c: Vec<String>,
-}
-
-impl X5cSigner {
-    /// The key (PKCS#8, or SEC1 for EC; 0600) and its certificate chain, leaf first (PEM).
-    pub fn open(
-        key_file: &Path,
-        cert_file: &Path,
-        algorithm: Algorithm,
-    ) -> Result<X5cSigner, IssuerError> {
-        let pem = credkeeper_sink::perm::read_private(key_file, "registry token key file")?;
-        let key = load_key(&pem, algorithm)
-            .and_then(|key| SigningKey::of(&key, algorithm))
-            .map_err(|message| IssuerError::Key {
-                path: key_file.to_path_buf(),
-                message: format!("not a {algorithm:?} private key in PEM: {message}"),
-            })?;
-        // The same PEM reader as the TLS server's: a malformed certificate is an error,
-        // never a chain silently cut short.
-        use rustls_pki_types::pem::PemObject;
-        let x5c: Vec<String> = rustls_pki_types::CertificateDer::pem_file_iter(cert_file)
-            .and_then(|certs| certs.map(|c| c.map(|c| STANDARD.encode(c))).collect())
-            .map_err(|e| IssuerError::Key {
-                path: cert_file.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        if x5c.is_empty() {
-            return Err(IssuerError::Key {
-                path: cert_file.to_path_buf(),
-                message: "no PEM certificate in it".into(),
-            });
-        }
-        Ok(X5cSigner {
-            alg: algorithm.jwt(),
-            key,
-            x5c,
-        })
-    }
-
-    /// Sign `claims` as they are.
-    pub fn sign(&self, claims: &Value) -> Result<Secret, IssuerError> {
-        let mut header = Header::new(self.alg);
-        header.typ = Some("JWT".into());
-        header.x5c = Some(self.x5c.clone());
-        jws::encode(&header, claims, &self.key).map(Secret::new)
-    }
-}
-
 /// A random (version 4) UUID, for `jti`.
 pub fn new_jti() -> String {
     uuid4()
@@ -348,135 +268,6 @@ fn uuid4() -> String {
         &h[16..20],
         &h[20..]
     )
-}
-
-/// Parse a private key PEM. SEC1 `EC PRIVATE KEY` files (what scitokens-credmon and
-/// `openssl ecparam -genkey` write) are converted to PKCS#8, which is what the JWT
-/// library reads.
-fn load_key(pem: &str, alg: Algorithm) -> Result<EncodingKey, String> {
-    if pem.contains("-----BEGIN EC PRIVATE KEY-----") {
-        let der = pem_body(pem, "EC PRIVATE KEY").ok_or("malformed PEM")?;
-        let pair = aws_lc_rs::signature::EcdsaKeyPair::from_private_key_der(
-            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            &der,
-        )
-        .map_err(|_| "not a P-256 key".to_string())?;
-        let pkcs8 = pair
-            .to_pkcs8v1()
-            .map_err(|_| "cannot convert the key".to_string())?;
-        return Ok(EncodingKey::from_ec_der(pkcs8.as_ref()));
-    }
-    match alg {
-        Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()),
-        Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.as_bytes()),
-        Algorithm::EdDSA => EncodingKey::from_ed_pem(pem.as_bytes()),
-    }
-    .map_err(|e| e.to_string())
-}
-
-fn pem_body(pem: &str, label: &str) -> Option<Vec<u8>> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = pem.find(&begin)? + begin.len();
-    let stop = pem[start..].find(&end)? + start;
-    let b64: String = pem[start..stop].split_whitespace().collect();
-    STANDARD.decode(b64).ok()
-}
-
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let mut pem = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        pem.push('\n');
-    }
-    pem.push_str(&format!("-----END {label}-----\n"));
-    pem
-}
-
-/// RFC 7638 JWK thumbprint: SHA-256 over the required members in lexicographic order.
-fn thumbprint(jwk: &Jwk) -> String {
-    let v = serde_json::to_value(jwk).unwrap_or_default();
-    let members: &[&str] = match v.get("kty").and_then(Value::as_str) {
-        Some("RSA") => &["e", "kty", "n"],
-        Some("EC") => &["crv", "kty", "x", "y"],
-        _ => &["crv", "kty", "x"],
-    };
-    // serde_json's map is ordered by key, which is the order RFC 7638 asks for.
-    let required: serde_json::Map<String, Value> = members
-        .iter()
-        .filter_map(|m| v.get(*m).map(|x| (m.to_string(), x.clone())))
-        .collect();
-    let digest = aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        Value::Object(required).to_string().as_bytes(),
-    );
-    URL_SAFE_NO_PAD.encode(digest.as_ref())
-}
-
-fn create_new(path: &Path, mode: u32, contents: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()
-}
-
-/// A new private key for `alg`, as PKCS#8 PEM.
-pub fn generate_pem(alg: Algorithm) -> std::io::Result<String> {
-    let (private, _) = generate_der(alg)?;
-    Ok(pem_encode("PRIVATE KEY", &private))
-}
-
-/// Generate a private key in a new 0600 PKCS#8 PEM file, and its public key (0644) when
-/// asked.
-fn generate(path: &Path, alg: Algorithm, public: Option<&Path>) -> std::io::Result<()> {
-    let (private, public_der) = generate_der(alg)?;
-    create_new(path, 0o600, &pem_encode("PRIVATE KEY", &private))?;
-    if let Some(public) = public {
-        let _ = std::fs::remove_file(public);
-        create_new(public, 0o644, &pem_encode("PUBLIC KEY", &public_der))?;
-    }
-    Ok(())
-}
-
-/// A new key pair: PKCS#8 private key and SubjectPublicKeyInfo, DER.
-fn generate_der(alg: Algorithm) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
-    fn fail<E>(_: E) -> std::io::Error {
-        std::io::Error::other("key generation failed")
-    }
-    let rng = aws_lc_rs::rand::SystemRandom::new();
-    let (private, public_der): (Vec<u8>, Vec<u8>) = match alg {
-        Algorithm::ES256 => {
-            let alg = &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
-            let doc =
-                aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(alg, &rng).map_err(fail)?;
-            let pair =
-                aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(alg, doc.as_ref()).map_err(fail)?;
-            let spki = pair.public_key().as_der().map_err(fail)?.as_ref().to_vec();
-            (doc.as_ref().to_vec(), spki)
-        }
-        Algorithm::EdDSA => {
-            let doc = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8v1(&rng).map_err(fail)?;
-            let pair =
-                aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(doc.as_ref()).map_err(fail)?;
-            let spki = pair.public_key().as_der().map_err(fail)?.as_ref().to_vec();
-            (doc.as_ref().to_vec(), spki)
-        }
-        Algorithm::RS256 => {
-            let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
-                .map_err(fail)?;
-            let private = pair.as_der().map_err(fail)?.as_ref().to_vec();
-            let spki = pair.public_key().as_der().map_err(fail)?.as_ref().to_vec();
-            (private, spki)
-        }
-    };
-    Ok((private, public_der))
 }
 
 #[cfg(test)]
