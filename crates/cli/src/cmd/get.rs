@@ -4,7 +4,7 @@ use crate::config::{IssuerArgs, Settings};
 use crate::prompt::Terminal;
 use anyhow::Context;
 use credkeeper_core::{Requirements, Scopes, TokenAsk};
-use credkeeper_refresher::source::vault::{KerberosLogin, VaultPlan, VaultSource};
+use credkeeper_refresher::source::vault::{VaultPlan, VaultSource};
 use credkeeper_refresher::source::{BrokerSource, IssuerSource, TokenSource};
 use credkeeper_sink as sink;
 use std::path::PathBuf;
@@ -270,21 +270,15 @@ pub async fn fetch(plan: Plan, args: Args, settings: &Settings) -> anyhow::Resul
         out, ask, source, ..
     } = plan;
     let mut forget = None;
-    let source: Box<dyn TokenSource> = match source {
+    let source: Box<dyn TokenSource + '_> = match source {
         Source::Broker(server) => Box::new(BrokerSource(super::broker_client(
             &server,
             &robot_login(&args),
             settings,
         )?)),
-        Source::Vault(plan) => Box::new(VaultSource::new(
-            settings.http()?,
-            plan,
-            KerberosLogin {
-                keytab: args.keytab.clone(),
-                principal: args.principal.clone(),
-                ccache: args.ccache.clone(),
-            },
-        )),
+        Source::Vault(plan) => {
+            Box::new(VaultSource::new(settings.http()?, plan, robot_login(&args)))
+        }
         Source::Issuer(resolved) => {
             let subject_token = match &args.subject_token_file {
                 Some(p) => Some(sink::read(p).context("subject token")?),

@@ -6,6 +6,7 @@
 //! bearer-token read. The Vault token is saved (atomically, 0600) only once it has worked.
 
 use super::negotiate::KeytabNegotiator;
+use super::robot::RobotLogin;
 use super::{Fresh, SourceError, SourceFuture, TokenSource};
 use crate::Origin;
 use credkeeper_core::{Secret, TokenAsk};
@@ -33,14 +34,6 @@ pub struct VaultPlan {
     pub igwn: bool,
 }
 
-/// The Kerberos credential a login uses: the keytab when one is named, else the cache.
-#[derive(Default)]
-pub struct KerberosLogin {
-    pub keytab: Option<PathBuf>,
-    pub principal: Option<String>,
-    pub ccache: Option<String>,
-}
-
 /// Why the Vault-API server gave no token. Messages never contain a token.
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
@@ -54,15 +47,20 @@ pub enum VaultError {
     Save(#[from] SinkError),
 }
 
-/// A Vault-API server, as htgettoken asks it.
-pub struct VaultSource {
+/// A Vault-API server, as htgettoken asks it. Of the robot's login only the Kerberos part
+/// is used: the keytab (with its principal and ccache), else the credential cache.
+pub struct VaultSource<'a> {
     client: VaultClient,
     plan: VaultPlan,
-    login: KerberosLogin,
+    login: RobotLogin<'a>,
 }
 
-impl VaultSource {
-    pub fn new(http: credkeeper_oidc::Http, plan: VaultPlan, login: KerberosLogin) -> VaultSource {
+impl<'a> VaultSource<'a> {
+    pub fn new(
+        http: credkeeper_oidc::Http,
+        plan: VaultPlan,
+        login: RobotLogin<'a>,
+    ) -> VaultSource<'a> {
         VaultSource {
             client: VaultClient::new(http, &plan.server),
             plan,
@@ -70,14 +68,14 @@ impl VaultSource {
         }
     }
 
-    /// The principal as igwn-robot-get reads it: LIGO.ORG when it names no realm.
+    /// The principal as igwn-robot-get reads it to name the credkey: LIGO.ORG when it names
+    /// no realm. (The keytab login itself uses the principal as given.)
     fn principal(&self) -> Option<String> {
         self.login
             .principal
-            .as_ref()
             .map(|p| match (self.plan.igwn, p.contains('@')) {
                 (true, false) => format!("{p}@LIGO.ORG"),
-                _ => p.clone(),
+                _ => p.to_string(),
             })
     }
 
@@ -89,12 +87,12 @@ impl VaultSource {
         }
     }
 
-    fn secret_path<'a>(
-        &'a self,
-        ask: &'a TokenAsk,
-        credkey: &'a str,
-        role: &'a str,
-    ) -> SecretPath<'a> {
+    fn secret_path<'p>(
+        &'p self,
+        ask: &'p TokenAsk,
+        credkey: &'p str,
+        role: &'p str,
+    ) -> SecretPath<'p> {
         SecretPath {
             issuer: &self.plan.issuer,
             credkey,
@@ -137,24 +135,18 @@ impl VaultSource {
     }
 
     async fn read(&self, ask: &TokenAsk) -> Result<Secret, VaultError> {
-        let principal = self.principal();
         let credkey = self.plan.credkey.clone().or_else(|| {
-            principal
-                .as_deref()
-                .map(|p| credkeeper_kerberos::without_realm(p).to_string())
+            self.principal()
+                .map(|p| credkeeper_kerberos::without_realm(&p).to_string())
         });
         if let Some(key) = &credkey
             && let Some(token) = self.with_saved(ask, key).await
         {
             return Ok(token);
         }
-        let initiator = match &self.login.keytab {
-            Some(keytab) => {
-                Initiator::from_keytab(keytab, principal.as_deref(), self.login.ccache.as_deref())
-                    .map_err(VaultError::Keytab)?
-            }
-            None => Initiator::from_cache(self.login.ccache.as_deref())
-                .map_err(VaultError::NoCredentials)?,
+        let initiator = match self.login.initiator().map_err(VaultError::Keytab)? {
+            Some(initiator) => initiator,
+            None => Initiator::from_cache(self.login.ccache).map_err(VaultError::NoCredentials)?,
         };
         let credkey = credkey.unwrap_or_else(|| {
             credkeeper_kerberos::without_realm(initiator.principal()).to_string()
@@ -184,7 +176,7 @@ impl VaultSource {
     }
 }
 
-impl TokenSource for VaultSource {
+impl TokenSource for VaultSource<'_> {
     fn token<'a>(&'a self, ask: &'a TokenAsk) -> SourceFuture<'a> {
         Box::pin(async move {
             let token = self.read(ask).await.map_err(SourceError::Vault)?;

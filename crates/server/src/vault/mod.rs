@@ -41,7 +41,7 @@ mod login;
 mod secret;
 mod token;
 
-use body::{json_body, requested_policies, requested_ttl, str_field};
+pub use body::{VaultBody, parse_body};
 use login::{auth_url, kerberos_login, poll};
 use secret::{read_secret, store_secret};
 use token::{lookup_self, token_create};
@@ -239,39 +239,6 @@ pub fn mount_parts<'a>(mount: &'a str, method: &str) -> Option<(&'a str, &'a str
         Some((issuer, role)) if !issuer.is_empty() && !role.is_empty() => Some((issuer, role)),
         _ => None,
     }
-}
-
-/// What the Vault API's handlers take from a request body, read as they read it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VaultBody {
-    /// `token/create`'s `ttl`, in `1..=max_ttl`.
-    pub ttl: i64,
-    /// `token/create`'s `policies`.
-    pub policies: Option<Vec<String>>,
-    /// The `secret` write's `refresh_token`.
-    pub refresh_token: Option<String>,
-    /// `auth_url`'s and `poll`'s `client_nonce`.
-    pub client_nonce: Option<String>,
-    /// `poll`'s `state`.
-    pub state: Option<String>,
-}
-
-/// Parse a Vault API request body as the handlers do: a JSON object (an empty or blank
-/// body is `{}`), then the fields above. `Err` is the status and message the handler
-/// would answer. The handlers' own parsing, callable without a broker (for the fuzz
-/// targets under fuzz/).
-pub fn parse_body(body: &[u8], max_ttl: i64) -> Result<VaultBody, (u16, String)> {
-    let parse = || -> Result<VaultBody, Failure> {
-        let body = json_body(body)?;
-        Ok(VaultBody {
-            ttl: requested_ttl(&body, max_ttl)?,
-            policies: requested_policies(&body),
-            refresh_token: str_field(&body, "refresh_token"),
-            client_nonce: str_field(&body, "client_nonce"),
-            state: str_field(&body, "state"),
-        })
-    };
-    parse().map_err(|f| (f.status, f.message))
 }
 
 #[cfg(test)]
