@@ -109,6 +109,11 @@ pub struct TaskRun {
     pub output: String,
 }
 
+/// The tasks a batch of runs belongs to, each once: a batch trims each task's history once.
+pub(crate) fn tasks_of(runs: &[TaskRun]) -> std::collections::BTreeSet<&str> {
+    runs.iter().map(|run| run.task.as_str()).collect()
+}
+
 /// Long-lived credentials, sealed at rest. Implementations must make every write durable
 /// before returning: a rotated refresh token is often the only valid one left.
 pub trait CredentialStore: Send + Sync {
@@ -148,8 +153,9 @@ pub trait RobotSecrets: Send + Sync {
 
 /// What scheduled tasks did: their finished runs, output sealed.
 pub trait TaskHistory: Send + Sync {
-    /// Keep a task run; at most `keep` runs per task are kept (the oldest go).
-    fn record_run(&self, run: &TaskRun, keep: usize) -> Result<(), StoreError>;
+    /// Keep finished task runs, all in one durable step (a burst of short runs costs one
+    /// sync, not one each); at most `keep` runs per task are kept (the oldest go).
+    fn record_runs(&self, runs: &[TaskRun], keep: usize) -> Result<(), StoreError>;
     /// The task's runs, newest first.
     fn runs(&self, task: &str, limit: usize) -> Result<Vec<TaskRun>, StoreError>;
     /// When the task's newest kept run started (no output is opened).

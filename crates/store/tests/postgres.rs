@@ -46,6 +46,7 @@ fn the_database_sees_only_ciphertext() {
     spec::access_tokens_and_health_are_kept_and_a_new_login_clears_the_health(&open);
     spec::shared_state_expires_is_kept_once_and_is_taken_once(&open);
     spec::task_runs_are_kept_newest_first_up_to_a_limit(&open);
+    spec::a_batch_of_runs_is_kept_whole_and_each_task_keeps_its_own_limit(&open);
     spec::task_secrets_round_trip_by_name(&open);
     let dump = server.dump(&url);
     assert!(

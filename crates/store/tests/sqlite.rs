@@ -24,6 +24,7 @@ fn nothing_the_spec_stores_rests_in_clear_text() {
     spec::access_tokens_and_health_are_kept_and_a_new_login_clears_the_health(&*open);
     spec::shared_state_expires_is_kept_once_and_is_taken_once(&*open);
     spec::task_runs_are_kept_newest_first_up_to_a_limit(&*open);
+    spec::a_batch_of_runs_is_kept_whole_and_each_task_keeps_its_own_limit(&*open);
     spec::task_secrets_round_trip_by_name(&*open);
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let path = entry.unwrap().path();

@@ -8,6 +8,7 @@
 //! tokens come from (a [`TokenSource`] is given), when a task is due (the scheduler).
 
 use crate::definition::{self, Options, Rendered, Task, TaskError};
+use crate::history::HistoryWriter;
 use crate::metrics::Metrics;
 use crate::run::{Outcome, RunOptions};
 use crate::scheduler::{self, Hooks};
@@ -35,6 +36,8 @@ pub enum DaemonError {
     NoSuchTask { task: String, files: String },
     #[error("cannot handle signals: {0}")]
     Signals(#[from] std::io::Error),
+    #[error("cannot start the run history's writer: {0}")]
+    HistoryWriter(#[source] std::io::Error),
     #[error(transparent)]
     Scheduler(#[from] scheduler::SchedulerError),
 }
@@ -107,20 +110,27 @@ pub struct TaskStore {
 }
 
 impl TaskStore {
-    /// Keep the run in the history (a failure is logged; the run's status stands).
+    /// Keep the run in the history now (a failure is logged; the run's status stands).
     pub fn record(&self, task: &Task, outcome: &Outcome) {
-        let run = TaskRun {
-            task: task.name.clone(),
-            started: outcome.started,
-            ended: outcome.ended,
-            status: outcome.status,
-            attempts: outcome.attempts,
-            reason: outcome.reason.clone(),
-            output: outcome.output.clone(),
-        };
-        if let Err(e) = self.history.record_run(&run, KEEP_RUNS) {
+        if let Err(e) = self
+            .history
+            .record_runs(&[history_entry(task, outcome)], KEEP_RUNS)
+        {
             tracing::warn!("run history: {e}");
         }
+    }
+}
+
+/// A finished run as the history keeps it.
+fn history_entry(task: &Task, outcome: &Outcome) -> TaskRun {
+    TaskRun {
+        task: task.name.clone(),
+        started: outcome.started,
+        ended: outcome.ended,
+        status: outcome.status,
+        attempts: outcome.attempts,
+        reason: outcome.reason.clone(),
+        output: outcome.output.clone(),
     }
 }
 
@@ -199,6 +209,11 @@ impl Daemon {
         } = self;
         let definitions = Arc::new(definitions);
         let metrics = Arc::new(Metrics::default());
+        // Finished runs are kept off the scheduler's threads, a burst in a few transactions.
+        let history = Arc::new(
+            HistoryWriter::start(store.history.clone(), KEEP_RUNS)
+                .map_err(DaemonError::HistoryWriter)?,
+        );
         let publish = {
             let metrics = metrics.clone();
             Arc::new(move || {
@@ -236,7 +251,8 @@ impl Daemon {
                 Box::new(move |name: &str| history.last_started(name).ok()?)
             },
             finished: {
-                let (metrics, publish, store) = (metrics.clone(), publish.clone(), store.clone());
+                let (metrics, publish, history) =
+                    (metrics.clone(), publish.clone(), history.clone());
                 Arc::new(move |task: &Task, outcome: &Outcome| {
                     match &outcome.reason {
                         None => tracing::info!(
@@ -251,9 +267,7 @@ impl Daemon {
                         ),
                     }
                     metrics.finished(&task.name, outcome);
-                    // Each record is a durable transaction: off the scheduler's threads.
-                    let (store, task, outcome) = (store.clone(), task.clone(), outcome.clone());
-                    tokio::task::spawn_blocking(move || store.record(&task, &outcome));
+                    history.record(history_entry(task, outcome));
                     publish();
                 })
             },
@@ -315,9 +329,14 @@ impl Daemon {
             let _ = stop_tx.send(true);
         });
         sweep(&run_options);
-        scheduler::serve(hooks, Arc::new(run_options), grace_secs, reload_rx, stop_rx)
+        let served = scheduler::serve(hooks, Arc::new(run_options), grace_secs, reload_rx, stop_rx)
             .await
-            .map_err(DaemonError::from)
+            .map_err(DaemonError::from);
+        // The runs that finished last are written before the process ends.
+        if let Err(e) = tokio::task::spawn_blocking(move || history.close()).await {
+            tracing::error!("run history: closing the writer: {e}");
+        }
+        served
     }
 }
 

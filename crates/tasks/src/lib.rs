@@ -9,7 +9,7 @@
 //! directory, runs the command with a timeout and retries, keeps the bearer token fresh
 //! while it runs, and removes everything when it ends; [`scheduler`] starts runs when due;
 //! [`daemon`] is `tasks serve` and `tasks run` as processes (reloads, signals, the run
-//! history, the metrics file).
+//! history, the metrics file), [`history`] its batched writer of finished runs.
 //!
 //! What it is not: where tokens come from. A run asks a
 //! [`TokenSource`](credkeeper_refresher::source::TokenSource) (the caller
@@ -19,6 +19,7 @@
 pub mod daemon;
 pub mod definition;
 pub mod helm;
+pub mod history;
 pub mod metrics;
 pub mod oidc_agent;
 pub mod rucio;

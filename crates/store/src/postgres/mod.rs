@@ -17,7 +17,7 @@ pub use connect::PostgresSettings;
 
 use crate::backend::{
     Backend, CachedToken, Claim, CredentialKey, CredentialStore, Health, RobotSecrets, SharedState,
-    StoreError, StoredCredential, TaskHistory, TaskRun, TaskSecrets,
+    StoreError, StoredCredential, TaskHistory, TaskRun, TaskSecrets, tasks_of,
 };
 use crate::dump::{Dump, TABLES, Value};
 use crate::seal::KeyRing;

@@ -4,17 +4,26 @@
 use super::*;
 
 impl TaskHistory for PostgresStore {
-    fn record_run(&self, run: &TaskRun, keep: usize) -> Result<(), StoreError> {
-        let sealed = sealed::seal_run_output(&self.keys, &run.task, &run.output)?;
+    fn record_runs(&self, runs: &[TaskRun], keep: usize) -> Result<(), StoreError> {
+        let sealed = runs
+            .iter()
+            .map(|run| sealed::seal_run_output(&self.keys, &run.task, &run.output))
+            .collect::<Result<Vec<_>, _>>()?;
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-        let status = run.status.map(i64::from);
-        let attempts = i64::from(run.attempts);
-        let (started, ended) = (run.started.unix(), run.ended.unix());
         self.pool.run(async |c| {
-                let tx = c.transaction().await?;
-                tx.execute(
+            let tx = c.transaction().await?;
+            let insert = tx
+                .prepare(
                     "INSERT INTO task_run (task, started, ended, status, attempts, reason, key_id, output)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .await?;
+            for (run, sealed) in runs.iter().zip(&sealed) {
+                let status = run.status.map(i64::from);
+                let attempts = i64::from(run.attempts);
+                let (started, ended) = (run.started.unix(), run.ended.unix());
+                tx.execute(
+                    &insert,
                     &[
                         &run.task,
                         &started,
@@ -27,13 +36,16 @@ impl TaskHistory for PostgresStore {
                     ],
                 )
                 .await?;
+            }
+            for task in tasks_of(runs) {
                 tx.execute(
                     "DELETE FROM task_run WHERE task = $1 AND id NOT IN
                        (SELECT id FROM task_run WHERE task = $1 ORDER BY started DESC, id DESC LIMIT $2)",
-                    &[&run.task, &keep],
+                    &[&task, &keep],
                 )
                 .await?;
-                tx.commit().await
+            }
+            tx.commit().await
         })
     }
 

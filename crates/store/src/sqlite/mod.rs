@@ -7,7 +7,7 @@ mod tasks;
 
 use crate::backend::{
     Backend, CachedToken, Claim, CredentialKey, CredentialStore, Health, RobotSecrets, SharedState,
-    StoreError, StoredCredential, TaskHistory, TaskRun, TaskSecrets,
+    StoreError, StoredCredential, TaskHistory, TaskRun, TaskSecrets, tasks_of,
 };
 use crate::dump::{Dump, TABLES, Value};
 use crate::seal::KeyRing;

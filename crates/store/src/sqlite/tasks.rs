@@ -4,31 +4,45 @@
 use super::*;
 
 impl TaskHistory for SqliteStore {
-    fn record_run(&self, run: &TaskRun, keep: usize) -> Result<(), StoreError> {
-        let sealed = sealed::seal_run_output(&self.keys, &run.task, &run.output)?;
+    fn record_runs(&self, runs: &[TaskRun], keep: usize) -> Result<(), StoreError> {
+        let sealed = runs
+            .iter()
+            .map(|run| sealed::seal_run_output(&self.keys, &run.task, &run.output))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
-        tx.execute(
-            "INSERT INTO task_run (task, started, ended, status, attempts, reason, key_id, output)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                run.task,
-                run.started.unix(),
-                run.ended.unix(),
-                run.status,
-                run.attempts,
-                run.reason,
-                sealed.key_id,
-                sealed.bytes
-            ],
-        )
-        .map_err(|e| self.err(e))?;
-        tx.execute(
-            "DELETE FROM task_run WHERE task = ?1 AND id NOT IN
-               (SELECT id FROM task_run WHERE task = ?1 ORDER BY started DESC, id DESC LIMIT ?2)",
-            params![run.task, keep as i64],
-        )
-        .map_err(|e| self.err(e))?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO task_run (task, started, ended, status, attempts, reason, key_id, output)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(|e| self.err(e))?;
+            for (run, sealed) in runs.iter().zip(&sealed) {
+                insert
+                    .execute(params![
+                        run.task,
+                        run.started.unix(),
+                        run.ended.unix(),
+                        run.status,
+                        run.attempts,
+                        run.reason,
+                        sealed.key_id,
+                        sealed.bytes
+                    ])
+                    .map_err(|e| self.err(e))?;
+            }
+            let mut trim = tx
+                .prepare_cached(
+                    "DELETE FROM task_run WHERE task = ?1 AND id NOT IN
+                       (SELECT id FROM task_run WHERE task = ?1 ORDER BY started DESC, id DESC LIMIT ?2)",
+                )
+                .map_err(|e| self.err(e))?;
+            for task in tasks_of(runs) {
+                trim.execute(params![task, keep as i64])
+                    .map_err(|e| self.err(e))?;
+            }
+        }
         tx.commit().map_err(|e| self.err(e))
     }
 

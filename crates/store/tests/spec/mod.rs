@@ -212,25 +212,24 @@ pub fn shared_state_expires_is_kept_once_and_is_taken_once(open: Open) {
     assert!(store.delete_state("login", "b").unwrap());
 }
 
+fn run(task: &str, i: i64, status: Option<i32>) -> TaskRun {
+    TaskRun {
+        task: task.into(),
+        started: Timestamp::from_unix(1000 + i),
+        ended: Timestamp::from_unix(1010 + i),
+        status,
+        attempts: 1,
+        reason: status
+            .filter(|s| *s != 0)
+            .map(|s| format!("exit status {s}")),
+        output: format!("run-output-number-{i}"),
+    }
+}
+
 pub fn task_runs_are_kept_newest_first_up_to_a_limit(open: Open) {
     let store = open();
     for (i, status) in [(1, Some(0)), (2, Some(3)), (3, None)] {
-        store
-            .record_run(
-                &TaskRun {
-                    task: "sync".into(),
-                    started: Timestamp::from_unix(1000 + i),
-                    ended: Timestamp::from_unix(1010 + i),
-                    status,
-                    attempts: 1,
-                    reason: status
-                        .filter(|s| *s != 0)
-                        .map(|s| format!("exit status {s}")),
-                    output: format!("run-output-number-{i}"),
-                },
-                2,
-            )
-            .unwrap();
+        store.record_runs(&[run("sync", i, status)], 2).unwrap();
     }
     let runs = store.runs("sync", 10).unwrap();
     assert_eq!(runs.len(), 2);
@@ -244,6 +243,34 @@ pub fn task_runs_are_kept_newest_first_up_to_a_limit(open: Open) {
         Some(Timestamp::from_unix(1003))
     );
     assert_eq!(store.last_started("other").unwrap(), None);
+}
+
+pub fn a_batch_of_runs_is_kept_whole_and_each_task_keeps_its_own_limit(open: Open) {
+    let store = open();
+    let batch: Vec<TaskRun> = (1..=5)
+        .map(|i| run("a", i, Some(0)))
+        .chain((1..=2).map(|i| run("b", i, Some(1))))
+        .collect();
+    store.record_runs(&batch, 3).unwrap();
+    let a = store.runs("a", 10).unwrap();
+    assert_eq!(
+        a.iter().map(|r| r.output.as_str()).collect::<Vec<_>>(),
+        [
+            "run-output-number-5",
+            "run-output-number-4",
+            "run-output-number-3"
+        ],
+        "the newest three of a's five"
+    );
+    let b = store.runs("b", 10).unwrap();
+    assert_eq!(b.len(), 2, "b's two, under the limit, both kept");
+    assert_eq!(b[0].reason.as_deref(), Some("exit status 1"));
+    store.record_runs(&[], 3).unwrap();
+    assert_eq!(
+        store.runs("a", 10).unwrap().len(),
+        3,
+        "an empty batch changes nothing"
+    );
 }
 
 pub fn task_secrets_round_trip_by_name(open: Open) {
@@ -306,6 +333,7 @@ macro_rules! spec_tests {
             each_due_run_is_claimed_once_across_handles,
             shared_state_expires_is_kept_once_and_is_taken_once,
             task_runs_are_kept_newest_first_up_to_a_limit,
+            a_batch_of_runs_is_kept_whole_and_each_task_keeps_its_own_limit,
             task_secrets_round_trip_by_name,
             robot_secrets_are_kept_as_given_hashes);
     };
