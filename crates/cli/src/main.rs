@@ -10,6 +10,7 @@
 
 mod cmd;
 mod config;
+mod math;
 mod prompt;
 #[cfg(not(test))]
 mod start;
