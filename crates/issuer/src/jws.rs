@@ -5,7 +5,7 @@
 //! which was a third of a freshly signed vend (bench/README.md); here the key pair is
 //! parsed when the key is loaded, and each signature is the crypto alone.
 
-use crate::{Algorithm, IssuerError};
+use crate::{Algorithm, IssuerError, NotAKey};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
@@ -26,18 +26,19 @@ pub(crate) enum SigningKey {
 impl SigningKey {
     /// The key pair of `key` (PKCS#8 for EC and Ed25519, PKCS#1 for RSA, as jsonwebtoken
     /// holds them).
-    pub(crate) fn of(key: &EncodingKey, algorithm: Algorithm) -> Result<SigningKey, String> {
+    pub(crate) fn of(key: &EncodingKey, algorithm: Algorithm) -> Result<SigningKey, NotAKey> {
         let der = key.as_bytes();
+        let rejected = |expected| move |source| NotAKey::Rejected { expected, source };
         match algorithm {
             Algorithm::ES256 => EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
                 .map(SigningKey::Es256)
-                .map_err(|e| format!("not a P-256 key: {e}")),
+                .map_err(rejected("a P-256 key")),
             Algorithm::RS256 => RsaKeyPair::from_der(der)
                 .map(SigningKey::Rs256)
-                .map_err(|e| format!("not an RSA key: {e}")),
+                .map_err(rejected("an RSA key")),
             Algorithm::EdDSA => Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
                 .map(SigningKey::EdDsa)
-                .map_err(|e| format!("not an Ed25519 key: {e}")),
+                .map_err(rejected("an Ed25519 key")),
         }
     }
 

@@ -3,7 +3,7 @@
 //! key, and new keys written 0600.
 
 use crate::jws::SigningKey;
-use crate::{Algorithm, IssuerError};
+use crate::{Algorithm, IssuerError, KeyProblem, NotAKey};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::KeyPair;
 use base64::Engine;
@@ -23,16 +23,17 @@ pub(crate) fn parse(
     origin: &Path,
 ) -> Result<(SigningKey, Jwk), IssuerError> {
     let alg = algorithm.jwt();
-    let key_err = |message: String| IssuerError::Key {
+    let key_err = |problem: KeyProblem| IssuerError::Key {
         path: origin.to_path_buf(),
-        message,
+        problem,
     };
-    let key = load_key(pem, algorithm)
-        .map_err(|e| key_err(format!("not a {alg:?} private key in PEM: {e}")))?;
-    let mut jwk = Jwk::from_encoding_key(&key, alg).map_err(|e| key_err(e.to_string()))?;
+    let not_a_key = |reason| key_err(KeyProblem::NotAKey { algorithm, reason });
+    let key = load_key(pem, algorithm).map_err(not_a_key)?;
+    let mut jwk =
+        Jwk::from_encoding_key(&key, alg).map_err(|e| key_err(KeyProblem::PublicKey(e)))?;
     jwk.common.key_id = Some(kid.to_string());
     jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-    Ok((SigningKey::of(&key, algorithm).map_err(key_err)?, jwk))
+    Ok((SigningKey::of(&key, algorithm).map_err(not_a_key)?, jwk))
 }
 
 /// The RFC 7638 thumbprint of the key in `pem`: the `kid` a key gets unless one is set.
@@ -44,25 +45,22 @@ pub fn key_id_of(pem: &str, algorithm: Algorithm, origin: &Path) -> Result<Strin
 /// Parse a private key PEM. SEC1 `EC PRIVATE KEY` files (what scitokens-credmon and
 /// `openssl ecparam -genkey` write) are converted to PKCS#8, which is what the JWT
 /// library reads.
-pub(crate) fn load_key(pem: &str, alg: Algorithm) -> Result<EncodingKey, String> {
+pub(crate) fn load_key(pem: &str, alg: Algorithm) -> Result<EncodingKey, NotAKey> {
     if pem.contains("-----BEGIN EC PRIVATE KEY-----") {
-        let der = pem_body(pem, "EC PRIVATE KEY").ok_or("malformed PEM")?;
+        let der = pem_body(pem, "EC PRIVATE KEY").ok_or(NotAKey::MalformedPem)?;
         let pair = aws_lc_rs::signature::EcdsaKeyPair::from_private_key_der(
             &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
             &der,
         )
-        .map_err(|_| "not a P-256 key".to_string())?;
-        let pkcs8 = pair
-            .to_pkcs8v1()
-            .map_err(|_| "cannot convert the key".to_string())?;
+        .map_err(|_| NotAKey::NotP256)?;
+        let pkcs8 = pair.to_pkcs8v1().map_err(|_| NotAKey::Conversion)?;
         return Ok(EncodingKey::from_ec_der(pkcs8.as_ref()));
     }
-    match alg {
+    Ok(match alg {
         Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()),
         Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.as_bytes()),
         Algorithm::EdDSA => EncodingKey::from_ed_pem(pem.as_bytes()),
-    }
-    .map_err(|e| e.to_string())
+    }?)
 }
 
 pub(crate) fn pem_body(pem: &str, label: &str) -> Option<Vec<u8>> {

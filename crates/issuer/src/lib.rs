@@ -49,12 +49,50 @@ pub enum VersionClaim {
     Wlcg(String),
 }
 
+/// What is wrong with a key file (or a key kept in the store).
+#[derive(Debug, thiserror::Error)]
+pub enum KeyProblem {
+    #[error("not a {algorithm:?} private key in PEM: {reason}")]
+    NotAKey {
+        algorithm: Algorithm,
+        reason: NotAKey,
+    },
+    #[error("its public key: {0}")]
+    PublicKey(#[source] jsonwebtoken::errors::Error),
+    #[error("cannot write a new key: {0}")]
+    Generate(#[source] std::io::Error),
+    #[error("{0}")]
+    Certificates(#[source] rustls_pki_types::pem::Error),
+    #[error("no PEM certificate in it")]
+    NoCertificate,
+}
+
+/// Why a PEM holds no private key the algorithm can sign with.
+#[derive(Debug, thiserror::Error)]
+pub enum NotAKey {
+    #[error("malformed PEM")]
+    MalformedPem,
+    /// A SEC1 `EC PRIVATE KEY` that is not on P-256.
+    #[error("not a P-256 key")]
+    NotP256,
+    #[error("cannot convert the key")]
+    Conversion,
+    #[error(transparent)]
+    Pem(#[from] jsonwebtoken::errors::Error),
+    /// The crypto library refused it as the key type the algorithm needs.
+    #[error("not {expected}: {source}")]
+    Rejected {
+        expected: &'static str,
+        source: aws_lc_rs::error::KeyRejected,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IssuerError {
     #[error(transparent)]
     Permissions(#[from] credkeeper_sink::perm::PermError),
-    #[error("issuer key file {path}: {message}")]
-    Key { path: PathBuf, message: String },
+    #[error("issuer key file {path}: {problem}")]
+    Key { path: PathBuf, problem: KeyProblem },
     #[error("signing failed: {0}")]
     Sign(String),
 }
@@ -112,17 +150,16 @@ pub struct Grant<'a> {
 impl LocalIssuer {
     pub fn open(settings: &Settings) -> Result<LocalIssuer, IssuerError> {
         let path = &settings.key_file;
-        let key_err = |message: String| IssuerError::Key {
-            path: path.clone(),
-            message,
-        };
         if settings.generate && !path.exists() {
             generate(
                 path,
                 settings.algorithm,
                 settings.public_key_file.as_deref(),
             )
-            .map_err(|e| key_err(e.to_string()))?;
+            .map_err(|e| IssuerError::Key {
+                path: path.clone(),
+                problem: KeyProblem::Generate(e),
+            })?;
         }
         let pem = credkeeper_sink::perm::read_private(path, "issuer key file")?;
         LocalIssuer::from_pem(settings, &pem, path)
@@ -393,6 +430,74 @@ mod tests {
             // The same key file gives the same key id on the next start.
             assert_eq!(LocalIssuer::open(&s).unwrap().key_id(), issuer.key_id());
         }
+    }
+
+    #[test]
+    fn a_key_file_the_algorithm_cannot_use_is_refused_naming_the_file_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, pem: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            path
+        };
+        let open = |key_file: PathBuf, algorithm| {
+            LocalIssuer::open(&Settings {
+                key_file,
+                generate: false,
+                ..settings(dir.path(), algorithm, None)
+            })
+        };
+        let garbage = write("garbage.pem", "-----BEGIN PRIVATE KEY-----\nnot base64\n");
+        match open(garbage.clone(), Algorithm::ES256) {
+            Err(IssuerError::Key {
+                path,
+                problem:
+                    KeyProblem::NotAKey {
+                        algorithm: Algorithm::ES256,
+                        reason: NotAKey::Pem(_),
+                    },
+            }) => assert_eq!(path, garbage),
+            other => panic!("a PEM that is not one: {:?}", other.err()),
+        }
+        let sec1 = write(
+            "broken-sec1.pem",
+            "-----BEGIN EC PRIVATE KEY-----\n%%%\n-----END EC PRIVATE KEY-----\n",
+        );
+        assert!(matches!(
+            open(sec1, Algorithm::ES256),
+            Err(IssuerError::Key {
+                problem: KeyProblem::NotAKey {
+                    reason: NotAKey::MalformedPem,
+                    ..
+                },
+                ..
+            })
+        ));
+        // An Ed25519 key where RS256 is configured: refused, not used for another algorithm.
+        let ed = write("ed.pem", &generate_pem(Algorithm::EdDSA).unwrap());
+        let err = open(ed.clone(), Algorithm::RS256).err().expect("refused");
+        assert!(
+            matches!(
+                &err,
+                IssuerError::Key {
+                    problem: KeyProblem::NotAKey {
+                        algorithm: Algorithm::RS256,
+                        ..
+                    },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "issuer key file {}: not a RS256 private key in PEM",
+                ed.display()
+            )),
+            "{message}"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use crate::jws::{self, SigningKey};
 use crate::keyfile::load_key;
-use crate::{Algorithm, IssuerError};
+use crate::{Algorithm, IssuerError, KeyProblem};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use credkeeper_core::Secret;
@@ -30,9 +30,9 @@ impl X5cSigner {
         let pem = credkeeper_sink::perm::read_private(key_file, "registry token key file")?;
         let key = load_key(&pem, algorithm)
             .and_then(|key| SigningKey::of(&key, algorithm))
-            .map_err(|message| IssuerError::Key {
+            .map_err(|reason| IssuerError::Key {
                 path: key_file.to_path_buf(),
-                message: format!("not a {algorithm:?} private key in PEM: {message}"),
+                problem: KeyProblem::NotAKey { algorithm, reason },
             })?;
         // The same PEM reader as the TLS server's: a malformed certificate is an error,
         // never a chain silently cut short.
@@ -41,12 +41,12 @@ impl X5cSigner {
             .and_then(|certs| certs.map(|c| c.map(|c| STANDARD.encode(c))).collect())
             .map_err(|e| IssuerError::Key {
                 path: cert_file.to_path_buf(),
-                message: e.to_string(),
+                problem: KeyProblem::Certificates(e),
             })?;
         if x5c.is_empty() {
             return Err(IssuerError::Key {
                 path: cert_file.to_path_buf(),
-                message: "no PEM certificate in it".into(),
+                problem: KeyProblem::NoCertificate,
             });
         }
         Ok(X5cSigner {

@@ -1,7 +1,7 @@
 //! The client of a credkeeper broker's robot API (`POST /api/v1/token`): another token
 //! source, used by `credkeeper get --server`.
 
-use crate::{Http, OidcError, UrlPolicy};
+use crate::{AuthError, Http, OidcError, UrlPolicy};
 use credkeeper_core::Secret;
 use serde::Deserialize;
 
@@ -28,12 +28,12 @@ pub enum BrokerAuth {
 pub trait Negotiator: Send + Sync {
     /// Begin an exchange with the server at `host`: the `Authorization` value to send and
     /// the check of the server's reply.
-    fn begin(&self, host: &str) -> Result<(String, Box<dyn ReplyCheck>), String>;
+    fn begin(&self, host: &str) -> Result<(String, Box<dyn ReplyCheck>), AuthError>;
 }
 
 /// Checks the server's `WWW-Authenticate: Negotiate` reply (mutual authentication).
 pub trait ReplyCheck: Send {
-    fn check(self: Box<Self>, www_authenticate: Option<&str>) -> Result<(), String>;
+    fn check(self: Box<Self>, www_authenticate: Option<&str>) -> Result<(), AuthError>;
 }
 
 /// What is asked of the broker.
@@ -138,8 +138,7 @@ impl BrokerClient {
                 (format!("Basic {encoded}"), None)
             }
             BrokerAuth::BearerFile(path) => {
-                let token = credkeeper_sink::read(path)
-                    .map_err(|e| OidcError::Authentication(format!("JWT file: {e}")))?;
+                let token = credkeeper_sink::read(path).map_err(AuthError::JwtFile)?;
                 (format!("Bearer {}", token.expose()), None)
             }
             BrokerAuth::Negotiate(negotiator) => {
@@ -267,4 +266,39 @@ fn finish(
         });
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreadable_jwt_file_fails_the_request_before_anything_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("sa-token");
+        // Nothing listens on port 9 (discard): had a request been sent, the error would be
+        // Unreachable, not the JWT file's.
+        let client = BrokerClient::new(
+            Http::new().unwrap(),
+            "http://127.0.0.1:9",
+            UrlPolicy {
+                allow_insecure_loopback: true,
+            },
+            BrokerAuth::BearerFile(missing.clone()),
+        )
+        .unwrap();
+        let err = client.token(&BrokerAsk::default()).await.unwrap_err();
+        assert!(
+            matches!(err, OidcError::Authentication(AuthError::JwtFile(_))),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().starts_with("authentication: JWT file: "),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&missing.display().to_string()),
+            "{err}"
+        );
+    }
 }

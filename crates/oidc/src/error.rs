@@ -48,7 +48,28 @@ pub enum OidcError {
     KeyNotFound(String),
     /// This side could not prove who it is, or the server could not prove who it is.
     #[error("authentication: {0}")]
-    Authentication(String),
+    Authentication(#[from] AuthError),
+}
+
+/// The Kerberos side's own error, kept whole (this crate does not link Kerberos).
+pub type KerberosFailure = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why this side could not prove who it is, or the server could not prove who it is.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("JWT file: {0}")]
+    JwtFile(#[source] credkeeper_sink::SinkError),
+    #[error("Kerberos as {principal}: {source}")]
+    Kerberos {
+        principal: String,
+        source: KerberosFailure,
+    },
+    #[error(
+        "the server sent no Kerberos reply, so it did not prove it is the broker (mutual authentication)"
+    )]
+    NoMutualReply,
+    #[error("the server's Kerberos reply: {0}")]
+    BadReply(#[source] KerberosFailure),
 }
 
 impl OidcError {

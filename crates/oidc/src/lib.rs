@@ -28,7 +28,7 @@ pub use client::{
     ACCESS_TOKEN_TYPE, Client, ClientAuth, DeviceAuthorization, DevicePoll, TokenRequest,
 };
 pub use discovery::{ProviderMetadata, UrlPolicy, discover, discover_cached};
-pub use error::OidcError;
+pub use error::{AuthError, KerberosFailure, OidcError};
 pub use http::{Answer, Http, Roots};
 pub use keys::{KeyCache, TrustError};
 pub use pkce::{Pkce, random_state};

@@ -1,6 +1,7 @@
 //! A robot's keytab as the Kerberos (HTTP Negotiate) login of a broker or Vault client.
 
 use credkeeper_kerberos::{Initiator, Negotiation, negotiate_header, parse_negotiate};
+use credkeeper_oidc::AuthError;
 use credkeeper_oidc::broker::{Negotiator, ReplyCheck};
 
 /// Tokens for `<service>@<broker host>` from the robot's keytab credential.
@@ -12,11 +13,14 @@ pub struct KeytabNegotiator {
 }
 
 impl Negotiator for KeytabNegotiator {
-    fn begin(&self, host: &str) -> Result<(String, Box<dyn ReplyCheck>), String> {
-        let (negotiation, token) = self
-            .initiator
-            .start(self.service, host)
-            .map_err(|e| format!("Kerberos as {}: {e}", self.initiator.principal()))?;
+    fn begin(&self, host: &str) -> Result<(String, Box<dyn ReplyCheck>), AuthError> {
+        let (negotiation, token) =
+            self.initiator
+                .start(self.service, host)
+                .map_err(|e| AuthError::Kerberos {
+                    principal: self.initiator.principal().to_string(),
+                    source: Box::new(e),
+                })?;
         Ok((negotiate_header(&token), Box::new(Mutual(negotiation))))
     }
 }
@@ -25,15 +29,12 @@ impl Negotiator for KeytabNegotiator {
 struct Mutual(Negotiation);
 
 impl ReplyCheck for Mutual {
-    fn check(self: Box<Self>, www_authenticate: Option<&str>) -> Result<(), String> {
+    fn check(self: Box<Self>, www_authenticate: Option<&str>) -> Result<(), AuthError> {
         let reply = www_authenticate.and_then(parse_negotiate);
         match self.0.finish(reply.as_deref()) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(
-                "the server sent no Kerberos reply, so it did not prove it is the broker (mutual authentication)"
-                    .into(),
-            ),
-            Err(e) => Err(format!("the server's Kerberos reply: {e}")),
+            Ok(false) => Err(AuthError::NoMutualReply),
+            Err(e) => Err(AuthError::BadReply(Box::new(e))),
         }
     }
 }
