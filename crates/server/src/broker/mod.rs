@@ -1,5 +1,7 @@
 //! The broker's core, independent of HTTP: who may have which token, and where it comes
 //! from — the cache, the local issuer, or a provider through the stored credential.
+//! `answer.rs` is what the token API reads and writes; `providers.rs` keeps each provider's
+//! client.
 
 use crate::audit::{Audit, Event};
 use crate::caller::{Caller, Method};
@@ -11,116 +13,21 @@ use crate::refusal::{Code, Refusal, RefusedTo};
 use crate::robots::SecretCheck;
 use credkeeper_core::{Jwt, ScopeSet, Secret, Timestamp};
 use credkeeper_issuer::{Grant, LocalIssuer};
-use credkeeper_oidc::{Client, ClientAuth, Http, TokenRequest, UrlPolicy};
+use credkeeper_oidc::{Client, Http, TokenRequest, UrlPolicy};
 use credkeeper_refresher::expiry;
 use credkeeper_refresher::{RefreshError, Refresher};
 use credkeeper_store::{CachedToken, CredentialKey, Store};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::policy::LOCAL;
 
-/// A token request (`POST /api/v1/token`).
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenAsk {
-    /// A configured provider, or `local` (the default) for the broker's own issuer.
-    #[serde(default)]
-    pub provider: Option<String>,
-    /// Space- or comma-separated.
-    #[serde(default)]
-    pub scopes: Option<String>,
-    #[serde(default)]
-    pub audience: Option<String>,
-    /// Return a cached token only if it has at least this many seconds left.
-    #[serde(default)]
-    pub minsecs: Option<i64>,
-    /// Ask for a shorter lifetime than the policy's longest.
-    #[serde(default)]
-    pub lifetime: Option<i64>,
-}
+mod answer;
+mod providers;
 
-/// No derived `Debug`: it holds the token; its `Debug` leaves the token out.
-#[derive(Serialize)]
-pub struct TokenGiven {
-    pub access_token: String,
-    pub token_type: &'static str,
-    pub expires_in: i64,
-    pub scope: String,
-    pub audience: String,
-    pub provider: String,
-}
+pub use answer::{TokenAsk, TokenGiven};
+use providers::ClientSlot;
 
-impl std::fmt::Debug for TokenGiven {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenGiven")
-            .field("access_token", &"<redacted>")
-            .field("token_type", &self.token_type)
-            .field("expires_in", &self.expires_in)
-            .field("scope", &self.scope)
-            .field("audience", &self.audience)
-            .field("provider", &self.provider)
-            .finish()
-    }
-}
-
-/// [`TokenGiven`] without its token, serialized after it.
-#[derive(Serialize)]
-struct GivenRest<'a> {
-    token_type: &'static str,
-    expires_in: i64,
-    scope: &'a str,
-    audience: &'a str,
-    provider: &'a str,
-}
-
-impl TokenGiven {
-    /// The answer's JSON, as serde writes it. A JWT (base64url and dots) needs no escaping,
-    /// so it is copied as it is rather than looked at byte by byte: most of a vend's
-    /// serialization was that look.
-    pub fn to_json(&self) -> Vec<u8> {
-        let token = self.access_token.as_bytes();
-        let plain = token.iter().fold(true, |ok, b| {
-            ok & (b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_' || *b == b'.')
-        });
-        let mut out = Vec::with_capacity(token.len() + 256);
-        let rest = GivenRest {
-            token_type: self.token_type,
-            expires_in: self.expires_in,
-            scope: &self.scope,
-            audience: &self.audience,
-            provider: &self.provider,
-        };
-        if plain {
-            out.extend_from_slice(b"{\"access_token\":\"");
-            out.extend_from_slice(token);
-            out.extend_from_slice(b"\",");
-            // `{"token_type":...}` without its opening brace.
-            let at = out.len();
-            let written = serde_json::to_writer(&mut out, &rest);
-            if written.is_ok() && out.get(at) == Some(&b'{') {
-                out.remove(at);
-                return out;
-            }
-            out.clear();
-        }
-        // Serializing strings and integers into memory cannot fail.
-        let _ = serde_json::to_writer(&mut out, self);
-        out
-    }
-}
-
-/// A provider's discovered client, or the memory of a failed discovery (for a while, so
-/// every request and every credential does not wait on an unreachable provider again).
-#[derive(Default)]
-struct ClientSlot {
-    client: Option<Arc<Client>>,
-    failed: Option<(Timestamp, String)>,
-}
-
-/// How long a failed discovery is remembered.
-const DISCOVERY_RETRY_SECS: i64 = 30;
 /// The token cache is an optimisation: past this many entries expired ones are swept,
 /// and if that is not enough it starts over.
 const CACHE_MAX: usize = 50_000;
@@ -408,46 +315,6 @@ impl Broker {
             .then(|| (token.clone(), *expires))
     }
 
-    /// The client for a configured provider, discovered on first use.
-    pub async fn client(&self, p: &ProviderSection) -> Result<Arc<Client>, Refusal> {
-        let slot = self
-            .clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(p.name.clone())
-            .or_default()
-            .clone();
-        let mut slot = slot.lock().await;
-        if let Some(c) = &slot.client {
-            return Ok(c.clone());
-        }
-        let now = Timestamp::now();
-        if let Some((at, error)) = &slot.failed
-            && now.seconds_after(*at) < DISCOVERY_RETRY_SECS
-        {
-            return Err(Refusal::new(Code::ProviderError, error.clone()));
-        }
-        let meta = match credkeeper_oidc::discover(&self.http, &p.issuer, self.policy).await {
-            Ok(m) => m,
-            Err(e) => {
-                let error = format!("provider `{}`: {e}", p.name);
-                slot.failed = Some((now, error.clone()));
-                return Err(Refusal::new(Code::ProviderError, error));
-            }
-        };
-        let auth = match &p.client_secret_file {
-            None => ClientAuth::None,
-            Some(f) => ClientAuth::Basic(Secret::new(
-                credkeeper_sink::perm::read_private(f, "client-secret file")
-                    .map_err(|e| Refusal::new(Code::Internal, e.to_string()))?,
-            )),
-        };
-        let client = Arc::new(Client::new(self.http.clone(), meta, &p.client_id, auth));
-        slot.client = Some(client.clone());
-        slot.failed = None;
-        Ok(client)
-    }
-
     /// Forget per-credential locks nobody holds (after a refresher pass).
     pub fn sweep_locks(&self) {
         crate::sync::lock(&self.locks).retain(|_, l| Arc::strong_count(l) > 1);
@@ -596,48 +463,4 @@ fn fits(access: &CachedToken, scope: &str, audience: &str, minsecs: i64) -> bool
     };
     // Exact scopes only: a broader cached token must not leak rights the robot did not ask for.
     want.check(&jwt, Timestamp::now()).is_ok() && jwt.scopes() == ScopeSet::parse(scope)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_token_answer_is_what_serde_writes() {
-        for token in [
-            "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln-_",
-            "opaque \"quoted\"\n\\",
-        ] {
-            let given = TokenGiven {
-                access_token: token.into(),
-                token_type: "Bearer",
-                expires_in: 599,
-                scope: "read:/data \"x\"".into(),
-                audience: "https://storage.example".into(),
-                provider: "local".into(),
-            };
-            assert_eq!(
-                String::from_utf8(given.to_json()).unwrap(),
-                serde_json::to_string(&given).unwrap()
-            );
-        }
-    }
-
-    #[test]
-    fn a_token_answer_never_shows_its_token_in_debug_output() {
-        let given = TokenGiven {
-            access_token: "eyJhbGciOiJFUzI1NiJ9.c2VjcmV0.c2ln".into(),
-            token_type: "Bearer",
-            expires_in: 599,
-            scope: "read:/data".into(),
-            audience: "https://storage.example".into(),
-            provider: "local".into(),
-        };
-        let shown = format!("{given:?} {:?}", Ok::<_, ()>(&given));
-        assert!(!shown.contains("c2VjcmV0"), "{shown}");
-        assert!(
-            shown.contains("<redacted>") && shown.contains("read:/data"),
-            "{shown}"
-        );
-    }
 }
