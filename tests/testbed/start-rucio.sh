@@ -478,6 +478,11 @@ stop_started() { # both at once: a gunicorn master takes about 1.5 s to stop wit
   if [ -n "$TLS_PID" ]; then stop_pid "$TLS_PID" "--pid $TLS_PIDFILE" & stoppers+=("$!"); fi
   for j in "${stoppers[@]}"; do wait "$j" || true; done
   HTTP_PID='' TLS_PID=''
+  # A master that could not bind exits from gunicorn's start-up without removing its pid
+  # file, and a master stopped by KILL cannot; left, the file makes the next master with
+  # that file refuse to start ("Already running on PID …") while that PID still exists (a
+  # zombie nobody reaps, in a container whose PID 1 does not). Ours are stopped now.
+  rm -f "$HTTP_PIDFILE" "$TLS_PIDFILE"
 }
 
 t0=$(now_ms)
@@ -512,12 +517,6 @@ while :; do
      && cat "$HTTP_LOG" "$TLS_LOG" 2>/dev/null | grep -qiE 'connection in use|address already in use'; then
     log "a port was taken, retrying"
     stop_started
-    # A master that could not bind exits from gunicorn's start-up without removing its pid
-    # file, and a master stopped by KILL cannot; left, the file makes the next attempt's
-    # master refuse to start ("Already running on PID …") while that PID still exists (a
-    # zombie nobody reaps, in a container whose PID 1 does not). This attempt's masters are
-    # stopped: their pid files name nothing of ours any more.
-    rm -f "$HTTP_PIDFILE" "$TLS_PIDFILE"
     : >"$HTTP_LOG"
     : >"$TLS_LOG"
     continue

@@ -37,13 +37,14 @@ impl TaskHistory for PostgresStore {
                 )
                 .await?;
             }
-            for task in tasks_of(runs) {
-                tx.execute(
+            let trim = tx
+                .prepare(
                     "DELETE FROM task_run WHERE task = $1 AND id NOT IN
                        (SELECT id FROM task_run WHERE task = $1 ORDER BY started DESC, id DESC LIMIT $2)",
-                    &[&task, &keep],
                 )
                 .await?;
+            for task in tasks_of(runs) {
+                tx.execute(&trim, &[&task, &keep]).await?;
             }
             tx.commit().await
         })
