@@ -42,7 +42,11 @@
 #   (unset: credkeeper's default CREDMON_OAUTH_CONCURRENCY), BENCH_NO_BUILD=1 (use
 #   target/release/credkeeper as it is), BENCH_KEEP=1 (keep the work directory),
 #   BENCH_CACHE (target/bench-cache: where the upstream venv is kept between runs),
-#   TMPDIR (where the work directory goes; it needs about 4 KiB x 3.3 files x N x 3).
+#   TMPDIR (where the work directory goes; it needs about 4 KiB x 3.3 files x N x 3),
+#   BENCH_FS=ext4-journal (root only: put the work directory on a new ext4 file system with
+#   mkfs.ext4's defaults, journal included, in a sparse image file under TMPDIR,
+#   loop-mounted for the run and removed at the end; for machines whose own file system is
+#   not what a credential directory sits on in production, see credmon-results.md).
 # Output: a markdown table on stdout (progress on stderr), and the raw numbers as
 #   results.tsv in the work directory when it is kept.
 # Exit status: 0 = measured and the goals hold (>= 10x upstream per pass, pass 1 and idle,
@@ -90,24 +94,48 @@ CK=$ROOT/target/release/credkeeper
 [ -x "$CK" ] || die "$CK missing (build it, or unset BENCH_NO_BUILD)"
 
 # --- work directory, isolation, cleanup -----------------------------------------------------
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/credmon-bench.XXXXXX")
-chmod 700 "$WORK"
-SERVER_PID=
-DAEMON_PID=
+FS_MOUNT= FS_IMAGE=
 # shellcheck disable=SC2317  # called through the EXIT trap
 cleanup() {
   local rc=$?
   set +e
-  [ -n "$DAEMON_PID" ] && stop_pid "$DAEMON_PID" "credmon" >/dev/null 2>&1
-  [ -n "$SERVER_PID" ] && stop_pid "$SERVER_PID" "token_server.js" >/dev/null 2>&1
-  if [ "${BENCH_KEEP:-0}" = 1 ] || { [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ]; }; then
+  [ -n "${DAEMON_PID:-}" ] && stop_pid "$DAEMON_PID" "credmon" >/dev/null 2>&1
+  [ -n "${SERVER_PID:-}" ] && stop_pid "$SERVER_PID" "token_server.js" >/dev/null 2>&1
+  if [ -z "${WORK:-}" ]; then
+    :
+  elif [ "${BENCH_KEEP:-0}" = 1 ] || { [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ]; }; then
     log "work directory kept: $WORK"
   else
     rm -rf "$WORK"
   fi
+  if [ -n "$FS_MOUNT" ]; then
+    umount "$FS_MOUNT" || log "cannot unmount $FS_MOUNT"
+    rmdir "$FS_MOUNT"
+  fi
+  [ -n "$FS_IMAGE" ] && rm -f "$FS_IMAGE"
   exit "$rc"
 }
 trap cleanup EXIT
+
+case ${BENCH_FS:-} in
+  "") BASE=${TMPDIR:-/tmp} ;;
+  ext4-journal)
+    [ "$(id -u)" = 0 ] || die "BENCH_FS=ext4-journal needs root (mkfs.ext4 and mount -o loop)"
+    command -v mkfs.ext4 >/dev/null || apt_install e2fsprogs
+    FS_IMAGE=$(mktemp "${TMPDIR:-/tmp}/credmon-bench-fs.XXXXXX.img")
+    truncate -s 16G "$FS_IMAGE" || die "BENCH_FS: cannot make the image file $FS_IMAGE"
+    mkfs.ext4 -q -F "$FS_IMAGE" || die "BENCH_FS: mkfs.ext4 $FS_IMAGE failed"
+    FS_MOUNT=$(mktemp -d "${TMPDIR:-/tmp}/credmon-bench-fs.XXXXXX")
+    mount -o loop "$FS_IMAGE" "$FS_MOUNT" ||
+      { rmdir "$FS_MOUNT"; FS_MOUNT=; die "BENCH_FS: mount -o loop $FS_IMAGE failed (no loop devices here?)"; }
+    BASE=$FS_MOUNT
+    ;;
+  *) die "BENCH_FS=$BENCH_FS: the only file system this script makes is ext4-journal" ;;
+esac
+WORK=$(mktemp -d "$BASE/credmon-bench.XXXXXX")
+chmod 700 "$WORK"
+SERVER_PID=
+DAEMON_PID=
 trap 'exit 130' INT TERM
 
 # Neither side reads the real user's files or an inherited HTCondor configuration; loopback
@@ -183,7 +211,19 @@ EOF
   log "upstream: $UP_DESC"
 fi
 
-MACHINE="$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); work directory on $(df -T "$WORK" | awk 'NR == 2 {print $2}') ($WORK)"
+# describe_fs DIR: the file system DIR is on, with what makes a replacing rename cheap or
+# dear: its mount options and, for ext4, whether it has a journal (jbd2 lists the devices it
+# journals; ext4 without one frees each replaced file's blocks at once, and with `discard`
+# waits for the device to trim them).
+describe_fs() {
+  local src fstype opts journal=""
+  read -r src fstype opts < <(findmnt -n -o SOURCE,FSTYPE,OPTIONS -T "$1")
+  if [ "$fstype" = ext4 ]; then
+    if [ -e "/proc/fs/jbd2/$(basename "$src")-8" ]; then journal=", with a journal"; else journal=", without a journal"; fi
+  fi
+  echo "$fstype$journal ($opts)"
+}
+MACHINE="$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); work directory on $(describe_fs "$WORK") ($WORK)"
 log "machine: $MACHINE; load average $(cut -d ' ' -f 1-3 /proc/loadavg)"
 
 # --- token endpoint --------------------------------------------------------------------------

@@ -48,4 +48,6 @@ pub enum PassError {
     Issuer(#[from] credkeeper_issuer::IssuerError),
     #[error(transparent)]
     Write(#[from] credkeeper_sink::SinkError),
+    #[error("the pass stopped committing files before this credential's were placed")]
+    Uncommitted,
 }

@@ -19,6 +19,12 @@ pub enum SinkError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot make {path} durable: syncing the file system of {dir} failed: {source}")]
+    Sync {
+        path: PathBuf,
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read token file {path}: {source}")]
     Read {
         path: PathBuf,
@@ -85,50 +91,65 @@ pub fn write_atomic_via(
     contents: &[u8],
     mode: u32,
 ) -> Result<(), SinkError> {
-    let staged = Staged::write(temp_dir, path, contents, mode)?;
-    let finish = || -> std::io::Result<()> {
-        staged.file.sync_all()?;
+    let mut staged = Staged::write(temp_dir, path, contents, mode)?;
+    let finish = |staged: &mut Staged| -> std::io::Result<()> {
+        if let Some(file) = staged.file.take() {
+            file.sync_all()?;
+        }
         std::fs::rename(&staged.tmp, &staged.dest)?;
         // Make the rename itself durable.
         std::fs::File::open(parent(&staged.dest))?.sync_all()
     };
-    let result = finish();
+    let result = finish(&mut staged);
     staged.settle(result)
 }
 
-fn parent(path: &Path) -> PathBuf {
+pub(crate) fn parent(path: &Path) -> PathBuf {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     }
 }
 
+/// Why `path` could not be written. A missing directory is looked for only once something
+/// failed: a pass writing thousands of files does not pay a `stat` for each.
+fn explain(path: &Path, source: std::io::Error) -> SinkError {
+    if matches!(source.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) {
+        let dir = parent(path);
+        match std::fs::metadata(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return SinkError::DirMissing(dir);
+            }
+            Ok(m) if !m.is_dir() => return SinkError::NotADir(dir),
+            _ => {}
+        }
+    }
+    SinkError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// A file's new contents in a temporary file, not yet synced nor in place. Dropped
 /// without being renamed, the temporary file is removed: nothing is left half-done.
-struct Staged {
-    tmp: PathBuf,
-    dest: PathBuf,
-    /// Kept open: syncing it needs no second open.
-    file: std::fs::File,
+pub(crate) struct Staged {
+    pub(crate) tmp: PathBuf,
+    pub(crate) dest: PathBuf,
+    /// Kept open while a sync of this one file may follow: that needs no second open. A
+    /// batch closes it at once (a batch of thousands would otherwise run out of
+    /// descriptors) and syncs the whole file system instead.
+    pub(crate) file: Option<std::fs::File>,
 }
 
 impl Staged {
     /// Write `contents` with exactly `mode` to a temporary file in `temp_dir` (default:
-    /// beside `path`), after checking that `path`'s directory exists.
-    fn write(
+    /// beside `path`).
+    pub(crate) fn write(
         temp_dir: Option<&Path>,
         path: &Path,
         contents: &[u8],
         mode: u32,
     ) -> Result<Staged, SinkError> {
-        let dir = parent(path);
-        match std::fs::metadata(&dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(SinkError::DirMissing(dir));
-            }
-            Ok(m) if !m.is_dir() => return Err(SinkError::NotADir(dir)),
-            _ => {}
-        }
         let tmp = match temp_dir {
             Some(t) => t.join(temp_path_beside(path).file_name().unwrap_or_default()),
             None => temp_path_beside(path),
@@ -138,10 +159,7 @@ impl Staged {
             .create_new(true)
             .mode(mode)
             .open(&tmp);
-        let mut file = opened.map_err(|source| SinkError::Write {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let mut file = opened.map_err(|source| explain(path, source))?;
         // From here on a failure removes the temporary file (Staged's drop).
         let write = |f: &mut std::fs::File| -> std::io::Result<()> {
             // The umask may have narrowed the mode; make it exactly what was asked.
@@ -152,7 +170,7 @@ impl Staged {
         let staged = Staged {
             tmp,
             dest: path.to_path_buf(),
-            file,
+            file: Some(file),
         };
         match written {
             Ok(()) => Ok(staged),
@@ -161,11 +179,8 @@ impl Staged {
     }
 
     /// The error for this file; the temporary file goes (by drop).
-    fn failed(self, source: std::io::Error) -> SinkError {
-        SinkError::Write {
-            path: self.dest.clone(),
-            source,
-        }
+    pub(crate) fn failed(self, source: std::io::Error) -> SinkError {
+        explain(&self.dest, source)
     }
 
     /// Renamed into place: nothing to clean up any more.
@@ -173,7 +188,7 @@ impl Staged {
         self.tmp = PathBuf::new();
     }
 
-    fn settle(self, result: std::io::Result<()>) -> Result<(), SinkError> {
+    pub(crate) fn settle(self, result: std::io::Result<()>) -> Result<(), SinkError> {
         match result {
             Ok(()) => {
                 self.placed();

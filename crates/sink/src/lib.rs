@@ -10,6 +10,8 @@
 //!   scitokens-credmon's shapes, the CredD's key files), for credmon and the broker's web
 //!   login alike.
 //! - [`file`]: replacing a file so that a reader never sees a partial one.
+//! - [`batch`]: replacing many files with one durable commit (two file-system syncs for
+//!   all of them), for a pass that rewrites thousands.
 //! - [`discovery`]: where a token is found (WLCG Bearer Token Discovery).
 //! - [`perm`]: the ssh-style refusal of secret files that others can read, for the files
 //!   credkeeper is handed (client secrets, keys) as for the ones it writes.
@@ -17,6 +19,7 @@
 //! What it is not: it never decides which token to write or when, and never talks to an
 //! issuer or a store.
 
+pub mod batch;
 pub mod condor;
 pub mod discovery;
 pub mod file;

@@ -29,7 +29,7 @@ pub(super) fn read_plain(path: &Path) -> Result<Vec<u8>, CredFileError> {
         path: path.to_path_buf(),
         source,
     };
-    let mut f = std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
@@ -45,8 +45,10 @@ pub(super) fn read_plain(path: &Path) -> Result<Vec<u8>, CredFileError> {
             path: path.to_path_buf(),
         });
     }
-    let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes).map_err(io)?;
+    // Sized from the metadata at hand: `File::read_to_end` would ask the kernel for the
+    // size again (a statx and an lseek on each of the pass's tens of thousands of reads).
+    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+    (&f).take(u64::MAX).read_to_end(&mut bytes).map_err(io)?;
     Ok(bytes)
 }
 

@@ -10,14 +10,15 @@
 //! files only when they are plain and private; this module runs the pass and keeps the
 //! status.
 
+mod commit;
 mod files;
 mod refresh;
 mod scan;
 mod sign;
 
-use crate::error::PassError;
 use crate::settings::Settings;
 use crate::status::{CredStatus, Kind, Status};
+use commit::Commits;
 use credkeeper_core::Timestamp;
 use credkeeper_issuer::LocalIssuer;
 use credkeeper_oidc::{Http, OidcError, UrlPolicy};
@@ -25,6 +26,7 @@ use scan::Seen;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use tokio::sync::OwnedSemaphorePermit;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PassReport {
@@ -91,6 +93,7 @@ impl Credmon {
         let scanned = tokio::task::spawn_blocking(move || me.scan()).await;
         let (work, mut report) = scanned.unwrap_or_default();
         let semaphore = Arc::new(tokio::sync::Semaphore::new(self.settings.concurrency));
+        let (commits, committer) = Commits::start();
         let mut tasks = tokio::task::JoinSet::new();
         let tally =
             |done: Result<Outcome, tokio::task::JoinError>, report: &mut PassReport| match done {
@@ -104,13 +107,12 @@ impl Credmon {
                 break;
             }
             let me = self.clone();
-            let permit = semaphore.clone().acquire_owned().await;
-            tasks.spawn(async move {
-                let _permit = permit;
-                me.handle(item).await
-            });
+            let permit = semaphore.clone().acquire_owned().await.ok();
+            let commits = commits.clone();
+            tasks.spawn(async move { me.handle(item, permit, &commits).await });
             // A finished task keeps its memory until joined: join as we go, so a pass over
-            // 100,000 credentials holds `concurrency` tasks, not 100,000.
+            // 100,000 credentials holds the tasks in flight (`concurrency` of them asking,
+            // the rest waiting for their files' commit), not 100,000.
             while let Some(done) = tasks.try_join_next() {
                 tally(done, &mut report);
             }
@@ -118,6 +120,8 @@ impl Credmon {
         while let Some(done) = tasks.join_next().await {
             tally(done, &mut report);
         }
+        drop(commits);
+        let _ = committer.await;
         // Serialised under the lock rather than cloned: with 100,000 credentials a copy of
         // the status is tens of megabytes.
         let bytes = {
@@ -132,19 +136,19 @@ impl Credmon {
         report
     }
 
-    async fn handle(self: Arc<Self>, work: Work) -> Outcome {
+    async fn handle(
+        self: Arc<Self>,
+        work: Work,
+        permit: Option<OwnedSemaphorePermit>,
+        commits: &Commits,
+    ) -> Outcome {
         match work {
-            Work::Refresh { user, token } => self.refresh(&user, &token).await,
+            Work::Refresh { user, token } => self.refresh(&user, &token, permit, commits).await,
             Work::Sign {
                 user,
                 token,
                 provider,
-            } => {
-                let me = self.clone();
-                tokio::task::spawn_blocking(move || me.sign(&user, &token, provider))
-                    .await
-                    .unwrap_or(Outcome::Failed)
-            }
+            } => self.sign(user, token, provider, permit, commits).await,
         }
     }
 
@@ -172,14 +176,6 @@ impl Credmon {
             s.last_error = Some(error);
         });
         Outcome::Failed
-    }
-
-    fn write(&self, path: &Path, contents: &str) -> Result<(), PassError> {
-        Ok(credkeeper_sink::condor::write_cred_file(
-            self.dir(),
-            path,
-            contents,
-        )?)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Renewing an OAuth credential at its provider, exactly as upstream: the `.meta`'s token
 //! URL, client and refresh token; the new `.use`, then the `.top`.
 
+use super::commit::Commits;
 use super::files::{check_secret_files, fingerprint, read_json_object};
 use super::{Credmon, Outcome};
 use crate::error::{CredFileError, PassError};
@@ -8,11 +9,20 @@ use crate::status::{CredStatus, Kind};
 use credkeeper_core::{Secret, Timestamp};
 use serde_json::{Value, json};
 use std::path::Path;
+use tokio::sync::OwnedSemaphorePermit;
 
 impl Credmon {
     /// Refresh `<user>/<token>` exactly as upstream does: a form POST to the `.meta`'s
     /// token URL with client id, client secret and refresh token, no scope.
-    pub(super) async fn refresh(&self, user: &str, token: &str) -> Outcome {
+    /// `permit` is held while the provider is asked, and given back before the files'
+    /// commit is waited for.
+    pub(super) async fn refresh(
+        &self,
+        user: &str,
+        token: &str,
+        permit: Option<OwnedSemaphorePermit>,
+        commits: &Commits,
+    ) -> Outcome {
         let dir = self.dir().join(user);
         let top_path = dir.join(format!("{token}.top"));
         let meta_path = dir.join(format!("{token}.meta"));
@@ -101,27 +111,26 @@ impl Credmon {
             top.insert("refresh_token".into(), json!(rt));
         }
         // `.use` before `.top`, as upstream: a job never sees a token older than its `.top`.
-        // Each write is fsynced; off the async thread, so the refreshes in flight share the
-        // file system's commits instead of waiting for each other's.
+        // Staged off the async thread; placed with the pass's other files in one commit.
         let cred_dir = self.dir().to_path_buf();
         let use_path = dir.join(format!("{token}.use"));
-        let written = tokio::task::spawn_blocking(move || {
-            credkeeper_sink::condor::write_cred_file(
+        let staged = tokio::task::spawn_blocking(move || {
+            credkeeper_sink::condor::stage_cred_files(
                 &cred_dir,
-                &use_path,
-                &Value::Object(response).to_string(),
-            )?;
-            credkeeper_sink::condor::write_cred_file(
-                &cred_dir,
-                &top_path,
-                &Value::Object(top).to_string(),
+                &[
+                    (&use_path, &Value::Object(response).to_string()),
+                    (&top_path, &Value::Object(top).to_string()),
+                ],
             )
         })
         .await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return self.fail(user, token, Kind::OAuth, e),
-            Err(e) => return self.fail(user, token, Kind::OAuth, e),
+        let written = match staged {
+            Ok(Ok(files)) => commits.place(files, permit).await,
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(PassError::Uncommitted),
+        };
+        if let Err(e) = written {
+            return self.fail(user, token, Kind::OAuth, e);
         }
         tracing::info!("refreshed {user}/{token}");
         self.record(user, token, Kind::OAuth, |s| {

@@ -1,6 +1,7 @@
 //! Signing a local token (upstream's local credmon mode): the provider's issuer, opened
 //! once, and the `.use` in the shape the provider's settings ask for.
 
+use super::commit::Commits;
 use super::files::check_secret_files;
 use super::{Credmon, Outcome, lock};
 use crate::error::PassError;
@@ -8,8 +9,10 @@ use crate::settings::LocalProvider;
 use crate::status::{CredStatus, Kind};
 use credkeeper_core::Timestamp;
 use credkeeper_issuer::{Grant, LocalIssuer};
+use credkeeper_sink::batch::Replacement;
 use serde_json::json;
 use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
 
 impl Credmon {
     pub(super) fn issuer(&self, provider: &LocalProvider) -> Result<Arc<LocalIssuer>, PassError> {
@@ -22,19 +25,56 @@ impl Credmon {
         Ok(issuer)
     }
 
-    /// Sign a local token for `user` with the claims upstream's local mode uses.
-    pub(super) fn sign(&self, user: &str, token: &str, index: usize) -> Outcome {
+    /// Sign a local token for `user` with the claims upstream's local mode uses, and
+    /// place its `.use` with the pass's other files. `permit` is held while signing.
+    pub(super) async fn sign(
+        self: Arc<Self>,
+        user: String,
+        token: String,
+        index: usize,
+        permit: Option<OwnedSemaphorePermit>,
+        commits: &Commits,
+    ) -> Outcome {
+        let me = self.clone();
+        let (u, t) = (user.clone(), token.clone());
+        let staged = tokio::task::spawn_blocking(move || me.stage_signed(&u, &t, index)).await;
+        let signed = match staged {
+            Ok(Ok((files, expires))) => commits.place(files, permit).await.map(|()| expires),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(PassError::Uncommitted),
+        };
+        let expires = match signed {
+            Ok(e) => e,
+            Err(e) => return self.fail(&user, &token, Kind::Local, e),
+        };
+        tracing::info!("signed a local token for {user}/{token}");
+        let now = Timestamp::now().unix();
+        self.record(&user, &token, Kind::Local, |s| {
+            *s = CredStatus {
+                user: user.clone(),
+                token: token.clone(),
+                kind: Kind::Local,
+                expires_at: Some(expires.unix()),
+                last_refresh: Some(now),
+                ..Default::default()
+            };
+        });
+        Outcome::Signed
+    }
+
+    /// The signing itself, blocking: the token, and its `.use` staged.
+    fn stage_signed(
+        &self,
+        user: &str,
+        token: &str,
+        index: usize,
+    ) -> Result<(Replacement, Timestamp), PassError> {
         // The `.top` is the user's credential as the CredD stored it: signed for only while
         // it is private, as an OAuth `.top` is refreshed only then.
         let dir = self.dir().join(user);
-        if let Err(e) = check_secret_files(&dir, &[&dir.join(format!("{token}.top"))]) {
-            return self.fail(user, token, Kind::Local, e);
-        }
+        check_secret_files(&dir, &[&dir.join(format!("{token}.top"))])?;
         let provider = &self.settings.local[index];
-        let issuer = match self.issuer(provider) {
-            Ok(i) => i,
-            Err(e) => return self.fail(user, token, Kind::Local, e),
-        };
+        let issuer = self.issuer(provider)?;
         let scope = provider.authz_template.replace("{username}", user);
         let audience = (!provider.audience.is_empty()).then(|| json!(provider.audience));
         let grant = Grant {
@@ -43,31 +83,16 @@ impl Credmon {
             audience,
             lifetime: provider.issuer.lifetime,
         };
-        let (jwt, expires) = match issuer.sign(&grant) {
-            Ok(x) => x,
-            Err(e) => return self.fail(user, token, Kind::Local, e.to_string()),
-        };
+        let (jwt, expires) = issuer.sign(&grant)?;
         let contents = if provider.use_json {
             json!({"access_token": jwt.expose(), "expires_in": provider.issuer.lifetime})
                 .to_string()
         } else {
             format!("{}\n", jwt.expose())
         };
-        if let Err(e) = self.write(&dir.join(format!("{token}.use")), &contents) {
-            return self.fail(user, token, Kind::Local, e);
-        }
-        tracing::info!("signed a local token for {user}/{token}");
-        let now = Timestamp::now().unix();
-        self.record(user, token, Kind::Local, |s| {
-            *s = CredStatus {
-                user: user.into(),
-                token: token.into(),
-                kind: Kind::Local,
-                expires_at: Some(expires.unix()),
-                last_refresh: Some(now),
-                ..Default::default()
-            };
-        });
-        Outcome::Signed
+        let use_path = dir.join(format!("{token}.use"));
+        let files =
+            credkeeper_sink::condor::stage_cred_files(self.dir(), &[(&use_path, &contents)])?;
+        Ok((files, expires))
     }
 }

@@ -7,6 +7,7 @@ pub mod keyfile;
 
 pub use keyfile::{KeyAd, KeyFileError};
 
+use crate::batch::Replacement;
 use serde_json::{Map, Value, json};
 use std::path::Path;
 
@@ -37,6 +38,9 @@ pub fn shape_use(
     (response, rt, expires_at)
 }
 
+/// The mode upstream gives credential files.
+const CRED_FILE_MODE: u32 = 0o400;
+
 /// Write a credential file as upstream does: a temporary file in the credential
 /// directory's root, mode 0400, renamed into place.
 pub fn write_cred_file(
@@ -44,7 +48,20 @@ pub fn write_cred_file(
     path: &Path,
     contents: &str,
 ) -> Result<(), crate::SinkError> {
-    crate::write_atomic_via(Some(cred_dir), path, contents.as_bytes(), 0o400)
+    crate::write_atomic_via(Some(cred_dir), path, contents.as_bytes(), CRED_FILE_MODE)
+}
+
+/// Stage credential files, in order, as [`write_cred_file`] writes one, for a
+/// [`batch::commit`](crate::batch::commit) to place.
+pub fn stage_cred_files(
+    cred_dir: &Path,
+    files: &[(&Path, &str)],
+) -> Result<Replacement, crate::SinkError> {
+    let mut staged = Replacement::new(Some(cred_dir));
+    for (path, contents) in files {
+        staged.file(path, contents.as_bytes(), CRED_FILE_MODE)?;
+    }
+    Ok(staged)
 }
 
 #[cfg(test)]

@@ -1,0 +1,320 @@
+//! Many files replaced with one durable commit. A daemon that rewrites thousands of files
+//! in a pass (credmon's refreshes) then pays two file-system syncs for all of them, not an
+//! fsync of each file and of its directory.
+//!
+//! A [`Replacement`] is one or more files that go together, in order (a credential's
+//! `.use`, then its `.top`). [`commit`] places many replacements:
+//! 1. each new content is already in its temporary file ([`Replacement::file`] wrote it
+//!    and closed it, without a sync);
+//! 2. one `syncfs` per file system makes all those contents durable;
+//! 3. the renames, in the order staged. A replacement whose rename fails stops there: its
+//!    later files are not placed, and their temporary files are removed;
+//! 4. a second `syncfs` makes the renames durable.
+//!
+//! Only then does a replacement count as done. A reader sees what
+//! [`write_atomic`](crate::write_atomic) gives it: the old file or the new one, never a part
+//! of either. A crash leaves what `write_atomic` would leave too: each file old or new,
+//! and every replacement reported done in place. The data is durable before any rename
+//! (step 2), so a rename that survives a crash never names a file whose contents did not.
+//!
+//! The price: `syncfs` writes back everything dirty on that file system, not only these
+//! files. For one file, [`write_atomic`](crate::write_atomic) costs less.
+
+use crate::file::{SinkError, Staged, parent};
+use std::collections::HashSet;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Files to replace together, in the order given; staged now, placed by [`commit`].
+/// Dropped without being committed, its temporary files are removed.
+pub struct Replacement {
+    temp_dir: Option<PathBuf>,
+    files: Vec<Staged>,
+}
+
+impl Replacement {
+    /// Temporary files go to `temp_dir` (on the same file system as the files replaced),
+    /// or beside each file when `None`.
+    pub fn new(temp_dir: Option<&Path>) -> Replacement {
+        Replacement {
+            temp_dir: temp_dir.map(Path::to_path_buf),
+            files: Vec::new(),
+        }
+    }
+
+    /// Stage `path`'s new `contents` with exactly `mode`: written to a temporary file and
+    /// closed. Nothing is in place before [`commit`].
+    pub fn file(&mut self, path: &Path, contents: &[u8], mode: u32) -> Result<(), SinkError> {
+        let mut staged = Staged::write(self.temp_dir.as_deref(), path, contents, mode)?;
+        staged.file = None;
+        self.files.push(staged);
+        Ok(())
+    }
+
+    /// The directory whose file system this replacement's files are on.
+    fn dir(&self) -> Option<PathBuf> {
+        match &self.temp_dir {
+            Some(d) => Some(d.clone()),
+            None => self.files.first().map(|f| parent(&f.dest)),
+        }
+    }
+
+    /// Step 3 for this replacement: rename its files in order, stopping at a failure.
+    fn place(self) -> Result<(), SinkError> {
+        // On a failure the files not yet renamed are dropped: their temporaries go.
+        for staged in self.files {
+            let renamed = std::fs::rename(&staged.tmp, &staged.dest);
+            staged.settle(renamed)?;
+        }
+        Ok(())
+    }
+
+    /// The error this replacement reports when a sync of its file system failed.
+    fn unsynced(&self, dir: &Path, error: &std::io::Error) -> SinkError {
+        SinkError::Sync {
+            path: self
+                .files
+                .first()
+                .map(|f| f.dest.clone())
+                .unwrap_or_default(),
+            dir: dir.to_path_buf(),
+            source: copy_io(error),
+        }
+    }
+}
+
+/// Place every replacement durably (steps 2 to 4 above). The results are in the order of
+/// `replacements`; one replacement's failure never stops another's.
+pub fn commit(replacements: Vec<Replacement>) -> Vec<Result<(), SinkError>> {
+    let systems = match FileSystems::of(&replacements) {
+        Ok(s) => s,
+        Err((dir, e)) => {
+            return replacements
+                .iter()
+                .map(|r| Err(r.unsynced(&dir, &e)))
+                .collect();
+        }
+    };
+    if let Err((dir, e)) = systems.sync() {
+        // Nothing is renamed: every file keeps its old version; the temporaries go.
+        return replacements
+            .iter()
+            .map(|r| Err(r.unsynced(&dir, &e)))
+            .collect();
+    }
+    let placed: Vec<(Option<PathBuf>, Result<(), SinkError>)> = replacements
+        .into_iter()
+        .map(|r| {
+            let first = r.files.first().map(|f| f.dest.clone());
+            (first, r.place())
+        })
+        .collect();
+    let synced = systems.sync();
+    placed
+        .into_iter()
+        .map(|(first, result)| match (&synced, result) {
+            // In place, but whether the rename survives a crash is not known.
+            (Err((dir, e)), Ok(())) => Err(SinkError::Sync {
+                path: first.unwrap_or_default(),
+                dir: dir.clone(),
+                source: copy_io(e),
+            }),
+            (_, result) => result,
+        })
+        .collect()
+}
+
+/// One open directory on each file system that a commit writes to.
+struct FileSystems(Vec<(PathBuf, std::fs::File)>);
+
+impl FileSystems {
+    fn of(replacements: &[Replacement]) -> Result<FileSystems, (PathBuf, std::io::Error)> {
+        let dirs: HashSet<PathBuf> = replacements.iter().filter_map(Replacement::dir).collect();
+        let mut devices = HashSet::new();
+        let mut open = Vec::new();
+        for dir in dirs {
+            let opened = std::fs::File::open(&dir).and_then(|f| Ok((f.metadata()?.dev(), f)));
+            match opened {
+                Ok((dev, file)) => {
+                    if devices.insert(dev) {
+                        open.push((dir, file));
+                    }
+                }
+                Err(e) => return Err((dir, e)),
+            }
+        }
+        Ok(FileSystems(open))
+    }
+
+    fn sync(&self) -> Result<(), (PathBuf, std::io::Error)> {
+        for (dir, file) in &self.0 {
+            // SAFETY: `file` is an open descriptor for the whole call; syncfs only reads it.
+            if unsafe { libc::syncfs(file.as_raw_fd()) } != 0 {
+                return Err((dir.clone(), std::io::Error::last_os_error()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The same error again, for each replacement that reports it.
+fn copy_io(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn staged_files_change_nothing_until_the_commit_places_them_all() {
+        let root = tempfile::tempdir().unwrap();
+        let staging = root.path().join("staging");
+        std::fs::create_dir(&staging).unwrap();
+        let mut batch = Vec::new();
+        for user in ["alice", "bob"] {
+            let dir = root.path().join(user);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("box.use"), "old use").unwrap();
+            std::fs::write(dir.join("box.top"), "old top").unwrap();
+            let mut r = Replacement::new(Some(&staging));
+            r.file(
+                &dir.join("box.use"),
+                format!("{user} use").as_bytes(),
+                0o400,
+            )
+            .unwrap();
+            r.file(
+                &dir.join("box.top"),
+                format!("{user} top").as_bytes(),
+                0o400,
+            )
+            .unwrap();
+            batch.push(r);
+        }
+        // Staged: the old files are untouched and the users' directories hold no
+        // temporary names.
+        let alice = root.path().join("alice");
+        assert_eq!(
+            std::fs::read_to_string(alice.join("box.top")).unwrap(),
+            "old top"
+        );
+        assert_eq!(names(&alice), ["box.top", "box.use"]);
+        assert_eq!(names(&staging).len(), 4);
+
+        let results = commit(batch);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        for user in ["alice", "bob"] {
+            let dir = root.path().join(user);
+            assert_eq!(
+                std::fs::read_to_string(dir.join("box.use")).unwrap(),
+                format!("{user} use")
+            );
+            assert_eq!(
+                std::fs::read_to_string(dir.join("box.top")).unwrap(),
+                format!("{user} top")
+            );
+            assert_eq!(mode(&dir.join("box.top")), 0o400);
+        }
+        assert!(names(&staging).is_empty(), "no temporary file is left");
+    }
+
+    #[test]
+    fn a_failed_rename_stops_its_own_replacement_and_no_other() {
+        let root = tempfile::tempdir().unwrap();
+        let good = root.path().join("good");
+        let bad = root.path().join("bad");
+        for d in [&good, &bad] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("a.use"), "old").unwrap();
+            std::fs::write(d.join("a.top"), "old").unwrap();
+        }
+        let mut first = Replacement::new(None);
+        first.file(&bad.join("a.use"), b"new", 0o600).unwrap();
+        first.file(&bad.join("a.top"), b"new", 0o600).unwrap();
+        let mut second = Replacement::new(None);
+        second.file(&good.join("a.use"), b"new", 0o600).unwrap();
+        second.file(&good.join("a.top"), b"new", 0o600).unwrap();
+        // `bad/a.use` becomes a non-empty directory: a file cannot be renamed over it.
+        std::fs::remove_file(bad.join("a.use")).unwrap();
+        std::fs::create_dir_all(bad.join("a.use/x")).unwrap();
+
+        let results = commit(vec![first, second]);
+        let err = results[0].as_ref().unwrap_err();
+        assert!(matches!(err, SinkError::Write { .. }), "{err}");
+        assert!(err.to_string().contains("a.use"), "{err}");
+        // The file after the failed one keeps its old contents: a `.top` never runs ahead
+        // of its `.use`.
+        assert_eq!(std::fs::read_to_string(bad.join("a.top")).unwrap(), "old");
+        assert_eq!(names(&bad), ["a.top", "a.use"], "temporary files removed");
+        assert!(results[1].is_ok());
+        assert_eq!(std::fs::read_to_string(good.join("a.top")).unwrap(), "new");
+        assert_eq!(names(&good), ["a.top", "a.use"]);
+    }
+
+    #[test]
+    fn a_replacement_dropped_uncommitted_leaves_nothing_behind() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("f"), "old").unwrap();
+        let mut r = Replacement::new(None);
+        r.file(&root.path().join("f"), b"new", 0o600).unwrap();
+        assert_eq!(names(root.path()).len(), 2);
+        drop(r);
+        assert_eq!(names(root.path()), ["f"]);
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("f")).unwrap(),
+            "old"
+        );
+    }
+
+    #[test]
+    fn staging_into_a_missing_directory_is_refused_at_once() {
+        let root = tempfile::tempdir().unwrap();
+        let mut r = Replacement::new(None);
+        let err = r
+            .file(&root.path().join("nope/f"), b"x", 0o600)
+            .unwrap_err();
+        assert!(matches!(err, SinkError::DirMissing(_)), "{err}");
+        assert!(
+            commit(vec![r]).iter().all(Result::is_ok),
+            "an empty replacement is done"
+        );
+    }
+
+    #[test]
+    fn a_directory_removed_before_the_commit_is_named_and_its_temporary_goes() {
+        let root = tempfile::tempdir().unwrap();
+        let staging = root.path().join("staging");
+        let user = root.path().join("alice");
+        std::fs::create_dir(&staging).unwrap();
+        std::fs::create_dir(&user).unwrap();
+        let mut r = Replacement::new(Some(&staging));
+        r.file(&user.join("box.use"), b"new", 0o400).unwrap();
+        std::fs::remove_dir(&user).unwrap();
+        let results = commit(vec![r]);
+        let err = results[0].as_ref().unwrap_err();
+        assert!(
+            matches!(err, SinkError::DirMissing(d) if d == &user),
+            "{err}"
+        );
+        assert!(names(&staging).is_empty());
+    }
+}
