@@ -7,8 +7,9 @@
 //! 1. each new content is already in its temporary file ([`Replacement::file`] wrote it
 //!    and closed it, without a sync);
 //! 2. one `syncfs` per file system makes all those contents durable;
-//! 3. the renames, in the order staged. A replacement whose rename fails stops there: its
-//!    later files are not placed, and their temporary files are removed;
+//! 3. the renames, each replacement's in the order staged. A replacement whose rename
+//!    fails stops there: its later files are not placed, and their temporary files are
+//!    removed;
 //! 4. a second `syncfs` makes the renames durable.
 //!
 //! Only then does a replacement count as done. A reader sees what
@@ -17,10 +18,13 @@
 //! and every replacement reported done in place. The data is durable before any rename
 //! (step 2), so a rename that survives a crash never names a file whose contents did not.
 //!
+//! [`Committer`] commits group after group with one sync each: the sync of step 4 for one
+//! group is the sync of step 2 for the next.
+//!
 //! The price: `syncfs` writes back everything dirty on that file system, not only these
 //! files. For one file, [`write_atomic`](crate::write_atomic) costs less.
 
-use crate::file::{SinkError, Staged, parent};
+use crate::file::{SinkError, Staged, explain, parent};
 use std::collections::HashSet;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
@@ -70,6 +74,16 @@ impl Replacement {
         Ok(())
     }
 
+    /// The error this replacement reports when its directory could not be opened.
+    fn unopened(self, error: std::io::Error) -> SinkError {
+        let first = self
+            .files
+            .first()
+            .map(|f| f.dest.clone())
+            .unwrap_or_default();
+        explain(&first, error)
+    }
+
     /// The error this replacement reports when a sync of its file system failed.
     fn unsynced(&self, dir: &Path, error: &std::io::Error) -> SinkError {
         SinkError::Sync {
@@ -87,68 +101,141 @@ impl Replacement {
 /// Place every replacement durably (steps 2 to 4 above). The results are in the order of
 /// `replacements`; one replacement's failure never stops another's.
 pub fn commit(replacements: Vec<Replacement>) -> Vec<Result<(), SinkError>> {
-    let systems = match FileSystems::of(&replacements) {
-        Ok(s) => s,
-        Err((dir, e)) => {
-            return replacements
-                .iter()
-                .map(|r| Err(r.unsynced(&dir, &e)))
-                .collect();
+    let mut committer = Committer::default();
+    let first = committer.commit(replacements.into_iter().enumerate().collect());
+    debug_assert!(first.is_empty());
+    let mut results = committer.finish();
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Groups of replacements committed one after another, each `syncfs` serving two groups:
+/// it makes the renames of the group before it durable (that group's step 4) and the
+/// contents of the group after it (that group's step 2). A pass that commits group after
+/// group so pays one sync per group, not two.
+///
+/// Each replacement carries a tag `T` (whom to answer); its result comes back from the
+/// [`commit`](Committer::commit) after the one that renamed it, or from
+/// [`finish`](Committer::finish).
+pub struct Committer<T> {
+    systems: FileSystems,
+    /// Renamed, not yet known to be durable: the tag, the first file, the rename's result.
+    renamed: Vec<(T, Option<PathBuf>, Result<(), SinkError>)>,
+}
+
+impl<T> Default for Committer<T> {
+    fn default() -> Self {
+        Committer {
+            systems: FileSystems::default(),
+            renamed: Vec::new(),
         }
-    };
-    if let Err((dir, e)) = systems.sync() {
-        // Nothing is renamed: every file keeps its old version; the temporaries go.
-        return replacements
-            .iter()
-            .map(|r| Err(r.unsynced(&dir, &e)))
-            .collect();
     }
-    let placed: Vec<(Option<PathBuf>, Result<(), SinkError>)> = replacements
-        .into_iter()
-        .map(|r| {
-            let first = r.files.first().map(|f| f.dest.clone());
-            (first, r.place())
-        })
-        .collect();
-    let synced = systems.sync();
-    placed
-        .into_iter()
-        .map(|(first, result)| match (&synced, result) {
-            // In place, but whether the rename survives a crash is not known.
-            (Err((dir, e)), Ok(())) => Err(SinkError::Sync {
-                path: first.unwrap_or_default(),
-                dir: dir.clone(),
-                source: copy_io(e),
-            }),
-            (_, result) => result,
-        })
-        .collect()
+}
+
+impl<T> Committer<T> {
+    /// Whether a group is renamed and waits for [`finish`](Committer::finish) (or the next
+    /// commit) to be durable.
+    pub fn pending(&self) -> bool {
+        !self.renamed.is_empty()
+    }
+
+    /// Sync, which completes the group renamed before (returned) and makes `group`'s
+    /// contents durable; then rename `group`.
+    pub fn commit(&mut self, group: Vec<(T, Replacement)>) -> Vec<(T, Result<(), SinkError>)> {
+        // A replacement whose directory cannot be opened cannot be synced: never renamed.
+        let ready: Vec<(T, Result<Replacement, SinkError>)> = group
+            .into_iter()
+            .map(|(tag, r)| match r.dir().map(|dir| self.systems.add(dir)) {
+                Some(Err(e)) => (tag, Err(r.unopened(e))),
+                _ => (tag, Ok(r)),
+            })
+            .collect();
+        let synced = self.systems.sync();
+        let done = self.settle(&synced);
+        match synced {
+            Ok(()) => {
+                self.renamed = ready
+                    .into_iter()
+                    .map(|(tag, r)| match r {
+                        Ok(r) => {
+                            let first = r.files.first().map(|f| f.dest.clone());
+                            (tag, first, r.place())
+                        }
+                        Err(e) => (tag, None, Err(e)),
+                    })
+                    .collect();
+            }
+            // Nothing of `group` is renamed: each file keeps its old version; the
+            // temporaries go.
+            Err((dir, e)) => {
+                self.renamed = ready
+                    .into_iter()
+                    .map(|(tag, r)| {
+                        let result = r.and_then(|r| Err(r.unsynced(&dir, &e)));
+                        (tag, None, result)
+                    })
+                    .collect();
+            }
+        }
+        done
+    }
+
+    /// Sync once more: the results of the group renamed last.
+    pub fn finish(&mut self) -> Vec<(T, Result<(), SinkError>)> {
+        if self.renamed.is_empty() {
+            return Vec::new();
+        }
+        let synced = self.systems.sync();
+        self.settle(&synced)
+    }
+
+    /// The renamed group's results after `synced`: a rename not known to be durable is
+    /// reported as a failure.
+    fn settle(
+        &mut self,
+        synced: &Result<(), (PathBuf, std::io::Error)>,
+    ) -> Vec<(T, Result<(), SinkError>)> {
+        std::mem::take(&mut self.renamed)
+            .into_iter()
+            .map(|(tag, first, result)| match (synced, result) {
+                (Err((dir, e)), Ok(())) => {
+                    let error = SinkError::Sync {
+                        path: first.unwrap_or_default(),
+                        dir: dir.clone(),
+                        source: copy_io(e),
+                    };
+                    (tag, Err(error))
+                }
+                (_, result) => (tag, result),
+            })
+            .collect()
+    }
 }
 
 /// One open directory on each file system that a commit writes to.
-struct FileSystems(Vec<(PathBuf, std::fs::File)>);
+#[derive(Default)]
+struct FileSystems {
+    open: Vec<(PathBuf, std::fs::File)>,
+    dirs: HashSet<PathBuf>,
+    devices: HashSet<u64>,
+}
 
 impl FileSystems {
-    fn of(replacements: &[Replacement]) -> Result<FileSystems, (PathBuf, std::io::Error)> {
-        let dirs: HashSet<PathBuf> = replacements.iter().filter_map(Replacement::dir).collect();
-        let mut devices = HashSet::new();
-        let mut open = Vec::new();
-        for dir in dirs {
-            let opened = std::fs::File::open(&dir).and_then(|f| Ok((f.metadata()?.dev(), f)));
-            match opened {
-                Ok((dev, file)) => {
-                    if devices.insert(dev) {
-                        open.push((dir, file));
-                    }
-                }
-                Err(e) => return Err((dir, e)),
-            }
+    /// Note `dir`'s file system, opening the directory the first time it is seen.
+    fn add(&mut self, dir: PathBuf) -> std::io::Result<()> {
+        if self.dirs.contains(&dir) {
+            return Ok(());
         }
-        Ok(FileSystems(open))
+        let file = std::fs::File::open(&dir)?;
+        if self.devices.insert(file.metadata()?.dev()) {
+            self.open.push((dir.clone(), file));
+        }
+        self.dirs.insert(dir);
+        Ok(())
     }
 
     fn sync(&self) -> Result<(), (PathBuf, std::io::Error)> {
-        for (dir, file) in &self.0 {
+        for (dir, file) in &self.open {
             // SAFETY: `file` is an open descriptor for the whole call; syncfs only reads it.
             if unsafe { libc::syncfs(file.as_raw_fd()) } != 0 {
                 return Err((dir.clone(), std::io::Error::last_os_error()));
@@ -268,6 +355,70 @@ mod tests {
         assert!(results[1].is_ok());
         assert_eq!(std::fs::read_to_string(good.join("a.top")).unwrap(), "new");
         assert_eq!(names(&good), ["a.top", "a.use"]);
+    }
+
+    #[test]
+    fn a_large_commit_answers_each_replacement_in_the_order_given() {
+        let root = tempfile::tempdir().unwrap();
+        let count = 300;
+        let mut batch = Vec::new();
+        for i in 0..count {
+            let dir = root.path().join(format!("u{i}"));
+            std::fs::create_dir(&dir).unwrap();
+            let mut r = Replacement::new(None);
+            r.file(&dir.join("f"), format!("{i}").as_bytes(), 0o600)
+                .unwrap();
+            batch.push(r);
+        }
+        // Every 50th directory is gone by the commit: only those report an error.
+        for i in (0..count).step_by(50) {
+            let dir = root.path().join(format!("u{i}"));
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        let results = commit(batch);
+        assert_eq!(results.len(), count);
+        for (i, result) in results.iter().enumerate() {
+            let dir = root.path().join(format!("u{i}"));
+            if i % 50 == 0 {
+                assert!(
+                    matches!(result, Err(SinkError::DirMissing(d)) if d == &dir),
+                    "{i}"
+                );
+            } else {
+                assert!(result.is_ok(), "{i}: {result:?}");
+                assert_eq!(
+                    std::fs::read_to_string(dir.join("f")).unwrap(),
+                    i.to_string()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_committer_answers_each_group_after_the_sync_that_follows_its_renames() {
+        let root = tempfile::tempdir().unwrap();
+        let stage = |name: &str| {
+            let mut r = Replacement::new(None);
+            r.file(&root.path().join(name), name.as_bytes(), 0o600)
+                .unwrap();
+            r
+        };
+        let mut committer = Committer::default();
+        assert!(!committer.pending());
+        let before = committer.commit(vec![("a", stage("a")), ("b", stage("b"))]);
+        assert!(before.is_empty(), "nothing was renamed before");
+        // Renamed, so readers see the new files, but not yet answered.
+        assert_eq!(std::fs::read_to_string(root.path().join("a")).unwrap(), "a");
+        assert!(committer.pending());
+        let done = committer.commit(vec![("c", stage("c"))]);
+        let tags: Vec<_> = done.iter().map(|(t, r)| (*t, r.is_ok())).collect();
+        assert_eq!(tags, [("a", true), ("b", true)]);
+        let done = committer.finish();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].0, "c");
+        assert!(!committer.pending());
+        assert!(committer.finish().is_empty());
+        assert_eq!(names(root.path()), ["a", "b", "c"]);
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub(crate) fn parent(path: &Path) -> PathBuf {
 
 /// Why `path` could not be written. A missing directory is looked for only once something
 /// failed: a pass writing thousands of files does not pay a `stat` for each.
-fn explain(path: &Path, source: std::io::Error) -> SinkError {
+pub(crate) fn explain(path: &Path, source: std::io::Error) -> SinkError {
     if matches!(source.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) {
         let dir = parent(path);
         match std::fs::metadata(&dir) {

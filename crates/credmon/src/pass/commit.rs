@@ -1,11 +1,13 @@
 //! The pass's credential files, made durable in groups. Each refresh or signature stages
 //! its files, gives back its concurrency permit and waits; one task commits everything
-//! waiting with [`credkeeper_sink::batch::commit`] and answers each. While one commit
-//! runs the next group gathers, so the syncs a pass pays grow with how long it takes, not
-//! with how many credentials it writes; a lone refresh is committed at once.
+//! waiting with a [`credkeeper_sink::batch::Committer`] and answers each. While one commit
+//! runs the next group gathers, and each sync serves two groups, so the syncs a pass pays
+//! grow with how long it takes, not with how many credentials it writes; a lone refresh
+//! is committed at once.
 
 use crate::error::PassError;
-use credkeeper_sink::batch::{self, Replacement};
+use credkeeper_sink::SinkError;
+use credkeeper_sink::batch::{Committer, Replacement};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 type Waiting = (Replacement, oneshot::Sender<Result<(), PassError>>);
@@ -38,23 +40,59 @@ impl Commits {
 }
 
 async fn run(mut waiting: mpsc::UnboundedReceiver<Waiting>) {
-    while let Some(first) = waiting.recv().await {
-        let mut group = vec![first];
-        while let Ok(more) = waiting.try_recv() {
-            group.push(more);
+    let mut committer = Committer::default();
+    loop {
+        let mut group = Vec::new();
+        while let Ok(w) = waiting.try_recv() {
+            group.push(w);
         }
-        let (files, answers): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-        let (count, started) = (files.len(), std::time::Instant::now());
-        // A panic in the commit drops the answers: each waiter then reports Uncommitted.
-        let Ok(results) = tokio::task::spawn_blocking(move || batch::commit(files)).await else {
-            continue;
-        };
-        tracing::debug!(
-            "committed {count} credentials' files in {} ms",
-            started.elapsed().as_millis()
-        );
-        for (answer, result) in answers.into_iter().zip(results) {
-            let _ = answer.send(result.map_err(PassError::from));
+        if group.is_empty() {
+            // Nothing more to share a sync with: make the renamed group durable now.
+            if committer.pending() {
+                committer = on_blocking_thread(committer, Committer::finish).await;
+                continue;
+            }
+            let Some(first) = waiting.recv().await else {
+                break;
+            };
+            group.push(first);
+            while let Ok(w) = waiting.try_recv() {
+                group.push(w);
+            }
         }
+        let group: Vec<_> = group
+            .into_iter()
+            .map(|(files, answer)| (answer, files))
+            .collect();
+        committer = on_blocking_thread(committer, move |c| c.commit(group)).await;
     }
+}
+
+type Answer = oneshot::Sender<Result<(), PassError>>;
+
+/// Run one step of `committer` off the async threads and answer whom it completed. A
+/// panic loses the committer and drops its answers (each waiter reports Uncommitted);
+/// the pass goes on with a new one.
+async fn on_blocking_thread(
+    mut committer: Committer<Answer>,
+    step: impl FnOnce(&mut Committer<Answer>) -> Vec<(Answer, Result<(), SinkError>)> + Send + 'static,
+) -> Committer<Answer> {
+    let started = std::time::Instant::now();
+    let stepped = tokio::task::spawn_blocking(move || {
+        let done = step(&mut committer);
+        (committer, done)
+    })
+    .await;
+    let Ok((committer, done)) = stepped else {
+        return Committer::default();
+    };
+    tracing::debug!(
+        "{} credentials' files durable after {} ms",
+        done.len(),
+        started.elapsed().as_millis()
+    );
+    for (answer, result) in done {
+        let _ = answer.send(result.map_err(PassError::from));
+    }
+    committer
 }
