@@ -446,3 +446,31 @@ fn a_local_top_others_can_read_is_not_signed() {
     f.once(&[]).ok();
     assert!(f.dir.join("bob/scitokens.use").exists());
 }
+
+#[test]
+fn a_temporary_file_left_by_a_crash_is_removed_and_a_running_writers_kept() {
+    let f = Fixture::new();
+    // A process that has exited: what a crash between staging and renaming leaves.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    let left = f.dir.join(format!(".op.top.{gone_pid}.7.tmp"));
+    write(&left, &json!({"refresh_token": "stale"}).to_string(), 0o400);
+    // This test's own process stands for another writer still at work (the broker's web
+    // login stages its files here too).
+    let running = f.dir.join(format!(".op.use.{}.1.tmp", std::process::id()));
+    write(&running, "{}", 0o400);
+    // Not a temporary name: never touched.
+    let other = f.dir.join("notes.txt");
+    write(&other, "kept", 0o600);
+
+    let run = f.once(&[]).ok();
+    assert!(!left.exists(), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("left by process {gone_pid}")),
+        "{}",
+        run.stderr
+    );
+    assert!(running.exists());
+    assert!(other.exists());
+}

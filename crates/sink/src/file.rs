@@ -42,6 +42,23 @@ pub fn read(path: &Path) -> Result<Secret, SinkError> {
         })
 }
 
+/// The process that made the temporary file called `name` ([`temp_path_beside`]'s
+/// `.<name>.<pid>.<n>.tmp`), or `None` when the name is not one of those. A temporary file
+/// whose process is gone is what a crash left behind: it may hold a secret, and nothing
+/// will ever rename it.
+pub fn temp_file_owner(name: &str) -> Option<u32> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = inner.rsplitn(3, '.');
+    let counter = parts.next()?;
+    let pid = parts.next()?;
+    let original = parts.next()?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if original.is_empty() || !digits(counter) || !digits(pid) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
 /// A unique name for a temporary file in the same directory as `path`.
 pub fn temp_path_beside(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -226,6 +243,23 @@ mod tests {
             1,
             "no temp file left"
         );
+    }
+
+    #[test]
+    fn a_temporary_name_tells_the_process_that_made_it() {
+        let tmp = temp_path_beside(Path::new("/d/box.top"));
+        let name = tmp.file_name().unwrap().to_str().unwrap();
+        assert_eq!(temp_file_owner(name), Some(std::process::id()));
+        assert_eq!(temp_file_owner(".box.top.17.3.tmp"), Some(17));
+        for other in [
+            "box.top",
+            ".box.top",
+            "..1.2.tmp",
+            ".box.top.x.3.tmp",
+            ".a.1..tmp",
+        ] {
+            assert_eq!(temp_file_owner(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -54,6 +54,10 @@ impl Credmon {
                 self.maybe_remove_key_file(&entry.path(), now);
                 continue;
             }
+            if ft.is_file() {
+                remove_if_left_by_a_crash(&entry.path(), &name);
+                continue;
+            }
             if !ft.is_dir() {
                 if ft.is_symlink() {
                     tracing::warn!(
@@ -306,6 +310,25 @@ impl Credmon {
             },
         );
         renew_at.is_none_or(|at| now > at)
+    }
+}
+
+/// Credential files are staged in the directory's root ([`credkeeper_sink::condor`]); one
+/// whose process is gone was left by a crash before its rename, and may hold a refresh
+/// token that nothing will ever place.
+fn remove_if_left_by_a_crash(path: &Path, name: &str) {
+    let Some(pid) = credkeeper_sink::file::temp_file_owner(name) else {
+        return;
+    };
+    if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+        return;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!(
+            "removed {}, left by process {pid} before its rename",
+            path.display()
+        ),
+        Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
     }
 }
 
