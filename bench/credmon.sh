@@ -125,7 +125,7 @@ case ${BENCH_FS:-} in
     command -v mkfs.ext4 >/dev/null || apt_install e2fsprogs
     FS_IMAGE=$(mktemp "${TMPDIR:-/tmp}/credmon-bench-fs.XXXXXX.img")
     truncate -s 16G "$FS_IMAGE" || die "BENCH_FS: cannot make the image file $FS_IMAGE"
-    mkfs.ext4 -q -F -i 4096 "$FS_IMAGE" || die "BENCH_FS: mkfs.ext4 $FS_IMAGE failed"
+    mkfs.ext4 -q -F -i 4096 -E lazy_itable_init=0,lazy_journal_init=0 "$FS_IMAGE" || die "BENCH_FS: mkfs.ext4 $FS_IMAGE failed"
     FS_MOUNT=$(mktemp -d "${TMPDIR:-/tmp}/credmon-bench-fs.XXXXXX")
     mount -o loop "$FS_IMAGE" "$FS_MOUNT" ||
       { rmdir "$FS_MOUNT"; FS_MOUNT=; die "BENCH_FS: mount -o loop $FS_IMAGE failed (no loop devices here?)"; }

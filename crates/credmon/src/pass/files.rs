@@ -25,6 +25,24 @@ pub(super) fn is_key_file(name: &str) -> bool {
 
 /// Read a file without following a symlink, refusing anything but a regular file.
 pub(super) fn read_plain(path: &Path) -> Result<Vec<u8>, CredFileError> {
+    read_checked(path, |_| Ok(()))
+}
+
+/// [`read_plain`] for a secret file (`.top`, `.meta`): refused unless private and owned
+/// by root, this process or `dir_owner` ([`check_secret_file`]'s rule), checked on the
+/// file actually opened.
+pub(super) fn read_secret_json(
+    path: &Path,
+    dir_owner: u32,
+) -> Result<Map<String, Value>, CredFileError> {
+    let bytes = read_checked(path, |meta| check_secret_meta(path, meta, dir_owner))?;
+    parse_json_object(path, &bytes)
+}
+
+fn read_checked(
+    path: &Path,
+    check: impl FnOnce(&std::fs::Metadata) -> Result<(), CredFileError>,
+) -> Result<Vec<u8>, CredFileError> {
     let io = |source| CredFileError::Io {
         path: path.to_path_buf(),
         source,
@@ -45,6 +63,7 @@ pub(super) fn read_plain(path: &Path) -> Result<Vec<u8>, CredFileError> {
             path: path.to_path_buf(),
         });
     }
+    check(&meta)?;
     // Sized from the metadata at hand: `File::read_to_end` would ask the kernel for the
     // size again (a statx and an lseek on each of the pass's tens of thousands of reads).
     let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
@@ -52,45 +71,54 @@ pub(super) fn read_plain(path: &Path) -> Result<Vec<u8>, CredFileError> {
     Ok(bytes)
 }
 
+/// The owner of the user directory `dir`, whose files it may own (0 when unknown).
+pub(super) fn dir_owner(dir: &Path) -> u32 {
+    std::fs::symlink_metadata(dir).map(|m| m.uid()).unwrap_or(0)
+}
+
 /// A secret file (`.top`, `.meta`) must be owned by root, this process or the user
 /// directory's owner, and be private.
 pub(super) fn check_secret_file(path: &Path, dir_owner: u32) -> Result<(), CredFileError> {
-    let path_buf = || path.to_path_buf();
     let meta = std::fs::symlink_metadata(path).map_err(|source| CredFileError::Io {
-        path: path_buf(),
+        path: path.to_path_buf(),
         source,
     })?;
     if meta.file_type().is_symlink() {
-        return Err(CredFileError::Symlink { path: path_buf() });
+        return Err(CredFileError::Symlink {
+            path: path.to_path_buf(),
+        });
     }
+    check_secret_meta(path, &meta, dir_owner)
+}
+
+fn check_secret_meta(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    dir_owner: u32,
+) -> Result<(), CredFileError> {
     let euid = credkeeper_sink::uid();
     if ![0, euid, dir_owner].contains(&meta.uid()) {
         return Err(CredFileError::Owner {
-            path: path_buf(),
+            path: path.to_path_buf(),
             uid: meta.uid(),
         });
     }
     let mode = meta.mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(CredFileError::TooOpen {
-            path: path_buf(),
+            path: path.to_path_buf(),
             mode,
         });
     }
     Ok(())
 }
 
-/// [`check_secret_file`] for each of `paths` in the user directory `dir`.
-pub(super) fn check_secret_files(dir: &Path, paths: &[&Path]) -> Result<(), CredFileError> {
-    let dir_owner = std::fs::symlink_metadata(dir).map(|m| m.uid()).unwrap_or(0);
-    paths
-        .iter()
-        .try_for_each(|p| check_secret_file(p, dir_owner))
+pub(super) fn read_json_object(path: &Path) -> Result<Map<String, Value>, CredFileError> {
+    parse_json_object(path, &read_plain(path)?)
 }
 
-pub(super) fn read_json_object(path: &Path) -> Result<Map<String, Value>, CredFileError> {
-    let bytes = read_plain(path)?;
-    match serde_json::from_slice(&bytes) {
+fn parse_json_object(path: &Path, bytes: &[u8]) -> Result<Map<String, Value>, CredFileError> {
+    match serde_json::from_slice(bytes) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(CredFileError::NotObject {
             path: path.to_path_buf(),

@@ -2,7 +2,7 @@
 //! URL, client and refresh token; the new `.use`, then the `.top`.
 
 use super::commit::Commits;
-use super::files::{check_secret_files, fingerprint, read_json_object};
+use super::files::{dir_owner, fingerprint, read_secret_json};
 use super::{Credmon, Outcome};
 use crate::error::{CredFileError, PassError};
 use crate::status::{CredStatus, Kind};
@@ -27,9 +27,9 @@ impl Credmon {
         let top_path = dir.join(format!("{token}.top"));
         let meta_path = dir.join(format!("{token}.meta"));
         let prepared = (|| -> Result<_, PassError> {
-            check_secret_files(&dir, &[&top_path, &meta_path])?;
-            let top = read_json_object(&top_path)?;
-            let meta = read_json_object(&meta_path)?;
+            let owner = dir_owner(&dir);
+            let top = read_secret_json(&top_path, owner)?;
+            let meta = read_secret_json(&meta_path, owner)?;
             let rt = top
                 .get("refresh_token")
                 .and_then(Value::as_str)
