@@ -10,7 +10,9 @@
 # just before it runs (cp sets new ctimes, so both start the same 1800 s idle window):
 #
 #   pass 1    one pass: refresh the N/2 due users at bench/credmon/token_server.js (node, on
-#             127.0.0.1, answers every refresh at once), sign the local users' tokens
+#             127.0.0.1, answers every refresh at once; warmed first with 20,000 grants by
+#             bench/credmon/warm.js, so that its JIT's warm-up falls on neither side), sign
+#             the local users' tokens
 #   idle      a second pass right after it (after `sync`, so that it does not pay for the
 #             write-back of pass 1's files), in a new process: nothing is due
 #   warm idle credkeeper only (BENCH_DAEMON=1): `credkeeper credmon` as a daemon with
@@ -242,6 +244,10 @@ wait_for_http "http://127.0.0.1:$PORT/stats" 10 "$SERVER_PID" "x-credmon-bench: 
   die "the token server on port $PORT does not answer"
 log "token endpoint $TOKEN_URL (pid $SERVER_PID)"
 grants() { curl -s --max-time 5 "http://127.0.0.1:$PORT/stats" | json_get refreshed; }
+# A fresh node answers its first thousands of requests before its JIT has compiled them:
+# warmed here, neither side measures that (the first side measured would).
+node "$HELPERS/warm.js" "$TOKEN_URL" 20000 || die "warming the token server failed"
+log "token server warmed with 20,000 grants"
 
 # --- measuring ------------------------------------------------------------------------------
 # measure NAME TIMEOUT CMD...: run CMD under /usr/bin/time -v (stdout NAME.out, stderr

@@ -168,7 +168,7 @@ pub(super) fn target(settings: &PostgresSettings) -> Result<Target, StoreError> 
         }
         mode => {
             config.ssl_mode(tokio_postgres::config::SslMode::Require);
-            Some(tls(mode, root_cert.as_deref()).map_err(|m| bad(&shown, m))?)
+            Some(tls(mode, root_cert.as_deref()).map_err(|e| bad(&shown, e.to_string()))?)
         }
     };
     Ok(Target { config, tls, shown })
@@ -249,25 +249,51 @@ fn pgpass_lookup(text: &str, host: &str, port: &str, dbname: &str, user: &str) -
         })
 }
 
+/// Why the TLS client for the database could not be made.
+#[derive(Debug, thiserror::Error)]
+enum TlsError {
+    #[error("TLS: {0}")]
+    Protocol(#[from] rustls::Error),
+    #[error("CA file {}: {source}", path.display())]
+    CaRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("CA file {}: {source}", path.display())]
+    CaPem {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("CA file {} holds no certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("TLS roots: {0}")]
+    Roots(#[from] rustls::client::VerifierBuilderError),
+}
+
 fn tls(
     mode: SslMode,
     root_cert: Option<&Path>,
-) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?;
+        .with_safe_default_protocol_versions()?;
     let mut roots = rustls::RootCertStore::empty();
     if mode != SslMode::Require {
         match root_cert {
             Some(file) => {
-                let pem =
-                    std::fs::read(file).map_err(|e| format!("CA file {}: {e}", file.display()))?;
+                let path = || file.to_path_buf();
+                let pem = std::fs::read(file).map_err(|source| TlsError::CaRead {
+                    path: path(),
+                    source,
+                })?;
                 let certs = rustls_pki_types::pem::PemObject::pem_slice_iter(&pem)
                     .collect::<Result<Vec<rustls_pki_types::CertificateDer<'static>>, _>>()
-                    .map_err(|e| format!("CA file {}: {e}", file.display()))?;
+                    .map_err(|source| TlsError::CaPem {
+                        path: path(),
+                        source,
+                    })?;
                 if certs.is_empty() {
-                    return Err(format!("CA file {} holds no certificate", file.display()));
+                    return Err(TlsError::NoCertificate { path: path() });
                 }
                 roots.add_parsable_certificates(certs);
             }
@@ -286,8 +312,7 @@ fn tls(
                         Arc::new(roots),
                         provider.clone(),
                     )
-                    .build()
-                    .map_err(|e| format!("TLS roots: {e}"))?,
+                    .build()?,
                 ),
                 _ => None,
             };
@@ -394,5 +419,23 @@ mod tests {
         let err = target(&settings).err().unwrap().to_string();
         assert!(err.contains("sslmode=prefer is not supported"), "{err}");
         assert!(!err.contains("hunter2"));
+    }
+
+    #[test]
+    fn a_ca_file_that_cannot_be_used_is_named_with_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let err = tls(SslMode::VerifyFull, Some(&missing)).err().unwrap();
+        assert!(
+            matches!(err, TlsError::CaRead { ref path, .. } if path == &missing),
+            "{err}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").unwrap();
+        let err = tls(SslMode::VerifyCa, Some(&empty)).err().unwrap();
+        assert!(matches!(err, TlsError::NoCertificate { .. }), "{err}");
+        assert!(err.to_string().contains("holds no certificate"), "{err}");
+        // `require` checks no chain: no CA file is read.
+        assert!(tls(SslMode::Require, Some(&missing)).is_ok());
     }
 }

@@ -343,3 +343,27 @@ fn jinja_expressions_fill_values_files_as_j2_does_and_strings_stay_strings() {
     let err = validate(&bad, &vars, &options).unwrap_err().to_string();
     assert!(err.contains("{{ WHO | no_such_filter }}"), "{err}");
 }
+
+#[test]
+fn a_task_file_is_refused_with_the_task_and_field_that_are_wrong() {
+    use super::values::{TaskFileError, check_task_file};
+    assert!(check_task_file("t:\n  module_name: m\n  class_name: C\n").is_ok());
+    assert!(matches!(
+        check_task_file("- a\n"),
+        Err(TaskFileError::NotMapping)
+    ));
+    assert!(matches!(
+        check_task_file("t: 1\n"),
+        Err(TaskFileError::TaskNotMapping { task }) if task == "t"
+    ));
+    let err = check_task_file("t:\n  module_name: m\n").unwrap_err();
+    assert!(
+        matches!(err, TaskFileError::MissingKey { ref task, key: "class_name" } if task == "t"),
+        "{err}"
+    );
+    assert_eq!(err.to_string(), "task file: `t` has no class_name");
+    assert!(matches!(
+        check_task_file("t: [\n"),
+        Err(TaskFileError::Yaml(_))
+    ));
+}

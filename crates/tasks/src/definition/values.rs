@@ -142,7 +142,7 @@ pub(super) fn values_tasks(
             }
         };
         if let Some(text) = &task_file {
-            check_task_file(text).map_err(task_err)?;
+            check_task_file(text).map_err(|e| task_err(e.to_string()))?;
         }
         let mut names: Vec<String> = job_env.values().flat_map(|v| required_names(v)).collect();
         if let Some(t) = &task_file {
@@ -189,21 +189,34 @@ pub(super) fn values_tasks(
     Ok(tasks)
 }
 
+/// What is wrong with a rucio-task-manager task file.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum TaskFileError {
+    #[error("task file: {0}")]
+    Yaml(#[from] serde_norway::Error),
+    #[error("task file: not a mapping of task names")]
+    NotMapping,
+    #[error("task file: `{task}` is not a mapping")]
+    TaskNotMapping { task: String },
+    #[error("task file: `{task}` has no {key}")]
+    MissingKey { task: String, key: &'static str },
+}
+
 /// A rucio-task-manager task file: task name → the fields its runner needs.
-pub(super) fn check_task_file(text: &str) -> Result<(), String> {
-    let value: serde_norway::Value =
-        serde_norway::from_str(text).map_err(|e| format!("task file: {e}"))?;
-    let map = value
-        .as_mapping()
-        .ok_or("task file: not a mapping of task names")?;
+pub(super) fn check_task_file(text: &str) -> Result<(), TaskFileError> {
+    let value: serde_norway::Value = serde_norway::from_str(text)?;
+    let map = value.as_mapping().ok_or(TaskFileError::NotMapping)?;
     for (name, task) in map {
-        let name = crate::helm::string(name);
+        let task_name = || crate::helm::string(name);
         let t = task
             .as_mapping()
-            .ok_or_else(|| format!("task file: `{name}` is not a mapping"))?;
+            .ok_or_else(|| TaskFileError::TaskNotMapping { task: task_name() })?;
         for key in ["module_name", "class_name"] {
             if !t.contains_key(serde_norway::Value::String(key.into())) {
-                return Err(format!("task file: `{name}` has no {key}"));
+                return Err(TaskFileError::MissingKey {
+                    task: task_name(),
+                    key,
+                });
             }
         }
     }
