@@ -174,10 +174,15 @@ fn an_oauth_pass_refreshes_like_upstream_and_one_bad_credential_starves_nobody()
         "{pid:?}"
     );
     assert!(f.dir.join("CREDMON_COMPLETE").exists());
+    // Neither in the directory's root nor in a user's directory.
     let leftovers: Vec<_> = std::fs::read_dir(&f.dir)
         .unwrap()
         .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .flat_map(|e| match e.file_type().unwrap().is_dir() {
+            true => std::fs::read_dir(e.path()).unwrap().flatten().collect(),
+            false => vec![e],
+        })
+        .map(|e| e.path().display().to_string())
         .filter(|n| n.ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
@@ -456,6 +461,14 @@ fn a_temporary_file_left_by_a_crash_is_removed_and_a_running_writers_kept() {
     gone.wait().unwrap();
     let left = f.dir.join(format!(".op.top.{gone_pid}.7.tmp"));
     write(&left, &json!({"refresh_token": "stale"}).to_string(), 0o400);
+    // A pass stages beside the files, in the user's directory.
+    std::fs::create_dir(f.dir.join("carol")).unwrap();
+    let left_beside = f.dir.join(format!("carol/.op.top.{gone_pid}.8.tmp"));
+    write(
+        &left_beside,
+        &json!({"refresh_token": "stale"}).to_string(),
+        0o400,
+    );
     // This test's own process stands for another writer still at work (the broker's web
     // login stages its files here too).
     let running = f.dir.join(format!(".op.use.{}.1.tmp", std::process::id()));
@@ -466,6 +479,7 @@ fn a_temporary_file_left_by_a_crash_is_removed_and_a_running_writers_kept() {
 
     let run = f.once(&[]).ok();
     assert!(!left.exists(), "{}", run.stderr);
+    assert!(!left_beside.exists(), "{}", run.stderr);
     assert!(
         run.stderr.contains(&format!("left by process {gone_pid}")),
         "{}",

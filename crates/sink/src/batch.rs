@@ -25,7 +25,6 @@
 //! files. For one file, [`write_atomic`](crate::write_atomic) costs less.
 
 use crate::file::{SinkError, Staged, explain, parent};
-use std::collections::HashSet;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -35,6 +34,8 @@ use std::path::{Path, PathBuf};
 pub struct Replacement {
     temp_dir: Option<PathBuf>,
     files: Vec<Staged>,
+    /// The file system of each temporary file, once each: its device and a directory on it.
+    systems: Vec<(u64, PathBuf)>,
 }
 
 impl Replacement {
@@ -44,6 +45,7 @@ impl Replacement {
         Replacement {
             temp_dir: temp_dir.map(Path::to_path_buf),
             files: Vec::new(),
+            systems: Vec::new(),
         }
     }
 
@@ -51,17 +53,18 @@ impl Replacement {
     /// closed. Nothing is in place before [`commit`].
     pub fn file(&mut self, path: &Path, contents: &[u8], mode: u32) -> Result<(), SinkError> {
         let mut staged = Staged::write(self.temp_dir.as_deref(), path, contents, mode)?;
-        staged.file = None;
+        // Its device, read from the open file, tells the commit which file system to sync
+        // without a `stat` of each directory there.
+        let dev = match staged.file.take().map(|f| f.metadata()) {
+            Some(Ok(meta)) => meta.dev(),
+            Some(Err(e)) => return Err(staged.failed(e)),
+            None => return Ok(()),
+        };
+        if !self.systems.iter().any(|(d, _)| *d == dev) {
+            self.systems.push((dev, parent(&staged.tmp)));
+        }
         self.files.push(staged);
         Ok(())
-    }
-
-    /// The directory whose file system this replacement's files are on.
-    fn dir(&self) -> Option<PathBuf> {
-        match &self.temp_dir {
-            Some(d) => Some(d.clone()),
-            None => self.files.first().map(|f| parent(&f.dest)),
-        }
     }
 
     /// Step 3 for this replacement: rename its files in order, stopping at a failure.
@@ -145,9 +148,15 @@ impl<T> Committer<T> {
         // A replacement whose directory cannot be opened cannot be synced: never renamed.
         let ready: Vec<(T, Result<Replacement, SinkError>)> = group
             .into_iter()
-            .map(|(tag, r)| match r.dir().map(|dir| self.systems.add(dir)) {
-                Some(Err(e)) => (tag, Err(r.unopened(e))),
-                _ => (tag, Ok(r)),
+            .map(|(tag, r)| {
+                let added = r
+                    .systems
+                    .iter()
+                    .try_for_each(|(dev, dir)| self.systems.add(*dev, dir));
+                match added {
+                    Ok(()) => (tag, Ok(r)),
+                    Err(e) => (tag, Err(r.unopened(e))),
+                }
             })
             .collect();
         let synced = self.systems.sync();
@@ -215,27 +224,22 @@ impl<T> Committer<T> {
 /// One open directory on each file system that a commit writes to.
 #[derive(Default)]
 struct FileSystems {
-    open: Vec<(PathBuf, std::fs::File)>,
-    dirs: HashSet<PathBuf>,
-    devices: HashSet<u64>,
+    open: Vec<(u64, PathBuf, std::fs::File)>,
 }
 
 impl FileSystems {
-    /// Note `dir`'s file system, opening the directory the first time it is seen.
-    fn add(&mut self, dir: PathBuf) -> std::io::Result<()> {
-        if self.dirs.contains(&dir) {
+    /// Note the file system of device `dev`, opening `dir` on it the first time it is seen.
+    fn add(&mut self, dev: u64, dir: &Path) -> std::io::Result<()> {
+        if self.open.iter().any(|(d, ..)| *d == dev) {
             return Ok(());
         }
-        let file = std::fs::File::open(&dir)?;
-        if self.devices.insert(file.metadata()?.dev()) {
-            self.open.push((dir.clone(), file));
-        }
-        self.dirs.insert(dir);
+        let file = std::fs::File::open(dir)?;
+        self.open.push((dev, dir.to_path_buf(), file));
         Ok(())
     }
 
     fn sync(&self) -> Result<(), (PathBuf, std::io::Error)> {
-        for (dir, file) in &self.open {
+        for (_, dir, file) in &self.open {
             // SAFETY: `file` is an open descriptor for the whole call; syncfs only reads it.
             if unsafe { libc::syncfs(file.as_raw_fd()) } != 0 {
                 return Err((dir.clone(), std::io::Error::last_os_error()));

@@ -112,16 +112,12 @@ impl Credmon {
         }
         // `.use` before `.top`, as upstream: a job never sees a token older than its `.top`.
         // Staged off the async thread; placed with the pass's other files in one commit.
-        let cred_dir = self.dir().to_path_buf();
         let use_path = dir.join(format!("{token}.use"));
         let staged = tokio::task::spawn_blocking(move || {
-            credkeeper_sink::condor::stage_cred_files(
-                &cred_dir,
-                &[
-                    (&use_path, &Value::Object(response).to_string()),
-                    (&top_path, &Value::Object(top).to_string()),
-                ],
-            )
+            credkeeper_sink::condor::stage_cred_files(&[
+                (&use_path, &Value::Object(response).to_string()),
+                (&top_path, &Value::Object(top).to_string()),
+            ])
         })
         .await;
         let written = match staged {

@@ -138,6 +138,10 @@ impl Credmon {
             names.push(e.file_name().to_string_lossy().into_owned());
         }
         for name in &names {
+            if credkeeper_sink::file::temp_file_owner(name).is_some() {
+                remove_if_left_by_a_crash(&dir.join(name), name);
+                continue;
+            }
             if let Some(token) = name.strip_suffix(".meta") {
                 if !safe_name(token) {
                     tracing::warn!("skipping {}/{name}: not a valid token name", dir.display());
@@ -313,9 +317,9 @@ impl Credmon {
     }
 }
 
-/// Credential files are staged in the directory's root ([`credkeeper_sink::condor`]); one
-/// whose process is gone was left by a crash before its rename, and may hold a refresh
-/// token that nothing will ever place.
+/// Credential files are staged beside themselves, in the user's directory (a temporary
+/// file in the root is an older credkeeper's); one whose process is gone was left by a
+/// crash before its rename, and may hold a refresh token that nothing will ever place.
 fn remove_if_left_by_a_crash(path: &Path, name: &str) {
     let Some(pid) = credkeeper_sink::file::temp_file_owner(name) else {
         return;

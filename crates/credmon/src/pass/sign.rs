@@ -91,8 +91,7 @@ impl Credmon {
             format!("{}\n", jwt.expose())
         };
         let use_path = dir.join(format!("{token}.use"));
-        let files =
-            credkeeper_sink::condor::stage_cred_files(self.dir(), &[(&use_path, &contents)])?;
+        let files = credkeeper_sink::condor::stage_cred_files(&[(&use_path, &contents)])?;
         Ok((files, expires))
     }
 }

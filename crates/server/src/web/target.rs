@@ -248,7 +248,6 @@ impl Target<'_> {
                 // `.use`, `.top`, `.meta`, in upstream's order.
                 for (ext, value) in [("use", used), ("top", top), ("meta", meta)] {
                     write_cred_file(
-                        cred_dir,
                         &user_dir.join(format!("{name}.{ext}")),
                         &Value::Object(value).to_string(),
                     )?;

@@ -41,23 +41,18 @@ pub fn shape_use(
 /// The mode upstream gives credential files.
 const CRED_FILE_MODE: u32 = 0o400;
 
-/// Write a credential file as upstream does: a temporary file in the credential
-/// directory's root, mode 0400, renamed into place.
-pub fn write_cred_file(
-    cred_dir: &Path,
-    path: &Path,
-    contents: &str,
-) -> Result<(), crate::SinkError> {
-    crate::write_atomic_via(Some(cred_dir), path, contents.as_bytes(), CRED_FILE_MODE)
+/// Write a credential file as upstream's web app does: a temporary file beside it in the
+/// user's directory, mode 0400, renamed into place.
+pub fn write_cred_file(path: &Path, contents: &str) -> Result<(), crate::SinkError> {
+    crate::write_atomic_via(None, path, contents.as_bytes(), CRED_FILE_MODE)
 }
 
-/// Stage credential files, in order, as [`write_cred_file`] writes one, for a
-/// [`batch::commit`](crate::batch::commit) to place.
-pub fn stage_cred_files(
-    cred_dir: &Path,
-    files: &[(&Path, &str)],
-) -> Result<Replacement, crate::SinkError> {
-    let mut staged = Replacement::new(Some(cred_dir));
+/// Stage credential files, in order, mode 0400, for a [`batch`](crate::batch) commit to
+/// place. Each temporary file is beside its file in the user's directory, as upstream's
+/// web app writes them: renamed within one directory, many files at once share no lock
+/// (from the directory root, each rename would hold the root's as well).
+pub fn stage_cred_files(files: &[(&Path, &str)]) -> Result<Replacement, crate::SinkError> {
+    let mut staged = Replacement::new(None);
     for (path, contents) in files {
         staged.file(path, contents.as_bytes(), CRED_FILE_MODE)?;
     }
