@@ -4,8 +4,8 @@
 //!
 //! A [`Replacement`] is one or more files that go together, in order (a credential's
 //! `.use`, then its `.top`). [`commit`] places many replacements:
-//! 1. each new content is already in its temporary file ([`Replacement::file`] wrote it
-//!    and closed it, without a sync);
+//! 1. each new content is already in its temporary file beside its file
+//!    ([`Replacement::file`] wrote it and closed it, without a sync);
 //! 2. one `syncfs` per file system makes all those contents durable;
 //! 3. the renames, each replacement's in the order staged (a large group's replacements
 //!    on a few threads). A replacement whose rename fails stops there: its later files
@@ -29,42 +29,44 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// Files to replace together, in the order given; staged now, placed by [`commit`].
-/// Dropped without being committed, its temporary files are removed.
+/// Files to replace together, in the order given; staged now, placed by [`commit`]. Each
+/// temporary file is beside its file. Dropped without being committed, its temporary files
+/// are removed.
+#[derive(Default)]
 pub struct Replacement {
-    temp_dir: Option<PathBuf>,
     files: Vec<Staged>,
     /// The file system of each temporary file, once each: its device and a directory on it.
     systems: Vec<(u64, PathBuf)>,
 }
 
 impl Replacement {
-    /// Temporary files go to `temp_dir` (on the same file system as the files replaced),
-    /// or beside each file when `None`.
-    pub fn new(temp_dir: Option<&Path>) -> Replacement {
-        Replacement {
-            temp_dir: temp_dir.map(Path::to_path_buf),
-            files: Vec::new(),
-            systems: Vec::new(),
-        }
+    pub fn new() -> Replacement {
+        Replacement::default()
     }
 
     /// Stage `path`'s new `contents` with exactly `mode`: written to a temporary file and
     /// closed. Nothing is in place before [`commit`].
     pub fn file(&mut self, path: &Path, contents: &[u8], mode: u32) -> Result<(), SinkError> {
-        let mut staged = Staged::write(self.temp_dir.as_deref(), path, contents, mode)?;
+        let (staged, file) = Staged::write(path, contents, mode)?;
         // Its device, read from the open file, tells the commit which file system to sync
         // without a `stat` of each directory there.
-        let dev = match staged.file.take().map(|f| f.metadata()) {
-            Some(Ok(meta)) => meta.dev(),
-            Some(Err(e)) => return Err(staged.failed(e)),
-            None => return Ok(()),
+        let dev = match file.metadata() {
+            Ok(meta) => meta.dev(),
+            Err(e) => return Err(staged.failed(e)),
         };
         if !self.systems.iter().any(|(d, _)| *d == dev) {
             self.systems.push((dev, parent(&staged.tmp)));
         }
         self.files.push(staged);
         Ok(())
+    }
+
+    /// The first file this replacement places: the one its errors name.
+    fn first(&self) -> PathBuf {
+        self.files
+            .first()
+            .map(|f| f.dest.clone())
+            .unwrap_or_default()
     }
 
     /// Step 3 for this replacement: rename its files in order, stopping at a failure.
@@ -76,28 +78,15 @@ impl Replacement {
         }
         Ok(())
     }
+}
 
-    /// The error this replacement reports when its directory could not be opened.
-    fn unopened(self, error: std::io::Error) -> SinkError {
-        let first = self
-            .files
-            .first()
-            .map(|f| f.dest.clone())
-            .unwrap_or_default();
-        explain(&first, error)
-    }
-
-    /// The error this replacement reports when a sync of its file system failed.
-    fn unsynced(&self, dir: &Path, error: &std::io::Error) -> SinkError {
-        SinkError::Sync {
-            path: self
-                .files
-                .first()
-                .map(|f| f.dest.clone())
-                .unwrap_or_default(),
-            dir: dir.to_path_buf(),
-            source: copy_io(error),
-        }
+/// The error of a replacement whose first file is `path` when syncing the file system of
+/// `dir` failed.
+fn unsynced(path: PathBuf, dir: &Path, error: &std::io::Error) -> SinkError {
+    SinkError::Sync {
+        path,
+        dir: dir.to_path_buf(),
+        source: copy_io(error),
     }
 }
 
@@ -123,7 +112,7 @@ pub fn commit(replacements: Vec<Replacement>) -> Vec<Result<(), SinkError>> {
 pub struct Committer<T> {
     systems: FileSystems,
     /// Renamed, not yet known to be durable: the tag, the first file, the rename's result.
-    renamed: Vec<(T, Option<PathBuf>, Result<(), SinkError>)>,
+    renamed: Vec<(T, PathBuf, Result<(), SinkError>)>,
 }
 
 impl<T> Default for Committer<T> {
@@ -155,7 +144,7 @@ impl<T: Send> Committer<T> {
                     .try_for_each(|(dev, dir)| self.systems.add(*dev, dir));
                 match added {
                     Ok(()) => (tag, Ok(r)),
-                    Err(e) => (tag, Err(r.unopened(e))),
+                    Err(e) => (tag, Err(explain(&r.first(), e))),
                 }
             })
             .collect();
@@ -171,8 +160,8 @@ impl<T: Send> Committer<T> {
                 self.renamed = ready
                     .into_iter()
                     .map(|(tag, r)| {
-                        let result = r.and_then(|r| Err(r.unsynced(&dir, &e)));
-                        (tag, None, result)
+                        let result = r.and_then(|r| Err(unsynced(r.first(), &dir, &e)));
+                        (tag, PathBuf::new(), result)
                     })
                     .collect();
             }
@@ -198,14 +187,7 @@ impl<T: Send> Committer<T> {
         std::mem::take(&mut self.renamed)
             .into_iter()
             .map(|(tag, first, result)| match (synced, result) {
-                (Err((dir, e)), Ok(())) => {
-                    let error = SinkError::Sync {
-                        path: first.unwrap_or_default(),
-                        dir: dir.clone(),
-                        source: copy_io(e),
-                    };
-                    (tag, Err(error))
-                }
+                (Err((dir, e)), Ok(())) => (tag, Err(unsynced(first, dir, e))),
                 (_, result) => (tag, result),
             })
             .collect()
@@ -224,13 +206,10 @@ const RENAMES_PER_THREAD: usize = 64;
 /// [`RENAME_THREADS`] threads; the results in the group's order.
 fn place_all<T: Send>(
     ready: Vec<(T, Result<Replacement, SinkError>)>,
-) -> Vec<(T, Option<PathBuf>, Result<(), SinkError>)> {
+) -> Vec<(T, PathBuf, Result<(), SinkError>)> {
     let place = |(tag, r): (T, Result<Replacement, SinkError>)| match r {
-        Ok(r) => {
-            let first = r.files.first().map(|f| f.dest.clone());
-            (tag, first, r.place())
-        }
-        Err(e) => (tag, None, Err(e)),
+        Ok(r) => (tag, r.first(), r.place()),
+        Err(e) => (tag, PathBuf::new(), Err(e)),
     };
     let threads = RENAME_THREADS.min(ready.len() / RENAMES_PER_THREAD);
     if threads <= 1 {
@@ -314,15 +293,13 @@ mod tests {
     #[test]
     fn staged_files_change_nothing_until_the_commit_places_them_all() {
         let root = tempfile::tempdir().unwrap();
-        let staging = root.path().join("staging");
-        std::fs::create_dir(&staging).unwrap();
         let mut batch = Vec::new();
         for user in ["alice", "bob"] {
             let dir = root.path().join(user);
             std::fs::create_dir(&dir).unwrap();
             std::fs::write(dir.join("box.use"), "old use").unwrap();
             std::fs::write(dir.join("box.top"), "old top").unwrap();
-            let mut r = Replacement::new(Some(&staging));
+            let mut r = Replacement::new();
             r.file(
                 &dir.join("box.use"),
                 format!("{user} use").as_bytes(),
@@ -337,15 +314,13 @@ mod tests {
             .unwrap();
             batch.push(r);
         }
-        // Staged: the old files are untouched and the users' directories hold no
-        // temporary names.
+        // Staged: the old files are untouched, their temporaries beside them.
         let alice = root.path().join("alice");
         assert_eq!(
             std::fs::read_to_string(alice.join("box.top")).unwrap(),
             "old top"
         );
-        assert_eq!(names(&alice), ["box.top", "box.use"]);
-        assert_eq!(names(&staging).len(), 4);
+        assert_eq!(names(&alice).len(), 4);
 
         let results = commit(batch);
         assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -360,8 +335,12 @@ mod tests {
                 format!("{user} top")
             );
             assert_eq!(mode(&dir.join("box.top")), 0o400);
+            assert_eq!(
+                names(&dir),
+                ["box.top", "box.use"],
+                "no temporary file is left"
+            );
         }
-        assert!(names(&staging).is_empty(), "no temporary file is left");
     }
 
     #[test]
@@ -374,10 +353,10 @@ mod tests {
             std::fs::write(d.join("a.use"), "old").unwrap();
             std::fs::write(d.join("a.top"), "old").unwrap();
         }
-        let mut first = Replacement::new(None);
+        let mut first = Replacement::new();
         first.file(&bad.join("a.use"), b"new", 0o600).unwrap();
         first.file(&bad.join("a.top"), b"new", 0o600).unwrap();
-        let mut second = Replacement::new(None);
+        let mut second = Replacement::new();
         second.file(&good.join("a.use"), b"new", 0o600).unwrap();
         second.file(&good.join("a.top"), b"new", 0o600).unwrap();
         // `bad/a.use` becomes a non-empty directory: a file cannot be renamed over it.
@@ -405,7 +384,7 @@ mod tests {
         for i in 0..count {
             let dir = root.path().join(format!("u{i}"));
             std::fs::create_dir(&dir).unwrap();
-            let mut r = Replacement::new(None);
+            let mut r = Replacement::new();
             r.file(&dir.join("f"), format!("{i}").as_bytes(), 0o600)
                 .unwrap();
             batch.push(r);
@@ -438,7 +417,7 @@ mod tests {
     fn a_committer_answers_each_group_after_the_sync_that_follows_its_renames() {
         let root = tempfile::tempdir().unwrap();
         let stage = |name: &str| {
-            let mut r = Replacement::new(None);
+            let mut r = Replacement::new();
             r.file(&root.path().join(name), name.as_bytes(), 0o600)
                 .unwrap();
             r
@@ -465,7 +444,7 @@ mod tests {
     fn a_replacement_dropped_uncommitted_leaves_nothing_behind() {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("f"), "old").unwrap();
-        let mut r = Replacement::new(None);
+        let mut r = Replacement::new();
         r.file(&root.path().join("f"), b"new", 0o600).unwrap();
         assert_eq!(names(root.path()).len(), 2);
         drop(r);
@@ -479,7 +458,7 @@ mod tests {
     #[test]
     fn staging_into_a_missing_directory_is_refused_at_once() {
         let root = tempfile::tempdir().unwrap();
-        let mut r = Replacement::new(None);
+        let mut r = Replacement::new();
         let err = r
             .file(&root.path().join("nope/f"), b"x", 0o600)
             .unwrap_err();
@@ -493,19 +472,17 @@ mod tests {
     #[test]
     fn a_directory_removed_before_the_commit_is_named_and_its_temporary_goes() {
         let root = tempfile::tempdir().unwrap();
-        let staging = root.path().join("staging");
         let user = root.path().join("alice");
-        std::fs::create_dir(&staging).unwrap();
         std::fs::create_dir(&user).unwrap();
-        let mut r = Replacement::new(Some(&staging));
+        let mut r = Replacement::new();
         r.file(&user.join("box.use"), b"new", 0o400).unwrap();
-        std::fs::remove_dir(&user).unwrap();
+        std::fs::remove_dir_all(&user).unwrap();
         let results = commit(vec![r]);
         let err = results[0].as_ref().unwrap_err();
         assert!(
             matches!(err, SinkError::DirMissing(d) if d == &user),
             "{err}"
         );
-        assert!(names(&staging).is_empty());
+        assert!(names(root.path()).is_empty(), "nothing made again");
     }
 }

@@ -90,35 +90,21 @@ fn zeroize_vec(v: &mut [u8]) {
 
 /// Replace `path` with `contents` so that readers never see anything in between.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), SinkError> {
-    write_atomic_via(None, path, contents, mode)
+    let (staged, file) = Staged::write(path, contents, mode)?;
+    let finish = || -> std::io::Result<()> {
+        file.sync_all()?;
+        std::fs::rename(&staged.tmp, &staged.dest)?;
+        // Make the rename itself durable.
+        std::fs::File::open(parent(&staged.dest))?.sync_all()
+    };
+    let result = finish();
+    staged.settle(result)
 }
 
 /// [`write_atomic`] with mode 0600 (exactly: the umask does not narrow it): a file only its
 /// owner reads, such as what a task's run gets in its private directory.
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), SinkError> {
     write_atomic(path, contents, 0o600)
-}
-
-/// [`write_atomic`] with the temporary file in `temp_dir` (on the same file system)
-/// instead of beside `path` — the HTCondor credmon convention, so that readers of a
-/// user's directory never see temporary names.
-pub fn write_atomic_via(
-    temp_dir: Option<&Path>,
-    path: &Path,
-    contents: &[u8],
-    mode: u32,
-) -> Result<(), SinkError> {
-    let mut staged = Staged::write(temp_dir, path, contents, mode)?;
-    let finish = |staged: &mut Staged| -> std::io::Result<()> {
-        if let Some(file) = staged.file.take() {
-            file.sync_all()?;
-        }
-        std::fs::rename(&staged.tmp, &staged.dest)?;
-        // Make the rename itself durable.
-        std::fs::File::open(parent(&staged.dest))?.sync_all()
-    };
-    let result = finish(&mut staged);
-    staged.settle(result)
 }
 
 pub(crate) fn parent(path: &Path) -> PathBuf {
@@ -152,25 +138,17 @@ pub(crate) fn explain(path: &Path, source: std::io::Error) -> SinkError {
 pub(crate) struct Staged {
     pub(crate) tmp: PathBuf,
     pub(crate) dest: PathBuf,
-    /// Kept open while a sync of this one file may follow: that needs no second open. A
-    /// batch closes it at once (a batch of thousands would otherwise run out of
-    /// descriptors) and syncs the whole file system instead.
-    pub(crate) file: Option<std::fs::File>,
 }
 
 impl Staged {
-    /// Write `contents` with exactly `mode` to a temporary file in `temp_dir` (default:
-    /// beside `path`).
+    /// Write `contents` with exactly `mode` to a temporary file beside `path`; the file is
+    /// returned still open, for a sync of it or a look at its metadata.
     pub(crate) fn write(
-        temp_dir: Option<&Path>,
         path: &Path,
         contents: &[u8],
         mode: u32,
-    ) -> Result<Staged, SinkError> {
-        let tmp = match temp_dir {
-            Some(t) => t.join(temp_path_beside(path).file_name().unwrap_or_default()),
-            None => temp_path_beside(path),
-        };
+    ) -> Result<(Staged, std::fs::File), SinkError> {
+        let tmp = temp_path_beside(path);
         let opened = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -178,19 +156,16 @@ impl Staged {
             .open(&tmp);
         let mut file = opened.map_err(|source| explain(path, source))?;
         // From here on a failure removes the temporary file (Staged's drop).
-        let write = |f: &mut std::fs::File| -> std::io::Result<()> {
-            // The umask may have narrowed the mode; make it exactly what was asked.
-            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-            f.write_all(contents)
-        };
-        let written = write(&mut file);
         let staged = Staged {
             tmp,
             dest: path.to_path_buf(),
-            file: Some(file),
         };
+        // The umask may have narrowed the mode; make it exactly what was asked.
+        let written = file
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .and_then(|()| file.write_all(contents));
         match written {
-            Ok(()) => Ok(staged),
+            Ok(()) => Ok((staged, file)),
             Err(source) => Err(staged.failed(source)),
         }
     }

@@ -26,7 +26,7 @@ pub mod file;
 pub mod perm;
 
 pub use discovery::{TokenLocation, default_path, discover, uid};
-pub use file::{SinkError, read, write_atomic, write_atomic_via, write_private, write_token};
+pub use file::{SinkError, read, write_atomic, write_private, write_token};
 
 use credkeeper_core::Secret;
 use std::fmt;

@@ -55,7 +55,9 @@ impl Credmon {
                 continue;
             }
             if ft.is_file() {
-                remove_if_left_by_a_crash(&entry.path(), &name);
+                if let Some(pid) = credkeeper_sink::file::temp_file_owner(&name) {
+                    remove_if_left_by_a_crash(&entry.path(), pid);
+                }
                 continue;
             }
             if !ft.is_dir() {
@@ -138,8 +140,8 @@ impl Credmon {
             names.push(e.file_name().to_string_lossy().into_owned());
         }
         for name in &names {
-            if credkeeper_sink::file::temp_file_owner(name).is_some() {
-                remove_if_left_by_a_crash(&dir.join(name), name);
+            if let Some(pid) = credkeeper_sink::file::temp_file_owner(name) {
+                remove_if_left_by_a_crash(&dir.join(name), pid);
                 continue;
             }
             if let Some(token) = name.strip_suffix(".meta") {
@@ -320,10 +322,7 @@ impl Credmon {
 /// Credential files are staged beside themselves, in the user's directory (a temporary
 /// file in the root is an older credkeeper's); one whose process is gone was left by a
 /// crash before its rename, and may hold a refresh token that nothing will ever place.
-fn remove_if_left_by_a_crash(path: &Path, name: &str) {
-    let Some(pid) = credkeeper_sink::file::temp_file_owner(name) else {
-        return;
-    };
+fn remove_if_left_by_a_crash(path: &Path, pid: u32) {
     if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
         return;
     }

@@ -44,7 +44,7 @@ const CRED_FILE_MODE: u32 = 0o400;
 /// Write a credential file as upstream's web app does: a temporary file beside it in the
 /// user's directory, mode 0400, renamed into place.
 pub fn write_cred_file(path: &Path, contents: &str) -> Result<(), crate::SinkError> {
-    crate::write_atomic_via(None, path, contents.as_bytes(), CRED_FILE_MODE)
+    crate::write_atomic(path, contents.as_bytes(), CRED_FILE_MODE)
 }
 
 /// Stage credential files, in order, mode 0400, for a [`batch`](crate::batch) commit to
@@ -52,7 +52,7 @@ pub fn write_cred_file(path: &Path, contents: &str) -> Result<(), crate::SinkErr
 /// web app writes them: renamed within one directory, many files at once share no lock
 /// (from the directory root, each rename would hold the root's as well).
 pub fn stage_cred_files(files: &[(&Path, &str)]) -> Result<Replacement, crate::SinkError> {
-    let mut staged = Replacement::new(None);
+    let mut staged = Replacement::new();
     for (path, contents) in files {
         staged.file(path, contents.as_bytes(), CRED_FILE_MODE)?;
     }
