@@ -111,19 +111,16 @@ impl Credmon {
             top.insert("refresh_token".into(), json!(rt));
         }
         // `.use` before `.top`, as upstream: a job never sees a token older than its `.top`.
-        // Staged off the async thread; placed with the pass's other files in one commit.
+        // Staged on this thread: a write into the page cache costs less than a hand-off
+        // to a blocking thread and back. Placed with the pass's other files in one commit.
         let use_path = dir.join(format!("{token}.use"));
-        let staged = tokio::task::spawn_blocking(move || {
-            credkeeper_sink::condor::stage_cred_files(&[
-                (&use_path, &Value::Object(response).to_string()),
-                (&top_path, &Value::Object(top).to_string()),
-            ])
-        })
-        .await;
+        let staged = credkeeper_sink::condor::stage_cred_files(&[
+            (&use_path, &Value::Object(response).to_string()),
+            (&top_path, &Value::Object(top).to_string()),
+        ]);
         let written = match staged {
-            Ok(Ok(files)) => commits.place(files, permit).await,
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(PassError::Uncommitted),
+            Ok(files) => commits.place(files, permit).await,
+            Err(e) => Err(e.into()),
         };
         if let Err(e) = written {
             return self.fail(user, token, Kind::OAuth, e);

@@ -35,13 +35,11 @@ impl Credmon {
         permit: Option<OwnedSemaphorePermit>,
         commits: &Commits,
     ) -> Outcome {
-        let me = self.clone();
-        let (u, t) = (user.clone(), token.clone());
-        let staged = tokio::task::spawn_blocking(move || me.stage_signed(&u, &t, index)).await;
-        let signed = match staged {
-            Ok(Ok((files, expires))) => commits.place(files, permit).await.map(|()| expires),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(PassError::Uncommitted),
+        // Signed and staged on this thread, as a refresh stages: both cost less than a
+        // hand-off to a blocking thread and back.
+        let signed = match self.stage_signed(&user, &token, index) {
+            Ok((files, expires)) => commits.place(files, permit).await.map(|()| expires),
+            Err(e) => Err(e),
         };
         let expires = match signed {
             Ok(e) => e,
