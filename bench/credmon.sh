@@ -384,9 +384,7 @@ for N in $SIZES; do
   check_dir "credkeeper after the idle passes" "$D" "$N" "$L"
   printf '%s\t%s\tcredkeeper\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n' "$N" "$L" "$ck_pass" "$ck_pass_wall" \
     "$ck_pass_rss" "$ck_idle" "$ck_idle_wall" "$ck_idle_rss" "$ck_warm" "$ck_daemon_rss" >>"$RESULTS"
-  # Nothing is removed until the end: on ext4 without a journal a new inode is placed past
-  # every inode freed in the last minute (five while its table block is dirty), so a copy
-  # removed here would slow whichever side runs next.
+  # Nothing is removed until the end (see settle_inodes).
 
   # --- upstream -------------------------------------------------------------------------
   if [ "$UPSTREAM" = 1 ] && [ "$N" -le "$UP_MAX" ]; then

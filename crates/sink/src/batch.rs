@@ -111,8 +111,9 @@ pub fn commit(replacements: Vec<Replacement>) -> Vec<Result<(), SinkError>> {
 /// [`finish`](Committer::finish).
 pub struct Committer<T> {
     systems: FileSystems,
-    /// Renamed, not yet known to be durable: the tag, the first file, the rename's result.
-    renamed: Vec<(T, PathBuf, Result<(), SinkError>)>,
+    /// Renamed, not yet known to be durable: the tag, and the first file (named should
+    /// the next sync fail) or why the replacement failed.
+    renamed: Vec<(T, Result<PathBuf, SinkError>)>,
 }
 
 impl<T> Default for Committer<T> {
@@ -159,9 +160,9 @@ impl<T: Send> Committer<T> {
             Err((dir, e)) => {
                 self.renamed = ready
                     .into_iter()
-                    .map(|(tag, r)| {
-                        let result = r.and_then(|r| Err(unsynced(r.first(), &dir, &e)));
-                        (tag, PathBuf::new(), result)
+                    .map(|(tag, r)| match r {
+                        Ok(r) => (tag, Err(unsynced(r.first(), &dir, &e))),
+                        Err(failed) => (tag, Err(failed)),
                     })
                     .collect();
             }
@@ -186,9 +187,9 @@ impl<T: Send> Committer<T> {
     ) -> Vec<(T, Result<(), SinkError>)> {
         std::mem::take(&mut self.renamed)
             .into_iter()
-            .map(|(tag, first, result)| match (synced, result) {
-                (Err((dir, e)), Ok(())) => (tag, Err(unsynced(first, dir, e))),
-                (_, result) => (tag, result),
+            .map(|(tag, renamed)| match (synced, renamed) {
+                (Err((dir, e)), Ok(first)) => (tag, Err(unsynced(first, dir, e))),
+                (_, renamed) => (tag, renamed.map(drop)),
             })
             .collect()
     }
@@ -206,10 +207,13 @@ const RENAMES_PER_THREAD: usize = 64;
 /// [`RENAME_THREADS`] threads; the results in the group's order.
 fn place_all<T: Send>(
     ready: Vec<(T, Result<Replacement, SinkError>)>,
-) -> Vec<(T, PathBuf, Result<(), SinkError>)> {
-    let place = |(tag, r): (T, Result<Replacement, SinkError>)| match r {
-        Ok(r) => (tag, r.first(), r.place()),
-        Err(e) => (tag, PathBuf::new(), Err(e)),
+) -> Vec<(T, Result<PathBuf, SinkError>)> {
+    let place = |(tag, r): (T, Result<Replacement, SinkError>)| {
+        let placed = r.and_then(|r| {
+            let first = r.first();
+            r.place().map(|()| first)
+        });
+        (tag, placed)
     };
     let threads = RENAME_THREADS.min(ready.len() / RENAMES_PER_THREAD);
     if threads <= 1 {

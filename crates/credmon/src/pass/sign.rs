@@ -28,7 +28,7 @@ impl Credmon {
     /// Sign a local token for `user` with the claims upstream's local mode uses, and
     /// place its `.use` with the pass's other files. `permit` is held while signing.
     pub(super) async fn sign(
-        self: Arc<Self>,
+        &self,
         user: String,
         token: String,
         index: usize,
