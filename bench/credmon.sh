@@ -7,7 +7,8 @@
 # bench/credmon/make_dir.py: N OAuth users (`box.top/.use/.meta`, mode 0400), half of them due
 # (`.use` with expires_in 0), half idle (a fresh `.use`, expires_in 3600), plus N/10 local-mode
 # users (`scitokens.top`, no `.use` yet). Then, for each side, on its own `cp -a` copy made
-# just before it runs (cp sets new ctimes, so both start the same 1800 s idle window):
+# just before it runs (cp sets new ctimes, so both start the same 1800 s idle window), read
+# back into the page cache right before its pass 1 (warm_copy):
 #
 #   pass 1    one pass: refresh the N/2 due users at bench/credmon/token_server.js (node, on
 #             127.0.0.1, answers every refresh at once; warmed first with 20,000 grants by
@@ -243,6 +244,16 @@ settle_inodes() {
     sleep "$wait"
   fi
 }
+# warm_copy DIR: read every file of DIR, so that a pass starts with its copy in the page
+# cache, as right after its `cp`. A host may page out page cache unused for a while: this VM
+# runs DAMON's `pageout` on memory idle for 60 s (/sys/kernel/mm/damon), the wait of
+# settle_inodes. Without this, a pass would read most of its files from the disk.
+warm_copy() {
+  local t0
+  t0=$(date +%s%N)
+  find "$1" -type f -print0 | xargs -0 -r cat >/dev/null
+  log "page cache: $1 read back in $((($(date +%s%N) - t0) / 1000000)) ms"
+}
 MACHINE="$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); work directory on $(describe_fs "$WORK") ($WORK)"
 log "machine: $MACHINE; load average $(cut -d ' ' -f 1-3 /proc/loadavg)"
 
@@ -268,7 +279,7 @@ log "token server warmed with 20,000 grants"
 
 # --- measuring ------------------------------------------------------------------------------
 # measure NAME TIMEOUT CMD...: run CMD under /usr/bin/time -v (stdout NAME.out, stderr
-# NAME.err); sets WALL_MS, RSS_KB, RC.
+# NAME.err); sets WALL_MS, RSS_KB, FS_IN (512-byte blocks read from a disk), RC.
 measure() {
   local name=$1 limit=$2 t0 t1
   shift 2
@@ -280,6 +291,8 @@ measure() {
   WALL_MS=$(((t1 - t0) / 1000000))
   RSS_KB=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$WORK/$name.time")
   RSS_KB=${RSS_KB:-0}
+  FS_IN=$(sed -n 's/.*File system inputs: //p' "$WORK/$name.time")
+  FS_IN=${FS_IN:-0}
 }
 
 # ck_env DIR: CK_ENV = the `env …` prefix that runs credkeeper on DIR (HTCondor knobs as
@@ -336,12 +349,13 @@ for N in $SIZES; do
   g0=$(grants)
   ck_env "$D"
   settle_inodes
+  warm_copy "$D"
   measure "ck-$N-pass" 3600 "${CK_ENV[@]}" "$CK" --insecure-loopback credmon --once -v
   LAST_FREES=$(date +%s)
   [ "$RC" -eq 0 ] || { tail -n 20 "$WORK/ck-$N-pass.err" >&2; die "credkeeper pass 1 exited $RC"; }
   ck_pass=$(ck_pass_ms "$WORK/ck-$N-pass.err")
   ck_pass_wall=$WALL_MS ck_pass_rss=$RSS_KB
-  log "credkeeper pass 1: $(ck_report "$WORK/ck-$N-pass.err"); wall $WALL_MS ms, max RSS $RSS_KB kB"
+  log "credkeeper pass 1: $(ck_report "$WORK/ck-$N-pass.err"); wall $WALL_MS ms, max RSS $RSS_KB kB, $FS_IN blocks read"
   expect_grants "credkeeper pass 1" "$g0" "$DUE"
   check_dir "credkeeper pass 1" "$D" "$N" "$L"
 
@@ -393,6 +407,7 @@ for N in $SIZES; do
     sync
     g0=$(grants)
     settle_inodes
+    warm_copy "$D"
     measure "up-$N-pass" "$UP_TIMEOUT" env CONDOR_CONFIG="$WORK/condor_config" OAUTHLIB_INSECURE_TRANSPORT=1 \
       "$VPY" "$HELPERS/one_pass.py" "$UP_SRC" "$D" "$WORK/up-$N.log"
     LAST_FREES=$(date +%s)
@@ -407,7 +422,7 @@ for N in $SIZES; do
     fi
     [ "$RC" -eq 0 ] || { tail -n 20 "$WORK/up-$N-pass.err" >&2; die "upstream pass 1 exited $RC"; }
     up_pass=$(json_get pass_ms <"$WORK/up-$N-pass.out")
-    log "upstream pass 1: $up_pass ms in the pass; wall $WALL_MS ms, max RSS $RSS_KB kB"
+    log "upstream pass 1: $up_pass ms in the pass; wall $WALL_MS ms, max RSS $RSS_KB kB, $FS_IN blocks read"
     expect_grants "upstream pass 1" "$g0" "$DUE"
     check_dir "upstream pass 1" "$D" "$N" "$L"
 

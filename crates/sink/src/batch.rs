@@ -47,13 +47,10 @@ impl Replacement {
     /// Stage `path`'s new `contents` with exactly `mode`: written to a temporary file and
     /// closed. Nothing is in place before [`commit`].
     pub fn file(&mut self, path: &Path, contents: &[u8], mode: u32) -> Result<(), SinkError> {
-        let (staged, file) = Staged::write(path, contents, mode)?;
         // Its device, read from the open file, tells the commit which file system to sync
         // without a `stat` of each directory there.
-        let dev = match file.metadata() {
-            Ok(meta) => meta.dev(),
-            Err(e) => return Err(staged.failed(e)),
-        };
+        let (staged, _, meta) = Staged::write(path, contents, mode)?;
+        let dev = meta.dev();
         if !self.systems.iter().any(|(d, _)| *d == dev) {
             self.systems.push((dev, parent(&staged.tmp)));
         }

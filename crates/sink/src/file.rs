@@ -90,7 +90,7 @@ fn zeroize_vec(v: &mut [u8]) {
 
 /// Replace `path` with `contents` so that readers never see anything in between.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), SinkError> {
-    let (staged, file) = Staged::write(path, contents, mode)?;
+    let (staged, file, _) = Staged::write(path, contents, mode)?;
     let finish = || -> std::io::Result<()> {
         file.sync_all()?;
         std::fs::rename(&staged.tmp, &staged.dest)?;
@@ -142,12 +142,12 @@ pub(crate) struct Staged {
 
 impl Staged {
     /// Write `contents` with exactly `mode` to a temporary file beside `path`; the file is
-    /// returned still open, for a sync of it or a look at its metadata.
+    /// returned still open, for a sync of it, with its metadata as created.
     pub(crate) fn write(
         path: &Path,
         contents: &[u8],
         mode: u32,
-    ) -> Result<(Staged, std::fs::File), SinkError> {
+    ) -> Result<(Staged, std::fs::File, std::fs::Metadata), SinkError> {
         let tmp = temp_path_beside(path);
         let opened = std::fs::OpenOptions::new()
             .write(true)
@@ -160,12 +160,17 @@ impl Staged {
             tmp,
             dest: path.to_path_buf(),
         };
-        // The umask may have narrowed the mode; make it exactly what was asked.
-        let written = file
-            .set_permissions(std::fs::Permissions::from_mode(mode))
-            .and_then(|()| file.write_all(contents));
+        // The umask may have narrowed the mode; make it exactly what was asked. Looked at
+        // first: a `chmod` dirties the inode once more, a cost a pass pays per file.
+        let written = file.metadata().and_then(|meta| {
+            if meta.permissions().mode() & 0o7777 != mode {
+                file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            }
+            file.write_all(contents)?;
+            Ok(meta)
+        });
         match written {
-            Ok(()) => Ok((staged, file)),
+            Ok(meta) => Ok((staged, file, meta)),
             Err(source) => Err(staged.failed(source)),
         }
     }
@@ -218,6 +223,18 @@ mod tests {
             1,
             "no temp file left"
         );
+    }
+
+    #[test]
+    fn a_file_gets_exactly_the_mode_asked_whether_or_not_the_umask_narrows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // 0666 is narrowed by any usual umask (022, 077), 0400 by none of them.
+        for mode in [0o666, 0o640, 0o400] {
+            let path = dir.path().join(format!("f{mode:o}"));
+            write_atomic(&path, b"x", mode).unwrap();
+            let got = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(got, mode, "{mode:o}");
+        }
     }
 
     #[test]

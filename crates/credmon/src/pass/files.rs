@@ -64,10 +64,32 @@ fn read_checked(
         });
     }
     check(&meta)?;
-    // Sized from the metadata at hand: `File::read_to_end` would ask the kernel for the
-    // size again (a statx and an lseek on each of the pass's tens of thousands of reads).
-    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
-    (&f).take(u64::MAX).read_to_end(&mut bytes).map_err(io)?;
+    read_regular(&f, meta.len() as usize).map_err(io)
+}
+
+/// The contents of the regular file `f`, about `size` bytes long. Sized from metadata at
+/// hand: `File::read_to_end` would ask the kernel for the size again (a statx and an
+/// lseek), then read once more to see the end. A read of a regular file that comes back
+/// short has reached its end, so a file that did not grow takes one `read`.
+fn read_regular(mut f: &std::fs::File, size: usize) -> std::io::Result<Vec<u8>> {
+    let mut bytes = vec![0; size + 1];
+    let mut filled = 0;
+    loop {
+        match f.read(&mut bytes[filled..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                filled += n;
+                if filled < bytes.len() {
+                    break;
+                }
+                // It grew since its size was read: read on until the end.
+                bytes.resize(bytes.len() * 2, 0);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(filled);
     Ok(bytes)
 }
 
@@ -139,4 +161,24 @@ pub(super) fn fingerprint(path: &Path) -> Option<String> {
     std::fs::symlink_metadata(path)
         .ok()
         .map(|m| format!("{}:{}.{:09}", m.ino(), m.mtime(), m.mtime_nsec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_read_whole_whether_its_size_was_right_or_it_grew_or_shrank() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let contents: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &contents).unwrap();
+        for size in [contents.len(), 0, 1, 4095, contents.len() + 7] {
+            let f = std::fs::File::open(&path).unwrap();
+            assert_eq!(read_regular(&f, size).unwrap(), contents, "size {size}");
+        }
+        std::fs::write(&path, b"").unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        assert!(read_regular(&f, 0).unwrap().is_empty());
+    }
 }
