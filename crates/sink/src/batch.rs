@@ -26,7 +26,6 @@
 
 use crate::file::{SinkError, Staged, explain, parent};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Files to replace together, in the order given; staged now, placed by [`commit`]. Each
@@ -49,8 +48,8 @@ impl Replacement {
     pub fn file(&mut self, path: &Path, contents: &[u8], mode: u32) -> Result<(), SinkError> {
         // Its device, read from the open file, tells the commit which file system to sync
         // without a `stat` of each directory there.
-        let (staged, _, meta) = Staged::write(path, contents, mode)?;
-        let dev = meta.dev();
+        let (staged, _) = Staged::write(path, contents, mode)?;
+        let dev = staged.dev;
         if !self.systems.iter().any(|(d, _)| *d == dev) {
             self.systems.push((dev, parent(&staged.tmp)));
         }

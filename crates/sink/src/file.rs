@@ -4,7 +4,7 @@
 
 use credkeeper_core::Secret;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -90,7 +90,7 @@ fn zeroize_vec(v: &mut [u8]) {
 
 /// Replace `path` with `contents` so that readers never see anything in between.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), SinkError> {
-    let (staged, file, _) = Staged::write(path, contents, mode)?;
+    let (staged, file) = Staged::write(path, contents, mode)?;
     let finish = || -> std::io::Result<()> {
         file.sync_all()?;
         std::fs::rename(&staged.tmp, &staged.dest)?;
@@ -138,16 +138,18 @@ pub(crate) fn explain(path: &Path, source: std::io::Error) -> SinkError {
 pub(crate) struct Staged {
     pub(crate) tmp: PathBuf,
     pub(crate) dest: PathBuf,
+    /// The device of the temporary file: the file system a batch commit syncs.
+    pub(crate) dev: u64,
 }
 
 impl Staged {
     /// Write `contents` with exactly `mode` to a temporary file beside `path`; the file is
-    /// returned still open, for a sync of it, with its metadata as created.
+    /// returned still open, for a sync of it.
     pub(crate) fn write(
         path: &Path,
         contents: &[u8],
         mode: u32,
-    ) -> Result<(Staged, std::fs::File, std::fs::Metadata), SinkError> {
+    ) -> Result<(Staged, std::fs::File), SinkError> {
         let tmp = temp_path_beside(path);
         let opened = std::fs::OpenOptions::new()
             .write(true)
@@ -156,9 +158,10 @@ impl Staged {
             .open(&tmp);
         let mut file = opened.map_err(|source| explain(path, source))?;
         // From here on a failure removes the temporary file (Staged's drop).
-        let staged = Staged {
+        let mut staged = Staged {
             tmp,
             dest: path.to_path_buf(),
+            dev: 0,
         };
         // The umask may have narrowed the mode; make it exactly what was asked. Looked at
         // first: a `chmod` dirties the inode once more, a cost a pass pays per file.
@@ -167,10 +170,13 @@ impl Staged {
                 file.set_permissions(std::fs::Permissions::from_mode(mode))?;
             }
             file.write_all(contents)?;
-            Ok(meta)
+            Ok(meta.dev())
         });
         match written {
-            Ok(meta) => Ok((staged, file, meta)),
+            Ok(dev) => {
+                staged.dev = dev;
+                Ok((staged, file))
+            }
             Err(source) => Err(staged.failed(source)),
         }
     }
