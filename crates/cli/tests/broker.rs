@@ -263,6 +263,38 @@ fn a_robot_cannot_act_as_another() {
 }
 
 #[test]
+fn a_secret_replaced_while_the_broker_runs_works_at_once_and_the_old_one_stops_within_a_second() {
+    let user = User::new();
+    let (broker, config) = configured(&user, "");
+    let ask = |secret: &str| {
+        broker
+            .http(
+                "POST",
+                "/api/v1/token",
+                Some(("ci", secret)),
+                Some(r#"{"scopes":"read:/data"}"#),
+            )
+            .0
+    };
+    let old = read(&user.path("ci.secret")).trim().to_string();
+    // Seen and checked once, so the broker knows it.
+    assert_eq!(ask(&old), 200);
+    assert_eq!(ask(&old), 200);
+    robot_secrets(&user, &config, &broker.state, &["ci"]);
+    let new = read(&user.path("ci.secret")).trim().to_string();
+    assert_ne!(new, old);
+    // Nobody presents the new secret yet: the old one is refused all the same.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(ask(&old), 401, "the old secret is refused a second later");
+    assert_eq!(ask(&new), 200);
+    assert_eq!(ask(&old), 401);
+    // Replaced again: the newest works at once.
+    robot_secrets(&user, &config, &broker.state, &["ci"]);
+    let newest = read(&user.path("ci.secret")).trim().to_string();
+    assert_eq!(ask(&newest), 200, "a new secret works at once");
+}
+
+#[test]
 fn bad_requests_get_json_errors_with_stable_codes() {
     let user = User::new();
     let (broker, _) = configured(&user, "");

@@ -10,7 +10,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use credkeeper_core::Secret;
 use credkeeper_store::{RobotSecrets, StoreError};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 const SCHEME: &str = "$sha256$";
 
@@ -75,44 +77,163 @@ pub fn new_secret(store: &dyn RobotSecrets, robot: &str) -> Result<Secret, Store
     Ok(secret)
 }
 
-/// Stored hashes, read and decoded once per robot: the store is not asked on every
-/// request, and requests only read the map (shared), so they do not wait for each other.
-#[derive(Clone, Default)]
+/// How long a robot's stored hash is trusted before the store is read again: a secret
+/// replaced with `credkeeper robot-secret` (on this host, or on any host sharing the
+/// PostgreSQL store) is refused by a running broker at most this long afterwards.
+pub const RECHECK: Duration = Duration::from_secs(1);
+
+/// Stored hashes, read and decoded once per robot and read again every [`RECHECK`]; and
+/// a keyed fingerprint of the secret that last matched each, so that the same secret
+/// presented again is recognised without a SHA-256 (SipHash-1-3, 128 bits, under a key
+/// drawn at start that never leaves this process: without the key a fingerprint cannot be
+/// matched, and the secret itself is never kept). Requests only read the map (shared),
+/// so they do not wait for each other.
+#[derive(Clone)]
 pub struct SecretCheck {
-    /// Only stored forms that decode: one that does not (nothing matches it) is read again.
-    hashes: Arc<RwLock<HashMap<String, Arc<Hashed>>>>,
+    known: Arc<RwLock<HashMap<String, Arc<Known>>>>,
+    /// Drawn at the first check: a random generator that fails then fails that request.
+    key: Arc<OnceLock<[u8; 16]>>,
+    started: Instant,
+}
+
+impl Default for SecretCheck {
+    fn default() -> SecretCheck {
+        SecretCheck {
+            known: Arc::default(),
+            key: Arc::default(),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// [`Known::read_at`] of a stored form the store failed to confirm when asked again.
+const UNCONFIRMED: u64 = u64::MAX;
+
+/// One robot's stored form as last read.
+struct Known {
+    stored: String,
+    /// `None` when the stored form does not decode: nothing matches it.
+    hashed: Option<Hashed>,
+    /// The fingerprint of the secret that matched `hashed`, once one has.
+    matched: OnceLock<[u8; 16]>,
+    /// When the store was read, in milliseconds since [`SecretCheck::started`].
+    read_at: AtomicU64,
+}
+
+impl Known {
+    fn matches(&self, key: &[u8; 16], secret: &Secret) -> bool {
+        let print = fingerprint(key, secret);
+        if let Some(m) = self.matched.get()
+            && aws_lc_rs::constant_time::verify_slices_are_equal(m, &print).is_ok()
+        {
+            return true;
+        }
+        let ok = self.hashed.as_ref().is_some_and(|h| h.matches(secret));
+        if ok {
+            let _ = self.matched.set(print);
+        }
+        ok
+    }
+}
+
+fn fingerprint(key: &[u8; 16], secret: &Secret) -> [u8; 16] {
+    use siphasher::sip128::Hasher128;
+    use std::hash::Hasher;
+    let mut h = siphasher::sip128::SipHasher13::new_with_key(key);
+    h.write(secret.expose().as_bytes());
+    h.finish128().as_bytes()
 }
 
 impl SecretCheck {
-    /// Whether `secret` is `robot`'s secret.
+    fn key(&self) -> Result<&[u8; 16], StoreError> {
+        if let Some(k) = self.key.get() {
+            return Ok(k);
+        }
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&random(16)?);
+        Ok(self.key.get_or_init(|| key))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Whether `secret` is `robot`'s secret, as the store said at most [`RECHECK`] ago.
     pub fn verify(
         &self,
         store: &dyn RobotSecrets,
         robot: &str,
         secret: &Secret,
     ) -> Result<bool, StoreError> {
-        let known = self
-            .hashes
+        let key = self.key()?;
+        let now = self.now_ms();
+        let cached = self
+            .known
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(robot)
             .cloned();
-        if known.is_some_and(|h| h.matches(secret)) {
-            return Ok(true);
+        let recheck = RECHECK.as_millis() as u64;
+        let known = match cached {
+            Some(k) => {
+                let read_at = k.read_at.load(Ordering::Acquire);
+                let fresh = read_at != UNCONFIRMED && now.saturating_sub(read_at) < recheck;
+                // One request reads the store again; the others go on with what it said a
+                // moment ago.
+                if fresh
+                    || k.read_at
+                        .compare_exchange(read_at, now, Ordering::AcqRel, Ordering::Acquire)
+                        .is_err()
+                {
+                    if k.matches(key, secret) {
+                        return Ok(true);
+                    }
+                    // Perhaps replaced since: a new secret works at once.
+                    if read_at == now {
+                        return Ok(false);
+                    }
+                }
+                match self.read(store, robot, now, Some(&k)) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        // Until the store answers, nothing it said before is trusted.
+                        k.read_at.store(UNCONFIRMED, Ordering::Release);
+                        return Err(e);
+                    }
+                }
+            }
+            None => self.read(store, robot, now, None)?,
+        };
+        Ok(known.is_some_and(|k| k.matches(key, secret)))
+    }
+
+    /// Read `robot`'s stored form; keep `before` when it is unchanged. The store is asked
+    /// before the map is locked: requests checking other robots do not wait for it.
+    fn read(
+        &self,
+        store: &dyn RobotSecrets,
+        robot: &str,
+        now: u64,
+        before: Option<&Arc<Known>>,
+    ) -> Result<Option<Arc<Known>>, StoreError> {
+        let stored = store.robot_secret_hash(robot)?;
+        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        let Some(stored) = stored else {
+            known.remove(robot);
+            return Ok(None);
+        };
+        if let Some(k) = before.filter(|k| k.stored == stored) {
+            k.read_at.store(now, Ordering::Release);
+            return Ok(Some(k.clone()));
         }
-        // Not cached, or the secret was replaced since: read the store again.
-        let Some(stored) = store.robot_secret_hash(robot)? else {
-            return Ok(false);
-        };
-        let Some(hashed) = Hashed::parse(&stored) else {
-            return Ok(false);
-        };
-        let ok = hashed.matches(secret);
-        self.hashes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(robot.to_string(), Arc::new(hashed));
-        Ok(ok)
+        let k = Arc::new(Known {
+            hashed: Hashed::parse(&stored),
+            stored,
+            matched: OnceLock::new(),
+            read_at: AtomicU64::new(now),
+        });
+        known.insert(robot.to_string(), k.clone());
+        Ok(Some(k))
     }
 }
 
@@ -131,5 +252,55 @@ mod tests {
         assert_ne!(hash(&secret).unwrap(), stored, "salted");
         assert!(!matches("$argon2id$v=19$garbage", &secret));
         assert!(!matches("$sha256$not-base64!$x", &secret));
+    }
+
+    fn store() -> (tempfile::TempDir, credkeeper_store::SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = credkeeper_store::SqliteStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_secret_is_checked_against_the_store_and_a_wrong_one_never_passes_for_it() {
+        let (_dir, store) = store();
+        let check = SecretCheck::default();
+        let secret = new_secret(&store, "ci").unwrap();
+        let wrong = Secret::new(format!("{}x", secret.expose()));
+        for _ in 0..3 {
+            assert!(check.verify(&store, "ci", &secret).unwrap());
+            assert!(!check.verify(&store, "ci", &wrong).unwrap());
+            assert!(!check.verify(&store, "ci", &Secret::new("")).unwrap());
+            assert!(!check.verify(&store, "other", &secret).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_replaced_secret_is_refused_after_the_recheck_and_its_successor_works_at_once() {
+        let (_dir, store) = store();
+        let check = SecretCheck::default();
+        let old = new_secret(&store, "ci").unwrap();
+        assert!(check.verify(&store, "ci", &old).unwrap());
+        let new = new_secret(&store, "ci").unwrap();
+        // Nobody presents the new secret: the old one is refused all the same.
+        std::thread::sleep(RECHECK + Duration::from_millis(50));
+        assert!(!check.verify(&store, "ci", &old).unwrap());
+        assert!(check.verify(&store, "ci", &new).unwrap());
+        assert!(!check.verify(&store, "ci", &old).unwrap());
+        // A secret replaced again works at once, without waiting for the recheck.
+        let newer = new_secret(&store, "ci").unwrap();
+        assert!(check.verify(&store, "ci", &newer).unwrap());
+    }
+
+    #[test]
+    fn a_secret_whose_robot_lost_it_in_the_store_stops_after_the_recheck() {
+        let (_dir, store) = store();
+        let check = SecretCheck::default();
+        let secret = new_secret(&store, "ci").unwrap();
+        assert!(check.verify(&store, "ci", &secret).unwrap());
+        store
+            .set_robot_secret_hash("ci", "$sha256$garbage")
+            .unwrap();
+        std::thread::sleep(RECHECK + Duration::from_millis(50));
+        assert!(!check.verify(&store, "ci", &secret).unwrap());
     }
 }

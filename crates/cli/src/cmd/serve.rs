@@ -126,7 +126,8 @@ pub fn robot_secret(args: RobotSecretArgs, global: &Global) -> anyhow::Result<()
     credkeeper_server::issue_robot_secret(&*store, &args.robot, &args.outfile)?;
     eprintln!(
         "New secret for robot `{}` written to {}; its hash is in the store at {} (the broker \
-         reads it there). The old secret stops working at once.",
+         reads it there). A running broker takes the new secret at once and refuses the old \
+         one within a second.",
         args.robot,
         args.outfile.display(),
         store.location()
