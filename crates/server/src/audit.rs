@@ -2,15 +2,19 @@
 //! a token value. A vend waits for its line to be written ([`Recorded::written`]) and is
 //! refused when it could not be, as Vault's audit device refuses a request it cannot log.
 //!
-//! Lines are written in batches (group commit): a request serializes its line and appends
-//! it to the pending batch under a short lock. The first line of a batch starts a writer
-//! task on the request's own runtime thread, which first lets every other ready task of
-//! that thread run ([`tokio::task::yield_now`]: after the ready tasks and the next poll of
-//! the I/O driver), so the lines of all requests being served at that moment join the
-//! batch; then one `write` carries them, and lines that arrived during that write go out in
-//! the next one, until none is left. Every line of a batch gets that write's result. A
-//! request makes no system call and takes no lock for its line beyond the append, and no
-//! line is handed to another thread that must be woken.
+//! Lines are written in batches (group commit), one batch gathering per runtime thread: a
+//! request serializes its line and appends it to its thread's pending batch under a short
+//! lock. The first line of a batch starts a writer task on that thread, which first lets
+//! every other ready task of the thread run ([`tokio::task::yield_now`]: after the ready
+//! tasks and the next poll of the I/O driver), so the lines of all requests being served
+//! there at that moment join the batch; then one `write` carries them, and lines that
+//! arrived during that write go out in the next one, until none is left. Every line of a
+//! batch gets that write's result. A request makes no system call and takes no lock for
+//! its line beyond the append, and no line is handed to another thread that must be woken.
+//! Batches gather per thread because a task is woken onto the thread that wakes it: one
+//! batch for all threads moved every request whose line another thread's writer wrote to
+//! that thread, and the memory it then freed belonged to the first thread's allocator
+//! arena, whose lock both threads then fought over.
 
 use credkeeper_core::Timestamp;
 use serde::Serialize;
@@ -52,9 +56,19 @@ pub struct Audit {
     inner: Arc<Inner>,
 }
 
+/// Batches gathering at once: threads beyond this many share one.
+const SHARDS: usize = 8;
+
+/// The batch the calling thread's requests join.
+fn shard() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local!(static SHARD: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SHARDS);
+    SHARD.with(|s| *s)
+}
+
 struct Inner {
-    state: Mutex<State>,
-    /// Used only by the one writer of the moment (`State::writing`).
+    shards: [Mutex<State>; SHARDS],
+    /// Taken by a batch's writer for its write: one batch's lines are never cut by another's.
     out: Mutex<Box<dyn Write + Send>>,
 }
 
@@ -134,11 +148,13 @@ impl Audit {
     pub fn writing_to(out: Box<dyn Write + Send>) -> Audit {
         Audit {
             inner: Arc::new(Inner {
-                state: Mutex::new(State {
-                    pending: Vec::with_capacity(64 * 1024),
-                    batch: Arc::default(),
-                    writing: false,
-                    spare: Vec::with_capacity(64 * 1024),
+                shards: std::array::from_fn(|_| {
+                    Mutex::new(State {
+                        pending: Vec::new(),
+                        batch: Arc::default(),
+                        writing: false,
+                        spare: Vec::new(),
+                    })
                 }),
                 out: Mutex::new(out),
             }),
@@ -151,8 +167,9 @@ impl Audit {
         let mut line = Vec::with_capacity(256);
         let _ = serde_json::to_writer(&mut line, &event);
         line.push(b'\n');
+        let shard = shard();
         let (batch, lead) = {
-            let mut state = self.inner.lock_state();
+            let mut state = self.inner.lock_state(shard);
             state.pending.extend_from_slice(&line);
             let lead = !state.writing;
             state.writing = true;
@@ -165,10 +182,10 @@ impl Audit {
                     runtime.spawn(async move {
                         // Let the other requests ready now add their lines first.
                         tokio::task::yield_now().await;
-                        inner.write_pending();
+                        inner.write_pending(shard);
                     });
                 }
-                Err(_) => self.inner.write_pending(),
+                Err(_) => self.inner.write_pending(shard),
             }
         }
         Recorded(batch)
@@ -176,21 +193,21 @@ impl Audit {
 }
 
 impl Inner {
-    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
-        crate::sync::lock(&self.state)
+    fn lock_state(&self, shard: usize) -> std::sync::MutexGuard<'_, State> {
+        crate::sync::lock(&self.shards[shard])
     }
 
-    /// As the writer: write the pending batch, then the one that gathered meanwhile, until
-    /// none is left.
-    fn write_pending(&self) {
+    /// As the writer of `shard`: write its pending batch, then the one that gathered
+    /// meanwhile, until none is left.
+    fn write_pending(&self, shard: usize) {
         // Should a write panic, the batch in hand and the one gathering fail (no vend waits
         // for ever, none goes out unlogged) and the next caller writes.
-        struct Leave<'a>(&'a Inner, Option<Arc<Batch>>);
+        struct Leave<'a>(&'a Inner, usize, Option<Arc<Batch>>);
         impl Drop for Leave<'_> {
             fn drop(&mut self) {
-                if let Some(batch) = self.1.take() {
+                if let Some(batch) = self.2.take() {
                     let gathering = {
-                        let mut state = self.0.lock_state();
+                        let mut state = self.0.lock_state(self.1);
                         state.writing = false;
                         state.pending.clear();
                         std::mem::take(&mut state.batch)
@@ -200,11 +217,10 @@ impl Inner {
                 }
             }
         }
-        let mut leave = Leave(self, None);
-        let mut out = crate::sync::lock(&self.out);
+        let mut leave = Leave(self, shard, None);
         loop {
             let (mut lines, batch) = {
-                let mut state = self.lock_state();
+                let mut state = self.lock_state(shard);
                 if state.pending.is_empty() {
                     state.writing = false;
                     return;
@@ -213,7 +229,8 @@ impl Inner {
                 let lines = std::mem::replace(&mut state.pending, spare);
                 (lines, std::mem::take(&mut state.batch))
             };
-            leave.1 = Some(batch.clone());
+            leave.2 = Some(batch.clone());
+            let mut out = crate::sync::lock(&self.out);
             let ok = match out.write_all(&lines).and_then(|_| out.flush()) {
                 Ok(()) => true,
                 Err(e) => {
@@ -221,10 +238,11 @@ impl Inner {
                     false
                 }
             };
-            leave.1 = None;
+            drop(out);
+            leave.2 = None;
             batch.finish(ok);
             lines.clear();
-            let mut state = self.lock_state();
+            let mut state = self.lock_state(shard);
             if state.spare.capacity() < lines.capacity() {
                 state.spare = lines;
             }

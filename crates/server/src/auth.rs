@@ -31,14 +31,19 @@ impl Presented {
         let (scheme, rest) = value.trim().split_once(' ')?;
         let rest = rest.trim();
         if scheme.eq_ignore_ascii_case("basic") {
-            let decoded = base64::engine::general_purpose::STANDARD
+            use zeroize::Zeroize;
+            let mut decoded = base64::engine::general_purpose::STANDARD
                 .decode(rest)
                 .ok()?;
-            let decoded = String::from_utf8(decoded).ok()?;
-            let (robot, secret) = decoded.split_once(':')?;
+            let colon = decoded.iter().position(|b| *b == b':');
+            let secret = colon.and_then(|i| std::str::from_utf8(&decoded[i + 1..]).ok());
+            let secret = secret.map(Secret::new);
+            // What is left holds the robot's name: the secret's bytes are wiped, not freed.
+            decoded[colon.unwrap_or(0)..].zeroize();
+            decoded.truncate(colon?);
             Some(Presented::Basic {
-                robot: robot.to_string(),
-                secret: Secret::new(secret),
+                robot: String::from_utf8(decoded).ok()?,
+                secret: secret?,
             })
         } else if scheme.eq_ignore_ascii_case("negotiate") {
             credkeeper_kerberos::parse_negotiate(value).map(Presented::Negotiate)
@@ -46,15 +51,6 @@ impl Presented {
             Some(Presented::Bearer(Secret::new(rest)))
         } else {
             None
-        }
-    }
-
-    /// The robot name to record when authentication fails (known only for Basic).
-    pub fn claimed(&self) -> &str {
-        match self {
-            Presented::Basic { robot, .. } => robot,
-            Presented::Negotiate(_) => "(kerberos)",
-            Presented::Bearer(_) => "(jwt)",
         }
     }
 }
@@ -174,7 +170,8 @@ pub struct Authenticators {
 
 impl Authenticators {
     /// Authenticate whatever the request presented: the caller, and with Kerberos the
-    /// reply token for mutual authentication.
+    /// reply token for mutual authentication. A refusal names whom the request claimed to
+    /// be (the robot's name only with Basic).
     pub async fn authenticate(
         &self,
         broker: &Broker,
@@ -182,7 +179,9 @@ impl Authenticators {
     ) -> Result<(Caller, Option<Vec<u8>>), Refusal> {
         match presented {
             Presented::Basic { robot, secret } => {
-                broker.authenticate(&robot, &secret).await?;
+                if let Err(refusal) = broker.authenticate(&robot, &secret).await {
+                    return Err(refusal.by(&robot, None));
+                }
                 Ok((
                     Caller {
                         robot,
@@ -192,12 +191,13 @@ impl Authenticators {
                 ))
             }
             Presented::Negotiate(token) => {
+                let refused = |r: Refusal| r.by("(kerberos)", None);
                 let kerberos = self.kerberos.as_ref().ok_or_else(|| {
-                    Refusal::unauthenticated(
+                    refused(Refusal::unauthenticated(
                         "this broker has no Kerberos keytab (server.kerberos_keytab)",
-                    )
+                    ))
                 })?;
-                let (robot, reply) = kerberos.accept(token).await?;
+                let (robot, reply) = kerberos.accept(token).await.map_err(refused)?;
                 Ok((
                     Caller {
                         robot,
@@ -207,7 +207,11 @@ impl Authenticators {
                 ))
             }
             Presented::Bearer(token) => {
-                let robot = self.jwt.accept(&broker.config, &token).await?;
+                let robot = self
+                    .jwt
+                    .accept(&broker.config, &token)
+                    .await
+                    .map_err(|r| r.by("(jwt)", None))?;
                 Ok((
                     Caller {
                         robot,
@@ -266,16 +270,11 @@ where
                     "authenticate as a robot: HTTP Basic (name and secret), Negotiate (Kerberos) or Bearer (a JWT bound to the robot)",
                 )
             })?;
-        let claimed = presented.claimed().to_string();
-        match auth.authenticate(&broker, presented).await {
-            Ok((caller, reply)) => {
-                if let (Some(token), Some(slot)) = (reply, parts.extensions.get::<ReplySlot>()) {
-                    *crate::sync::lock(&slot.0) = Some(token);
-                }
-                Ok(Robot(caller))
-            }
-            Err(refusal) => Err(refusal.by(&claimed, None)),
+        let (caller, reply) = auth.authenticate(&broker, presented).await?;
+        if let (Some(token), Some(slot)) = (reply, parts.extensions.get::<ReplySlot>()) {
+            *crate::sync::lock(&slot.0) = Some(token);
         }
+        Ok(Robot(caller))
     }
 }
 
@@ -299,5 +298,13 @@ mod tests {
         ));
         assert!(Presented::parse("Digest x").is_none());
         assert!(Presented::parse("Basic !!").is_none());
+        // The first colon ends the name; a secret may hold more.
+        assert!(matches!(
+            Presented::parse("Basic cm9ib3Q6czM6Y3JldA=="),
+            Some(Presented::Basic { robot, secret }) if robot == "robot" && secret.expose() == "s3:cret"
+        ));
+        // No colon, or an empty header: nothing presented.
+        assert!(Presented::parse("Basic cm9ib3Q=").is_none());
+        assert!(Presented::parse("Basic ").is_none());
     }
 }

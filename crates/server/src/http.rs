@@ -6,8 +6,7 @@ use crate::device::DeviceLogins;
 use crate::outcome::Outcome;
 use crate::refusal::{Code, Refusal, RefusedTo};
 use crate::state::App;
-use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -72,15 +71,72 @@ async fn record(
     response
 }
 
+/// A JSON request body, as `axum::Json` takes one (a JSON content type, axum's body
+/// limit) but parsed straight from its bytes: no MIME parse and no path tracking on every
+/// request of the robot API. Its rejection says what is wrong.
+struct JsonBody<T>(T);
+
+/// Why a body is not the JSON a handler takes.
+struct BodyRejection(String);
+
+impl BodyRejection {
+    fn refusal(self) -> Refusal {
+        Refusal::new(Code::BadRequest, format!("request body: {}", self.0))
+    }
+}
+
+impl IntoResponse for BodyRejection {
+    fn into_response(self) -> Response {
+        self.refusal().into_response()
+    }
+}
+
+/// `application/json` or `application/<something>+json`, parameters allowed.
+fn is_json(content_type: &[u8]) -> bool {
+    let essence = content_type
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or_default();
+    let essence = essence.trim_ascii().to_ascii_lowercase();
+    essence
+        .strip_prefix(b"application/")
+        .is_some_and(|sub| sub == b"json" || (sub.ends_with(b"+json") && sub.len() > 5))
+}
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = BodyRejection;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &S,
+    ) -> Result<Self, BodyRejection> {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| is_json(v.as_bytes()));
+        if !json {
+            return Err(BodyRejection(
+                "send it with Content-Type: application/json".into(),
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|e| BodyRejection(e.body_text()))?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            BodyRejection(match e.classify() {
+                serde_json::error::Category::Data => format!("not what this request takes: {e}"),
+                _ => format!("not JSON: {e}"),
+            })
+        })
+    }
+}
+
 async fn token(
     State(broker): State<Arc<Broker>>,
     Robot(caller): Robot,
-    body: Result<Json<TokenAsk>, JsonRejection>,
+    body: Result<JsonBody<TokenAsk>, BodyRejection>,
 ) -> Result<Response, Refusal> {
-    let Json(ask) = body.map_err(|e| {
-        Refusal::new(Code::BadRequest, format!("request body: {}", e.body_text()))
-            .by(&caller.robot, Some(caller.method))
-    })?;
+    let JsonBody(ask) = body.map_err(|e| e.refusal().by(&caller.robot, Some(caller.method)))?;
     let vended = broker.vend(&caller, &ask).await?;
     Ok(vended.answer(|given| {
         (
@@ -103,10 +159,9 @@ async fn start_login(
     State(broker): State<Arc<Broker>>,
     State(logins): State<Arc<DeviceLogins>>,
     Robot(caller): Robot,
-    body: Result<Json<LoginAsk>, JsonRejection>,
+    body: Result<JsonBody<LoginAsk>, BodyRejection>,
 ) -> Result<Json<serde_json::Value>, Refusal> {
-    let Json(ask) = body
-        .map_err(|e| Refusal::new(Code::BadRequest, format!("request body: {}", e.body_text())))?;
+    let JsonBody(ask) = body.map_err(BodyRejection::refusal)?;
     if let Err(refusal) = crate::policy::robot_for(&broker.config, &caller.robot, &ask.provider) {
         return Err(refusal.by(&caller.robot, Some(caller.method)));
     }
@@ -216,6 +271,57 @@ async fn metrics(State(broker): State<Arc<Broker>>, headers: HeaderMap) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn take(content_type: Option<&str>, body: &str) -> Result<TokenAsk, String> {
+        let mut request = axum::extract::Request::new(axum::body::Body::from(body.to_string()));
+        if let Some(t) = content_type {
+            request
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_str(t).unwrap());
+        }
+        JsonBody::<TokenAsk>::from_request(request, &())
+            .await
+            .map(|JsonBody(ask)| ask)
+            .map_err(|BodyRejection(why)| why)
+    }
+
+    #[tokio::test]
+    async fn a_json_body_is_taken_with_a_json_content_type_only_and_says_what_is_wrong() {
+        let body = r#"{"scopes":"read:/data","minsecs":60}"#;
+        for t in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/vnd.credkeeper+json",
+        ] {
+            let ask = take(Some(t), body).await.unwrap();
+            assert_eq!(ask.scopes.as_deref(), Some("read:/data"), "{t}");
+            assert_eq!(ask.minsecs, Some(60));
+        }
+        for t in [
+            None,
+            Some("text/plain"),
+            Some("application/+json"),
+            Some("application/jsonx"),
+        ] {
+            let why = take(t, body).await.unwrap_err();
+            assert!(
+                why.contains("Content-Type: application/json"),
+                "{t:?}: {why}"
+            );
+        }
+        let why = take(Some("application/json"), "{not json")
+            .await
+            .unwrap_err();
+        assert!(why.starts_with("not JSON"), "{why}");
+        let why = take(Some("application/json"), r#"{"colour":"blue"}"#)
+            .await
+            .unwrap_err();
+        assert!(why.contains("unknown field `colour`"), "{why}");
+        let why = take(Some("application/json"), r#"{"minsecs":"soon"}"#)
+            .await
+            .unwrap_err();
+        assert!(why.contains("invalid type"), "{why}");
+    }
 
     #[test]
     fn busy_is_503_with_a_retry_after() {

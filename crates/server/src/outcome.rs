@@ -9,6 +9,7 @@ use crate::caller::Method;
 use crate::refusal::Refusal;
 use axum::response::{IntoResponse, Response};
 use credkeeper_core::Timestamp;
+use std::sync::Arc;
 
 /// Where a vended token came from, as the audit log and the metrics say it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +25,14 @@ pub enum Source {
 }
 
 impl Source {
+    /// Every source, in the order of their discriminants.
+    pub const ALL: [Source; 4] = [
+        Source::Cached,
+        Source::Signed,
+        Source::Refreshed,
+        Source::ClientCredentials,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Cached => "cached",
@@ -41,8 +50,9 @@ pub struct Outcome {
     pub who: String,
     pub method: Method,
     pub provider: String,
-    pub scope: String,
-    pub audience: String,
+    /// Shared with the answer (and a cached token's entry): not copied per vend.
+    pub scope: Arc<str>,
+    pub audience: Arc<str>,
     pub source: Source,
     pub expires: Timestamp,
     /// The refusal in this API's shape, should the vend's line not be written.
@@ -54,7 +64,7 @@ impl Outcome {
     pub fn vended(
         who: &str,
         method: Method,
-        (provider, scope, audience): (&str, &str, &str),
+        (provider, scope, audience): (&str, Arc<str>, Arc<str>),
         source: Source,
         expires: Timestamp,
     ) -> Outcome {
@@ -62,8 +72,8 @@ impl Outcome {
             who: who.to_string(),
             method,
             provider: provider.to_string(),
-            scope: scope.to_string(),
-            audience: audience.to_string(),
+            scope,
+            audience,
             source,
             expires,
             refuse: <Refusal as IntoResponse>::into_response,

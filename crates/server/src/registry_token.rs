@@ -369,7 +369,7 @@ async fn issue(
     let outcome = Outcome::vended(
         &caller.robot,
         caller.method,
-        (granted.0, &granted.1, &config.service),
+        (granted.0, granted.1.into(), config.service.as_str().into()),
         Source::Signed,
         Timestamp::from_unix(now.unix() + lifetime),
     );

@@ -178,20 +178,15 @@ impl SecretCheck {
             Some(k) => {
                 let read_at = k.read_at.load(Ordering::Acquire);
                 let fresh = read_at != UNCONFIRMED && now.saturating_sub(read_at) < recheck;
-                // One request reads the store again; the others go on with what it said a
-                // moment ago.
-                if fresh
-                    || k.read_at
+                // Once stale, one request reads the store again; the others go on with what
+                // it said a moment ago. A secret that does not match is looked up again: it
+                // may have replaced the one known, and a new secret works at once.
+                let rereading = !fresh
+                    && k.read_at
                         .compare_exchange(read_at, now, Ordering::AcqRel, Ordering::Acquire)
-                        .is_err()
-                {
-                    if k.matches(key, secret) {
-                        return Ok(true);
-                    }
-                    // Perhaps replaced since: a new secret works at once.
-                    if read_at == now {
-                        return Ok(false);
-                    }
+                        .is_ok();
+                if !rereading && k.matches(key, secret) {
+                    return Ok(true);
                 }
                 match self.read(store, robot, now, Some(&k)) {
                     Ok(k) => k,

@@ -1,7 +1,9 @@
 //! What `POST /api/v1/token` speaks: the request a robot sends and the answer it gets, whose
 //! JSON is written without looking at the token byte by byte.
 
-use serde::{Deserialize, Serialize};
+use credkeeper_core::Secret;
+use serde::{Deserialize, Serialize, Serializer};
+use std::sync::Arc;
 
 /// A token request (`POST /api/v1/token`).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -26,11 +28,16 @@ pub struct TokenAsk {
 /// No derived `Debug`: it holds the token; its `Debug` leaves the token out.
 #[derive(Serialize)]
 pub struct TokenGiven {
-    pub access_token: String,
+    /// Shared with the token cache: a cached vend copies it only into its answer.
+    #[serde(serialize_with = "exposed")]
+    pub access_token: Arc<Secret>,
     pub token_type: &'static str,
     pub expires_in: i64,
-    pub scope: String,
-    pub audience: String,
+    /// Shared with the token cache, as the token is.
+    #[serde(serialize_with = "text")]
+    pub scope: Arc<str>,
+    #[serde(serialize_with = "text")]
+    pub audience: Arc<str>,
     pub provider: String,
 }
 
@@ -45,6 +52,15 @@ impl std::fmt::Debug for TokenGiven {
             .field("provider", &self.provider)
             .finish()
     }
+}
+
+/// The one place the answer's token is shown: in the answer.
+fn exposed<S: Serializer>(token: &Arc<Secret>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(token.expose())
+}
+
+fn text<S: Serializer>(text: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(text)
 }
 
 /// [`TokenGiven`] without its token, serialized after it.
@@ -62,7 +78,7 @@ impl TokenGiven {
     /// so it is copied as it is rather than looked at byte by byte: most of a vend's
     /// serialization was that look.
     pub fn to_json(&self) -> Vec<u8> {
-        let token = self.access_token.as_bytes();
+        let token = self.access_token.expose().as_bytes();
         let plain = token.iter().fold(true, |ok, b| {
             ok & (b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_' || *b == b'.')
         });
@@ -104,7 +120,7 @@ mod tests {
             "opaque \"quoted\"\n\\",
         ] {
             let given = TokenGiven {
-                access_token: token.into(),
+                access_token: Arc::new(Secret::new(token)),
                 token_type: "Bearer",
                 expires_in: 599,
                 scope: "read:/data \"x\"".into(),
@@ -121,7 +137,7 @@ mod tests {
     #[test]
     fn a_token_answer_never_shows_its_token_in_debug_output() {
         let given = TokenGiven {
-            access_token: "eyJhbGciOiJFUzI1NiJ9.c2VjcmV0.c2ln".into(),
+            access_token: Arc::new(Secret::new("eyJhbGciOiJFUzI1NiJ9.c2VjcmV0.c2ln")),
             token_type: "Bearer",
             expires_in: 599,
             scope: "read:/data".into(),

@@ -6,7 +6,7 @@
 use crate::audit::{Audit, Event};
 use crate::caller::{Caller, Method};
 use crate::config::{Config, ProviderSection};
-use crate::metrics::{DenyLabels, Metrics, UNKNOWN, VendLabels};
+use crate::metrics::Metrics;
 use crate::outcome::Source;
 use crate::outcome::{Outcome, Vended};
 use crate::refusal::{Code, Refusal, RefusedTo};
@@ -18,27 +18,16 @@ use credkeeper_refresher::expiry;
 use credkeeper_refresher::{RefreshError, Refresher};
 use credkeeper_store::{CachedToken, CredentialKey, Store};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use crate::policy::LOCAL;
 
 mod answer;
+mod cache;
 mod providers;
 
 pub use answer::{TokenAsk, TokenGiven};
 use providers::ClientSlot;
-
-/// The token cache is an optimisation: past this many entries expired ones are swept,
-/// and if that is not enough it starts over.
-const CACHE_MAX: usize = 50_000;
-
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct CacheKey {
-    robot: String,
-    provider: String,
-    scope: String,
-    audience: String,
-}
 
 pub struct Broker {
     pub config: Config,
@@ -56,7 +45,7 @@ pub struct Broker {
     /// One slot per provider, so a slow or unreachable provider holds up only itself.
     clients: Mutex<HashMap<String, Arc<tokio::sync::Mutex<ClientSlot>>>>,
     /// Read by every cached vend, written only when a token is obtained: readers share it.
-    cache: RwLock<HashMap<CacheKey, (Secret, Timestamp)>>,
+    cache: cache::TokenCache,
     /// One refresh at a time per credential: two concurrent refreshes of a rotating
     /// refresh token would make the provider revoke the grant.
     locks: Mutex<HashMap<CredentialKey, Arc<tokio::sync::Mutex<()>>>>,
@@ -79,19 +68,23 @@ impl Broker {
             )?),
             None => None,
         };
+        let metrics = Metrics::for_names(
+            config.robots.iter().map(|r| r.name.as_str()),
+            config.providers.iter().map(|p| p.name.as_str()),
+        );
         Ok(Broker {
             config,
             issuer,
             issuer_keys: None,
             audit,
-            metrics: Metrics::new(),
+            metrics,
             secrets: SecretCheck::default(),
             store,
             registry_signer,
             http,
             policy,
             clients: Mutex::new(HashMap::new()),
-            cache: RwLock::new(HashMap::new()),
+            cache: cache::TokenCache::default(),
             locks: Mutex::new(HashMap::new()),
         })
     }
@@ -164,28 +157,11 @@ impl Broker {
             reason: None,
             expires: None,
         };
-        // Label values only from configured names: a stranger's made-up robot name must
-        // neither add a series (memory without bound) nor be echoed by /metrics.
-        let known =
-            |name: &str, configured: bool| if configured { name } else { UNKNOWN }.to_string();
-        let who = known(who, self.config.robot(who).is_some());
-        let provider = known(
-            provider,
-            ["", "local", "registry"].contains(&provider)
-                || self.config.provider(provider).is_some(),
-        );
         match result {
             Ok((source, expires)) => {
                 event.source = Some(source.as_str());
                 event.expires = Some(expires.unix());
-                self.metrics
-                    .vended
-                    .get_or_create(&VendLabels {
-                        robot: who,
-                        provider,
-                        source: source.as_str().into(),
-                    })
-                    .inc();
+                self.metrics.count_vend(who, provider, source);
             }
             Err((code, message)) => {
                 event.result = if code.status() < 500 {
@@ -195,14 +171,7 @@ impl Broker {
                 };
                 event.code = Some(code.as_str());
                 event.reason = Some(message);
-                self.metrics
-                    .denied
-                    .get_or_create(&DenyLabels {
-                        robot: who,
-                        provider,
-                        code: code.as_str().into(),
-                    })
-                    .inc();
+                self.metrics.count_refusal(who, provider, code);
             }
         }
         self.audit.record(event)
@@ -220,7 +189,7 @@ impl Broker {
         match self.vend_inner(robot, provider, ask).await {
             Ok((given, source)) => {
                 let expires = Timestamp::now().plus_secs(given.expires_in);
-                let granted = (provider, given.scope.as_str(), given.audience.as_str());
+                let granted = (provider, given.scope.clone(), given.audience.clone());
                 let outcome = Outcome::vended(robot, caller.method, granted, source, expires);
                 Ok(Vended::new(given, outcome))
             }
@@ -241,6 +210,24 @@ impl Broker {
         provider: &str,
         ask: &TokenAsk,
     ) -> Result<(TokenGiven, Source), Refusal> {
+        let minsecs = ask.minsecs.unwrap_or(60).max(0);
+        let asked = (
+            robot,
+            provider,
+            ask.scopes.as_deref(),
+            ask.audience.as_deref(),
+        );
+        let given = |granted: cache::Granted| TokenGiven {
+            access_token: granted.token,
+            token_type: "Bearer",
+            expires_in: granted.expires.seconds_after(Timestamp::now()),
+            scope: granted.scope,
+            audience: granted.audience,
+            provider: provider.into(),
+        };
+        if let Some(granted) = self.cache.get(asked, minsecs) {
+            return Ok((given(granted), Source::Cached));
+        }
         let crate::policy::Decision {
             robot: r,
             provider: section,
@@ -253,24 +240,6 @@ impl Broker {
             ask.scopes.as_deref(),
             ask.audience.as_deref(),
         )?;
-        let minsecs = ask.minsecs.unwrap_or(60).max(0);
-        let key = CacheKey {
-            robot: robot.into(),
-            provider: provider.into(),
-            scope: scope.clone(),
-            audience: audience.clone(),
-        };
-        let given = |token: &Secret, expires: Timestamp| TokenGiven {
-            access_token: token.expose().to_string(),
-            token_type: "Bearer",
-            expires_in: expires.seconds_after(Timestamp::now()),
-            scope: scope.clone(),
-            audience: audience.clone(),
-            provider: provider.into(),
-        };
-        if let Some((token, expires)) = self.cached(&key, minsecs) {
-            return Ok((given(&token, expires), Source::Cached));
-        }
         let (token, expires, source) = match section {
             None => {
                 let lifetime = [ask.lifetime, r.max_lifetime, Some(self.issuer.lifetime())]
@@ -294,25 +263,14 @@ impl Broker {
                     .await?
             }
         };
-        {
-            let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-            if cache.len() >= CACHE_MAX {
-                let now = Timestamp::now();
-                cache.retain(|_, (_, exp)| *exp > now);
-                if cache.len() >= CACHE_MAX {
-                    cache.clear();
-                }
-            }
-            cache.insert(key, (token.clone(), expires));
-        }
-        Ok((given(&token, expires), source))
-    }
-
-    fn cached(&self, key: &CacheKey, minsecs: i64) -> Option<(Secret, Timestamp)> {
-        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
-        let (token, expires) = cache.get(key)?;
-        (expires.seconds_after(Timestamp::now()) >= minsecs.max(1))
-            .then(|| (token.clone(), *expires))
+        let granted = cache::Granted {
+            token: Arc::new(token),
+            expires,
+            scope: scope.into(),
+            audience: audience.into(),
+        };
+        self.cache.put(asked, granted.clone());
+        Ok((given(granted), source))
     }
 
     /// Forget per-credential locks nobody holds (after a refresher pass).
@@ -346,7 +304,8 @@ impl Broker {
             .await
         {
             Ok((token, expires, source)) => {
-                let outcome = Outcome::vended(&identity, method, asked, source, expires);
+                let granted = (asked.0, asked.1.into(), asked.2.into());
+                let outcome = Outcome::vended(&identity, method, granted, source, expires);
                 Ok(Vended::new((token, expires), outcome))
             }
             Err(refusal) => Err(refusal.by(&identity, Some(method)).asked(asked)),

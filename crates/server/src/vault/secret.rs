@@ -99,7 +99,7 @@ pub(super) async fn read_secret(
             broker
                 .vend(&caller, &ask)
                 .await?
-                .map(|given| (Secret::new(given.access_token), given.expires_in))
+                .map(|given| (Secret::new(given.access_token.expose()), given.expires_in))
         }
         Identity::User(user) => {
             if credkey != user {
