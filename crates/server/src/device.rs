@@ -72,11 +72,7 @@ fn kind_of(poller: &Poller) -> String {
 }
 
 fn unavailable(e: credkeeper_store::StoreError) -> Refusal {
-    tracing::error!("device logins: the store: {e}");
-    Refusal::new(
-        Code::Busy,
-        "the broker's store is unavailable; try again later",
-    )
+    Refusal::store_unavailable("device logins", &e)
 }
 
 /// A token bucket: `rate` tokens a second up to `burst`.

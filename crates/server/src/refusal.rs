@@ -89,6 +89,16 @@ impl Code {
 }
 
 impl Refusal {
+    /// The store could not be read or written for `what`: logged with its cause, refused
+    /// as busy (503) without it.
+    pub fn store_unavailable(what: &str, e: &credkeeper_store::StoreError) -> Refusal {
+        tracing::error!("{what}: the store: {e}");
+        Refusal::new(
+            Code::Busy,
+            "the broker's store is unavailable; try again later",
+        )
+    }
+
     pub fn new(code: Code, message: impl Into<String>) -> Refusal {
         Refusal {
             code,

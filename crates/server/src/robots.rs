@@ -79,7 +79,8 @@ pub fn new_secret(store: &dyn RobotSecrets, robot: &str) -> Result<Secret, Store
 
 /// How long a robot's stored hash is trusted before the store is read again: a secret
 /// replaced with `credkeeper robot-secret` (on this host, or on any host sharing the
-/// PostgreSQL store) is refused by a running broker at most this long afterwards.
+/// PostgreSQL store) is refused by a running broker at most this long afterwards, unless
+/// the broker cannot reach the store then (the hash read last stays in force until it can).
 pub const RECHECK: Duration = Duration::from_secs(1);
 
 /// Stored hashes, read and decoded once per robot and read again every [`RECHECK`]; and
@@ -105,9 +106,6 @@ impl Default for SecretCheck {
         }
     }
 }
-
-/// [`Known::read_at`] of a stored form the store failed to confirm when asked again.
-const UNCONFIRMED: u64 = u64::MAX;
 
 /// One robot's stored form as last read.
 struct Known {
@@ -177,7 +175,7 @@ impl SecretCheck {
         let known = match cached {
             Some(k) => {
                 let read_at = k.read_at.load(Ordering::Acquire);
-                let fresh = read_at != UNCONFIRMED && now.saturating_sub(read_at) < recheck;
+                let fresh = now.saturating_sub(read_at) < recheck;
                 // Once stale, one request reads the store again; the others go on with what
                 // it said a moment ago. A secret that does not match is looked up again: it
                 // may have replaced the one known, and a new secret works at once.
@@ -190,10 +188,14 @@ impl SecretCheck {
                 }
                 match self.read(store, robot, now, Some(&k)) {
                     Ok(k) => k,
+                    // While the store is away, what it said last stays in force: robots go
+                    // on getting the tokens the broker holds, as they do with every other
+                    // part of the store missing.
                     Err(e) => {
-                        // Until the store answers, nothing it said before is trusted.
-                        k.read_at.store(UNCONFIRMED, Ordering::Release);
-                        return Err(e);
+                        tracing::warn!(
+                            "robot `{robot}`: its secret's hash cannot be read again ({e}); the one read before stays in force"
+                        );
+                        Some(k)
                     }
                 }
             }

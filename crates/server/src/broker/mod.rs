@@ -121,7 +121,10 @@ impl Broker {
         match self.secrets.verify(self.store.as_ref(), robot, secret) {
             Ok(true) => Ok(()),
             Ok(false) => Err(wrong()),
-            Err(e) => Err(Refusal::new(Code::Internal, e.to_string())),
+            Err(e) => Err(Refusal::store_unavailable(
+                &format!("robot `{robot}`: its secret"),
+                &e,
+            )),
         }
     }
 

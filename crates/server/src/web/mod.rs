@@ -171,13 +171,9 @@ async fn mint_link(
             Identity::User(user)
         }
     };
-    let token = web.mint(identity.clone()).map_err(|e| {
-        tracing::error!("login links: the store: {e}");
-        Refusal::new(
-            Code::Busy,
-            "the broker's store is unavailable; try again later",
-        )
-    })?;
+    let token = web
+        .mint(identity.clone())
+        .map_err(|e| Refusal::store_unavailable("login links", &e))?;
     Ok(Json(serde_json::json!({
         "url": format!("{}/login/{token}", broker.issuer.url()),
         "expires_in": LINK_SECS,
