@@ -143,13 +143,15 @@ apt_install() {
   for pkg in "${missing[@]}"; do
     if ! apt-cache show --no-all-versions "$pkg" >/dev/null 2>&1; then
       log "apt-get update (package $pkg unknown to the current lists)"
-      "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+      "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
       break
     fi
   done
   log "apt-get install ${missing[*]}"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}" >&2
+  # Tests start peers in parallel, and each may install what it needs: wait for another
+  # install's dpkg lock instead of failing on it.
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install \
+    -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
 # json_get PATH: read JSON from stdin, print the value at PATH (dot-separated keys, numeric
