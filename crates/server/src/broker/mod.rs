@@ -1,7 +1,7 @@
 //! The broker's core, independent of HTTP: who may have which token, and where it comes
 //! from — the cache, the local issuer, or a provider through the stored credential.
-//! `answer.rs` is what the token API reads and writes; `providers.rs` keeps each provider's
-//! client.
+//! `answer.rs` is what the token API reads and writes; `cache.rs` keeps the tokens handed
+//! out, by the request they answered; `providers.rs` keeps each provider's client.
 
 use crate::audit::{Audit, Event};
 use crate::caller::{Caller, Method};
