@@ -72,10 +72,26 @@ pub(crate) fn encode(
     claims: &impl Serialize,
     key: &SigningKey,
 ) -> Result<String, IssuerError> {
-    let json = |e: serde_json::Error| IssuerError::Sign(e.to_string());
-    let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).map_err(json)?);
+    encode_under(&encoded_header(header)?, claims, key)
+}
+
+/// `base64url(header)`, for [`encode_under`]: a key's tokens share it.
+pub(crate) fn encoded_header(header: &Header) -> Result<String, IssuerError> {
+    let json = serde_json::to_vec(header).map_err(|e| IssuerError::Sign(e.to_string()))?;
+    Ok(URL_SAFE_NO_PAD.encode(json))
+}
+
+/// [`encode`] under a header already encoded.
+pub(crate) fn encode_under(
+    encoded_header: &str,
+    claims: &impl Serialize,
+    key: &SigningKey,
+) -> Result<String, IssuerError> {
+    let claims = serde_json::to_vec(claims).map_err(|e| IssuerError::Sign(e.to_string()))?;
+    let mut token = String::with_capacity(encoded_header.len() + claims.len() * 4 / 3 + 96);
+    token.push_str(encoded_header);
     token.push('.');
-    URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(claims).map_err(json)?, &mut token);
+    URL_SAFE_NO_PAD.encode_string(claims, &mut token);
     let signature = key.sign(token.as_bytes())?;
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(signature, &mut token);

@@ -129,6 +129,8 @@ pub struct LocalIssuer {
 struct Keys {
     key: SigningKey,
     kid: String,
+    /// The JWS header every token of this key carries, base64url-encoded once.
+    header: String,
     jwks: Arc<JwkSet>,
 }
 
@@ -239,30 +241,47 @@ impl LocalIssuer {
     pub fn sign(&self, grant: &Grant<'_>) -> Result<(Secret, Timestamp), IssuerError> {
         let now = Timestamp::now();
         let exp = now.plus_secs(grant.lifetime.min(self.lifetime));
-        let mut claims = json!({
-            "sub": grant.subject,
-            "scope": grant.scope,
-            "iss": self.url,
-            "exp": exp.unix(),
-            "iat": now.unix(),
-            "nbf": now.unix(),
-            "jti": uuid4(),
-        });
-        if let Some(aud) = &grant.audience {
-            claims["aud"] = aud.clone();
-        }
-        match &self.version {
-            Some(VersionClaim::Ver(v)) => claims["ver"] = json!(v),
-            Some(VersionClaim::Wlcg(v)) => claims["wlcg.ver"] = json!(v),
-            None => {}
-        }
+        let jti = uuid4();
+        let (ver, wlcg_ver) = match &self.version {
+            Some(VersionClaim::Ver(v)) => (Some(v.as_str()), None),
+            Some(VersionClaim::Wlcg(v)) => (None, Some(v.as_str())),
+            None => (None, None),
+        };
+        let claims = Claims {
+            aud: grant.audience.as_ref(),
+            exp: exp.unix(),
+            iat: now.unix(),
+            iss: &self.url,
+            jti: &jti,
+            nbf: now.unix(),
+            scope: grant.scope,
+            sub: grant.subject,
+            ver,
+            wlcg_ver,
+        };
         let keys = self.keys();
-        let mut header = Header::new(self.algorithm.jwt());
-        header.kid = Some(keys.kid.clone());
-        header.typ = Some("JWT".into());
-        let token = jws::encode(&header, &claims, &keys.key)?;
+        let token = jws::encode_under(&keys.header, &claims, &keys.key)?;
         Ok((Secret::new(token), exp))
     }
+}
+
+/// A local token's claims, in the order a JSON map of them gives (alphabetical, as
+/// `serde_json` sorts), written without building that map for every token.
+#[derive(serde::Serialize)]
+struct Claims<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a Value>,
+    exp: i64,
+    iat: i64,
+    iss: &'a str,
+    jti: &'a str,
+    nbf: i64,
+    scope: &'a str,
+    sub: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ver: Option<&'a str>,
+    #[serde(rename = "wlcg.ver", skip_serializing_if = "Option::is_none")]
+    wlcg_ver: Option<&'a str>,
 }
 
 impl Keys {
@@ -277,9 +296,13 @@ impl Keys {
         for other in also.iter().filter(|k| k.kid != signing.kid) {
             jwks.push(parse(other.pem, algorithm, other.kid, origin)?.1);
         }
+        let mut header = Header::new(algorithm.jwt());
+        header.kid = Some(signing.kid.to_string());
+        header.typ = Some("JWT".into());
         Ok(Keys {
             key,
             kid: signing.kid.to_string(),
+            header: jws::encoded_header(&header)?,
             jwks: Arc::new(JwkSet { keys: jwks }),
         })
     }
@@ -292,19 +315,20 @@ pub fn new_jti() -> String {
 
 /// A random (version 4) UUID, as the scitokens library puts in `jti`.
 fn uuid4() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b = [0u8; 16];
     let _ = aws_lc_rs::rand::fill(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    let mut text = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            text.push('-');
+        }
+        text.push(HEX[usize::from(byte >> 4)] as char);
+        text.push(HEX[usize::from(byte & 0x0f)] as char);
+    }
+    text
 }
 
 #[cfg(test)]
@@ -430,6 +454,78 @@ mod tests {
             // The same key file gives the same key id on the next start.
             assert_eq!(LocalIssuer::open(&s).unwrap().key_id(), issuer.key_id());
         }
+    }
+
+    #[test]
+    fn a_token_carries_its_header_and_claims_as_a_json_map_of_them_would_write_them() {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let dir = tempfile::tempdir().unwrap();
+        for (version, extra) in [
+            (None, json!({})),
+            (
+                Some(VersionClaim::Ver("scitoken:2.0".into())),
+                json!({"ver": "scitoken:2.0"}),
+            ),
+            (
+                Some(VersionClaim::Wlcg("1.0".into())),
+                json!({"wlcg.ver": "1.0"}),
+            ),
+        ] {
+            let issuer =
+                LocalIssuer::open(&settings(dir.path(), Algorithm::ES256, version)).unwrap();
+            for audience in [None, Some(json!("https://s")), Some(json!(["a", "b"]))] {
+                let (token, exp) = issuer
+                    .sign(&Grant {
+                        subject: "ci",
+                        scope: "read:/d \"x\"",
+                        audience: audience.clone(),
+                        lifetime: 60,
+                    })
+                    .unwrap();
+                let parts: Vec<&str> = token.expose().split('.').collect();
+                let part = |i: usize| {
+                    String::from_utf8(URL_SAFE_NO_PAD.decode(parts[i]).unwrap()).unwrap()
+                };
+                let payload = part(1);
+                let claims: serde_json::Map<String, Value> =
+                    serde_json::from_str(&payload).unwrap();
+                let jti = claims["jti"].as_str().unwrap();
+                let iat = claims["iat"].as_i64().unwrap();
+                let mut want = json!({
+                    "sub": "ci",
+                    "scope": "read:/d \"x\"",
+                    "iss": issuer.url(),
+                    "exp": exp.unix(),
+                    "iat": iat,
+                    "nbf": iat,
+                    "jti": jti,
+                });
+                if let Some(aud) = &audience {
+                    want["aud"] = aud.clone();
+                }
+                for (k, v) in extra.as_object().unwrap() {
+                    want[k] = v.clone();
+                }
+                // Byte for byte what the map (keys in order) serializes to.
+                assert_eq!(payload, want.to_string());
+                let header: Value = serde_json::from_str(&part(0)).unwrap();
+                assert_eq!(
+                    header,
+                    json!({"typ": "JWT", "alg": "ES256", "kid": issuer.key_id()})
+                );
+                // A version 4 UUID.
+                let groups: Vec<usize> = jti.split('-').map(str::len).collect();
+                assert_eq!(groups, [8, 4, 4, 4, 12], "{jti}");
+                assert!(
+                    jti.bytes()
+                        .all(|b| b == b'-' || b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                );
+                assert_eq!(&jti[14..15], "4");
+                assert!("89ab".contains(&jti[19..20]), "{jti}");
+            }
+        }
+        assert_ne!(uuid4(), uuid4());
     }
 
     #[test]
