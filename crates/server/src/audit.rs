@@ -3,8 +3,8 @@
 //! refused when it could not be, as Vault's audit device refuses a request it cannot log.
 //!
 //! Lines are written in batches (group commit), one batch gathering per runtime thread: a
-//! request serializes its line and appends it to its thread's pending batch under a short
-//! lock. The first line of a batch starts a writer task on that thread, which first lets
+//! request serializes its line straight into its thread's pending batch, under a lock only
+//! that thread's writer also takes. The first line of a batch starts a writer task on that thread, which first lets
 //! every other ready task of the thread run ([`tokio::task::yield_now`]: after the ready
 //! tasks and the next poll of the I/O driver), so the lines of all requests being served
 //! there at that moment join the batch; then one `write` carries them, and lines that
@@ -164,13 +164,12 @@ impl Audit {
     /// Hand `event` to the log; its line is written with the batch it joins (by a writer
     /// task this call starts when none is scheduled; outside a runtime, by this call).
     pub fn record(&self, event: Event<'_>) -> Recorded {
-        let mut line = Vec::with_capacity(256);
-        let _ = serde_json::to_writer(&mut line, &event);
-        line.push(b'\n');
         let shard = shard();
         let (batch, lead) = {
             let mut state = self.inner.lock_state(shard);
-            state.pending.extend_from_slice(&line);
+            // Strings and integers into memory: serializing cannot fail.
+            let _ = serde_json::to_writer(&mut state.pending, &event);
+            state.pending.push(b'\n');
             let lead = !state.writing;
             state.writing = true;
             (state.batch.clone(), lead)

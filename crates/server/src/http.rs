@@ -91,16 +91,24 @@ impl IntoResponse for BodyRejection {
     }
 }
 
-/// `application/json` or `application/<something>+json`, parameters allowed.
+/// `application/json` or `application/<something>+json`, in any case, parameters allowed.
 fn is_json(content_type: &[u8]) -> bool {
     let essence = content_type
         .split(|b| *b == b';')
         .next()
-        .unwrap_or_default();
-    let essence = essence.trim_ascii().to_ascii_lowercase();
-    essence
-        .strip_prefix(b"application/")
-        .is_some_and(|sub| sub == b"json" || (sub.ends_with(b"+json") && sub.len() > 5))
+        .unwrap_or_default()
+        .trim_ascii();
+    let ends_with = |text: &[u8], end: &[u8]| {
+        text.len() >= end.len() && text[text.len() - end.len()..].eq_ignore_ascii_case(end)
+    };
+    let Some(sub) = essence
+        .get(..12)
+        .filter(|t| t.eq_ignore_ascii_case(b"application/"))
+        .map(|_| &essence[12..])
+    else {
+        return false;
+    };
+    sub.eq_ignore_ascii_case(b"json") || (sub.len() > 5 && ends_with(sub, b"+json"))
 }
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {

@@ -39,7 +39,7 @@ pub struct RefreshLabels {
 
 /// Providers a vend or refusal names without a `[[provider]]` section: the broker's own
 /// issuer (`local`, or none named) and the registry token signer.
-const BUILT_IN_PROVIDERS: [&str; 3] = ["", "local", "registry"];
+const BUILT_IN_PROVIDERS: [&str; 3] = ["", crate::policy::LOCAL, crate::policy::REGISTRY];
 
 /// Each configured robot's vend counters by provider and [`Source`], each made when first
 /// counted: a vend is counted without building its labels or locking the family.

@@ -9,6 +9,9 @@ use credkeeper_core::Scopes;
 /// The name of the broker's own issuer among the providers.
 pub const LOCAL: &str = "local";
 
+/// The provider a registry token is vended under (the broker signs it with its registry key).
+pub const REGISTRY: &str = "registry";
+
 /// What a robot's request was granted.
 #[derive(Debug)]
 pub struct Decision<'c> {

@@ -365,7 +365,7 @@ async fn issue(
         .iter()
         .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
         .collect();
-    let granted = ("registry", described.join(" "));
+    let granted = (crate::policy::REGISTRY, described.join(" "));
     let outcome = Outcome::vended(
         &caller.robot,
         caller.method,

@@ -186,7 +186,10 @@ impl SecretCheck {
                 if !rereading && k.matches(key, secret) {
                     return Ok(true);
                 }
+                // Checked against what is known, and not a match.
+                let mismatched = !rereading;
                 match self.read(store, robot, now, Some(&k)) {
+                    Ok(Some(same)) if mismatched && Arc::ptr_eq(&same, &k) => return Ok(false),
                     Ok(k) => k,
                     // While the store is away, what it said last stays in force: robots go
                     // on getting the tokens the broker holds, as they do with every other
@@ -195,6 +198,9 @@ impl SecretCheck {
                         tracing::warn!(
                             "robot `{robot}`: its secret's hash cannot be read again ({e}); the one read before stays in force"
                         );
+                        if mismatched {
+                            return Ok(false);
+                        }
                         Some(k)
                     }
                 }
@@ -251,17 +257,24 @@ mod tests {
         assert!(!matches("$sha256$not-base64!$x", &secret));
     }
 
-    fn store() -> (tempfile::TempDir, credkeeper_store::SqliteStore) {
+    /// A store holding robot `ci`'s secret, and a check that has verified it once.
+    fn verified() -> (
+        tempfile::TempDir,
+        credkeeper_store::SqliteStore,
+        SecretCheck,
+        Secret,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let store = credkeeper_store::SqliteStore::open(dir.path()).unwrap();
-        (dir, store)
+        let check = SecretCheck::default();
+        let secret = new_secret(&store, "ci").unwrap();
+        assert!(check.verify(&store, "ci", &secret).unwrap());
+        (dir, store, check, secret)
     }
 
     #[test]
     fn a_secret_is_checked_against_the_store_and_a_wrong_one_never_passes_for_it() {
-        let (_dir, store) = store();
-        let check = SecretCheck::default();
-        let secret = new_secret(&store, "ci").unwrap();
+        let (_dir, store, check, secret) = verified();
         let wrong = Secret::new(format!("{}x", secret.expose()));
         for _ in 0..3 {
             assert!(check.verify(&store, "ci", &secret).unwrap());
@@ -273,10 +286,7 @@ mod tests {
 
     #[test]
     fn a_replaced_secret_is_refused_after_the_recheck_and_its_successor_works_at_once() {
-        let (_dir, store) = store();
-        let check = SecretCheck::default();
-        let old = new_secret(&store, "ci").unwrap();
-        assert!(check.verify(&store, "ci", &old).unwrap());
+        let (_dir, store, check, old) = verified();
         let new = new_secret(&store, "ci").unwrap();
         // Nobody presents the new secret: the old one is refused all the same.
         std::thread::sleep(RECHECK + Duration::from_millis(50));
@@ -290,10 +300,7 @@ mod tests {
 
     #[test]
     fn a_secret_whose_robot_lost_it_in_the_store_stops_after_the_recheck() {
-        let (_dir, store) = store();
-        let check = SecretCheck::default();
-        let secret = new_secret(&store, "ci").unwrap();
-        assert!(check.verify(&store, "ci", &secret).unwrap());
+        let (_dir, store, check, secret) = verified();
         store
             .set_robot_secret_hash("ci", "$sha256$garbage")
             .unwrap();

@@ -23,52 +23,52 @@ pub(super) type Asked<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>)
 struct Key(String, String, Option<String>, Option<String>);
 
 /// What [`Key`] and a borrowed [`Asked`] have in common, so that one finds the other.
-trait AsGrant {
-    fn grant(&self) -> Asked<'_>;
+trait AsAsked {
+    fn asked(&self) -> Asked<'_>;
 }
 
-impl AsGrant for Key {
-    fn grant(&self) -> Asked<'_> {
+impl AsAsked for Key {
+    fn asked(&self) -> Asked<'_> {
         (&self.0, &self.1, self.2.as_deref(), self.3.as_deref())
     }
 }
 
-impl AsGrant for Asked<'_> {
-    fn grant(&self) -> Asked<'_> {
+impl AsAsked for Asked<'_> {
+    fn asked(&self) -> Asked<'_> {
         *self
     }
 }
 
-impl<'a> Borrow<dyn AsGrant + 'a> for Key {
-    fn borrow(&self) -> &(dyn AsGrant + 'a) {
+impl<'a> Borrow<dyn AsAsked + 'a> for Key {
+    fn borrow(&self) -> &(dyn AsAsked + 'a) {
         self
     }
 }
 
-impl Hash for dyn AsGrant + '_ {
+impl Hash for dyn AsAsked + '_ {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.grant().hash(state);
+        self.asked().hash(state);
     }
 }
 
-impl PartialEq for dyn AsGrant + '_ {
+impl PartialEq for dyn AsAsked + '_ {
     fn eq(&self, other: &Self) -> bool {
-        self.grant() == other.grant()
+        self.asked() == other.asked()
     }
 }
 
-impl Eq for dyn AsGrant + '_ {}
+impl Eq for dyn AsAsked + '_ {}
 
 // The same hash and equality as its borrowed form, as `Borrow` requires.
 impl Hash for Key {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        (self as &dyn AsGrant).hash(state);
+        (self as &dyn AsAsked).hash(state);
     }
 }
 
 impl PartialEq for Key {
     fn eq(&self, other: &Self) -> bool {
-        self.grant() == other.grant()
+        self.asked() == other.asked()
     }
 }
 
@@ -90,7 +90,7 @@ impl TokenCache {
     /// What answered `asked` before, if its token still has `minsecs` (at least 1) to live.
     pub(super) fn get(&self, asked: Asked<'_>, minsecs: i64) -> Option<Granted> {
         let cache = self.0.read().unwrap_or_else(|p| p.into_inner());
-        let granted = cache.get(&asked as &dyn AsGrant)?;
+        let granted = cache.get(&asked as &dyn AsAsked)?;
         (granted.expires.seconds_after(Timestamp::now()) >= minsecs.max(1)).then(|| granted.clone())
     }
 

@@ -190,8 +190,7 @@ impl Broker {
         let robot = caller.robot.as_str();
         let provider = ask.provider.as_deref().unwrap_or(LOCAL);
         match self.vend_inner(robot, provider, ask).await {
-            Ok((given, source)) => {
-                let expires = Timestamp::now().plus_secs(given.expires_in);
+            Ok((given, source, expires)) => {
                 let granted = (provider, given.scope.clone(), given.audience.clone());
                 let outcome = Outcome::vended(robot, caller.method, granted, source, expires);
                 Ok(Vended::new(given, outcome))
@@ -212,7 +211,7 @@ impl Broker {
         robot: &str,
         provider: &str,
         ask: &TokenAsk,
-    ) -> Result<(TokenGiven, Source), Refusal> {
+    ) -> Result<(TokenGiven, Source, Timestamp), Refusal> {
         let minsecs = ask.minsecs.unwrap_or(60).max(0);
         let asked = (
             robot,
@@ -220,16 +219,19 @@ impl Broker {
             ask.scopes.as_deref(),
             ask.audience.as_deref(),
         );
-        let given = |granted: cache::Granted| TokenGiven {
-            access_token: granted.token,
-            token_type: "Bearer",
-            expires_in: granted.expires.seconds_after(Timestamp::now()),
-            scope: granted.scope,
-            audience: granted.audience,
-            provider: provider.into(),
+        let given = |granted: cache::Granted, source| {
+            let answer = TokenGiven {
+                access_token: granted.token,
+                token_type: "Bearer",
+                expires_in: granted.expires.seconds_after(Timestamp::now()),
+                scope: granted.scope,
+                audience: granted.audience,
+                provider: provider.into(),
+            };
+            (answer, source, granted.expires)
         };
         if let Some(granted) = self.cache.get(asked, minsecs) {
-            return Ok((given(granted), Source::Cached));
+            return Ok(given(granted, Source::Cached));
         }
         let crate::policy::Decision {
             robot: r,
@@ -273,7 +275,7 @@ impl Broker {
             audience: audience.into(),
         };
         self.cache.put(asked, granted.clone());
-        Ok((given(granted), source))
+        Ok(given(granted, source))
     }
 
     /// Forget per-credential locks nobody holds (after a refresher pass).
