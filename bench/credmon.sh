@@ -234,7 +234,9 @@ describe_fs() {
 # since the last pass 1 ended (LAST_FREES, epoch seconds) before the next pass 1 is measured.
 NO_JOURNAL=0
 case $(describe_fs "$WORK") in ext4,\ without\ a\ journal*) NO_JOURNAL=1 ;; esac
-LAST_FREES=0
+# Started as if a pass had just ended: whatever freed inodes right before this script (the
+# clean-up of a run before it) weighs on neither side's first pass.
+LAST_FREES=$(date +%s)
 settle_inodes() {
   [ "$NO_JOURNAL" = 1 ] || return 0
   sync

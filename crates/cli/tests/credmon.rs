@@ -210,6 +210,54 @@ fn an_oauth_pass_refreshes_like_upstream_and_one_bad_credential_starves_nobody()
 }
 
 #[test]
+fn a_refresh_keeps_the_old_files_as_spares_to_write_over_and_a_deleted_credentials_spares_go() {
+    let op = Op::start();
+    let f = Fixture::new();
+    let rt = refresh_token(&op, "robot-client", "robot-secret");
+    f.oauth("alice", "op", &rt, &op);
+    let alice = f.dir.join("alice");
+    let old_top = read(&alice.join("op.top"));
+    let run = f.once(&[]).ok();
+    assert!(run.stderr.contains("1 refreshed"), "{}", run.stderr);
+    let spare = |name: &str| alice.join(format!(".{name}.spare"));
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        // A 0400 file opens for writing only with root's override: no spares are kept.
+        assert!(!spare("op.use").exists() && !spare("op.top").exists());
+        return;
+    }
+    assert_eq!(json(&spare("op.use"))["access_token"], "expired");
+    assert_eq!(read(&spare("op.top")), old_top);
+    assert_eq!(
+        (mode(&spare("op.use")), mode(&spare("op.top"))),
+        (0o400, 0o400)
+    );
+
+    // Due again: the new version is written into the spare, which trades places.
+    let inode = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    let (spare_use, live_use) = (inode(&spare("op.use")), inode(&alice.join("op.use")));
+    let mut used = json(&alice.join("op.use"));
+    used["expires_in"] = json!(0);
+    write(&alice.join("op.use"), &used.to_string(), 0o400);
+    let again = f.once(&[]).ok();
+    assert!(again.stderr.contains("1 refreshed"), "{}", again.stderr);
+    assert_eq!(inode(&alice.join("op.use")), spare_use);
+    assert_eq!(inode(&spare("op.use")), live_use);
+    assert_ne!(
+        json(&alice.join("op.use"))["access_token"],
+        used["access_token"]
+    );
+
+    // The CredD deletes the credential: the next pass removes what was left of it.
+    for name in ["op.top", "op.use", "op.meta"] {
+        std::fs::remove_file(alice.join(name)).unwrap();
+    }
+    let swept = f.once(&[]).ok();
+    assert!(swept.stderr.contains("removed"), "{}", swept.stderr);
+    assert_eq!(std::fs::read_dir(&alice).unwrap().count(), 0);
+}
+
+#[test]
 fn bad_files_are_skipped_with_a_reason_and_never_followed() {
     let op = Op::start();
     let f = Fixture::new();

@@ -5,11 +5,12 @@
 //! A [`Replacement`] is one or more files that go together, in order (a credential's
 //! `.use`, then its `.top`). [`commit`] places many replacements:
 //! 1. each new content is already in its temporary file beside its file
-//!    ([`Replacement::file`] wrote it and closed it, without a sync);
+//!    ([`Replacement::file`] wrote it and closed it, without a sync), or in the file's
+//!    [spare](crate::spare) ([`Replacement::file_over_spare`]);
 //! 2. one `syncfs` per file system makes all those contents durable;
-//! 3. the renames, each replacement's in the order staged (a large group's replacements
-//!    on a few threads). A replacement whose rename fails stops there: its later files
-//!    are not placed, and their temporary files are removed;
+//! 3. the renames (a spare's is an exchange), each replacement's in the order staged (a
+//!    large group's replacements on a few threads). A replacement whose rename fails stops
+//!    there: its later files are not placed, and their temporary files are removed;
 //! 4. a second `syncfs` makes the renames durable.
 //!
 //! Only then does a replacement count as done. A reader sees what
@@ -25,6 +26,7 @@
 //! files. For one file, [`write_atomic`](crate::write_atomic) costs less.
 
 use crate::file::{SinkError, Staged, explain, parent};
+use crate::spare::Spares;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -46,15 +48,38 @@ impl Replacement {
     /// Stage `path`'s new `contents` with exactly `mode`: written to a temporary file and
     /// closed. Nothing is in place before [`commit`].
     pub fn file(&mut self, path: &Path, contents: &[u8], mode: u32) -> Result<(), SinkError> {
+        let (staged, _) = Staged::write(path, contents, mode)?;
+        self.add(staged);
+        Ok(())
+    }
+
+    /// [`file`](Replacement::file), written into `path`'s [spare](crate::spare) when
+    /// `spares` holds its directory and the spare may be written into: the commit then
+    /// exchanges it with `path`, and `path`'s old version becomes the spare.
+    pub fn file_over_spare(
+        &mut self,
+        path: &Path,
+        contents: &[u8],
+        mode: u32,
+        spares: &Spares,
+    ) -> Result<(), SinkError> {
+        if spares.covers(path)
+            && let Some((staged, _)) = crate::spare::stage(path, contents, mode)?
+        {
+            self.add(staged);
+            return Ok(());
+        }
+        self.file(path, contents, mode)
+    }
+
+    fn add(&mut self, staged: Staged) {
         // Its device, read from the open file, tells the commit which file system to sync
         // without a `stat` of each directory there.
-        let (staged, _) = Staged::write(path, contents, mode)?;
         let dev = staged.dev;
         if !self.systems.iter().any(|(d, _)| *d == dev) {
             self.systems.push((dev, parent(&staged.tmp)));
         }
         self.files.push(staged);
-        Ok(())
     }
 
     /// The first file this replacement places: the one its errors name.
@@ -69,8 +94,12 @@ impl Replacement {
     fn place(self) -> Result<(), SinkError> {
         // On a failure the files not yet renamed are dropped: their temporaries go.
         for staged in self.files {
-            let renamed = std::fs::rename(&staged.tmp, &staged.dest);
-            staged.settle(renamed)?;
+            let placed = if staged.exchange {
+                crate::spare::exchange(&staged.tmp, &staged.dest)
+            } else {
+                std::fs::rename(&staged.tmp, &staged.dest)
+            };
+            staged.settle(placed)?;
         }
         Ok(())
     }
@@ -257,7 +286,11 @@ impl FileSystems {
         for (_, dir, file) in &self.open {
             // SAFETY: `file` is an open descriptor for the whole call; syncfs only reads it.
             if unsafe { libc::syncfs(file.as_raw_fd()) } != 0 {
-                return Err((dir.clone(), std::io::Error::last_os_error()));
+                let e = std::io::Error::last_os_error();
+                // An exchange may not be durable now: its spare may still be on disk as
+                // the file itself.
+                crate::spare::distrust();
+                return Err((dir.clone(), e));
             }
         }
         Ok(())
@@ -453,6 +486,105 @@ mod tests {
             std::fs::read_to_string(root.path().join("f")).unwrap(),
             "old"
         );
+    }
+
+    /// Replace `path` with `contents` over its spare, committed at once.
+    fn place_over_spare(path: &Path, contents: &str, spares: &Spares) {
+        let mut r = Replacement::new();
+        r.file_over_spare(path, contents.as_bytes(), 0o600, spares)
+            .unwrap();
+        let results = commit(vec![r]);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(std::fs::read_to_string(path).unwrap(), contents);
+        assert_eq!(mode(path), 0o600);
+    }
+
+    fn inode(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().ino()
+    }
+
+    /// Spares are written into only where the kernel grants leases (every local Linux file
+    /// system); elsewhere the replacement falls back to new files, which other tests cover.
+    fn leases_granted(dir: &Path) -> bool {
+        let f = std::fs::File::create(dir.join("lease-probe")).unwrap();
+        // SAFETY: `f` is open for the whole call; F_SETLEASE takes an integer argument.
+        let granted = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) } == 0;
+        drop(f);
+        std::fs::remove_file(dir.join("lease-probe")).unwrap();
+        if !granted {
+            eprintln!("no leases on {}: spares are not tested here", dir.display());
+        }
+        granted
+    }
+
+    #[test]
+    fn over_spares_a_file_and_its_previous_version_trade_places_and_no_file_is_made_after_the_first()
+     {
+        let root = tempfile::tempdir().unwrap();
+        if !leases_granted(root.path()) {
+            return;
+        }
+        let spares = Spares::try_lock(root.path()).unwrap().unwrap();
+        let path = root.path().join("box.use");
+        let spare = crate::spare::spare_path(&path);
+        std::fs::write(&path, "v1").unwrap();
+        let first = inode(&path);
+
+        place_over_spare(&path, "a much longer second version", &spares);
+        assert_eq!(std::fs::read_to_string(&spare).unwrap(), "v1");
+        assert_eq!(inode(&spare), first, "the old version became the spare");
+        let second = inode(&path);
+
+        // Written into the first file's inode, cut to its new length, traded back.
+        place_over_spare(&path, "v3", &spares);
+        assert_eq!(
+            std::fs::read_to_string(&spare).unwrap(),
+            "a much longer second version"
+        );
+        assert_eq!((inode(&path), inode(&spare)), (first, second));
+        place_over_spare(&path, "v4", &spares);
+        assert_eq!((inode(&path), inode(&spare)), (second, first));
+        assert_eq!(names(root.path()), [".box.use.spare", "box.use"]);
+    }
+
+    #[test]
+    fn a_reader_still_holding_an_old_version_keeps_it_whole() {
+        let root = tempfile::tempdir().unwrap();
+        if !leases_granted(root.path()) {
+            return;
+        }
+        let spares = Spares::try_lock(root.path()).unwrap().unwrap();
+        let path = root.path().join("box.use");
+        std::fs::write(&path, "v1").unwrap();
+        let mut reader = std::fs::File::open(&path).unwrap();
+        place_over_spare(&path, "v2", &spares);
+        // v1 is the spare now, and still open: v3 goes to a new file instead.
+        place_over_spare(&path, "v3", &spares);
+        let mut held = String::new();
+        std::io::Read::read_to_string(&mut reader, &mut held).unwrap();
+        assert_eq!(held, "v1");
+        let spare = crate::spare::spare_path(&path);
+        assert_eq!(std::fs::read_to_string(&spare).unwrap(), "v1");
+        // Once the reader is gone, its inode is written over again.
+        let v1 = inode(&spare);
+        drop(reader);
+        place_over_spare(&path, "v4", &spares);
+        assert_eq!(inode(&path), v1);
+    }
+
+    #[test]
+    fn a_file_not_there_yet_or_outside_the_held_directory_is_placed_without_a_spare() {
+        let held = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let spares = Spares::try_lock(held.path()).unwrap().unwrap();
+        let new = held.path().join("box.use");
+        place_over_spare(&new, "first", &spares);
+        assert_eq!(names(held.path()), ["box.use"]);
+        let outside = other.path().join("box.use");
+        std::fs::write(&outside, "old").unwrap();
+        place_over_spare(&outside, "new", &spares);
+        assert_eq!(names(other.path()), ["box.use"]);
     }
 
     #[test]

@@ -140,6 +140,9 @@ pub(crate) struct Staged {
     pub(crate) dest: PathBuf,
     /// The device of the temporary file: the file system a batch commit syncs.
     pub(crate) dev: u64,
+    /// `tmp` is `dest`'s spare, exchanged with it rather than renamed over it
+    /// ([`spare`](crate::spare)).
+    pub(crate) exchange: bool,
 }
 
 impl Staged {
@@ -162,6 +165,7 @@ impl Staged {
             tmp,
             dest: path.to_path_buf(),
             dev: 0,
+            exchange: false,
         };
         // The umask may have narrowed the mode; make it exactly what was asked. Looked at
         // first: a `chmod` dirties the inode once more, a cost a pass pays per file.

@@ -12,6 +12,8 @@
 //! - [`file`]: replacing a file so that a reader never sees a partial one.
 //! - [`batch`]: replacing many files with one durable commit (two file-system syncs for
 //!   all of them), for a pass that rewrites thousands.
+//! - [`spare`]: each batch-replaced file's previous version kept beside it and written over
+//!   next time, so that a pass neither creates nor frees a file per credential.
 //! - [`discovery`]: where a token is found (WLCG Bearer Token Discovery).
 //! - [`perm`]: the ssh-style refusal of secret files that others can read, for the files
 //!   credkeeper is handed (client secrets, keys) as for the ones it writes.
@@ -24,6 +26,7 @@ pub mod condor;
 pub mod discovery;
 pub mod file;
 pub mod perm;
+pub mod spare;
 
 pub use discovery::{TokenLocation, default_path, discover, uid};
 pub use file::{SinkError, read, write_atomic, write_private, write_token};

@@ -8,6 +8,8 @@
 use crate::error::PassError;
 use credkeeper_sink::SinkError;
 use credkeeper_sink::batch::{Committer, Replacement};
+use credkeeper_sink::spare::Spares;
+use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 type Waiting = (Replacement, oneshot::Sender<Result<(), PassError>>);
@@ -15,12 +17,32 @@ type Waiting = (Replacement, oneshot::Sender<Result<(), PassError>>);
 /// Where a pass's tasks hand their staged files. The committing task ends once every
 /// clone is dropped and the last group is answered.
 #[derive(Clone)]
-pub(super) struct Commits(mpsc::UnboundedSender<Waiting>);
+pub(super) struct Commits {
+    waiting: mpsc::UnboundedSender<Waiting>,
+    /// The credential directory held for spares, if this pass got it: held by the
+    /// committing task too, until the last exchange is durable.
+    spares: Option<Arc<Spares>>,
+}
 
 impl Commits {
-    pub(super) fn start() -> (Commits, tokio::task::JoinHandle<()>) {
+    pub(super) fn start(spares: Option<Spares>) -> (Commits, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Commits(tx), tokio::spawn(run(rx)))
+        let spares = spares.map(Arc::new);
+        let held = spares.clone();
+        let committing = tokio::spawn(async move {
+            run(rx).await;
+            drop(held);
+        });
+        let commits = Commits {
+            waiting: tx,
+            spares,
+        };
+        (commits, committing)
+    }
+
+    /// What staging may write over: the directory's spares, when this pass holds it.
+    pub(super) fn spares(&self) -> Option<&Spares> {
+        self.spares.as_deref()
     }
 
     /// Give back `permit` (the provider and the signer are done with), then wait until
@@ -32,7 +54,7 @@ impl Commits {
     ) -> Result<(), PassError> {
         drop(permit);
         let (tx, rx) = oneshot::channel();
-        self.0
+        self.waiting
             .send((files, tx))
             .map_err(|_| PassError::Uncommitted)?;
         rx.await.unwrap_or(Err(PassError::Uncommitted))

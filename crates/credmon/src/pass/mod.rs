@@ -22,6 +22,7 @@ use commit::Commits;
 use credkeeper_core::Timestamp;
 use credkeeper_issuer::LocalIssuer;
 use credkeeper_oidc::{Http, OidcError, UrlPolicy};
+use credkeeper_sink::spare::Spares;
 use scan::Seen;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -90,10 +91,15 @@ impl Credmon {
     /// after the file being written is complete.
     pub async fn pass(self: &Arc<Self>, stop: &tokio::sync::watch::Receiver<bool>) -> PassReport {
         let me = self.clone();
-        let scanned = tokio::task::spawn_blocking(move || me.scan()).await;
-        let (work, mut report) = scanned.unwrap_or_default();
+        let scanned = tokio::task::spawn_blocking(move || {
+            let spares = me.hold_for_spares();
+            let (work, report) = me.scan(spares.is_some());
+            (work, report, spares)
+        })
+        .await;
+        let (work, mut report, spares) = scanned.unwrap_or_default();
         let semaphore = Arc::new(tokio::sync::Semaphore::new(self.settings.concurrency));
-        let (commits, committer) = Commits::start();
+        let (commits, committer) = Commits::start(spares);
         let mut tasks = tokio::task::JoinSet::new();
         let tally =
             |done: Result<Outcome, tokio::task::JoinError>, report: &mut PassReport| match done {
@@ -134,6 +140,27 @@ impl Credmon {
         }
         touch(&self.dir().join("CREDMON_COMPLETE"));
         report
+    }
+
+    /// The credential directory, held for this pass's files to be written over their
+    /// spares; `None` when another process (a second credmon) holds it.
+    fn hold_for_spares(&self) -> Option<Spares> {
+        match Spares::try_lock(self.dir()) {
+            Ok(held) => {
+                if held.is_none() {
+                    tracing::info!(
+                        "another process holds {} (a second credmon?): this pass writes new \
+                         files rather than over their spares",
+                        self.dir().display()
+                    );
+                }
+                held
+            }
+            Err(e) => {
+                tracing::debug!("cannot lock {} for spares: {e}", self.dir().display());
+                None
+            }
+        }
     }
 
     async fn handle(

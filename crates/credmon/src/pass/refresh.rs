@@ -114,10 +114,13 @@ impl Credmon {
         // Staged on this thread: a write into the page cache costs less than a hand-off
         // to a blocking thread and back. Placed with the pass's other files in one commit.
         let use_path = dir.join(format!("{token}.use"));
-        let staged = credkeeper_sink::condor::stage_cred_files(&[
-            (&use_path, &Value::Object(response).to_string()),
-            (&top_path, &Value::Object(top).to_string()),
-        ]);
+        let staged = credkeeper_sink::condor::stage_cred_files(
+            &[
+                (&use_path, &Value::Object(response).to_string()),
+                (&top_path, &Value::Object(top).to_string()),
+            ],
+            commits.spares(),
+        );
         let written = match staged {
             Ok(files) => commits.place(files, permit).await,
             Err(e) => Err(e.into()),

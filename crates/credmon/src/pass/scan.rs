@@ -25,8 +25,9 @@ pub(super) struct Seen {
 }
 
 impl Credmon {
-    /// Walk the directory and decide what is due. Blocking file I/O only.
-    pub(super) fn scan(&self) -> (Vec<Work>, PassReport) {
+    /// Walk the directory and decide what is due. Blocking file I/O only. With `tidy`
+    /// (the pass holds the directory for spares) a spare whose file is gone is removed.
+    pub(super) fn scan(&self, tidy: bool) -> (Vec<Work>, PassReport) {
         let mut work = Vec::new();
         let mut report = PassReport::default();
         let dir = self.dir().to_path_buf();
@@ -89,7 +90,7 @@ impl Credmon {
                         let mut work = Vec::new();
                         let mut report = PassReport::default();
                         for (path, name) in part {
-                            self.scan_user(path, name, now, &mut work, &mut report);
+                            self.scan_user(path, name, now, tidy, &mut work, &mut report);
                         }
                         (work, report)
                     })
@@ -127,6 +128,7 @@ impl Credmon {
         dir: &Path,
         user: &str,
         now: f64,
+        tidy: bool,
         work: &mut Vec<Work>,
         report: &mut PassReport,
     ) {
@@ -138,6 +140,11 @@ impl Credmon {
         let mut names = Vec::new();
         for e in entries.flatten() {
             names.push(e.file_name().to_string_lossy().into_owned());
+        }
+        if tidy {
+            for orphan in credkeeper_sink::spare::orphan_of(&names) {
+                remove_orphan(&dir.join(orphan));
+            }
         }
         for name in &names {
             if let Some(pid) = credkeeper_sink::file::temp_file_owner(name) {
@@ -326,11 +333,23 @@ fn remove_if_left_by_a_crash(path: &Path, pid: u32) {
     if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
         return;
     }
+    remove_stale(
+        path,
+        format_args!("left by process {pid} before its rename"),
+    );
+}
+
+/// A spare whose file is gone holds the last version of a credential the CredD deleted.
+fn remove_orphan(path: &Path) {
+    remove_stale(
+        path,
+        format_args!("the spare of a credential file that is gone"),
+    );
+}
+
+fn remove_stale(path: &Path, why: std::fmt::Arguments<'_>) {
     match std::fs::remove_file(path) {
-        Ok(()) => tracing::info!(
-            "removed {}, left by process {pid} before its rename",
-            path.display()
-        ),
+        Ok(()) => tracing::info!("removed {}, {why}", path.display()),
         Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
     }
 }

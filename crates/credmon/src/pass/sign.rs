@@ -10,6 +10,7 @@ use crate::status::{CredStatus, Kind};
 use credkeeper_core::Timestamp;
 use credkeeper_issuer::{Grant, LocalIssuer};
 use credkeeper_sink::batch::Replacement;
+use credkeeper_sink::spare::Spares;
 use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
@@ -37,7 +38,7 @@ impl Credmon {
     ) -> Outcome {
         // Signed and staged on this thread, as a refresh stages: both cost less than a
         // hand-off to a blocking thread and back.
-        let signed = match self.stage_signed(&user, &token, index) {
+        let signed = match self.stage_signed(&user, &token, index, commits.spares()) {
             Ok((files, expires)) => commits.place(files, permit).await.map(|()| expires),
             Err(e) => Err(e),
         };
@@ -66,6 +67,7 @@ impl Credmon {
         user: &str,
         token: &str,
         index: usize,
+        spares: Option<&Spares>,
     ) -> Result<(Replacement, Timestamp), PassError> {
         // The `.top` is the user's credential as the CredD stored it: signed for only while
         // it is private, as an OAuth `.top` is refreshed only then.
@@ -89,7 +91,7 @@ impl Credmon {
             format!("{}\n", jwt.expose())
         };
         let use_path = dir.join(format!("{token}.use"));
-        let files = credkeeper_sink::condor::stage_cred_files(&[(&use_path, &contents)])?;
+        let files = credkeeper_sink::condor::stage_cred_files(&[(&use_path, &contents)], spares)?;
         Ok((files, expires))
     }
 }

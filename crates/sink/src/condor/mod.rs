@@ -8,6 +8,7 @@ pub mod keyfile;
 pub use keyfile::{KeyAd, KeyFileError};
 
 use crate::batch::Replacement;
+use crate::spare::Spares;
 use serde_json::{Map, Value, json};
 use std::path::Path;
 
@@ -51,10 +52,20 @@ pub fn write_cred_file(path: &Path, contents: &str) -> Result<(), crate::SinkErr
 /// place. Each temporary file is beside its file in the user's directory, as upstream's
 /// web app writes them: renamed within one directory, many files at once share no lock
 /// (from the directory root, each rename would hold the root's as well).
-pub fn stage_cred_files(files: &[(&Path, &str)]) -> Result<Replacement, crate::SinkError> {
+///
+/// With `spares` (credmon's pass, which holds the directory), each is written over its
+/// [spare](crate::spare) when it may be.
+pub fn stage_cred_files(
+    files: &[(&Path, &str)],
+    spares: Option<&Spares>,
+) -> Result<Replacement, crate::SinkError> {
     let mut staged = Replacement::new();
     for (path, contents) in files {
-        staged.file(path, contents.as_bytes(), CRED_FILE_MODE)?;
+        let contents = contents.as_bytes();
+        match spares {
+            Some(spares) => staged.file_over_spare(path, contents, CRED_FILE_MODE, spares)?,
+            None => staged.file(path, contents, CRED_FILE_MODE)?,
+        }
     }
     Ok(staged)
 }
