@@ -213,6 +213,14 @@ fn an_oauth_pass_refreshes_like_upstream_and_one_bad_credential_starves_nobody()
 fn a_refresh_keeps_the_old_files_as_spares_to_write_over_and_a_deleted_credentials_spares_go() {
     let op = Op::start();
     let f = Fixture::new();
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        // As HTCondor's: set-group-ID to a group not the writer's (condor's), so every
+        // file made in it, a spare too, gets that group.
+        std::os::unix::fs::chown(&f.dir, None, Some(1)).unwrap();
+        std::fs::set_permissions(&f.dir, std::fs::Permissions::from_mode(0o2770)).unwrap();
+    }
     let rt = refresh_token(&op, "robot-client", "robot-secret");
     f.oauth("alice", "op", &rt, &op);
     let alice = f.dir.join("alice");
@@ -220,12 +228,12 @@ fn a_refresh_keeps_the_old_files_as_spares_to_write_over_and_a_deleted_credentia
     let run = f.once(&[]).ok();
     assert!(run.stderr.contains("1 refreshed"), "{}", run.stderr);
     let spare = |name: &str| alice.join(format!(".{name}.spare"));
-    // SAFETY: geteuid cannot fail and touches no memory.
-    if unsafe { libc::geteuid() } != 0 {
+    if !root {
         // A 0400 file opens for writing only with root's override: no spares are kept.
         assert!(!spare("op.use").exists() && !spare("op.top").exists());
         return;
     }
+    assert_eq!(std::fs::metadata(spare("op.use")).unwrap().gid(), 1);
     assert_eq!(json(&spare("op.use"))["access_token"], "expired");
     assert_eq!(read(&spare("op.top")), old_top);
     assert_eq!(

@@ -64,7 +64,7 @@ impl Replacement {
         spares: &Spares,
     ) -> Result<(), SinkError> {
         if spares.covers(path)
-            && let Some((staged, _)) = crate::spare::stage(path, contents, mode)?
+            && let Some(staged) = crate::spare::stage(path, contents, mode)?
         {
             self.add(staged);
             return Ok(());
@@ -585,6 +585,25 @@ mod tests {
         std::fs::write(&outside, "old").unwrap();
         place_over_spare(&outside, "new", &spares);
         assert_eq!(names(other.path()), ["box.use"]);
+    }
+
+    #[test]
+    fn a_spares_name_taken_by_a_directory_or_a_symlink_falls_back_to_a_new_file() {
+        let root = tempfile::tempdir().unwrap();
+        let spares = Spares::try_lock(root.path()).unwrap().unwrap();
+        let (a, b) = (root.path().join("a.use"), root.path().join("b.use"));
+        std::fs::write(&a, "old").unwrap();
+        std::fs::write(&b, "old").unwrap();
+        std::fs::create_dir(crate::spare::spare_path(&a)).unwrap();
+        let target = root.path().join("elsewhere");
+        std::fs::write(&target, "not a spare").unwrap();
+        std::os::unix::fs::symlink(&target, crate::spare::spare_path(&b)).unwrap();
+        place_over_spare(&a, "new a", &spares);
+        place_over_spare(&b, "new b", &spares);
+        // The directory is left for whoever made it; the symlink goes, never followed.
+        assert!(crate::spare::spare_path(&a).is_dir());
+        assert!(!crate::spare::spare_path(&b).exists());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "not a spare");
     }
 
     #[test]

@@ -62,16 +62,21 @@ pub fn temp_file_owner(name: &str) -> Option<u32> {
 /// A unique name for a temporary file in the same directory as `path`.
 pub fn temp_path_beside(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let tail = format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    hidden_beside(path, &tail)
+}
+
+/// `.<name><tail>` beside `path`: a hidden file of the writer's own, named after the file.
+pub(crate) fn hidden_beside(path: &Path, tail: &str) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    let unique = format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    path.with_file_name(unique)
+    path.with_file_name(format!(".{name}{tail}"))
 }
 
 /// Write `token` and a newline to `path` atomically with mode 0600.
@@ -167,15 +172,9 @@ impl Staged {
             dev: 0,
             exchange: false,
         };
-        // The umask may have narrowed the mode; make it exactly what was asked. Looked at
-        // first: a `chmod` dirties the inode once more, a cost a pass pays per file.
-        let written = file.metadata().and_then(|meta| {
-            if meta.permissions().mode() & 0o7777 != mode {
-                file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-            }
-            file.write_all(contents)?;
-            Ok(meta.dev())
-        });
+        let written = file
+            .metadata()
+            .and_then(|meta| fill(&mut file, &meta, contents, mode).map(|()| meta.dev()));
         match written {
             Ok(dev) => {
                 staged.dev = dev;
@@ -204,6 +203,27 @@ impl Staged {
             Err(e) => Err(self.failed(e)),
         }
     }
+}
+
+/// Make `file` (open at its start, as `meta` found it) hold exactly `contents` with exactly
+/// `mode`.
+pub(crate) fn fill(
+    file: &mut std::fs::File,
+    meta: &std::fs::Metadata,
+    contents: &[u8],
+    mode: u32,
+) -> std::io::Result<()> {
+    // The umask may have narrowed the mode; make it exactly what was asked. Looked at
+    // first: a `chmod` dirties the inode once more, a cost a pass pays per file.
+    if meta.permissions().mode() & 0o7777 != mode {
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    file.write_all(contents)?;
+    // A file written over (a spare) may have been longer.
+    if meta.len() > contents.len() as u64 {
+        file.set_len(contents.len() as u64)?;
+    }
+    Ok(())
 }
 
 impl Drop for Staged {

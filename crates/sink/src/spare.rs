@@ -17,17 +17,17 @@
 //! - the exchange that made it a spare is durable: a writer writes into a spare only after
 //!   the sync that followed that exchange succeeded, and after a failed sync no process
 //!   writes into a spare again ([`distrust`]);
-//! - it is the writer's own: a regular file with one link, owned by the writer's user and
-//!   group, which the writer can open for writing.
+//! - it is the writer's own: a regular file with one link, owned by the writer, which the
+//!   writer can open for writing, for a file only its owner may read or write (its group,
+//!   which a set-group-ID directory gives, grants nothing then).
 //!
 //! The price: each file's previous version stays beside it (one more inode and block per
 //! file), with its owner and mode. [`orphan_of`] names a spare whose file is gone, for the
 //! writer to remove.
 
-use crate::file::{SinkError, Staged, explain};
-use std::io::Write;
+use crate::file::{SinkError, Staged, explain, fill, hidden_beside};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -78,11 +78,7 @@ impl Spares {
 
 /// `path`'s spare: `.NAME.spare` beside it.
 pub fn spare_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.spare"))
+    hidden_beside(path, ".spare")
 }
 
 /// For a spare's file name, the name of the file it is the spare of.
@@ -103,17 +99,16 @@ pub fn orphan_of<'a>(names: &'a [String]) -> impl Iterator<Item = &'a str> + 'a 
 /// Write `contents` with exactly `mode` into `path`'s spare, ready for an exchange; `None`
 /// when the spare may not be written into (see the module's rules): the caller stages a new
 /// temporary file instead.
-pub(crate) fn stage(
-    path: &Path,
-    contents: &[u8],
-    mode: u32,
-) -> Result<Option<(Staged, std::fs::File)>, SinkError> {
-    if DISTRUSTED.load(Ordering::Relaxed) || NO_LEASES.load(Ordering::Relaxed) {
+pub(crate) fn stage(path: &Path, contents: &[u8], mode: u32) -> Result<Option<Staged>, SinkError> {
+    // A mode that lets the group in would make the spare's group matter, and a
+    // set-group-ID directory gives a new file another group than the writer's.
+    if mode & 0o077 != 0 || DISTRUSTED.load(Ordering::Relaxed) || NO_LEASES.load(Ordering::Relaxed)
+    {
         return Ok(None);
     }
-    static OWNER: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
-    // SAFETY: geteuid and getegid cannot fail and touch no memory.
-    let (uid, gid) = *OWNER.get_or_init(|| unsafe { (libc::geteuid(), libc::getegid()) });
+    static UID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let uid = *UID.get_or_init(|| unsafe { libc::geteuid() });
     // A file without its owner's write bit opens for writing only with root's override.
     if mode & 0o200 == 0 && uid != 0 {
         return Ok(None);
@@ -125,20 +120,21 @@ pub(crate) fn stage(
         .mode(mode)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&spare);
+    // Whatever keeps the spare from opening (a missing directory, another owner's spare, a
+    // directory at its name) leaves the replacement to a new temporary file, which reports
+    // what is really wrong.
     let mut file = match opened {
         Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            // A symlink at the spare's name is nobody's spare.
-            let _ = std::fs::remove_file(&spare);
+        Err(e) => {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                // A symlink at the spare's name is nobody's spare.
+                let _ = std::fs::remove_file(&spare);
+            }
             return Ok(None);
         }
-        // A directory there (one that stood at the file's name, exchanged out of the way) is
-        // left for whoever made it.
-        Err(e) if e.raw_os_error() == Some(libc::EISDIR) => return Ok(None),
-        Err(e) => return Err(explain(path, e)),
     };
     let meta = file.metadata().map_err(|e| explain(path, e))?;
-    if !meta.is_file() || meta.nlink() != 1 || meta.uid() != uid || meta.gid() != gid {
+    if !meta.is_file() || meta.nlink() != 1 || meta.uid() != uid {
         drop(file);
         let _ = std::fs::remove_file(&spare);
         return Ok(None);
@@ -153,18 +149,8 @@ pub(crate) fn stage(
         dev: meta.dev(),
         exchange: true,
     };
-    let written = (|| {
-        if meta.permissions().mode() & 0o7777 != mode {
-            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        }
-        file.write_all(contents)?;
-        if meta.len() > contents.len() as u64 {
-            file.set_len(contents.len() as u64)?;
-        }
-        Ok(())
-    })();
-    match written {
-        Ok(()) => Ok(Some((staged, file))),
+    match fill(&mut file, &meta, contents, mode) {
+        Ok(()) => Ok(Some(staged)),
         Err(source) => Err(staged.failed(source)),
     }
 }
@@ -273,7 +259,7 @@ mod tests {
         if NO_LEASES.load(Ordering::Relaxed) {
             return; // this file system grants no leases: spares are never written into
         }
-        let (staged, _) = stage(&path, b"new", 0o600).unwrap().expect("no reader now");
+        let staged = stage(&path, b"new", 0o600).unwrap().expect("no reader now");
         assert_eq!(std::fs::read_to_string(&staged.tmp).unwrap(), "new");
     }
 }
