@@ -40,6 +40,18 @@ pub struct PassReport {
     pub idle: usize,
 }
 
+impl std::ops::AddAssign for PassReport {
+    fn add_assign(&mut self, other: PassReport) {
+        self.users += other.users;
+        self.refreshed += other.refreshed;
+        self.signed += other.signed;
+        self.failed += other.failed;
+        self.needs_login += other.needs_login;
+        self.skipped += other.skipped;
+        self.idle += other.idle;
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Work {
     Refresh {
@@ -88,19 +100,21 @@ impl Credmon {
     }
 
     /// One full pass. `stop` is checked between credentials, so a signal ends the pass
-    /// after the file being written is complete.
+    /// after the file being written is complete. Credentials are handled as the scan finds
+    /// them: the first refreshes wait on their provider while the scan reads on.
     pub async fn pass(self: &Arc<Self>, stop: &tokio::sync::watch::Receiver<bool>) -> PassReport {
         let me = self.clone();
-        let scanned = tokio::task::spawn_blocking(move || {
-            let spares = me.hold_for_spares();
-            let (work, report) = me.scan(spares.is_some());
-            (work, report, spares)
-        })
-        .await;
-        let (work, mut report, spares) = scanned.unwrap_or_default();
+        let spares = tokio::task::spawn_blocking(move || me.hold_for_spares())
+            .await
+            .unwrap_or_default();
+        let tidy = spares.is_some();
+        let (found_tx, mut found) = tokio::sync::mpsc::unbounded_channel();
+        let me = self.clone();
+        let scanning = tokio::task::spawn_blocking(move || me.scan(tidy, &found_tx));
         let semaphore = Arc::new(tokio::sync::Semaphore::new(self.settings.concurrency));
         let (commits, committer) = Commits::start(spares);
         let mut tasks = tokio::task::JoinSet::new();
+        let mut report = PassReport::default();
         let tally =
             |done: Result<Outcome, tokio::task::JoinError>, report: &mut PassReport| match done {
                 Ok(Outcome::Refreshed) => report.refreshed += 1,
@@ -108,21 +122,26 @@ impl Credmon {
                 Ok(Outcome::NeedsLogin) => report.needs_login += 1,
                 Ok(Outcome::Failed) | Err(_) => report.failed += 1,
             };
-        for item in work {
-            if *stop.borrow() {
-                break;
-            }
-            let me = self.clone();
-            let permit = semaphore.clone().acquire_owned().await.ok();
-            let commits = commits.clone();
-            tasks.spawn(async move { me.handle(item, permit, &commits).await });
-            // A finished task keeps its memory until joined: join as we go, so a pass over
-            // 100,000 credentials holds the tasks in flight (`concurrency` of them asking,
-            // the rest waiting for their files' commit), not 100,000.
-            while let Some(done) = tasks.try_join_next() {
-                tally(done, &mut report);
+        'found: while let Some(batch) = found.recv().await {
+            for item in batch {
+                if *stop.borrow() {
+                    break 'found;
+                }
+                let me = self.clone();
+                let permit = semaphore.clone().acquire_owned().await.ok();
+                let commits = commits.clone();
+                tasks.spawn(async move { me.handle(item, permit, &commits).await });
+                // A finished task keeps its memory until joined: join as we go, so a pass
+                // over 100,000 credentials holds the tasks in flight (`concurrency` of them
+                // asking, the rest waiting for their files' commit), not 100,000.
+                while let Some(done) = tasks.try_join_next() {
+                    tally(done, &mut report);
+                }
             }
         }
+        // A stopped pass tells the scan to end early.
+        drop(found);
+        report += scanning.await.unwrap_or_default();
         while let Some(done) = tasks.join_next().await {
             tally(done, &mut report);
         }

@@ -12,6 +12,13 @@ use std::path::Path;
 /// Threads that walk user directories in a pass.
 pub(super) const SCAN_THREADS: usize = 8;
 
+/// Users a scan thread reads before handing over what is due: a hand-over may wake the
+/// pass's thread, so not one per user; few enough that the first refresh starts at once.
+const USERS_PER_SEND: usize = 16;
+
+/// Where the scan hands over the work it finds.
+pub(super) type Found = tokio::sync::mpsc::UnboundedSender<Vec<Work>>;
+
 /// Key files older than this are the CredD's leftovers (upstream: 12 hours, by ctime).
 pub(super) const KEY_FILE_MAX_AGE: i64 = 12 * 3600;
 
@@ -25,10 +32,10 @@ pub(super) struct Seen {
 }
 
 impl Credmon {
-    /// Walk the directory and decide what is due. Blocking file I/O only. With `tidy`
-    /// (the pass holds the directory for spares) a spare whose file is gone is removed.
-    pub(super) fn scan(&self, tidy: bool) -> (Vec<Work>, PassReport) {
-        let mut work = Vec::new();
+    /// Walk the directory and send what is due to `found`, a few users' worth at a time,
+    /// as it is found. Blocking file I/O only. With `tidy` (the pass holds the directory
+    /// for spares) a spare whose file is gone is removed. Ends early once `found` is closed.
+    pub(super) fn scan(&self, tidy: bool, found: &Found) -> PassReport {
         let mut report = PassReport::default();
         let dir = self.dir().to_path_buf();
         let entries = match std::fs::read_dir(&dir) {
@@ -38,7 +45,7 @@ impl Credmon {
                     "cannot read the credential directory {}: {e}",
                     dir.display()
                 );
-                return (work, report);
+                return report;
             }
         };
         // Sub-second precision, as upstream compares float times: a `.use` written a
@@ -87,27 +94,27 @@ impl Credmon {
                 .chunks(chunk)
                 .map(|part| {
                     scope.spawn(move || {
-                        let mut work = Vec::new();
                         let mut report = PassReport::default();
-                        for (path, name) in part {
-                            self.scan_user(path, name, now, tidy, &mut work, &mut report);
+                        for users in part.chunks(USERS_PER_SEND) {
+                            let mut work = Vec::new();
+                            for (path, name) in users {
+                                self.scan_user(path, name, now, tidy, &mut work, &mut report);
+                            }
+                            if !work.is_empty() && found.send(work).is_err() {
+                                break;
+                            }
                         }
-                        (work, report)
+                        report
                     })
                 })
                 .collect();
             for h in handles {
-                if let Ok((w, r)) = h.join() {
-                    work.extend(w);
-                    report.refreshed += r.refreshed;
-                    report.failed += r.failed;
-                    report.needs_login += r.needs_login;
-                    report.skipped += r.skipped;
-                    report.idle += r.idle;
+                if let Ok(r) = h.join() {
+                    report += r;
                 }
             }
         });
-        (work, report)
+        report
     }
 
     pub(super) fn maybe_remove_key_file(&self, path: &Path, now: f64) {
