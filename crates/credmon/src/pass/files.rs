@@ -139,6 +139,22 @@ pub(super) fn read_json_object(path: &Path) -> Result<Map<String, Value>, CredFi
     parse_json_object(path, &read_plain(path)?)
 }
 
+/// [`read_json_object`], with the modification time of the file read: what a later
+/// [`mtime`] compares with, without a `stat` of its own.
+pub(super) fn read_json_object_stamped(
+    path: &Path,
+) -> (Result<Map<String, Value>, CredFileError>, Option<i64>) {
+    let mut stamp = None;
+    let read = read_checked(path, |meta| {
+        stamp = Some(meta.mtime());
+        Ok(())
+    });
+    (
+        read.and_then(|bytes| parse_json_object(path, &bytes)),
+        stamp,
+    )
+}
+
 fn parse_json_object(path: &Path, bytes: &[u8]) -> Result<Map<String, Value>, CredFileError> {
     match serde_json::from_slice(bytes) {
         Ok(Value::Object(m)) => Ok(m),

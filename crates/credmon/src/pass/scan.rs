@@ -2,7 +2,10 @@
 //! credentials are due (upstream's renewal rules), remembering what each `.use` said so
 //! that an idle pass costs only `stat` calls.
 
-use super::files::{fingerprint, is_key_file, mtime, read_json_object, read_plain, safe_name};
+use super::files::{
+    fingerprint, is_key_file, mtime, read_json_object, read_json_object_stamped, read_plain,
+    safe_name,
+};
 use super::{Credmon, PassReport, Work, lock};
 use credkeeper_core::Jwt;
 use serde_json::{Map, Value};
@@ -175,7 +178,8 @@ impl Credmon {
                 }
             } else if let Some(token) = name.strip_suffix(".top") {
                 // Local tokens: `<provider>.top` or `<provider>_<handle>.top` without a `.meta`.
-                if names.iter().any(|n| n == &format!("{token}.meta")) || !safe_name(token) {
+                if names.iter().any(|n| n.strip_suffix(".meta") == Some(token)) || !safe_name(token)
+                {
                     continue;
                 }
                 let provider = token.split('_').next().unwrap_or(token);
@@ -220,13 +224,19 @@ impl Credmon {
             return Due::Skip;
         }
         let use_ctime = (use_meta.ctime(), use_meta.ctime_nsec());
-        let meta_mtime = mtime(&meta_path).unwrap_or_default();
         let cached = lock(&self.seen).get(&use_path).copied();
-        let renew_at = match cached {
-            Some(s) if s.use_ctime == use_ctime && s.meta_mtime == meta_mtime => s.renew_at,
-            _ => {
+        // Nothing remembered (a new process): the `.meta` is read anyway, and its time
+        // comes with it.
+        let still = cached.filter(|s| {
+            s.use_ctime == use_ctime && s.meta_mtime == mtime(&meta_path).unwrap_or_default()
+        });
+        let renew_at = match still {
+            Some(s) => s.renew_at,
+            None => {
+                let (meta, meta_mtime) = read_json_object_stamped(&meta_path);
+                let meta_mtime = meta_mtime.or_else(|| mtime(&meta_path)).unwrap_or_default();
                 let ctime = use_ctime.0 as f64 + use_ctime.1 as f64 / 1e9;
-                let renew_at = self.oauth_renew_at(&use_path, &meta_path, ctime);
+                let renew_at = self.oauth_renew_at(&use_path, meta.ok().as_ref(), ctime);
                 lock(&self.seen).insert(
                     use_path.clone(),
                     Seen {
@@ -258,12 +268,10 @@ impl Credmon {
     pub(super) fn oauth_renew_at(
         &self,
         use_path: &Path,
-        meta_path: &Path,
+        meta: Option<&Map<String, Value>>,
         ctime: f64,
     ) -> Option<f64> {
-        let meta = read_json_object(meta_path).ok();
         if meta
-            .as_ref()
             .and_then(|m| m.get("use_refresh_token"))
             .and_then(Value::as_bool)
             == Some(false)
@@ -277,7 +285,6 @@ impl Credmon {
             return Some(0.0);
         };
         let token_url = meta
-            .as_ref()
             .and_then(|m| m.get("token_url"))
             .and_then(Value::as_str)
             .unwrap_or("");
