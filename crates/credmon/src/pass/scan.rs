@@ -25,14 +25,20 @@ pub(super) type Found = tokio::sync::mpsc::UnboundedSender<Vec<Work>>;
 /// Key files older than this are the CredD's leftovers (upstream: 12 hours, by ctime).
 pub(super) const KEY_FILE_MAX_AGE: i64 = 12 * 3600;
 
-/// What was learnt about a `.use` the last time it was read, valid while its ctime and
-/// the `.meta`'s mtime stay the same: an idle pass then needs only `stat` calls.
+/// What was learnt about a `.use` the last time it was read, valid while its ctime stays
+/// the same: an idle pass then needs only `stat` calls.
 #[derive(Clone, Copy)]
 pub(super) struct Seen {
     use_ctime: (i64, i64),
-    meta_mtime: i64,
+    /// The `.meta`'s mtime when it was read, which it must still have; `None` when it was
+    /// not read because the `.use` was not due even by the earliest rule: what `renew_at`
+    /// says holds then until that time, whatever the `.meta` says.
+    meta_mtime: Option<i64>,
     renew_at: Option<f64>,
 }
+
+/// Box hands out short-lived tokens and wants them used longer (upstream rule).
+const BOX_FRACTION: f64 = 0.95;
 
 impl Credmon {
     /// Walk the directory and send what is due to `found`, a few users' worth at a time,
@@ -225,27 +231,19 @@ impl Credmon {
         }
         let use_ctime = (use_meta.ctime(), use_meta.ctime_nsec());
         let cached = lock(&self.seen).get(&use_path).copied();
-        // Nothing remembered (a new process): the `.meta` is read anyway, and its time
-        // comes with it.
         let still = cached.filter(|s| {
-            s.use_ctime == use_ctime && s.meta_mtime == mtime(&meta_path).unwrap_or_default()
+            s.use_ctime == use_ctime
+                && match s.meta_mtime {
+                    Some(at) => mtime(&meta_path).unwrap_or_default() == at,
+                    None => s.renew_at.is_some_and(|at| now <= at),
+                }
         });
         let renew_at = match still {
             Some(s) => s.renew_at,
             None => {
-                let (meta, meta_mtime) = read_json_object_stamped(&meta_path);
-                let meta_mtime = meta_mtime.or_else(|| mtime(&meta_path)).unwrap_or_default();
-                let ctime = use_ctime.0 as f64 + use_ctime.1 as f64 / 1e9;
-                let renew_at = self.oauth_renew_at(&use_path, meta.ok().as_ref(), ctime);
-                lock(&self.seen).insert(
-                    use_path.clone(),
-                    Seen {
-                        use_ctime,
-                        meta_mtime,
-                        renew_at,
-                    },
-                );
-                renew_at
+                let seen = self.oauth_renew_at(&use_path, &meta_path, use_ctime, now);
+                lock(&self.seen).insert(use_path.clone(), seen);
+                seen.renew_at
             }
         };
         match renew_at {
@@ -264,37 +262,52 @@ impl Credmon {
 
     /// When the `.use` is due for renewal (upstream rule: its ctime plus the token's
     /// lifetime times the fraction); `None` when it can never be renewed (the `.meta`
-    /// says not to) — and `Some(0)` (now) when the `.use` is unreadable.
+    /// says not to) — and `Some(0)` (now) when the `.use` is unreadable. The `.meta` is
+    /// read only once the earliest rule makes the `.use` due: it can only put renewal
+    /// later (Box) or off, never earlier.
     pub(super) fn oauth_renew_at(
         &self,
         use_path: &Path,
-        meta: Option<&Map<String, Value>>,
-        ctime: f64,
-    ) -> Option<f64> {
-        if meta
-            .and_then(|m| m.get("use_refresh_token"))
-            .and_then(Value::as_bool)
-            == Some(false)
+        meta_path: &Path,
+        use_ctime: (i64, i64),
+        now: f64,
+    ) -> Seen {
+        let ctime = use_ctime.0 as f64 + use_ctime.1 as f64 / 1e9;
+        let expires_in = read_json_object(use_path)
+            .ok()
+            .and_then(|used| used.get("expires_in").and_then(Value::as_f64));
+        if let Some(lifetime) = expires_in
+            && self.settings.refresh_fraction <= BOX_FRACTION
         {
-            return None;
+            let earliest = ctime + lifetime * self.settings.refresh_fraction;
+            if now <= earliest {
+                return Seen {
+                    use_ctime,
+                    meta_mtime: None,
+                    renew_at: Some(earliest),
+                };
+            }
         }
-        let Ok(used) = read_json_object(use_path) else {
-            return Some(0.0);
-        };
-        let Some(expires_in) = used.get("expires_in").and_then(Value::as_f64) else {
-            return Some(0.0);
-        };
-        let token_url = meta
-            .and_then(|m| m.get("token_url"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        // Box hands out short-lived tokens and wants them used longer (upstream rule).
-        let fraction = if token_url.starts_with("https://") && token_url.contains(".box.com") {
-            0.95
+        let (meta, meta_mtime) = read_json_object_stamped(meta_path);
+        let meta = meta.ok();
+        let meta_mtime = meta_mtime.or_else(|| mtime(meta_path)).unwrap_or_default();
+        let field = |name| meta.as_ref().and_then(|m| m.get(name));
+        let renew_at = if field("use_refresh_token").and_then(Value::as_bool) == Some(false) {
+            None
         } else {
-            self.settings.refresh_fraction
+            let token_url = field("token_url").and_then(Value::as_str).unwrap_or("");
+            let fraction = if token_url.starts_with("https://") && token_url.contains(".box.com") {
+                BOX_FRACTION
+            } else {
+                self.settings.refresh_fraction
+            };
+            Some(expires_in.map_or(0.0, |lifetime| ctime + lifetime * fraction))
         };
-        Some(ctime + expires_in * fraction)
+        Seen {
+            use_ctime,
+            meta_mtime: Some(meta_mtime),
+            renew_at,
+        }
     }
 
     pub(super) fn local_due(&self, dir: &Path, token: &str, now: f64) -> bool {
@@ -332,7 +345,7 @@ impl Credmon {
             use_path,
             Seen {
                 use_ctime,
-                meta_mtime: 0,
+                meta_mtime: Some(0),
                 renew_at,
             },
         );
@@ -373,4 +386,93 @@ pub(super) enum Due {
     No,
     NeedsLogin,
     Skip,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::condor_config::CondorConfig;
+    use crate::settings::Settings;
+    use credkeeper_oidc::UrlPolicy;
+
+    fn credmon(dir: &Path) -> Credmon {
+        let mut config = CondorConfig::default();
+        config.set("SEC_CREDENTIAL_DIRECTORY_OAUTH", &dir.to_string_lossy());
+        let settings = Settings::from_config(config, None).unwrap();
+        Credmon::new(settings, UrlPolicy::default()).unwrap()
+    }
+
+    /// A `.use` that lives 100 s and a `.meta` with `token_url`, written now; the `.use`'s
+    /// ctime, from which its renewal is counted.
+    fn credential(user_dir: &Path, token_url: &str, use_refresh_token: bool) -> f64 {
+        std::fs::create_dir_all(user_dir).unwrap();
+        let meta = serde_json::json!({
+            "token_url": token_url,
+            "client_id": "c",
+            "use_refresh_token": use_refresh_token,
+        });
+        std::fs::write(user_dir.join("tok.meta"), meta.to_string()).unwrap();
+        let used = user_dir.join("tok.use");
+        std::fs::write(&used, r#"{"access_token": "a", "expires_in": 100}"#).unwrap();
+        let m = std::fs::symlink_metadata(&used).unwrap();
+        m.ctime() as f64 + m.ctime_nsec() as f64 / 1e9
+    }
+
+    fn due(c: &Credmon, user_dir: &Path, now: f64) -> bool {
+        matches!(c.oauth_due(user_dir, "u", "tok", now), Due::Yes)
+    }
+
+    #[test]
+    fn a_use_is_due_after_half_its_life_a_box_tokens_after_95_percent_and_never_when_the_meta_says_so()
+     {
+        let root = tempfile::tempdir().unwrap();
+        let c = credmon(root.path());
+        let plain = root.path().join("plain");
+        let t = credential(&plain, "https://op.example/token", true);
+        // Asked twice at each time: the second answer comes from what the first remembered.
+        for _ in 0..2 {
+            assert!(!due(&c, &plain, t + 40.0));
+            assert!(due(&c, &plain, t + 60.0));
+        }
+
+        let boxed = root.path().join("boxed");
+        let t = credential(&boxed, "https://api.box.com/oauth2/token", true);
+        for _ in 0..2 {
+            assert!(!due(&c, &boxed, t + 40.0), "before the earliest rule");
+            assert!(!due(&c, &boxed, t + 60.0), "the .meta says Box: 95 %");
+            assert!(due(&c, &boxed, t + 96.0));
+        }
+
+        let never = root.path().join("never");
+        let t = credential(&never, "https://op.example/token", false);
+        for _ in 0..2 {
+            assert!(!due(&c, &never, t + 40.0));
+            assert!(!due(&c, &never, t + 1000.0), "use_refresh_token is false");
+        }
+    }
+
+    #[test]
+    fn a_meta_changed_after_it_was_read_is_read_again() {
+        let root = tempfile::tempdir().unwrap();
+        let c = credmon(root.path());
+        let dir = root.path().join("u");
+        let t = credential(&dir, "https://op.example/token", true);
+        assert!(
+            due(&c, &dir, t + 60.0),
+            "read in full, remembered with its mtime"
+        );
+        let meta = dir.join("tok.meta");
+        let off = serde_json::json!({"token_url": "https://op.example/token", "use_refresh_token": false});
+        std::fs::write(&meta, off.to_string()).unwrap();
+        // The CredD's new `.meta` a second later (mtimes are compared in seconds).
+        let later = std::fs::metadata(&meta).unwrap().modified().unwrap()
+            + std::time::Duration::from_secs(2);
+        std::fs::File::options()
+            .write(true)
+            .open(&meta)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert!(!due(&c, &dir, t + 60.0), "the new .meta says never");
+    }
 }
