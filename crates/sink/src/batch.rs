@@ -508,6 +508,8 @@ mod tests {
     /// system); elsewhere the replacement falls back to new files, which other tests cover.
     fn leases_granted(dir: &Path) -> bool {
         let f = std::fs::File::create(dir.join("lease-probe")).unwrap();
+        // Not `spare::no_reader`: a refusal there turns spares off for the whole test
+        // process, which other tests here need on.
         // SAFETY: `f` is open for the whole call; F_SETLEASE takes an integer argument.
         let granted = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) } == 0;
         drop(f);

@@ -106,9 +106,7 @@ pub(crate) fn stage(path: &Path, contents: &[u8], mode: u32) -> Result<Option<St
     {
         return Ok(None);
     }
-    static UID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    // SAFETY: geteuid cannot fail and touches no memory.
-    let uid = *UID.get_or_init(|| unsafe { libc::geteuid() });
+    let uid = crate::uid();
     // A file without its owner's write bit opens for writing only with root's override.
     if mode & 0o200 == 0 && uid != 0 {
         return Ok(None);

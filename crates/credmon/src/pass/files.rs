@@ -136,7 +136,7 @@ fn check_secret_meta(
 }
 
 pub(super) fn read_json_object(path: &Path) -> Result<Map<String, Value>, CredFileError> {
-    parse_json_object(path, &read_plain(path)?)
+    read_json_object_stamped(path).0
 }
 
 /// [`read_json_object`], with the modification time of the file read: what a later

@@ -248,16 +248,11 @@ impl Credmon {
         };
         match renew_at {
             Some(at) if now <= at => Due::No,
-            None if !self.use_refreshes(&meta_path) => Due::No,
-            _ => Due::Yes,
+            Some(_) => Due::Yes,
+            // The `.meta` said `use_refresh_token: false` when it was read (its mtime is
+            // still the one it had then).
+            None => Due::No,
         }
-    }
-
-    pub(super) fn use_refreshes(&self, meta: &Path) -> bool {
-        read_json_object(meta)
-            .ok()
-            .and_then(|m| m.get("use_refresh_token").and_then(Value::as_bool))
-            .unwrap_or(true)
     }
 
     /// When the `.use` is due for renewal (upstream rule: its ctime plus the token's
