@@ -324,6 +324,43 @@ fn bad_files_are_skipped_with_a_reason_and_never_followed() {
 }
 
 #[test]
+fn a_credential_whose_meta_turns_refreshing_off_is_never_refreshed_however_old_its_use() {
+    let f = Fixture::new();
+    // Upstream's rule: a readable `.use` and `use_refresh_token: false` is never renewed.
+    // The token URL would refuse the connection: asking it would fail the pass.
+    let d = f.dir.join("alice");
+    write(
+        &d.join("op.top"),
+        &json!({"refresh_token": "kept"}).to_string(),
+        0o400,
+    );
+    let used = json!({"access_token": "long-expired", "expires_in": 0}).to_string();
+    write(&d.join("op.use"), &used, 0o400);
+    write(
+        &d.join("op.meta"),
+        &json!({
+            "client_id": "robot-client",
+            "client_secret": "robot-secret",
+            "token_url": "http://127.0.0.1:9/token",
+            "use_refresh_token": false
+        })
+        .to_string(),
+        0o400,
+    );
+    for _ in 0..2 {
+        let run = f.once(&[]).ok();
+        assert!(
+            run.stderr.contains("0 refreshed")
+                && run.stderr.contains("0 failed")
+                && run.stderr.contains("1 idle"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(read(&d.join("op.use")), used);
+    }
+}
+
+#[test]
 fn local_mode_signs_upstreams_claims_and_the_broker_serves_its_keys() {
     let f = Fixture::new();
     // A key as sites have them: SEC1 PEM made by openssl.

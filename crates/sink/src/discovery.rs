@@ -13,10 +13,13 @@ pub enum TokenLocation {
     File(PathBuf),
 }
 
-/// The effective user id, for the `bt_u<uid>` file names.
+/// The effective user id, for the `bt_u<uid>` file names and ownership checks. Asked
+/// once: credkeeper never changes its own (a task runs as another user only in its
+/// child), and a credmon pass asks for every file it reads or stages.
 pub fn uid() -> u32 {
+    static UID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     // SAFETY: geteuid has no preconditions and cannot fail (POSIX).
-    unsafe { libc::geteuid() }
+    *UID.get_or_init(|| unsafe { libc::geteuid() })
 }
 
 /// The file a token is written to: `$BEARER_TOKEN_FILE`, else `$XDG_RUNTIME_DIR/bt_u<uid>`,

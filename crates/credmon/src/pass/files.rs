@@ -25,24 +25,25 @@ pub(super) fn is_key_file(name: &str) -> bool {
 
 /// Read a file without following a symlink, refusing anything but a regular file.
 pub(super) fn read_plain(path: &Path) -> Result<Vec<u8>, CredFileError> {
-    read_checked(path, |_| Ok(()))
+    read_checked(path, |_| Ok(())).map(|(bytes, _)| bytes)
 }
 
 /// [`read_plain`] for a secret file (`.top`, `.meta`): refused unless private and owned
-/// by root, this process or `dir_owner` ([`check_secret_file`]'s rule), checked on the
-/// file actually opened.
+/// by root, this process or the owner of its user directory `dir` ([`check_secret_file`]'s
+/// rule), checked on the file actually opened. With the file's modification time.
 pub(super) fn read_secret_json(
     path: &Path,
-    dir_owner: u32,
-) -> Result<Map<String, Value>, CredFileError> {
-    let bytes = read_checked(path, |meta| check_secret_meta(path, meta, dir_owner))?;
-    parse_json_object(path, &bytes)
+    dir: &Path,
+) -> Result<(Map<String, Value>, i64), CredFileError> {
+    let (bytes, meta) = read_checked(path, |meta| check_secret_meta(path, meta, dir))?;
+    Ok((parse_json_object(path, &bytes)?, meta.mtime()))
 }
 
+/// The file's contents and the metadata of the file read (`fstat` of the open file).
 fn read_checked(
     path: &Path,
     check: impl FnOnce(&std::fs::Metadata) -> Result<(), CredFileError>,
-) -> Result<Vec<u8>, CredFileError> {
+) -> Result<(Vec<u8>, std::fs::Metadata), CredFileError> {
     let io = |source| CredFileError::Io {
         path: path.to_path_buf(),
         source,
@@ -64,7 +65,8 @@ fn read_checked(
         });
     }
     check(&meta)?;
-    read_regular(&f, meta.len() as usize).map_err(io)
+    let bytes = read_regular(&f, meta.len() as usize).map_err(io)?;
+    Ok((bytes, meta))
 }
 
 /// The contents of the regular file `f`, about `size` bytes long. Sized from metadata at
@@ -93,14 +95,9 @@ fn read_regular(mut f: &std::fs::File, size: usize) -> std::io::Result<Vec<u8>> 
     Ok(bytes)
 }
 
-/// The owner of the user directory `dir`, whose files it may own (0 when unknown).
-pub(super) fn dir_owner(dir: &Path) -> u32 {
-    std::fs::symlink_metadata(dir).map(|m| m.uid()).unwrap_or(0)
-}
-
-/// A secret file (`.top`, `.meta`) must be owned by root, this process or the user
-/// directory's owner, and be private.
-pub(super) fn check_secret_file(path: &Path, dir_owner: u32) -> Result<(), CredFileError> {
+/// A secret file (`.top`, `.meta`) must be owned by root, this process or the owner of
+/// its user directory `dir`, and be private.
+pub(super) fn check_secret_file(path: &Path, dir: &Path) -> Result<(), CredFileError> {
     let meta = std::fs::symlink_metadata(path).map_err(|source| CredFileError::Io {
         path: path.to_path_buf(),
         source,
@@ -110,19 +107,23 @@ pub(super) fn check_secret_file(path: &Path, dir_owner: u32) -> Result<(), CredF
             path: path.to_path_buf(),
         });
     }
-    check_secret_meta(path, &meta, dir_owner)
+    check_secret_meta(path, &meta, dir)
 }
 
 fn check_secret_meta(
     path: &Path,
     meta: &std::fs::Metadata,
-    dir_owner: u32,
+    dir: &Path,
 ) -> Result<(), CredFileError> {
-    let euid = credkeeper_sink::uid();
-    if ![0, euid, dir_owner].contains(&meta.uid()) {
+    let owner = meta.uid();
+    // The CredD writes as root: the directory's owner is asked only for another owner.
+    let allowed = owner == 0
+        || owner == credkeeper_sink::uid()
+        || std::fs::symlink_metadata(dir).is_ok_and(|d| d.uid() == owner);
+    if !allowed {
         return Err(CredFileError::Owner {
             path: path.to_path_buf(),
-            uid: meta.uid(),
+            uid: owner,
         });
     }
     let mode = meta.mode() & 0o7777;
@@ -144,15 +145,10 @@ pub(super) fn read_json_object(path: &Path) -> Result<Map<String, Value>, CredFi
 pub(super) fn read_json_object_stamped(
     path: &Path,
 ) -> (Result<Map<String, Value>, CredFileError>, Option<i64>) {
-    let mut stamp = None;
-    let read = read_checked(path, |meta| {
-        stamp = Some(meta.mtime());
-        Ok(())
-    });
-    (
-        read.and_then(|bytes| parse_json_object(path, &bytes)),
-        stamp,
-    )
+    match read_checked(path, |_| Ok(())) {
+        Ok((bytes, meta)) => (parse_json_object(path, &bytes), Some(meta.mtime())),
+        Err(e) => (Err(e), None),
+    }
 }
 
 fn parse_json_object(path: &Path, bytes: &[u8]) -> Result<Map<String, Value>, CredFileError> {

@@ -57,6 +57,9 @@ enum Work {
     Refresh {
         user: String,
         token: String,
+        /// The `.use`'s ctime when the scan found it due without reading the `.meta`: the
+        /// refresh leaves it alone if the `.meta` says `use_refresh_token: false`.
+        unless_off: Option<(i64, i64)>,
     },
     Sign {
         user: String,
@@ -120,6 +123,7 @@ impl Credmon {
                 Ok(Outcome::Refreshed) => report.refreshed += 1,
                 Ok(Outcome::Signed) => report.signed += 1,
                 Ok(Outcome::NeedsLogin) => report.needs_login += 1,
+                Ok(Outcome::Off) => report.idle += 1,
                 Ok(Outcome::Failed) | Err(_) => report.failed += 1,
             };
         'found: while let Some(batch) = found.recv().await {
@@ -189,7 +193,14 @@ impl Credmon {
         commits: &Commits,
     ) -> Outcome {
         match work {
-            Work::Refresh { user, token } => self.refresh(&user, &token, permit, commits).await,
+            Work::Refresh {
+                user,
+                token,
+                unless_off,
+            } => {
+                self.refresh(&user, &token, unless_off, permit, commits)
+                    .await
+            }
             Work::Sign {
                 user,
                 token,
@@ -229,6 +240,8 @@ enum Outcome {
     Refreshed,
     Signed,
     NeedsLogin,
+    /// Not refreshed: the `.meta` says `use_refresh_token: false`.
+    Off,
     Failed,
 }
 

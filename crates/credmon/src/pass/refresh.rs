@@ -2,7 +2,7 @@
 //! URL, client and refresh token; the new `.use`, then the `.top`.
 
 use super::commit::Commits;
-use super::files::{dir_owner, fingerprint, read_secret_json};
+use super::files::{fingerprint, read_secret_json};
 use super::{Credmon, Outcome};
 use crate::error::{CredFileError, PassError};
 use crate::status::{CredStatus, Kind};
@@ -13,23 +13,32 @@ use tokio::sync::OwnedSemaphorePermit;
 
 impl Credmon {
     /// Refresh `<user>/<token>` exactly as upstream does: a form POST to the `.meta`'s
-    /// token URL with client id, client secret and refresh token, no scope.
+    /// token URL with client id, client secret and refresh token, no scope. With
+    /// `unless_off` (the `.use`'s ctime; the scan did not read the `.meta`), nothing is
+    /// done if the `.meta` says `use_refresh_token: false`.
     /// `permit` is held while the provider is asked, and given back before the files'
     /// commit is waited for.
     pub(super) async fn refresh(
         &self,
         user: &str,
         token: &str,
+        unless_off: Option<(i64, i64)>,
         permit: Option<OwnedSemaphorePermit>,
         commits: &Commits,
     ) -> Outcome {
         let dir = self.dir().join(user);
         let top_path = dir.join(format!("{token}.top"));
         let meta_path = dir.join(format!("{token}.meta"));
+        let use_path = dir.join(format!("{token}.use"));
         let prepared = (|| -> Result<_, PassError> {
-            let owner = dir_owner(&dir);
-            let top = read_secret_json(&top_path, owner)?;
-            let meta = read_secret_json(&meta_path, owner)?;
+            let (meta, meta_mtime) = read_secret_json(&meta_path, &dir)?;
+            if let Some(use_ctime) = unless_off
+                && meta.get("use_refresh_token").and_then(Value::as_bool) == Some(false)
+            {
+                self.remember_off(&use_path, use_ctime, meta_mtime);
+                return Ok(None);
+            }
+            let (top, _) = read_secret_json(&top_path, &dir)?;
             let rt = top
                 .get("refresh_token")
                 .and_then(Value::as_str)
@@ -65,16 +74,17 @@ impl Credmon {
                 },
             };
             self.policy.check("token URL", &token_url)?;
-            Ok((
+            Ok(Some((
                 top,
                 Secret::new(rt),
                 token_url,
                 client_id,
                 Secret::new(secret),
-            ))
+            )))
         })();
         let (mut top, rt, token_url, client_id, secret) = match prepared {
-            Ok(x) => x,
+            Ok(Some(x)) => x,
+            Ok(None) => return Outcome::Off,
             Err(e) => return self.fail(user, token, Kind::OAuth, e),
         };
         let form = [
@@ -113,7 +123,6 @@ impl Credmon {
         // `.use` before `.top`, as upstream: a job never sees a token older than its `.top`.
         // Staged on this thread: a write into the page cache costs less than a hand-off
         // to a blocking thread and back. Placed with the pass's other files in one commit.
-        let use_path = dir.join(format!("{token}.use"));
         let staged = credkeeper_sink::condor::stage_cred_files(
             &[
                 (&use_path, &Value::Object(response).to_string()),

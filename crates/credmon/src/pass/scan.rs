@@ -31,8 +31,8 @@ pub(super) const KEY_FILE_MAX_AGE: i64 = 12 * 3600;
 pub(super) struct Seen {
     use_ctime: (i64, i64),
     /// The `.meta`'s mtime when it was read, which it must still have; `None` when it was
-    /// not read because the `.use` was not due even by the earliest rule: what `renew_at`
-    /// says holds then until that time, whatever the `.meta` says.
+    /// not read: the `.use` was not due even by the earliest rule (what `renew_at` says
+    /// holds then until that time, whatever the `.meta` says), or due by the latest.
     meta_mtime: Option<i64>,
     renew_at: Option<f64>,
 }
@@ -177,6 +177,12 @@ impl Credmon {
                     Due::Yes => work.push(Work::Refresh {
                         user: user.into(),
                         token: token.into(),
+                        unless_off: None,
+                    }),
+                    Due::UnlessOff { use_ctime } => work.push(Work::Refresh {
+                        user: user.into(),
+                        token: token.into(),
+                        unless_off: Some(use_ctime),
                     }),
                     Due::No => report.idle += 1,
                     Due::NeedsLogin => report.needs_login += 1,
@@ -238,28 +244,46 @@ impl Credmon {
                     None => s.renew_at.is_some_and(|at| now <= at),
                 }
         });
-        let renew_at = match still {
-            Some(s) => s.renew_at,
+        let seen = match still {
+            Some(s) => s,
             None => {
                 let seen = self.oauth_renew_at(&use_path, &meta_path, use_ctime, now);
                 lock(&self.seen).insert(use_path.clone(), seen);
-                seen.renew_at
+                seen
             }
         };
-        match renew_at {
-            Some(at) if now <= at => Due::No,
-            Some(_) => Due::Yes,
+        match (seen.renew_at, seen.meta_mtime) {
+            (Some(at), _) if now <= at => Due::No,
+            // Due by every rule, the `.meta` unread: only its `use_refresh_token` can
+            // stop the refresh, which reads the `.meta` anyway.
+            (Some(_), None) => Due::UnlessOff { use_ctime },
+            (Some(_), Some(_)) => Due::Yes,
             // The `.meta` said `use_refresh_token: false` when it was read (its mtime is
             // still the one it had then).
-            None => Due::No,
+            (None, _) => Due::No,
         }
+    }
+
+    /// What the refresh of a [`Due::UnlessOff`] credential found: its `.meta` (with
+    /// `meta_mtime`) says `use_refresh_token: false`. Later scans answer "not due" while
+    /// neither the `.use` nor the `.meta` changes, as if the scan had read it.
+    pub(super) fn remember_off(&self, use_path: &Path, use_ctime: (i64, i64), meta_mtime: i64) {
+        let seen = Seen {
+            use_ctime,
+            meta_mtime: Some(meta_mtime),
+            renew_at: None,
+        };
+        lock(&self.seen).insert(use_path.to_path_buf(), seen);
     }
 
     /// When the `.use` is due for renewal (upstream rule: its ctime plus the token's
     /// lifetime times the fraction); `None` when it can never be renewed (the `.meta`
-    /// says not to) — and `Some(0)` (now) when the `.use` is unreadable. The `.meta` is
-    /// read only once the earliest rule makes the `.use` due: it can only put renewal
-    /// later (Box) or off, never earlier.
+    /// says not to) — and `Some(0)` (now) when the `.use` is unreadable. The `.meta` can
+    /// only put renewal later (Box) or off, never earlier, so it is read only between the
+    /// earliest rule and the latest: before, the `.use` is not due whatever the `.meta`
+    /// says (`meta_mtime: None`, valid until `renew_at`); after, it is due unless the
+    /// `.meta` turns refreshing off, which the refresh checks (`meta_mtime: None`,
+    /// `renew_at` past).
     pub(super) fn oauth_renew_at(
         &self,
         use_path: &Path,
@@ -271,11 +295,11 @@ impl Credmon {
         let expires_in = read_json_object(use_path)
             .ok()
             .and_then(|used| used.get("expires_in").and_then(Value::as_f64));
-        if let Some(lifetime) = expires_in
-            && self.settings.refresh_fraction <= BOX_FRACTION
-        {
-            let earliest = ctime + lifetime * self.settings.refresh_fraction;
-            if now <= earliest {
+        if let Some(lifetime) = expires_in {
+            let fraction = self.settings.refresh_fraction;
+            let earliest = ctime + lifetime * fraction.min(BOX_FRACTION);
+            let latest = ctime + lifetime * fraction.max(BOX_FRACTION);
+            if now <= earliest || now > latest {
                 return Seen {
                     use_ctime,
                     meta_mtime: None,
@@ -378,6 +402,12 @@ fn remove_stale(path: &Path, why: std::fmt::Arguments<'_>) {
 
 pub(super) enum Due {
     Yes,
+    /// Due by every renewal rule; the `.meta` was not read. The refresh reads it and
+    /// leaves the credential alone if it says `use_refresh_token: false` (the `.use` had
+    /// `use_ctime` when the scan saw it).
+    UnlessOff {
+        use_ctime: (i64, i64),
+    },
     No,
     NeedsLogin,
     Skip,
@@ -413,8 +443,26 @@ mod tests {
         m.ctime() as f64 + m.ctime_nsec() as f64 / 1e9
     }
 
+    /// Due, or due unless the refresh finds the `.meta` turning refreshing off.
     fn due(c: &Credmon, user_dir: &Path, now: f64) -> bool {
-        matches!(c.oauth_due(user_dir, "u", "tok", now), Due::Yes)
+        matches!(
+            c.oauth_due(user_dir, "u", "tok", now),
+            Due::Yes | Due::UnlessOff { .. }
+        )
+    }
+
+    /// A newer modification time for `path`, two seconds on (mtimes are compared in
+    /// seconds): the CredD's new version of it.
+    fn rewrite_later(path: &Path, contents: &str) {
+        std::fs::write(path, contents).unwrap();
+        let later = std::fs::metadata(path).unwrap().modified().unwrap()
+            + std::time::Duration::from_secs(2);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
     }
 
     #[test]
@@ -442,8 +490,39 @@ mod tests {
         let t = credential(&never, "https://op.example/token", false);
         for _ in 0..2 {
             assert!(!due(&c, &never, t + 40.0));
-            assert!(!due(&c, &never, t + 1000.0), "use_refresh_token is false");
+            assert!(!due(&c, &never, t + 60.0), "use_refresh_token is false");
         }
+    }
+
+    #[test]
+    fn past_every_rule_the_meta_is_left_to_the_refresh_whose_off_is_remembered_until_it_changes() {
+        let root = tempfile::tempdir().unwrap();
+        let c = credmon(root.path());
+        let dir = root.path().join("u");
+        let t = credential(&dir, "https://op.example/token", false);
+        let use_path = dir.join("tok.use");
+        let meta = dir.join("tok.meta");
+        // Past 95 % of its life no `.meta` can make the `.use` not due, but for
+        // `use_refresh_token: false`: the refresh reads the `.meta` anyway.
+        std::fs::remove_file(&meta).unwrap();
+        let Due::UnlessOff { use_ctime } = c.oauth_due(&dir, "u", "tok", t + 96.0) else {
+            panic!("handed over without its .meta");
+        };
+        let off = r#"{"token_url": "https://op.example/token", "use_refresh_token": false}"#;
+        std::fs::write(&meta, off).unwrap();
+        let meta_mtime = std::fs::metadata(&meta).unwrap().mtime();
+        c.remember_off(&use_path, use_ctime, meta_mtime);
+        for _ in 0..2 {
+            assert!(!due(&c, &dir, t + 1000.0), "the refresh found it off");
+        }
+        rewrite_later(&meta, r#"{"token_url": "https://op.example/token"}"#);
+        assert!(
+            matches!(
+                c.oauth_due(&dir, "u", "tok", t + 1000.0),
+                Due::UnlessOff { .. }
+            ),
+            "a new .meta is the refresh's to read again"
+        );
     }
 
     #[test]
@@ -456,18 +535,8 @@ mod tests {
             due(&c, &dir, t + 60.0),
             "read in full, remembered with its mtime"
         );
-        let meta = dir.join("tok.meta");
         let off = serde_json::json!({"token_url": "https://op.example/token", "use_refresh_token": false});
-        std::fs::write(&meta, off.to_string()).unwrap();
-        // The CredD's new `.meta` a second later (mtimes are compared in seconds).
-        let later = std::fs::metadata(&meta).unwrap().modified().unwrap()
-            + std::time::Duration::from_secs(2);
-        std::fs::File::options()
-            .write(true)
-            .open(&meta)
-            .unwrap()
-            .set_modified(later)
-            .unwrap();
+        rewrite_later(&dir.join("tok.meta"), &off.to_string());
         assert!(!due(&c, &dir, t + 60.0), "the new .meta says never");
     }
 }

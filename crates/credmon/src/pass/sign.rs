@@ -2,7 +2,7 @@
 //! once, and the `.use` in the shape the provider's settings ask for.
 
 use super::commit::Commits;
-use super::files::{check_secret_file, dir_owner};
+use super::files::check_secret_file;
 use super::{Credmon, Outcome, lock};
 use crate::error::PassError;
 use crate::settings::LocalProvider;
@@ -72,7 +72,7 @@ impl Credmon {
         // The `.top` is the user's credential as the CredD stored it: signed for only while
         // it is private, as an OAuth `.top` is refreshed only then.
         let dir = self.dir().join(user);
-        check_secret_file(&dir.join(format!("{token}.top")), dir_owner(&dir))?;
+        check_secret_file(&dir.join(format!("{token}.top")), &dir)?;
         let provider = &self.settings.local[index];
         let issuer = self.issuer(provider)?;
         let scope = provider.authz_template.replace("{username}", user);
