@@ -294,6 +294,13 @@ fn bad_files_are_skipped_with_a_reason_and_never_followed() {
     );
     std::fs::remove_file(f.dir.join("eve/op.top")).unwrap();
     std::os::unix::fs::symlink(&secret_elsewhere, f.dir.join("eve/op.top")).unwrap();
+    // A symlinked .use: neither read for its expiry nor replaced through.
+    f.oauth("fay", "op", &rt, &op);
+    let use_elsewhere = f.user.path("elsewhere.use");
+    let elsewhere = json!({"access_token": "elsewhere", "expires_in": 0}).to_string();
+    write(&use_elsewhere, &elsewhere, 0o600);
+    std::fs::remove_file(f.dir.join("fay/op.use")).unwrap();
+    std::os::unix::fs::symlink(&use_elsewhere, f.dir.join("fay/op.use")).unwrap();
     std::fs::create_dir(f.dir.join("bad name")).unwrap();
 
     // Credentials failed: `--once` says so and exits 1, as a cron job or probe needs.
@@ -315,6 +322,18 @@ fn bad_files_are_skipped_with_a_reason_and_never_followed() {
         "{}",
         run.stderr
     );
+    assert!(
+        run.stderr.contains("fay/op.use: a symlink; not followed"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        std::fs::symlink_metadata(f.dir.join("fay/op.use"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(read(&use_elsewhere), elsewhere);
     assert!(
         run.stderr.contains("\"bad name\": not a valid user name"),
         "{}",

@@ -23,9 +23,10 @@ pub(super) fn is_key_file(name: &str) -> bool {
             .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
 }
 
-/// Read a file without following a symlink, refusing anything but a regular file.
-pub(super) fn read_plain(path: &Path) -> Result<Vec<u8>, CredFileError> {
-    read_checked(path, |_| Ok(())).map(|(bytes, _)| bytes)
+/// Read a file without following a symlink, refusing anything but a regular file; with
+/// the metadata of the file read (its times without a `stat` of their own).
+pub(super) fn read_plain(path: &Path) -> Result<(Vec<u8>, std::fs::Metadata), CredFileError> {
+    read_checked(path, |_| Ok(()))
 }
 
 /// [`read_plain`] for a secret file (`.top`, `.meta`): refused unless private and owned
@@ -136,16 +137,12 @@ fn check_secret_meta(
     Ok(())
 }
 
-pub(super) fn read_json_object(path: &Path) -> Result<Map<String, Value>, CredFileError> {
-    read_json_object_stamped(path).0
-}
-
-/// [`read_json_object`], with the modification time of the file read: what a later
-/// [`mtime`] compares with, without a `stat` of its own.
+/// A JSON object read with [`read_plain`], and the modification time of the file read:
+/// what a later [`mtime`] compares with, without a `stat` of its own.
 pub(super) fn read_json_object_stamped(
     path: &Path,
 ) -> (Result<Map<String, Value>, CredFileError>, Option<i64>) {
-    match read_checked(path, |_| Ok(())) {
+    match read_plain(path) {
         Ok((bytes, meta)) => (parse_json_object(path, &bytes), Some(meta.mtime())),
         Err(e) => (Err(e), None),
     }

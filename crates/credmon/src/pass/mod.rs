@@ -59,7 +59,7 @@ enum Work {
         token: String,
         /// The `.use`'s ctime when the scan found it due without reading the `.meta`: the
         /// refresh leaves it alone if the `.meta` says `use_refresh_token: false`.
-        unless_off: Option<(i64, i64)>,
+        unless_off: Option<scan::Ctime>,
     },
     Sign {
         user: String,

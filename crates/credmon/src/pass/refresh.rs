@@ -22,7 +22,7 @@ impl Credmon {
         &self,
         user: &str,
         token: &str,
-        unless_off: Option<(i64, i64)>,
+        unless_off: Option<super::scan::Ctime>,
         permit: Option<OwnedSemaphorePermit>,
         commits: &Commits,
     ) -> Outcome {

@@ -3,10 +3,10 @@
 //! that an idle pass costs only `stat` calls.
 
 use super::files::{
-    fingerprint, is_key_file, mtime, read_json_object, read_json_object_stamped, read_plain,
-    safe_name,
+    fingerprint, is_key_file, mtime, read_json_object_stamped, read_plain, safe_name,
 };
 use super::{Credmon, PassReport, Work, lock};
+use crate::error::CredFileError;
 use credkeeper_core::Jwt;
 use serde_json::{Map, Value};
 use std::os::unix::fs::MetadataExt;
@@ -25,11 +25,15 @@ pub(super) type Found = tokio::sync::mpsc::UnboundedSender<Vec<Work>>;
 /// Key files older than this are the CredD's leftovers (upstream: 12 hours, by ctime).
 pub(super) const KEY_FILE_MAX_AGE: i64 = 12 * 3600;
 
+/// A file's ctime, seconds and nanoseconds: what tells one version of a `.use` from the
+/// next (the CredD and the pass replace it; a change of its contents changes its ctime).
+pub(super) type Ctime = (i64, i64);
+
 /// What was learnt about a `.use` the last time it was read, valid while its ctime stays
 /// the same: an idle pass then needs only `stat` calls.
 #[derive(Clone, Copy)]
 pub(super) struct Seen {
-    use_ctime: (i64, i64),
+    use_ctime: Ctime,
     /// The `.meta`'s mtime when it was read, which it must still have; `None` when it was
     /// not read: the `.use` was not due even by the earliest rule (what `renew_at` says
     /// holds then until that time, whatever the `.meta` says), or due by the latest.
@@ -228,30 +232,36 @@ impl Credmon {
                 return Due::No;
             }
         }
-        let Ok(use_meta) = std::fs::symlink_metadata(&use_path) else {
-            return Due::Yes;
-        };
-        if use_meta.file_type().is_symlink() {
-            tracing::warn!("skipping {}: a symlink; not followed", use_path.display());
-            return Due::Skip;
-        }
-        let use_ctime = (use_meta.ctime(), use_meta.ctime_nsec());
         let cached = lock(&self.seen).get(&use_path).copied();
-        let still = cached.filter(|s| {
-            s.use_ctime == use_ctime
-                && match s.meta_mtime {
-                    Some(at) => mtime(&meta_path).unwrap_or_default() == at,
-                    None => s.renew_at.is_some_and(|at| now <= at),
-                }
-        });
-        let seen = match still {
+        let remembered = match cached {
+            Some(s) => match stat_use(&use_path) {
+                Ok(use_ctime) => Some(s).filter(|s| {
+                    s.use_ctime == use_ctime
+                        && match s.meta_mtime {
+                            Some(at) => mtime(&meta_path).unwrap_or_default() == at,
+                            None => s.renew_at.is_some_and(|at| now <= at),
+                        }
+                }),
+                Err(gone) => return gone.oauth(),
+            },
+            None => None,
+        };
+        let seen = match remembered {
             Some(s) => s,
             None => {
-                let seen = self.oauth_renew_at(&use_path, &meta_path, use_ctime, now);
+                let (use_ctime, used) = match read_use(&use_path) {
+                    Ok(found) => found,
+                    Err(gone) => return gone.oauth(),
+                };
+                let expires_in = used
+                    .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
+                    .and_then(|used| used.get("expires_in").and_then(Value::as_f64));
+                let seen = self.oauth_renew_at(use_ctime, expires_in, &meta_path, now);
                 lock(&self.seen).insert(use_path.clone(), seen);
                 seen
             }
         };
+        let use_ctime = seen.use_ctime;
         match (seen.renew_at, seen.meta_mtime) {
             (Some(at), _) if now <= at => Due::No,
             // Due by every rule, the `.meta` unread: only its `use_refresh_token` can
@@ -267,7 +277,7 @@ impl Credmon {
     /// What the refresh of a [`Due::UnlessOff`] credential found: its `.meta` (with
     /// `meta_mtime`) says `use_refresh_token: false`. Later scans answer "not due" while
     /// neither the `.use` nor the `.meta` changes, as if the scan had read it.
-    pub(super) fn remember_off(&self, use_path: &Path, use_ctime: (i64, i64), meta_mtime: i64) {
+    pub(super) fn remember_off(&self, use_path: &Path, use_ctime: Ctime, meta_mtime: i64) {
         let seen = Seen {
             use_ctime,
             meta_mtime: Some(meta_mtime),
@@ -276,9 +286,9 @@ impl Credmon {
         lock(&self.seen).insert(use_path.to_path_buf(), seen);
     }
 
-    /// When the `.use` is due for renewal (upstream rule: its ctime plus the token's
-    /// lifetime times the fraction); `None` when it can never be renewed (the `.meta`
-    /// says not to) — and `Some(0)` (now) when the `.use` is unreadable. The `.meta` can
+    /// When a `.use` with `use_ctime` and `expires_in` is due for renewal (upstream rule:
+    /// its ctime plus the token's lifetime times the fraction); `None` when it can never be
+    /// renewed (the `.meta` says not to) — and `Some(0)` (now) when the `.use` is unreadable. The `.meta` can
     /// only put renewal later (Box) or off, never earlier, so it is read only between the
     /// earliest rule and the latest: before, the `.use` is not due whatever the `.meta`
     /// says (`meta_mtime: None`, valid until `renew_at`); after, it is due unless the
@@ -286,15 +296,12 @@ impl Credmon {
     /// `renew_at` past).
     pub(super) fn oauth_renew_at(
         &self,
-        use_path: &Path,
+        use_ctime: Ctime,
+        expires_in: Option<f64>,
         meta_path: &Path,
-        use_ctime: (i64, i64),
         now: f64,
     ) -> Seen {
         let ctime = use_ctime.0 as f64 + use_ctime.1 as f64 / 1e9;
-        let expires_in = read_json_object(use_path)
-            .ok()
-            .and_then(|used| used.get("expires_in").and_then(Value::as_f64));
         if let Some(lifetime) = expires_in {
             let fraction = self.settings.refresh_fraction;
             let earliest = ctime + lifetime * fraction.min(BOX_FRACTION);
@@ -331,26 +338,26 @@ impl Credmon {
 
     pub(super) fn local_due(&self, dir: &Path, token: &str, now: f64) -> bool {
         let use_path = dir.join(format!("{token}.use"));
-        let Ok(meta) = std::fs::symlink_metadata(&use_path) else {
-            return true;
+        if let Some(s) = lock(&self.seen).get(&use_path).copied() {
+            match stat_use(&use_path) {
+                Ok(use_ctime) if s.use_ctime == use_ctime => {
+                    return s.renew_at.is_none_or(|at| now > at);
+                }
+                Ok(_) => {}
+                Err(gone) => return gone.local(),
+            }
+        }
+        let (use_ctime, used) = match read_use(&use_path) {
+            Ok(found) => found,
+            Err(gone) => return gone.local(),
         };
-        if meta.file_type().is_symlink() {
-            tracing::warn!("skipping {}: a symlink; not followed", use_path.display());
-            return false;
-        }
-        let use_ctime = (meta.ctime(), meta.ctime_nsec());
-        if let Some(s) = lock(&self.seen).get(&use_path).copied()
-            && s.use_ctime == use_ctime
-        {
-            return s.renew_at.is_none_or(|at| now > at);
-        }
-        let renew_at = read_plain(&use_path).ok().and_then(|bytes| {
+        let ctime = use_ctime.0 as f64 + use_ctime.1 as f64 / 1e9;
+        let renew_at = used.and_then(|bytes| {
             match serde_json::from_slice::<Map<String, Value>>(&bytes) {
-                Ok(m) => m.get("expires_in").and_then(Value::as_f64).map(|e| {
-                    meta.ctime() as f64
-                        + meta.ctime_nsec() as f64 / 1e9
-                        + e * self.settings.refresh_fraction
-                }),
+                Ok(m) => m
+                    .get("expires_in")
+                    .and_then(Value::as_f64)
+                    .map(|e| ctime + e * self.settings.refresh_fraction),
                 // A bare token (TOKEN_USE_JSON = false): half of its own lifetime.
                 Err(_) => Jwt::decode(&String::from_utf8_lossy(&bytes))
                     .ok()
@@ -369,6 +376,53 @@ impl Credmon {
             },
         );
         renew_at.is_none_or(|at| now > at)
+    }
+}
+
+/// Why a `.use` has no ctime to go by.
+enum Gone {
+    /// Not there: the credential is due.
+    Missing,
+    /// A symlink, never followed: the credential is skipped.
+    Symlink,
+}
+
+impl Gone {
+    fn oauth(self) -> Due {
+        match self {
+            Gone::Missing => Due::Yes,
+            Gone::Symlink => Due::Skip,
+        }
+    }
+
+    /// Whether a local token is due.
+    fn local(self) -> bool {
+        matches!(self, Gone::Missing)
+    }
+}
+
+fn symlink_skipped(use_path: &Path) -> Gone {
+    tracing::warn!("skipping {}: a symlink; not followed", use_path.display());
+    Gone::Symlink
+}
+
+/// A remembered `.use`'s ctime, to tell whether what was learnt from it still holds.
+fn stat_use(use_path: &Path) -> Result<Ctime, Gone> {
+    match std::fs::symlink_metadata(use_path) {
+        Ok(m) if m.file_type().is_symlink() => Err(symlink_skipped(use_path)),
+        Ok(m) => Ok((m.ctime(), m.ctime_nsec())),
+        Err(_) => Err(Gone::Missing),
+    }
+}
+
+/// A `.use` read afresh: its ctime, from the read's own `fstat` (a new process's scan
+/// pays no `stat` before it), and its contents when it is a readable regular file.
+fn read_use(use_path: &Path) -> Result<(Ctime, Option<Vec<u8>>), Gone> {
+    match read_plain(use_path) {
+        Ok((bytes, m)) => Ok(((m.ctime(), m.ctime_nsec()), Some(bytes))),
+        Err(CredFileError::Symlink { .. }) => Err(symlink_skipped(use_path)),
+        // There but unreadable: due by its ctime, as an unparsable one is.
+        Err(_) => stat_use(use_path).map(|ctime| (ctime, None)),
     }
 }
 
@@ -406,7 +460,7 @@ pub(super) enum Due {
     /// leaves the credential alone if it says `use_refresh_token: false` (the `.use` had
     /// `use_ctime` when the scan saw it).
     UnlessOff {
-        use_ctime: (i64, i64),
+        use_ctime: Ctime,
     },
     No,
     NeedsLogin,
