@@ -82,11 +82,13 @@ RATIOS50=() RATIOS99=()
 for ((r = 1; r <= LAG_ROUNDS; r++)); do
   due=$((first_due + 20 * (r - 1)))
   while [ "$(date +%s)" -lt $((due + 6)) ]; do sleep 0.5; done
-  mkdir -p "$WORK/floor-c-$r"
-  read -r C_T0 _ _ C_FAILED < <("$WORK/spawn_floor" "$N" "$WORK/floor-c-$r" "$STAMP")
+  # One directory for every round, as the tasks' `lag/`: each process appends its line to
+  # a file that a process of the round before made, in both, and only round 1 creates them.
+  mkdir -p "$WORK/floor-c"
+  read -r C_T0 _ _ C_FAILED < <("$WORK/spawn_floor" "$N" "$WORK/floor-c" "$STAMP")
   [ "$C_FAILED" = 0 ] || die "spawn_floor: $C_FAILED of $N processes failed"
   lags_from "${due}000000000" "$r" "$WORK"/lag/* >"$WORK/lags-$r.txt"
-  lags_from "$C_T0" 1 "$WORK/floor-c-$r"/* >"$WORK/floor-c-$r.txt"
+  lags_from "$C_T0" "$r" "$WORK/floor-c"/* >"$WORK/floor-c-$r.txt"
   count=$(wc -l <"$WORK/lags-$r.txt")
   P50=$(pct 50 "$WORK/lags-$r.txt"); P99=$(pct 99 "$WORK/lags-$r.txt"); PMAX=$(pct 100 "$WORK/lags-$r.txt")
   F50=$(pct 50 "$WORK/floor-c-$r.txt"); F99=$(pct 99 "$WORK/floor-c-$r.txt"); FMAX=$(pct 100 "$WORK/floor-c-$r.txt")
@@ -210,8 +212,9 @@ task's lag is mostly the $((N - 1)) process starts before it.
 
 The floor, in the same round 6 s after the slot: the same $N \`stamp\` processes started back
 to back by \`posix_spawn\` and nothing else (bench/tasks/spawn_floor.c: own process group,
-stdin /dev/null, stdout/stderr to pipes, as the scheduler starts a task), lag from just before
-the first start. $LAG_ROUNDS rounds (slots); the ratio is scheduler ÷ floor of the same round.
+stdin /dev/null, stdout/stderr to pipes, as the scheduler starts a task; each appends to its
+own file, made in round 1, as each task's does), lag from just before the first start.
+$LAG_ROUNDS rounds (slots); the ratio is scheduler ÷ floor of the same round.
 
 | round | runs seen | scheduler p50 ms | p99 ms | max ms | floor p50 ms | p99 ms | max ms | ratio p50 | ratio p99 |
 |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|
