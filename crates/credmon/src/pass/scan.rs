@@ -497,6 +497,18 @@ mod tests {
         m.ctime() as f64 + m.ctime_nsec() as f64 / 1e9
     }
 
+    /// A credmon over a new directory with one credential, `u/tok` (see [`credential`]):
+    /// the directory (removed when dropped), the credmon, `u`, and the `.use`'s ctime.
+    fn one_credential(
+        use_refresh_token: bool,
+    ) -> (tempfile::TempDir, Credmon, std::path::PathBuf, f64) {
+        let root = tempfile::tempdir().unwrap();
+        let c = credmon(root.path());
+        let dir = root.path().join("u");
+        let t = credential(&dir, "https://op.example/token", use_refresh_token);
+        (root, c, dir, t)
+    }
+
     /// Due, or due unless the refresh finds the `.meta` turning refreshing off.
     fn due(c: &Credmon, user_dir: &Path, now: f64) -> bool {
         matches!(
@@ -550,10 +562,7 @@ mod tests {
 
     #[test]
     fn past_every_rule_the_meta_is_left_to_the_refresh_whose_off_is_remembered_until_it_changes() {
-        let root = tempfile::tempdir().unwrap();
-        let c = credmon(root.path());
-        let dir = root.path().join("u");
-        let t = credential(&dir, "https://op.example/token", false);
+        let (_root, c, dir, t) = one_credential(false);
         let use_path = dir.join("tok.use");
         let meta = dir.join("tok.meta");
         // Past 95 % of its life no `.meta` can make the `.use` not due, but for
@@ -581,10 +590,7 @@ mod tests {
 
     #[test]
     fn a_meta_changed_after_it_was_read_is_read_again() {
-        let root = tempfile::tempdir().unwrap();
-        let c = credmon(root.path());
-        let dir = root.path().join("u");
-        let t = credential(&dir, "https://op.example/token", true);
+        let (_root, c, dir, t) = one_credential(true);
         assert!(
             due(&c, &dir, t + 60.0),
             "read in full, remembered with its mtime"
