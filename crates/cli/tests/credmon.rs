@@ -213,8 +213,7 @@ fn an_oauth_pass_refreshes_like_upstream_and_one_bad_credential_starves_nobody()
 fn a_refresh_keeps_the_old_files_as_spares_to_write_over_and_a_deleted_credentials_spares_go() {
     let op = Op::start();
     let f = Fixture::new();
-    // SAFETY: geteuid cannot fail and touches no memory.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = credkeeper_sink::uid() == 0;
     if root {
         // As HTCondor's: set-group-ID to a group not the writer's (condor's), so every
         // file made in it, a spare too, gets that group.

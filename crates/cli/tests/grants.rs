@@ -133,7 +133,7 @@ fn the_wlcg_discovery_location_is_the_default_out_file() {
         secret.to_str().unwrap(),
     ];
     user.run(&args).ok();
-    let uid = unsafe { libc::geteuid() };
+    let uid = credkeeper_sink::uid();
     // User::cmd sets XDG_RUNTIME_DIR to the user's home.
     assert!(user.path(&format!("bt_u{uid}")).exists());
     let named = user.path("named");

@@ -41,6 +41,18 @@ pub(super) struct Seen {
     renew_at: Option<f64>,
 }
 
+impl Seen {
+    /// Whether what was learnt still answers for a `.use` that now has `use_ctime`: the
+    /// same `.use`, and the `.meta` as read (or, unread, the time learnt not yet past).
+    fn holds(&self, use_ctime: Ctime, meta_path: &Path, now: f64) -> bool {
+        self.use_ctime == use_ctime
+            && match self.meta_mtime {
+                Some(at) => mtime(meta_path).unwrap_or_default() == at,
+                None => self.renew_at.is_some_and(|at| now <= at),
+            }
+    }
+}
+
 /// Box hands out short-lived tokens and wants them used longer (upstream rule).
 const BOX_FRACTION: f64 = 0.95;
 
@@ -235,13 +247,7 @@ impl Credmon {
         let cached = lock(&self.seen).get(&use_path).copied();
         let remembered = match cached {
             Some(s) => match stat_use(&use_path) {
-                Ok(use_ctime) => Some(s).filter(|s| {
-                    s.use_ctime == use_ctime
-                        && match s.meta_mtime {
-                            Some(at) => mtime(&meta_path).unwrap_or_default() == at,
-                            None => s.renew_at.is_some_and(|at| now <= at),
-                        }
-                }),
+                Ok(use_ctime) => Some(s).filter(|s| s.holds(use_ctime, &meta_path, now)),
                 Err(gone) => return gone.oauth(),
             },
             None => None,
