@@ -8,7 +8,7 @@
 # (`.use` with expires_in 0), half idle (a fresh `.use`, expires_in 3600), plus N/10 local-mode
 # users (`scitokens.top`, no `.use` yet). Then, for each side, on its own `cp -a` copy made
 # just before it runs (cp sets new ctimes, so both start the same 1800 s idle window), read
-# back into the page cache right before its pass 1 (warm_copy):
+# back into the page cache right before its pass 1 and synced (warm_copy):
 #
 #   pass 1    one pass: refresh the N/2 due users at bench/credmon/token_server.js (node, on
 #             127.0.0.1, answers every refresh at once; warmed first with 20,000 grants by
@@ -250,11 +250,18 @@ settle_inodes() {
 # cache, as right after its `cp`. A host may page out page cache unused for a while: this VM
 # runs DAMON's `pageout` on memory idle for 60 s (/sys/kernel/mm/damon), the wait of
 # settle_inodes. Without this, a pass would read most of its files from the disk.
+# Then `sync`: `cp -a` copies each file's atime, no later than its mtime, so under `relatime`
+# these reads update every inode's atime (this VM: /proc/meminfo's Dirty 0.2 MB -> 24 MB for
+# 10,000 users). Left dirty, that write-back would fall on the first `syncfs` of credkeeper's
+# pass (1.1 s of a 9.3 s pass over 100,000 users) and on the flusher's background threads
+# during upstream's, which syncs nothing: the bench's own reads, measured on one side only.
 warm_copy() {
-  local t0
+  local t0 dirty
   t0=$(date +%s%N)
   find "$1" -type f -print0 | xargs -0 -r cat >/dev/null
-  log "page cache: $1 read back in $((($(date +%s%N) - t0) / 1000000)) ms"
+  dirty=$(awk '/^Dirty:/ {print $2}' /proc/meminfo)
+  sync
+  log "page cache: $1 read back in $((($(date +%s%N) - t0) / 1000000)) ms (Dirty $dirty kB before the sync)"
 }
 MACHINE="$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); work directory on $(describe_fs "$WORK") ($WORK)"
 log "machine: $MACHINE; load average $(cut -d ' ' -f 1-3 /proc/loadavg)"
