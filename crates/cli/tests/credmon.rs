@@ -564,6 +564,38 @@ fn a_local_top_others_can_read_is_not_signed() {
 }
 
 #[test]
+fn a_pass_that_changes_nothing_leaves_the_status_file_as_it_is_and_status_still_tells_when_it_ran()
+{
+    let f = Fixture::new();
+    write(&f.dir.join("bob/scitokens.top"), "bob", 0o600);
+    f.once(&[]).ok();
+    let status_path = f.dir.join(credkeeper_credmon::status::FILE);
+    let stamp = |m: std::fs::Metadata| (m.ino(), m.mtime(), m.mtime_nsec());
+    let written = stamp(std::fs::metadata(&status_path).unwrap());
+    let first = json(&status_path);
+    // The next pass ends in a later second.
+    std::thread::sleep(Duration::from_millis(1100));
+    let run = f.once(&[]).ok();
+    assert!(
+        run.stderr.contains("0 signed") && run.stderr.contains("1 idle"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        stamp(std::fs::metadata(&status_path).unwrap()),
+        written,
+        "an idle pass rewrote the status file"
+    );
+    let shown = Run::from(f.credmon(&[], &["status", "--json"]).output().unwrap()).ok();
+    let shown: Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert!(
+        shown["last_pass"].as_i64().unwrap() > first["last_pass"].as_i64().unwrap(),
+        "the idle pass's time is not shown: {shown} after {first}"
+    );
+    assert_eq!(shown["credentials"], first["credentials"]);
+}
+
+#[test]
 fn a_temporary_file_left_by_a_crash_is_removed_and_a_running_writers_kept() {
     let f = Fixture::new();
     // A process that has exited: what a crash between staging and renaming leaves.

@@ -43,7 +43,7 @@ pub fn prepare(dir: &Path) -> Result<(), DaemonError> {
         0o644,
     )
     .map_err(|e| DaemonError::Io(name.clone(), std::io::Error::other(e.to_string())))?;
-    match std::fs::remove_file(dir.join("CREDMON_COMPLETE")) {
+    match std::fs::remove_file(dir.join(crate::status::COMPLETE)) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(DaemonError::Io(name, e)),

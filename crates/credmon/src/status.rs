@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 pub const FILE: &str = ".credkeeper-credmon.json";
 
+/// Touched at the end of every pass (HTCondor waits for it before starting jobs).
+pub const COMPLETE: &str = "CREDMON_COMPLETE";
+
 /// What kind of credential: how the credmon renews it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -116,12 +119,21 @@ impl Status {
         cred_dir.join(FILE)
     }
 
-    /// The saved status, or an empty one when there is none or it is unreadable.
+    /// The saved status, or an empty one when there is none or it is unreadable. The file
+    /// is rewritten only by a pass that changed an entry; `last_pass` is the later of its
+    /// own and `CREDMON_COMPLETE`'s modification time, which every pass touches.
     pub fn load(cred_dir: &Path) -> Status {
-        std::fs::read(Status::path(cred_dir))
+        let mut status: Status = std::fs::read(Status::path(cred_dir))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let completed = std::fs::metadata(cred_dir.join(COMPLETE))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64);
+        status.last_pass = status.last_pass.max(completed);
+        status
     }
 
     /// Compact JSON: the file is for programs (`credmon status` pretty-prints it).

@@ -17,7 +17,7 @@ mod scan;
 mod sign;
 
 use crate::settings::Settings;
-use crate::status::{CredStatus, Kind, Status};
+use crate::status::{COMPLETE, CredStatus, Kind, Status};
 use commit::Commits;
 use credkeeper_core::Timestamp;
 use credkeeper_issuer::LocalIssuer;
@@ -26,6 +26,7 @@ use credkeeper_sink::spare::Spares;
 use scan::Seen;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -74,6 +75,9 @@ pub struct Credmon {
     policy: UrlPolicy,
     issuers: Mutex<HashMap<String, Arc<LocalIssuer>>>,
     status: Mutex<Status>,
+    /// Whether a credential's entry changed since the status file was last written. Set
+    /// and cleared under `status`'s lock.
+    status_changed: AtomicBool,
     seen: Mutex<HashMap<PathBuf, Seen>>,
 }
 
@@ -90,6 +94,7 @@ impl Credmon {
             policy,
             issuers: Mutex::new(HashMap::new()),
             status: Mutex::new(status),
+            status_changed: AtomicBool::new(false),
             seen: Mutex::new(HashMap::new()),
         })
     }
@@ -152,16 +157,23 @@ impl Credmon {
         drop(commits);
         let _ = committer.await;
         // Serialised under the lock rather than cloned: with 100,000 credentials a copy of
-        // the status is tens of megabytes.
+        // the status is tens of megabytes. Written only when an entry changed: an idle
+        // daemon would otherwise rewrite and sync those megabytes every scan. The time of
+        // a pass that changed nothing is CREDMON_COMPLETE's (`Status::load`).
         let bytes = {
             let mut s = lock(&self.status);
             s.last_pass = Some(Timestamp::now().unix());
-            s.to_bytes()
+            self.status_changed
+                .swap(false, Ordering::Relaxed)
+                .then(|| s.to_bytes())
         };
-        if let Err(e) = Status::save_bytes(self.dir(), &bytes) {
+        if let Some(bytes) = bytes
+            && let Err(e) = Status::save_bytes(self.dir(), &bytes)
+        {
             tracing::warn!("cannot save the status file: {e}");
+            self.status_changed.store(true, Ordering::Relaxed);
         }
-        touch(&self.dir().join("CREDMON_COMPLETE"));
+        touch(&self.dir().join(COMPLETE));
         report
     }
 
@@ -211,6 +223,7 @@ impl Credmon {
 
     fn record(&self, user: &str, token: &str, kind: Kind, f: impl FnOnce(&mut CredStatus)) {
         let mut status = lock(&self.status);
+        self.status_changed.store(true, Ordering::Relaxed);
         let entry = status
             .credentials
             .entry(Self::key(user, token))
