@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 pub const FILE: &str = ".credkeeper-credmon.json";
 
-/// Touched at the end of every pass (HTCondor waits for it before starting jobs).
+/// Touched at the end of every pass; removed when a credmon starts (upstream reports itself
+/// ready to the master once it exists).
 pub const COMPLETE: &str = "CREDMON_COMPLETE";
 
 /// What kind of credential: how the credmon renews it.
