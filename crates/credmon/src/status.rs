@@ -128,11 +128,7 @@ impl Status {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        let completed = std::fs::metadata(cred_dir.join(COMPLETE))
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs() as i64);
+        let completed = crate::pass::files::mtime(&cred_dir.join(COMPLETE));
         status.last_pass = status.last_pass.max(completed);
         status
     }

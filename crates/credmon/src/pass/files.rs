@@ -161,7 +161,7 @@ fn parse_json_object(path: &Path, bytes: &[u8]) -> Result<Map<String, Value>, Cr
     }
 }
 
-pub(super) fn mtime(path: &Path) -> Option<i64> {
+pub(crate) fn mtime(path: &Path) -> Option<i64> {
     std::fs::symlink_metadata(path).ok().map(|m| m.mtime())
 }
 

@@ -11,7 +11,7 @@
 //! status.
 
 mod commit;
-mod files;
+pub(crate) mod files;
 mod refresh;
 mod scan;
 mod sign;
@@ -26,7 +26,6 @@ use credkeeper_sink::spare::Spares;
 use scan::Seen;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -74,10 +73,7 @@ pub struct Credmon {
     http: Http,
     policy: UrlPolicy,
     issuers: Mutex<HashMap<String, Arc<LocalIssuer>>>,
-    status: Mutex<Status>,
-    /// Whether a credential's entry changed since the status file was last written. Set
-    /// and cleared under `status`'s lock.
-    status_changed: AtomicBool,
+    kept: Mutex<Kept>,
     seen: Mutex<HashMap<PathBuf, Seen>>,
 }
 
@@ -93,14 +89,16 @@ impl Credmon {
             http: Http::new()?,
             policy,
             issuers: Mutex::new(HashMap::new()),
-            status: Mutex::new(status),
-            status_changed: AtomicBool::new(false),
+            kept: Mutex::new(Kept {
+                status,
+                unsaved: false,
+            }),
             seen: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn status(&self) -> Status {
-        lock(&self.status).clone()
+        lock(&self.kept).status.clone()
     }
 
     fn dir(&self) -> &Path {
@@ -161,17 +159,15 @@ impl Credmon {
         // daemon would otherwise rewrite and sync those megabytes every scan. The time of
         // a pass that changed nothing is CREDMON_COMPLETE's (`Status::load`).
         let bytes = {
-            let mut s = lock(&self.status);
-            s.last_pass = Some(Timestamp::now().unix());
-            self.status_changed
-                .swap(false, Ordering::Relaxed)
-                .then(|| s.to_bytes())
+            let mut kept = lock(&self.kept);
+            kept.status.last_pass = Some(Timestamp::now().unix());
+            std::mem::take(&mut kept.unsaved).then(|| kept.status.to_bytes())
         };
         if let Some(bytes) = bytes
             && let Err(e) = Status::save_bytes(self.dir(), &bytes)
         {
             tracing::warn!("cannot save the status file: {e}");
-            self.status_changed.store(true, Ordering::Relaxed);
+            lock(&self.kept).unsaved = true;
         }
         touch(&self.dir().join(COMPLETE));
         report
@@ -222,9 +218,10 @@ impl Credmon {
     }
 
     fn record(&self, user: &str, token: &str, kind: Kind, f: impl FnOnce(&mut CredStatus)) {
-        let mut status = lock(&self.status);
-        self.status_changed.store(true, Ordering::Relaxed);
-        let entry = status
+        let mut kept = lock(&self.kept);
+        kept.unsaved = true;
+        let entry = kept
+            .status
             .credentials
             .entry(Self::key(user, token))
             .or_insert_with(|| CredStatus {
@@ -247,6 +244,13 @@ impl Credmon {
         });
         Outcome::Failed
     }
+}
+
+/// What the credmon knows, and whether an entry changed since the status file was last
+/// written: one lock, so no entry is changed between the two.
+struct Kept {
+    status: Status,
+    unsaved: bool,
 }
 
 enum Outcome {

@@ -236,7 +236,11 @@ impl Credmon {
         let top = dir.join(format!("{token}.top"));
         let meta_path = dir.join(format!("{token}.meta"));
         let use_path = dir.join(format!("{token}.use"));
-        if let Some(s) = lock(&self.status).credentials.get(&Self::key(user, token)) {
+        if let Some(s) = lock(&self.kept)
+            .status
+            .credentials
+            .get(&Self::key(user, token))
+        {
             if s.needs_login.is_some() && s.top_stamp == fingerprint(&top) {
                 return Due::NeedsLogin;
             }
